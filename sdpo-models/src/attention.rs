@@ -1,0 +1,53 @@
+//! Eager scaled dot-product attention with grouped key/value heads, as transformers' `eager`
+//! implementation computes it (scores in the model dtype, softmax, weighted sum).
+
+use burn::prelude::*;
+use burn::tensor::activation::softmax;
+
+/// Repeats each key/value head `groups` times: kv head `j` serves query heads
+/// `j * groups .. (j + 1) * groups` (transformers' `repeat_kv`).
+///
+/// # Shapes
+/// - `x`: `[batch, kv_heads, seq, head_dim]`
+/// - output: `[batch, kv_heads * groups, seq, head_dim]`
+pub fn repeat_kv(x: Tensor<4>, groups: usize) -> Tensor<4> {
+    if groups == 1 {
+        return x;
+    }
+    let [batch, kv_heads, seq, head_dim] = x.dims();
+    x.unsqueeze_dim::<5>(2)
+        .expand([batch, kv_heads, groups, seq, head_dim])
+        .reshape([batch, kv_heads * groups, seq, head_dim])
+}
+
+/// `softmax(q·kᵀ · scale + bias) · v`, then heads merged back into the model width.
+///
+/// # Shapes
+/// - `q`: `[batch, heads, seq, head_dim]`
+/// - `k`, `v`: `[batch, kv_heads, seq, head_dim]` with `heads = kv_heads * groups`
+/// - `bias`: `[batch, 1, seq, seq]` (see [`crate::mask::attention_bias`])
+/// - output: `[batch, seq, heads * head_dim]`
+pub fn attend(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    bias: Tensor<4>,
+    scale: f64,
+    groups: usize,
+) -> Tensor<3> {
+    let [batch, heads, seq, head_dim] = q.dims();
+    let k = repeat_kv(k, groups);
+    let v = repeat_kv(v, groups);
+    let scores = q.matmul(k.swap_dims(2, 3)) * scale + bias;
+    let weights = softmax(scores, 3);
+    weights
+        .matmul(v)
+        .swap_dims(1, 2)
+        .reshape([batch, seq, heads * head_dim])
+}
+
+/// Splits `[batch, seq, heads * head_dim]` into `[batch, heads, seq, head_dim]`.
+pub fn split_heads(x: Tensor<3>, heads: usize, head_dim: usize) -> Tensor<4> {
+    let [batch, seq, _] = x.dims();
+    x.reshape([batch, seq, heads, head_dim]).swap_dims(1, 2)
+}

@@ -1,0 +1,207 @@
+//! [`CausalLm`]: one type for every supported architecture, chosen at run time from
+//! `config.json`.
+
+use std::path::Path;
+
+use burn::module::Module;
+use burn::prelude::*;
+use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore};
+
+use crate::checkpoint::{
+    WEIGHTS_FILE, check_tensors, expected_tensors, load_files, read_headers, weight_files,
+};
+use crate::config::{Architecture, ModelConfig};
+use crate::error::ModelError;
+use crate::gpt2::Gpt2LmHeadModel;
+use crate::init::Init;
+use crate::llama::LlamaForCausalLm;
+use crate::output::CausalLmOutput;
+
+/// A causal language model of any supported architecture.
+///
+/// Works on plain devices (inference, the frozen reference: call [`Module::valid`] on a
+/// trained copy) and on autodiff devices (training). Everything is tensor operations, so the
+/// same model runs on flex, wgpu and tch.
+#[derive(Module, Debug)]
+pub enum CausalLm {
+    /// `LlamaForCausalLM` (and Mistral without sliding window).
+    Llama(LlamaForCausalLm),
+    /// `Qwen2ForCausalLM` (the Llama module with q/k/v biases).
+    Qwen2(LlamaForCausalLm),
+    /// `GPT2LMHeadModel`.
+    Gpt2(Gpt2LmHeadModel),
+}
+
+impl CausalLm {
+    /// Builds the module for `config` with `init`'s parameters.
+    fn build(config: &ModelConfig, init: &mut Init) -> Self {
+        match config.architecture {
+            Architecture::Llama => Self::Llama(LlamaForCausalLm::new(config, init)),
+            Architecture::Qwen2 => Self::Qwen2(LlamaForCausalLm::new(config, init)),
+            Architecture::Gpt2 => Self::Gpt2(Gpt2LmHeadModel::new(config, init)),
+        }
+    }
+
+    /// A model with random weights drawn from `seed` (transformers' initialisation: linear and
+    /// embedding weights N(0, `initializer_range`²), biases 0, norm weights 1). The same seed
+    /// gives the same weights on every backend.
+    pub fn from_config(config: &ModelConfig, seed: u64, device: &Device) -> Self {
+        let mut init = Init::seeded(device, seed, config.initializer_range);
+        Self::build(config, &mut init)
+    }
+
+    /// Loads a Hugging Face checkpoint directory: `config.json` plus `model.safetensors` or a
+    /// sharded `model.safetensors.index.json`, stored as F32, BF16 or F16 (kept as F32).
+    ///
+    /// Loading is strict: missing, unexpected and mis-shaped tensors are errors that list
+    /// them. Exceptions, as in transformers: with tied embeddings a stored `lm_head.weight` is
+    /// ignored, and so are the non-parameter buffers `*.attn.bias`, `*.attn.masked_bias`
+    /// (old GPT-2 exports) and `*.rotary_emb.inv_freq`.
+    pub fn from_pretrained(dir: impl AsRef<Path>, device: &Device) -> Result<Self, ModelError> {
+        let dir = dir.as_ref();
+        let config = ModelConfig::from_pretrained_dir(dir)?;
+        let files = weight_files(dir)?;
+        let stored = read_headers(&files)?;
+        let mut model = Self::build(&config, &mut Init::for_loading(device));
+        let tied_head = config.tie_word_embeddings.then_some("lm_head.weight");
+        match &mut model {
+            Self::Llama(m) | Self::Qwen2(m) => {
+                check_tensors(dir, &expected_tensors(m), &stored, tied_head)?;
+                load_files(m, &files)?;
+            }
+            Self::Gpt2(m) => {
+                check_tensors(dir, &expected_tensors(m), &stored, tied_head)?;
+                load_files(m, &files)?;
+            }
+        }
+        Ok(model)
+    }
+
+    /// Writes `config.json` and `model.safetensors` (float32, Hugging Face key names and
+    /// layouts, metadata `format: pt`) into `dir`, creating it, so that transformers'
+    /// `from_pretrained(dir)` loads the model. Existing files are replaced.
+    pub fn save_pretrained(&self, dir: impl AsRef<Path>) -> Result<(), ModelError> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|source| ModelError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let config_path = dir.join("config.json");
+        let json =
+            serde_json::to_string_pretty(&self.config().hf.to_json_value()).map_err(|source| {
+                ModelError::Json {
+                    path: config_path.clone(),
+                    source,
+                }
+            })?;
+        std::fs::write(&config_path, json + "\n").map_err(|source| ModelError::Io {
+            path: config_path.clone(),
+            source,
+        })?;
+        let weights = dir.join(WEIGHTS_FILE);
+        let mut store = SafetensorsStore::from_file(weights.clone())
+            .with_to_adapter(BurnToPyTorchAdapter)
+            .clear_metadata()
+            .metadata("format", "pt")
+            .overwrite(true);
+        let result = match self {
+            Self::Llama(m) | Self::Qwen2(m) => m.save_into(&mut store),
+            Self::Gpt2(m) => m.save_into(&mut store),
+        };
+        result.map_err(|e| ModelError::Store {
+            path: weights,
+            message: e.to_string(),
+        })
+    }
+
+    /// The resolved configuration (vocabulary size, widths, ...).
+    pub fn config(&self) -> &ModelConfig {
+        match self {
+            Self::Llama(m) | Self::Qwen2(m) => m.config(),
+            Self::Gpt2(m) => m.config(),
+        }
+    }
+
+    /// Logits for every position.
+    ///
+    /// Causal attention plus a key padding mask from `attention_mask`; sequences are right
+    /// padded and positions are `0..seq` for every row. Logits at padded positions are what
+    /// transformers computes there (the pad token attends to the earlier real tokens) and are
+    /// normally ignored through the loss mask.
+    ///
+    /// # Shapes
+    /// - `input_ids`: `[batch, seq]` token ids `< vocab_size`
+    /// - `attention_mask`: `[batch, seq]`, 1 for tokens and 0 for padding
+    /// - output: `[batch, seq, vocab_size]`
+    pub fn forward(&self, input_ids: Tensor<2, Int>, attention_mask: Tensor<2, Int>) -> Tensor<3> {
+        self.forward_with_hidden_states(input_ids, attention_mask)
+            .logits
+    }
+
+    /// [`CausalLm::forward`] plus the hidden states transformers returns with
+    /// `output_hidden_states=True` (see [`CausalLmOutput`]).
+    ///
+    /// # Shapes
+    /// - `input_ids`, `attention_mask`: `[batch, seq]`
+    /// - `logits`: `[batch, seq, vocab_size]`
+    /// - `hidden_states`: `num_hidden_layers + 1` tensors `[batch, seq, hidden_size]`
+    pub fn forward_with_hidden_states(
+        &self,
+        input_ids: Tensor<2, Int>,
+        attention_mask: Tensor<2, Int>,
+    ) -> CausalLmOutput {
+        match self {
+            Self::Llama(m) | Self::Qwen2(m) => {
+                m.forward_with_hidden_states(input_ids, attention_mask)
+            }
+            Self::Gpt2(m) => m.forward_with_hidden_states(input_ids, attention_mask),
+        }
+    }
+
+    /// Checks ids and mask against the model before a forward pass: equal shapes, no
+    /// sequence longer than the model supports (GPT-2's learned positions), ids in range.
+    /// Reads the ids back to the host, so call it on user input, not in a hot loop.
+    pub fn check_inputs(
+        &self,
+        input_ids: &Tensor<2, Int>,
+        attention_mask: &Tensor<2, Int>,
+    ) -> Result<(), ModelError> {
+        let c = self.config();
+        let [batch, seq] = input_ids.dims();
+        if attention_mask.dims() != [batch, seq] {
+            return Err(ModelError::InvalidInput(format!(
+                "input_ids are {:?} but attention_mask is {:?}",
+                [batch, seq],
+                attention_mask.dims()
+            )));
+        }
+        if matches!(c.architecture, Architecture::Gpt2) && seq > c.max_position_embeddings {
+            return Err(ModelError::InvalidInput(format!(
+                "sequence length {seq} exceeds n_positions = {}",
+                c.max_position_embeddings
+            )));
+        }
+        let max = input_ids.clone().max().into_scalar::<i64>();
+        let min = input_ids.clone().min().into_scalar::<i64>();
+        if batch * seq > 0 && (min < 0 || max >= c.vocab_size as i64) {
+            return Err(ModelError::InvalidInput(format!(
+                "token ids span {min}..={max}, outside 0..{}",
+                c.vocab_size
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The device a trainer should build the policy on: `device` with autodiff, and with burn's
+/// gradient checkpointing (activations of memory-bound operations recomputed in the backward
+/// pass instead of kept) when `gradient_checkpointing` is true. The reference model stays on
+/// the plain `device`.
+pub fn training_device(device: &Device, gradient_checkpointing: bool) -> Device {
+    let device = device.clone().autodiff();
+    if gradient_checkpointing {
+        device.gradient_checkpointing()
+    } else {
+        device
+    }
+}

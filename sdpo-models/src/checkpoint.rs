@@ -1,0 +1,260 @@
+//! Strict loading of Hugging Face safetensors checkpoints (single file or sharded).
+//!
+//! The headers are read first, by this module, so that a truncated file, an unsupported
+//! dtype, and missing, unexpected or mis-shaped tensors are reported as typed errors naming
+//! them, before burn-store reads any tensor data. burn-store then loads the data through its
+//! PyTorch adapter (which transposes `Linear` weights and renames norm `weight`/`bias` to
+//! `gamma`/`beta`), casting BF16/F16 to F32.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use burn::store::{
+    BurnToPyTorchAdapter, FloatCastAdapter, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter,
+    SafetensorsStore,
+};
+use burn::tensor::DType;
+use serde_json::Value;
+
+use crate::error::{ModelError, ShapeMismatch};
+
+/// Name of a single-file checkpoint.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// Name of the shard index of a sharded checkpoint.
+pub const INDEX_FILE: &str = "model.safetensors.index.json";
+
+/// Dtype and shape of one stored tensor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredTensor {
+    /// safetensors dtype string (`F32`, `BF16`, ...).
+    pub dtype: String,
+    /// Shape as stored.
+    pub shape: Vec<usize>,
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
+    move |source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The safetensors files of a checkpoint directory: `model.safetensors`, or every shard named
+/// in `model.safetensors.index.json`.
+pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
+    let single = dir.join(WEIGHTS_FILE);
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    let index = dir.join(INDEX_FILE);
+    if !index.is_file() {
+        return Err(ModelError::NoWeights {
+            dir: dir.to_path_buf(),
+        });
+    }
+    let text = std::fs::read_to_string(&index).map_err(io_error(&index))?;
+    let json: Value = serde_json::from_str(&text).map_err(|source| ModelError::Json {
+        path: index.clone(),
+        source,
+    })?;
+    let bad = |reason: &str| ModelError::BadSafetensors {
+        path: index.clone(),
+        reason: reason.to_string(),
+    };
+    let map = json
+        .get("weight_map")
+        .and_then(Value::as_object)
+        .ok_or_else(|| bad("no `weight_map` object"))?;
+    let mut shards = BTreeSet::new();
+    for file in map.values() {
+        let name = file
+            .as_str()
+            .ok_or_else(|| bad("a `weight_map` value is not a file name"))?;
+        if name.contains('/') || name.contains('\\') || name == ".." {
+            return Err(bad("a shard name points outside the checkpoint directory"));
+        }
+        shards.insert(name.to_string());
+    }
+    Ok(shards.into_iter().map(|s| dir.join(s)).collect())
+}
+
+/// Reads the header of one safetensors file and checks that the file is long enough for it.
+pub fn read_header(path: &Path) -> Result<BTreeMap<String, StoredTensor>, ModelError> {
+    let mut file = std::fs::File::open(path).map_err(io_error(path))?;
+    let actual = file.metadata().map_err(io_error(path))?.len();
+    let truncated = |expected: u64| ModelError::Truncated {
+        path: path.to_path_buf(),
+        expected,
+        actual,
+    };
+    let bad = |reason: String| ModelError::BadSafetensors {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if actual < 8 {
+        return Err(truncated(8));
+    }
+    let mut len_bytes = [0u8; 8];
+    file.read_exact(&mut len_bytes).map_err(io_error(path))?;
+    let header_len = u64::from_le_bytes(len_bytes);
+    if header_len > 100_000_000 {
+        return Err(bad(format!("header length {header_len} is implausible")));
+    }
+    if 8 + header_len > actual {
+        return Err(truncated(8 + header_len));
+    }
+    let mut header = vec![0u8; header_len as usize];
+    file.read_exact(&mut header).map_err(io_error(path))?;
+    let json: BTreeMap<String, Value> =
+        serde_json::from_slice(&header).map_err(|e| bad(format!("header is not JSON: {e}")))?;
+
+    let mut tensors = BTreeMap::new();
+    let mut data_end = 0u64;
+    for (name, entry) in json {
+        if name == "__metadata__" {
+            continue;
+        }
+        let dtype = entry.get("dtype").and_then(Value::as_str);
+        let shape: Option<Vec<usize>> = entry.get("shape").and_then(|s| {
+            s.as_array()?
+                .iter()
+                .map(|d| d.as_u64().map(|d| d as usize))
+                .collect()
+        });
+        let end = entry
+            .get("data_offsets")
+            .and_then(Value::as_array)
+            .and_then(|o| o.get(1))
+            .and_then(Value::as_u64);
+        let (Some(dtype), Some(shape), Some(end)) = (dtype, shape, end) else {
+            return Err(bad(format!("malformed header entry for `{name}`")));
+        };
+        data_end = data_end.max(end);
+        tensors.insert(
+            name,
+            StoredTensor {
+                dtype: dtype.to_string(),
+                shape,
+            },
+        );
+    }
+    if 8 + header_len + data_end > actual {
+        return Err(truncated(8 + header_len + data_end));
+    }
+    for (name, t) in &tensors {
+        if !matches!(t.dtype.as_str(), "F32" | "BF16" | "F16") {
+            return Err(ModelError::UnsupportedDtype {
+                path: path.to_path_buf(),
+                name: name.clone(),
+                dtype: t.dtype.clone(),
+            });
+        }
+    }
+    Ok(tensors)
+}
+
+/// Non-parameter buffers that some exporters write and transformers ignores on load.
+fn is_ignored_buffer(name: &str) -> bool {
+    name.ends_with(".attn.masked_bias")
+        || name.ends_with(".attn.bias") && !name.contains("c_attn")
+        || name.ends_with("rotary_emb.inv_freq")
+}
+
+/// The tensors a module expects, under their Hugging Face names and PyTorch shapes.
+pub fn expected_tensors<M: ModuleSnapshot>(module: &M) -> BTreeMap<String, Vec<usize>> {
+    module
+        .collect(None, Some(Box::new(BurnToPyTorchAdapter)), false)
+        .into_iter()
+        .map(|t| (t.name, t.shape.to_vec()))
+        .collect()
+}
+
+/// Compares a module's expected tensors with those stored, in the order missing → unexpected
+/// → wrong shape. `tied_head` names a head that the file may carry although the model ties it.
+pub fn check_tensors(
+    dir: &Path,
+    expected: &BTreeMap<String, Vec<usize>>,
+    stored: &BTreeMap<String, StoredTensor>,
+    tied_head: Option<&str>,
+) -> Result<(), ModelError> {
+    let missing: Vec<String> = expected
+        .keys()
+        .filter(|name| !stored.contains_key(*name))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        return Err(ModelError::MissingTensors {
+            dir: dir.to_path_buf(),
+            names: missing,
+        });
+    }
+    let unexpected: Vec<String> = stored
+        .keys()
+        .filter(|name| !expected.contains_key(*name))
+        .filter(|name| !is_ignored_buffer(name) && Some(name.as_str()) != tied_head)
+        .cloned()
+        .collect();
+    if !unexpected.is_empty() {
+        return Err(ModelError::UnexpectedTensors {
+            dir: dir.to_path_buf(),
+            names: unexpected,
+        });
+    }
+    let mismatches: Vec<ShapeMismatch> = expected
+        .iter()
+        .filter_map(|(name, shape)| {
+            let found = &stored.get(name)?.shape;
+            (found != shape).then(|| ShapeMismatch {
+                name: name.clone(),
+                expected: shape.clone(),
+                found: found.clone(),
+            })
+        })
+        .collect();
+    if !mismatches.is_empty() {
+        return Err(ModelError::WrongShapes {
+            dir: dir.to_path_buf(),
+            mismatches,
+        });
+    }
+    Ok(())
+}
+
+/// Loads the (already checked) files into `module`, converting to F32.
+pub fn load_files<M: ModuleSnapshot>(module: &mut M, files: &[PathBuf]) -> Result<(), ModelError> {
+    for path in files {
+        let adapter = PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32));
+        let mut store = SafetensorsStore::from_file(path.clone())
+            .with_from_adapter(adapter)
+            .allow_partial(true)
+            .validate(false);
+        let result = module
+            .load_from(&mut store)
+            .map_err(|e| ModelError::Store {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+        if !result.errors.is_empty() {
+            return Err(ModelError::Store {
+                path: path.clone(),
+                message: result
+                    .errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Reads every header of a checkpoint directory, merged.
+pub fn read_headers(files: &[PathBuf]) -> Result<BTreeMap<String, StoredTensor>, ModelError> {
+    let mut all = BTreeMap::new();
+    for file in files {
+        all.extend(read_header(file)?);
+    }
+    Ok(all)
+}

@@ -1,0 +1,166 @@
+//! The crate's one error type: every failure names the file, key or tensor that caused it.
+
+use std::path::PathBuf;
+
+/// A tensor whose shape in the checkpoint differs from the one the config implies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShapeMismatch {
+    /// Hugging Face name of the tensor, e.g. `model.layers.0.self_attn.q_proj.weight`.
+    pub name: String,
+    /// Shape the model built from `config.json` expects (PyTorch layout).
+    pub expected: Vec<usize>,
+    /// Shape stored in the checkpoint.
+    pub found: Vec<usize>,
+}
+
+impl std::fmt::Display for ShapeMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} (expected {:?}, found {:?})",
+            self.name, self.expected, self.found
+        )
+    }
+}
+
+/// Everything that can go wrong while reading, building or writing a model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// A file could not be read or written.
+    #[error("cannot access {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// `config.json` (or the shard index) is not valid JSON or has a value of the wrong type.
+    #[error("invalid JSON in {path}: {source}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The parser's error (line and column included).
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// A key the architecture needs is absent from `config.json`.
+    #[error("config.json has no `{key}`, which {model_type} models require")]
+    MissingConfigKey {
+        /// The `model_type` being resolved.
+        model_type: String,
+        /// The missing key.
+        key: &'static str,
+    },
+
+    /// A config value is out of range or inconsistent with another one.
+    #[error("invalid config value `{key}`: {reason}")]
+    InvalidConfig {
+        /// The offending key.
+        key: String,
+        /// Why it is rejected.
+        reason: String,
+    },
+
+    /// `model_type` names an architecture this crate does not implement.
+    #[error("unsupported model_type `{model_type}` (supported: llama, mistral, qwen2, gpt2)")]
+    UnsupportedModelType {
+        /// The value found in `config.json`.
+        model_type: String,
+    },
+
+    /// A config option this crate does not implement is switched on.
+    #[error("unsupported config option `{option}` = {value} for {model_type}")]
+    UnsupportedOption {
+        /// The `model_type`.
+        model_type: String,
+        /// The key, e.g. `rope_scaling.rope_type` or `use_sliding_window`.
+        option: String,
+        /// The value found (as JSON).
+        value: String,
+    },
+
+    /// The directory has neither `model.safetensors` nor `model.safetensors.index.json`.
+    #[error("no model.safetensors or model.safetensors.index.json in {dir}")]
+    NoWeights {
+        /// The checkpoint directory.
+        dir: PathBuf,
+    },
+
+    /// A safetensors file is shorter than its header says (an interrupted download or copy).
+    #[error("{path} is truncated: its header needs {expected} bytes, the file has {actual}")]
+    Truncated {
+        /// The file.
+        path: PathBuf,
+        /// Bytes the header describes.
+        expected: u64,
+        /// Bytes on disk.
+        actual: u64,
+    },
+
+    /// A safetensors file whose header cannot be parsed.
+    #[error("{path} is not a valid safetensors file: {reason}")]
+    BadSafetensors {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A stored tensor has a dtype other than F32, BF16 or F16.
+    #[error("tensor `{name}` in {path} has dtype {dtype}; only F32, BF16 and F16 are supported")]
+    UnsupportedDtype {
+        /// The file.
+        path: PathBuf,
+        /// The tensor.
+        name: String,
+        /// The dtype string from the header.
+        dtype: String,
+    },
+
+    /// The checkpoint lacks tensors that the model needs.
+    #[error("checkpoint {dir} is missing {} tensor(s): {}", names.len(), names.join(", "))]
+    MissingTensors {
+        /// The checkpoint directory.
+        dir: PathBuf,
+        /// Hugging Face names of the missing tensors.
+        names: Vec<String>,
+    },
+
+    /// The checkpoint has tensors that the model does not know.
+    #[error("checkpoint {dir} has {} unexpected tensor(s): {}", names.len(), names.join(", "))]
+    UnexpectedTensors {
+        /// The checkpoint directory.
+        dir: PathBuf,
+        /// Hugging Face names of the extra tensors.
+        names: Vec<String>,
+    },
+
+    /// Tensors whose stored shape does not match the config.
+    #[error(
+        "checkpoint {dir} has {} tensor(s) of the wrong shape: {}",
+        mismatches.len(),
+        mismatches.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    )]
+    WrongShapes {
+        /// The checkpoint directory.
+        dir: PathBuf,
+        /// Each offending tensor with both shapes.
+        mismatches: Vec<ShapeMismatch>,
+    },
+
+    /// burn-store failed while reading or writing tensors.
+    #[error("tensor store error for {path}: {message}")]
+    Store {
+        /// The file.
+        path: PathBuf,
+        /// burn-store's message.
+        message: String,
+    },
+
+    /// Input tensors of the wrong shape or length for this model.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+}

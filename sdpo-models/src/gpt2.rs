@@ -1,0 +1,196 @@
+//! `GPT2LMHeadModel`: learned positions, pre-LayerNorm blocks, `gelu_new` MLP, tied head.
+//!
+//! GPT-2's projections are HF `Conv1D` layers whose weights are stored `[in, out]` (`y = x·W + b`),
+//! unlike `nn.Linear`'s `[out, in]`; [`Conv1D`] keeps that layout so that the PyTorch adapter of
+//! burn-store, which transposes only modules named `Linear`, leaves them alone.
+
+use burn::module::{Module, Param};
+use burn::nn::{Embedding, LayerNorm, Linear};
+use burn::prelude::*;
+use burn::tensor::activation::{gelu, gelu_approximate};
+use burn::tensor::module::linear;
+
+use crate::attention::{attend, split_heads};
+use crate::config::{Activation, ModelConfig};
+use crate::init::Init;
+use crate::mask::attention_bias;
+use crate::output::{CausalLmOutput, tied_logits};
+
+/// Hugging Face's `Conv1D`: a linear layer with the weight stored `[in, out]`.
+#[derive(Module, Debug)]
+pub struct Conv1D {
+    /// `[in, out]`, the same layout in the checkpoint and in memory.
+    pub weight: Param<Tensor<2>>,
+    /// `[out]`.
+    pub bias: Param<Tensor<1>>,
+}
+
+impl Conv1D {
+    fn new(d_in: usize, d_out: usize, init: &mut Init) -> Self {
+        Self {
+            weight: init.normal([d_in, d_out]),
+            bias: init.zeros(d_out),
+        }
+    }
+
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        linear(x, self.weight.val(), Some(self.bias.val()))
+    }
+}
+
+/// `attn`: fused q‖k‖v projection and output projection.
+#[derive(Module, Debug)]
+pub struct Gpt2Attention {
+    /// `[hidden, 3 * hidden]`.
+    pub c_attn: Conv1D,
+    /// `[hidden, hidden]`.
+    pub c_proj: Conv1D,
+}
+
+/// `mlp`: `c_proj(act(c_fc(x)))`.
+#[derive(Module, Debug)]
+pub struct Gpt2Mlp {
+    /// `[hidden, inner]`.
+    pub c_fc: Conv1D,
+    /// `[inner, hidden]`.
+    pub c_proj: Conv1D,
+}
+
+/// One block (`transformer.h.N`).
+#[derive(Module, Debug)]
+pub struct Gpt2Block {
+    /// Norm before attention.
+    pub ln_1: LayerNorm,
+    /// Attention.
+    pub attn: Gpt2Attention,
+    /// Norm before the MLP.
+    pub ln_2: LayerNorm,
+    /// MLP.
+    pub mlp: Gpt2Mlp,
+}
+
+impl Gpt2Block {
+    fn new(c: &ModelConfig, init: &mut Init) -> Self {
+        let h = c.hidden_size;
+        Self {
+            ln_1: init.layer_norm(h, c.norm_eps),
+            attn: Gpt2Attention {
+                c_attn: Conv1D::new(h, 3 * h, init),
+                c_proj: Conv1D::new(h, h, init),
+            },
+            ln_2: init.layer_norm(h, c.norm_eps),
+            mlp: Gpt2Mlp {
+                c_fc: Conv1D::new(h, c.intermediate_size, init),
+                c_proj: Conv1D::new(c.intermediate_size, h, init),
+            },
+        }
+    }
+
+    fn forward(&self, x: Tensor<3>, bias: Tensor<4>, c: &ModelConfig) -> Tensor<3> {
+        let h = c.hidden_size;
+        let qkv = self.attn.c_attn.forward(self.ln_1.forward(x.clone()));
+        let heads = |i: usize| {
+            split_heads(
+                qkv.clone().narrow(2, i * h, h),
+                c.num_attention_heads,
+                c.head_dim,
+            )
+        };
+        let out = attend(heads(0), heads(1), heads(2), bias, c.attention_scale, 1);
+        let x = x + self.attn.c_proj.forward(out);
+        let inner = self.mlp.c_fc.forward(self.ln_2.forward(x.clone()));
+        let inner = match c.activation {
+            Activation::Gelu => gelu(inner),
+            Activation::GeluTanh | Activation::Silu => gelu_approximate(inner),
+        };
+        x + self.mlp.c_proj.forward(inner)
+    }
+}
+
+/// The transformer stack (`transformer.*`).
+#[derive(Module, Debug)]
+pub struct Gpt2Model {
+    /// Token embedding `[vocab, hidden]`.
+    pub wte: Embedding,
+    /// Learned position embedding `[n_positions, hidden]`.
+    pub wpe: Embedding,
+    /// Blocks.
+    pub h: Vec<Gpt2Block>,
+    /// Final LayerNorm.
+    pub ln_f: LayerNorm,
+}
+
+/// `GPT2LMHeadModel`.
+#[derive(Module, Debug)]
+pub struct Gpt2LmHeadModel {
+    /// Transformer stack.
+    pub transformer: Gpt2Model,
+    /// Output head; `None` when tied to `transformer.wte` (the GPT-2 default).
+    pub lm_head: Option<Linear>,
+    #[module(skip)]
+    config: ModelConfig,
+}
+
+impl Gpt2LmHeadModel {
+    pub(crate) fn new(config: &ModelConfig, init: &mut Init) -> Self {
+        let c = config;
+        let transformer = Gpt2Model {
+            wte: init.embedding(c.vocab_size, c.hidden_size),
+            wpe: init.embedding(c.max_position_embeddings, c.hidden_size),
+            h: (0..c.num_hidden_layers)
+                .map(|_| Gpt2Block::new(c, init))
+                .collect(),
+            ln_f: init.layer_norm(c.hidden_size, c.norm_eps),
+        };
+        let lm_head =
+            (!c.tie_word_embeddings).then(|| init.linear(c.hidden_size, c.vocab_size, false));
+        Self {
+            transformer,
+            lm_head,
+            config: config.clone(),
+        }
+    }
+
+    /// The resolved configuration this model was built from.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// Logits for every position plus transformers' hidden states (see
+    /// [`CausalLmOutput::hidden_states`]). `seq` must not exceed `n_positions`.
+    ///
+    /// # Shapes
+    /// - `input_ids`, `attention_mask`: `[batch, seq]` (mask: 1 = token, 0 = padding, right padded)
+    /// - `logits`: `[batch, seq, vocab]`; `hidden_states`: `n_layer + 1` × `[batch, seq, hidden]`
+    pub fn forward_with_hidden_states(
+        &self,
+        input_ids: Tensor<2, Int>,
+        attention_mask: Tensor<2, Int>,
+    ) -> CausalLmOutput {
+        let c = &self.config;
+        let [_, seq] = input_ids.dims();
+        let device = input_ids.device();
+        let bias = attention_bias(attention_mask);
+        let positions = Tensor::<1, Int>::arange(0..seq as i64, &device).unsqueeze::<2>();
+        let t = &self.transformer;
+        let mut x = t.wte.forward(input_ids) + t.wpe.forward(positions);
+        let mut hidden_states = vec![x.clone()];
+        let last = t.h.len().saturating_sub(1);
+        for (i, block) in t.h.iter().enumerate() {
+            x = block.forward(x, bias.clone(), c);
+            if i < last {
+                hidden_states.push(x.clone());
+            }
+        }
+        let x = t.ln_f.forward(x);
+        hidden_states.push(x.clone());
+        let logits = match &self.lm_head {
+            Some(head) => head.forward(x),
+            None => tied_logits(x, &t.wte),
+        };
+        CausalLmOutput {
+            logits,
+            hidden_states,
+        }
+    }
+}

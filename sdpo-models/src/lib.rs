@@ -1,0 +1,48 @@
+//! Hugging Face causal language models on burn 0.22, with logits that match transformers.
+//!
+//! - [`CausalLm`]: `LlamaForCausalLM` (Llama 2/3.x incl. `llama3`/`linear` RoPE scaling,
+//!   SmolLM2, TinyLlama, Mistral without sliding window), `Qwen2ForCausalLM` and
+//!   `GPT2LMHeadModel`, selected at run time from `config.json`.
+//! - [`HfConfig`] mirrors `config.json` (transformers 4 and 5 layouts); [`ModelConfig`] is the
+//!   resolved configuration, built with `TryFrom` and failing with a [`ModelError`] that names
+//!   the unsupported `model_type` or option.
+//! - Strict safetensors loading ([`CausalLm::from_pretrained`]) and HF-compatible saving
+//!   ([`CausalLm::save_pretrained`]).
+//!
+//! ```no_run
+//! use burn::prelude::*;
+//! use sdpo_models::CausalLm;
+//!
+//! # fn main() -> Result<(), sdpo_models::ModelError> {
+//! let device = Device::default();
+//! let model = CausalLm::from_pretrained("path/to/SmolLM2-135M-Instruct", &device)?;
+//! let ids = Tensor::<2, Int>::from_ints([[1, 2, 3]], &device);
+//! let mask = Tensor::<2, Int>::ones([1, 3], &device);
+//! let logits = model.forward(ids, mask); // [1, 3, vocab]
+//! # Ok(()) }
+//! ```
+//!
+//! Training: build the policy on [`training_device`] (autodiff, optionally with gradient
+//! checkpointing) and the frozen reference on the plain device.
+#![warn(missing_docs)]
+
+mod attention;
+mod causal_lm;
+pub mod checkpoint;
+mod config;
+mod error;
+pub mod gpt2;
+mod hf_config;
+mod init;
+pub mod llama;
+mod mask;
+mod output;
+mod rope;
+
+pub use causal_lm::{CausalLm, training_device};
+pub use config::{Activation, Architecture, ModelConfig, RopeConfig, RopeScaling};
+pub use error::{ModelError, ShapeMismatch};
+pub use hf_config::{HfConfig, HfRopeParameters};
+pub use mask::attention_bias;
+pub use output::CausalLmOutput;
+pub use rope::inverse_frequencies;

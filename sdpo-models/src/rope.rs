@@ -1,0 +1,96 @@
+//! Rotary position embeddings in Hugging Face's rotate-half layout.
+//!
+//! burn's `RotaryEncoding` rotates interleaved pairs `(x0, x1), (x2, x3)…` (GPT-J style); HF Llama
+//! pairs dimension `i` with `i + head_dim/2`. The tables are computed on the host in f32 the way
+//! transformers computes them (`inv_freq` in f32, `pos * inv_freq` rounded to f32), so that the
+//! angles agree bit for bit before the cosine.
+
+use burn::prelude::*;
+
+use crate::config::{RopeConfig, RopeScaling};
+
+/// Inverse frequencies `[head_dim / 2]`, with the configured scaling applied.
+pub fn inverse_frequencies(rope: &RopeConfig, head_dim: usize) -> Vec<f32> {
+    let base = rope.theta as f32;
+    let mut inv: Vec<f32> = (0..head_dim / 2)
+        .map(|i| {
+            let exponent = (2 * i) as f32 / head_dim as f32;
+            1.0 / base.powf(exponent)
+        })
+        .collect();
+    match rope.scaling {
+        RopeScaling::None => {}
+        RopeScaling::Linear { factor } => {
+            let factor = factor as f32;
+            inv.iter_mut().for_each(|f| *f /= factor);
+        }
+        RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings,
+        } => {
+            // transformers' `_compute_llama3_parameters`, scalar by scalar.
+            let old_context = original_max_position_embeddings as f64;
+            let low_freq_wavelen = old_context / low_freq_factor;
+            let high_freq_wavelen = old_context / high_freq_factor;
+            for f in inv.iter_mut() {
+                let wavelen = 2.0 * std::f64::consts::PI / f64::from(*f);
+                let scaled = if wavelen > low_freq_wavelen {
+                    f64::from(*f) / factor
+                } else {
+                    f64::from(*f)
+                };
+                // Neither high (`wavelen < high_freq_wavelen`) nor low frequency; wavelengths are finite.
+                let medium = wavelen >= high_freq_wavelen && wavelen <= low_freq_wavelen;
+                *f = if medium {
+                    let smooth = (old_context / wavelen - low_freq_factor)
+                        / (high_freq_factor - low_freq_factor);
+                    ((1.0 - smooth) * scaled / factor + smooth * scaled) as f32
+                } else {
+                    scaled as f32
+                };
+            }
+        }
+    }
+    inv
+}
+
+/// Cosine and sine tables `[seq_len, head_dim]` for positions `0..seq_len`.
+pub fn rope_tables(
+    rope: &RopeConfig,
+    head_dim: usize,
+    seq_len: usize,
+    device: &Device,
+) -> (Tensor<2>, Tensor<2>) {
+    let inv = inverse_frequencies(rope, head_dim);
+    let half = inv.len();
+    let mut cos = Vec::with_capacity(seq_len * head_dim);
+    let mut sin = Vec::with_capacity(seq_len * head_dim);
+    for pos in 0..seq_len {
+        let angles: Vec<f32> = inv.iter().map(|f| pos as f32 * f).collect();
+        // `emb = cat(freqs, freqs)`: both halves use the same angles.
+        for _ in 0..2 {
+            cos.extend(angles.iter().map(|a| f64::from(*a).cos() as f32));
+            sin.extend(angles.iter().map(|a| f64::from(*a).sin() as f32));
+        }
+    }
+    debug_assert_eq!(cos.len(), seq_len * 2 * half);
+    let shape = [seq_len, head_dim];
+    (
+        Tensor::from_data(TensorData::new(cos, shape), device),
+        Tensor::from_data(TensorData::new(sin, shape), device),
+    )
+}
+
+/// Applies RoPE to `x` `[batch, heads, seq, head_dim]` with tables `[seq, head_dim]`.
+///
+/// `x * cos + rotate_half(x) * sin`, where `rotate_half([a, b]) = [-b, a]` on the two halves.
+pub fn apply_rope(x: Tensor<4>, cos: Tensor<2>, sin: Tensor<2>) -> Tensor<4> {
+    let [_, _, _, head_dim] = x.dims();
+    let half = head_dim / 2;
+    let first = x.clone().narrow(3, 0, half);
+    let second = x.clone().narrow(3, half, half);
+    let rotated = Tensor::cat(vec![second.neg(), first], 3);
+    x * cos.unsqueeze::<4>() + rotated * sin.unsqueeze::<4>()
+}
