@@ -1,0 +1,43 @@
+//! Selective DPO (SDPO) and the DPO loss family as pure tensor math on burn 0.22.
+//!
+//! Everything here takes `burn::tensor::Tensor`s and runs on whatever device they live on
+//! (flex, wgpu, LibTorch, ...); nothing reads files or prints. The pieces, in the order a
+//! trainer uses them:
+//!
+//! 1. [`completion_logps`]: model logits to per-token log-probs of the completion tokens
+//!    (logits at `t` predict token `t + 1`), with the loss mask.
+//! 2. [`mask_unimportant_tokens`]: SDPO token selection (scores, per-sequence
+//!    [`masked_quantile`] thresholds, kept masks, the four masked sums).
+//! 3. [`PreferenceLoss`]: the configured loss type(s) from [`LossConfig`] (TRL's names and
+//!    semantics, see [`dpo_loss`]), weighted into one scalar.
+//! 4. [`preference_metrics`] / [`read_metrics`]: TRL's metric names plus the SDPO kept
+//!    fractions and thresholds.
+//!
+//! ```no_run
+//! use sdpo_core::{LossConfig, PreferenceLoss, TokenLogps, read_metrics, preference_metrics};
+//! # fn step(inputs: TokenLogps) -> Result<(), sdpo_core::CoreError> {
+//! let mut objective = PreferenceLoss::new(LossConfig::default())?; // sdpo, beta 0.1, q 0.6
+//! let out = objective.forward(&inputs, None)?;
+//! let metrics = read_metrics(preference_metrics(&out))?;
+//! // out.loss.backward() on an autodiff device
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod logps;
+pub mod loss;
+pub mod metrics;
+pub mod numerics;
+pub mod quantile;
+pub mod selection;
+
+pub use error::CoreError;
+pub use logps::{NextTokenTargets, completion_logps, masked_sum, next_token_targets, token_logps};
+pub use loss::bco::RunningMoments;
+pub use loss::config::{FDivergenceType, LossConfig, LossType, LossTypes};
+pub use loss::family::{DpoLossOutput, dpo_loss};
+pub use loss::objective::{LossOutput, PreferenceLoss, chosen_nll_loss};
+pub use metrics::{Metric, masked_logits_mean, preference_metrics, read_metrics};
+pub use quantile::masked_quantile;
+pub use selection::{SequenceLogps, TokenLogps, TokenSelection, mask_unimportant_tokens};
