@@ -108,3 +108,86 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         })
         .fold(0.0, f32::max)
 }
+
+/// A fresh temporary copy of a tiny checkpoint (config.json + model.safetensors).
+pub fn copy_model(name: &str) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for file in ["config.json", "model.safetensors"] {
+        std::fs::copy(model_dir(name).join(file), tmp.path().join(file))
+            .unwrap_or_else(|e| panic!("copy {file}: {e}"));
+    }
+    tmp
+}
+
+/// One stored tensor: dtype, shape, raw little-endian bytes.
+#[derive(Clone)]
+pub struct RawTensor {
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub data: Vec<u8>,
+}
+
+impl safetensors::View for RawTensor {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+/// Every tensor of a safetensors file, by name (sorted).
+pub fn read_raw(path: &Path) -> std::collections::BTreeMap<String, RawTensor> {
+    let golden = Golden::open(path);
+    let st = golden.view();
+    st.tensors()
+        .into_iter()
+        .map(|(name, t)| {
+            (
+                name,
+                RawTensor {
+                    dtype: t.dtype(),
+                    shape: t.shape().to_vec(),
+                    data: t.data().to_vec(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// Writes tensors as a safetensors file with `format: pt` metadata.
+pub fn write_raw(path: &Path, tensors: &std::collections::BTreeMap<String, RawTensor>) {
+    let metadata = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+    safetensors::serialize_to_file(
+        tensors.iter().map(|(k, v)| (k.clone(), v.clone())),
+        Some(metadata),
+        path,
+    )
+    .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+/// Reads `config.json` of `dir` as a JSON object.
+pub fn read_config(dir: &Path) -> serde_json::Map<String, serde_json::Value> {
+    let text = std::fs::read_to_string(dir.join("config.json")).expect("config.json");
+    serde_json::from_str(&text).expect("config.json is JSON")
+}
+
+/// Writes a JSON object as `dir/config.json`.
+pub fn write_config(dir: &Path, config: &serde_json::Map<String, serde_json::Value>) {
+    let text = serde_json::to_string_pretty(config).expect("serialise");
+    std::fs::write(dir.join("config.json"), text).expect("write config.json");
+}
+
+/// Logits of `model` on the golden inputs of `name` (host f32, `[batch * seq * vocab]`).
+pub fn golden_logits_of(model: &sdpo_models::CausalLm, name: &str, device: &Device) -> Vec<f32> {
+    let golden = Golden::open(&model_dir(name).join("golden.safetensors"));
+    let ids = golden.int_tensor("input_ids", device);
+    let mask = golden.int_tensor("attention_mask", device);
+    host(model.forward(ids, mask))
+}
