@@ -13,8 +13,8 @@ completion is one contiguous run of 50-100 % of T after a random prompt offset. 
 zeroed outside the completion, the fork's validity rule (policy log-prob != 0) and sdpo-core's
 (the loss mask) select the same tokens; the script checks that both torch versions agree.
 
-Usage (torch 2.9.0, CPU, 2 threads):
-    python bench/sdpo_row_loop.py [--samples 30] [--json out.json]
+Usage (torch 2.9.0, CPU, 2 threads unless --threads says otherwise):
+    python bench/sdpo_row_loop.py [--samples 30] [--threads 2] [--json out.json]
 """
 
 import argparse
@@ -158,10 +158,11 @@ def fmt(seconds):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, q = {Q}, float32")
     print(f"{'shape':<14} {'row loop':>12} {'vectorised':>12}")
@@ -183,7 +184,8 @@ def main():
             )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"torch": torch.__version__, "threads": 2, "results": results}, f, indent=1)
+            meta = {"torch": torch.__version__, "threads": args.threads}
+            json.dump({**meta, "results": results}, f, indent=1)
 
 
 if __name__ == "__main__":
