@@ -1,0 +1,175 @@
+//! Pairs per second to tokenize and collate a generated 20k-pair file (standard and
+//! conversational), with the SmolLM2 tokenizer from `fixtures/`.
+//!
+//! `cargo bench -p sdpo-data --bench data_pipeline`. The input files are generated
+//! deterministically into `$SDPO_DATA_BENCH_DIR` (default: the system temp dir) on first run;
+//! `bench/data_tokenize_bench.py` reads the same files for the Python comparison.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use divan::counter::ItemsCount;
+use sdpo_data::{BatchSampler, DataConfig, PreferenceProcessor, PreferenceTokenizer};
+
+const PAIRS: usize = 20_000;
+const BATCH: usize = 8;
+
+fn main() {
+    divan::main();
+}
+
+fn fixtures_dir() -> PathBuf {
+    match std::env::var_os("SDPO_FIXTURES") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures"),
+    }
+}
+
+fn bench_dir() -> PathBuf {
+    match std::env::var_os("SDPO_DATA_BENCH_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => std::env::temp_dir().join("sdpo-data-bench"),
+    }
+}
+
+/// A small deterministic generator (64-bit LCG) of English-like sentences.
+struct Words(u64);
+
+impl Words {
+    const VOCAB: [&'static str; 32] = [
+        "the",
+        "model",
+        "answer",
+        "question",
+        "because",
+        "data",
+        "tokens",
+        "quickly",
+        "never",
+        "preference",
+        "chosen",
+        "rejected",
+        "sky",
+        "blue",
+        "green",
+        "is",
+        "a",
+        "an",
+        "of",
+        "to",
+        "and",
+        "in",
+        "that",
+        "it",
+        "for",
+        "on",
+        "with",
+        "as",
+        "was",
+        "3.14",
+        "2026",
+        "naïve",
+    ];
+
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+
+    fn sentence(&mut self, min: u64, max: u64) -> String {
+        let n = min + self.next() % (max - min + 1);
+        let words: Vec<&str> = (0..n)
+            .map(|_| Self::VOCAB[(self.next() % 32) as usize])
+            .collect();
+        words.join(" ")
+    }
+}
+
+/// Writes `pairs_standard.jsonl` and `pairs_chat.jsonl` (20k pairs each) unless present.
+fn ensure_files() -> (PathBuf, PathBuf) {
+    let dir = bench_dir();
+    let standard = dir.join("pairs_standard.jsonl");
+    let chat = dir.join("pairs_chat.jsonl");
+    if standard.exists() && chat.exists() {
+        return (standard, chat);
+    }
+    std::fs::create_dir_all(&dir).expect("bench dir");
+    let mut words = Words(42);
+    let mut s = std::io::BufWriter::new(std::fs::File::create(&standard).expect("create"));
+    let mut c = std::io::BufWriter::new(std::fs::File::create(&chat).expect("create"));
+    for _ in 0..PAIRS {
+        let prompt = words.sentence(20, 200);
+        let chosen = words.sentence(10, 150);
+        let rejected = words.sentence(10, 150);
+        let line = serde_json::json!({"prompt": prompt, "chosen": format!(" {chosen}"), "rejected": format!(" {rejected}")});
+        writeln!(s, "{line}").expect("write");
+        let line = serde_json::json!({
+            "prompt": [{"role": "user", "content": prompt}],
+            "chosen": [{"role": "assistant", "content": chosen}],
+            "rejected": [{"role": "assistant", "content": rejected}],
+        });
+        writeln!(c, "{line}").expect("write");
+    }
+    s.flush().expect("flush");
+    c.flush().expect("flush");
+    (standard, chat)
+}
+
+fn processor() -> PreferenceProcessor {
+    let tokenizer =
+        PreferenceTokenizer::from_dir(fixtures_dir().join("smollm2")).expect("tokenizer");
+    let config = DataConfig {
+        max_length: Some(512),
+        max_prompt_length: Some(256),
+        ..DataConfig::default()
+    };
+    PreferenceProcessor::new(tokenizer, config).expect("processor")
+}
+
+fn run(processor: &PreferenceProcessor, path: &PathBuf) -> usize {
+    let dataset = processor.process_file(path).expect("process");
+    let collator = processor.collator().expect("collator");
+    let sampler = BatchSampler::new(dataset.len(), BATCH, 0).expect("sampler");
+    let mut tokens = 0;
+    for indices in sampler.epoch(0) {
+        let batch = collator
+            .collate_indices(&dataset, &indices)
+            .expect("collate");
+        tokens += batch.input_ids.len();
+    }
+    assert_eq!(dataset.len(), PAIRS);
+    // Printed every run so the Python baseline's id count can be compared.
+    let ids: usize = dataset
+        .pairs
+        .iter()
+        .map(|p| p.prompt_ids.len() + p.chosen_ids.len() + p.rejected_ids.len())
+        .sum();
+    eprintln!(
+        "{}: {} pairs, {ids} ids, content hash {}",
+        path.display(),
+        dataset.len(),
+        dataset.content_hash_hex()
+    );
+    tokens
+}
+
+#[divan::bench(sample_count = 5, sample_size = 1)]
+fn tokenize_and_collate_standard(bencher: divan::Bencher) {
+    let (standard, _) = ensure_files();
+    let processor = processor();
+    bencher
+        .counter(ItemsCount::new(PAIRS))
+        .bench(|| run(&processor, &standard));
+}
+
+#[divan::bench(sample_count = 5, sample_size = 1)]
+fn tokenize_and_collate_chat(bencher: divan::Bencher) {
+    let (_, chat) = ensure_files();
+    let processor = processor();
+    bencher
+        .counter(ItemsCount::new(PAIRS))
+        .bench(|| run(&processor, &chat));
+}

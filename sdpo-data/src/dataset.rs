@@ -1,0 +1,209 @@
+//! The tokenized dataset: [`TokenizedPair`]s in file order, the [`DataReport`] of what was
+//! skipped or truncated, and a stable content hash usable as a cache key.
+
+use crate::config::TruncationMode;
+use crate::error::{DataError, RecordOrigin};
+
+/// One preference pair as token ids. The model input of each side is `prompt_ids` followed by
+/// that side's completion ids; the split point is exact because each part was tokenized alone.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct TokenizedPair {
+    /// Prompt ids, after `max_prompt_length` truncation and with BOS when the tokenizer asks.
+    pub prompt_ids: Vec<u32>,
+    /// Chosen completion ids (standard format: ending in EOS).
+    pub chosen_ids: Vec<u32>,
+    /// Rejected completion ids (standard format: ending in EOS).
+    pub rejected_ids: Vec<u32>,
+}
+
+impl TokenizedPair {
+    /// Prompt + chosen length, before `max_length` truncation.
+    pub fn chosen_len(&self) -> usize {
+        self.prompt_ids.len() + self.chosen_ids.len()
+    }
+
+    /// Prompt + rejected length, before `max_length` truncation.
+    pub fn rejected_len(&self) -> usize {
+        self.prompt_ids.len() + self.rejected_ids.len()
+    }
+
+    /// The longer side's length, capped at `max_length`: the row length this pair needs in a
+    /// batch (what length-grouped sampling sorts by).
+    pub fn padded_len(&self, max_length: Option<usize>) -> usize {
+        let len = self.chosen_len().max(self.rejected_len());
+        max_length.map_or(len, |max| len.min(max))
+    }
+}
+
+/// Counts of what happened to the input, with the first few reasons verbatim.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DataReport {
+    /// Records seen (valid or not).
+    pub records_read: usize,
+    /// Pairs in the dataset.
+    pub pairs_kept: usize,
+    /// Records skipped because they were invalid (bad JSON, field, role, UTF-8, template,
+    /// tokenizer); only non-zero with `skip_invalid_records`.
+    pub skipped_invalid: usize,
+    /// Pairs dropped because `max_length` truncation would leave no completion token; only
+    /// non-zero with `skip_invalid_records`.
+    pub dropped_truncated: usize,
+    /// Kept pairs whose prompt was cut to `max_prompt_length`.
+    pub prompts_truncated: usize,
+    /// Kept pairs with a side longer than `max_length` (cut when collated).
+    pub pairs_over_max_length: usize,
+    /// The first `max_reported_reasons` skip/drop messages, each naming file, line and field.
+    pub reasons: Vec<String>,
+}
+
+impl DataReport {
+    /// Counts a skipped or dropped record and keeps its message if there is room.
+    pub(crate) fn note_skip(&mut self, err: &DataError, max_reasons: usize) {
+        if matches!(err, DataError::CompletionTruncatedAway { .. }) {
+            self.dropped_truncated += 1;
+        } else {
+            self.skipped_invalid += 1;
+        }
+        if self.reasons.len() < max_reasons {
+            self.reasons.push(err.to_string());
+        }
+    }
+
+    /// Records not in the dataset: `skipped_invalid + dropped_truncated`.
+    pub fn skipped_total(&self) -> usize {
+        self.skipped_invalid + self.dropped_truncated
+    }
+}
+
+/// Tokenized pairs in input order, where each came from, and the report.
+#[derive(Debug, Clone, Default)]
+pub struct TokenizedDataset {
+    /// The pairs.
+    pub pairs: Vec<TokenizedPair>,
+    /// `origins[i]`: the file and line/index of `pairs[i]`.
+    pub origins: Vec<RecordOrigin>,
+    /// What was skipped, dropped or truncated.
+    pub report: DataReport,
+    /// The `max_length` the pairs will be collated with (part of the content hash).
+    pub max_length: Option<usize>,
+    /// The truncation mode the pairs will be collated with (part of the content hash).
+    pub truncation_mode: TruncationMode,
+}
+
+impl TokenizedDataset {
+    /// Number of pairs.
+    pub fn len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    /// Whether there are no pairs.
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+
+    /// Per-pair row lengths after `max_length` (input to length-grouped sampling).
+    pub fn lengths(&self) -> Vec<usize> {
+        self.pairs
+            .iter()
+            .map(|p| p.padded_len(self.max_length))
+            .collect()
+    }
+
+    /// A stable 64-bit hash (FNV-1a) of every id of every pair in order, plus `max_length` and
+    /// `truncation_mode`: equal hashes mean the model sees the same tokens, so a trainer can key
+    /// a cache of reference log-probs on it. Padding settings are not included (they do not
+    /// change log-probs). The byte layout is fixed (versioned `sdpo-data/v1`, little endian),
+    /// so the value is the same on every platform and run.
+    pub fn content_hash(&self) -> u64 {
+        let mut hash = Fnv1a::new();
+        hash.write(b"sdpo-data/v1");
+        hash.write_u64(self.max_length.map_or(u64::MAX, |m| m as u64));
+        hash.write(self.truncation_mode.as_str().as_bytes());
+        hash.write_u64(self.pairs.len() as u64);
+        for pair in &self.pairs {
+            for ids in [&pair.prompt_ids, &pair.chosen_ids, &pair.rejected_ids] {
+                hash.write_u64(ids.len() as u64);
+                for id in ids {
+                    hash.write(&id.to_le_bytes());
+                }
+            }
+        }
+        hash.finish()
+    }
+
+    /// [`Self::content_hash`] as 16 lowercase hex digits.
+    pub fn content_hash_hex(&self) -> String {
+        format!("{:016x}", self.content_hash())
+    }
+}
+
+/// 64-bit FNV-1a: tiny, dependency-free, and its output is defined by its spec, not by a crate
+/// version (unlike `std`'s `DefaultHasher`).
+struct Fnv1a(u64);
+
+impl Fnv1a {
+    fn new() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.write(&value.to_le_bytes());
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fnv1a_matches_published_vectors() {
+        // Test vectors from the FNV reference (draft-eastlake-fnv): "" and "a".
+        assert_eq!(Fnv1a::new().finish(), 0xcbf29ce484222325);
+        let mut h = Fnv1a::new();
+        h.write(b"a");
+        assert_eq!(h.finish(), 0xaf63dc4c8601ec8c);
+        let mut h = Fnv1a::new();
+        h.write(b"foobar");
+        assert_eq!(h.finish(), 0x85944171f73967e8);
+    }
+
+    #[test]
+    fn content_hash_changes_with_ids_and_truncation() {
+        let pair = TokenizedPair {
+            prompt_ids: vec![1, 2],
+            chosen_ids: vec![3],
+            rejected_ids: vec![4],
+        };
+        let a = TokenizedDataset {
+            pairs: vec![pair.clone()],
+            ..Default::default()
+        };
+        let mut b = a.clone();
+        assert_eq!(a.content_hash(), b.content_hash());
+        b.pairs[0].rejected_ids = vec![5];
+        assert_ne!(a.content_hash(), b.content_hash());
+        let mut c = a.clone();
+        c.max_length = Some(8);
+        assert_ne!(a.content_hash(), c.content_hash());
+        // Moving a token across the prompt/completion boundary changes the hash.
+        let mut d = a.clone();
+        d.pairs[0] = TokenizedPair {
+            prompt_ids: vec![1],
+            chosen_ids: vec![2, 3],
+            rejected_ids: vec![4],
+        };
+        assert_ne!(a.content_hash(), d.content_hash());
+        assert_eq!(a.content_hash_hex().len(), 16);
+    }
+}

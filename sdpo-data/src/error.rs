@@ -1,0 +1,270 @@
+//! The crate's one error type, [`DataError`], and the record origin it reports.
+//!
+//! Every error about a record names the file, where in the file the record is (a JSONL line or a
+//! JSON-array index, both counted from 1 for lines and from 0 for indices, as editors and
+//! `jq '.[i]'` show them) and the field that is wrong (`chosen[1].role`).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Where a record sits in its file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RecordLocation {
+    /// Line number in a JSONL file, counted from 1.
+    Line(usize),
+    /// Element index in a JSON-array file, counted from 0.
+    Index(usize),
+}
+
+impl fmt::Display for RecordLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecordLocation::Line(line) => write!(f, "line {line}"),
+            RecordLocation::Index(index) => write!(f, "index {index}"),
+        }
+    }
+}
+
+/// The file and position a record came from; carried through tokenization so that late errors
+/// (a template that fails to render, a prompt that fills `max_length`) still point at the input.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RecordOrigin {
+    /// The file the record was read from (shared by all records of that file).
+    pub path: Arc<Path>,
+    /// The record's line (JSONL) or index (JSON array).
+    pub location: RecordLocation,
+}
+
+impl RecordOrigin {
+    /// An origin for records built in memory rather than read from a file.
+    pub fn in_memory(index: usize) -> Self {
+        Self {
+            path: Arc::from(Path::new("<memory>")),
+            location: RecordLocation::Index(index),
+        }
+    }
+}
+
+impl fmt::Display for RecordOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.location)
+    }
+}
+
+/// Everything that can go wrong in `sdpo-data`.
+///
+/// Record-level variants carry a [`RecordOrigin`] and the field path, and their message reads
+/// `FILE: line N: field `F`: what is wrong`.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// A file could not be opened or read.
+    #[error("{}: cannot read: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A record is not valid JSON (or, in a JSON-array file, the array itself is broken, which
+    /// stops reading even when skipping is allowed).
+    #[error("{origin}: malformed JSON: {message}")]
+    MalformedJson {
+        /// File and line/index of the broken record.
+        origin: RecordOrigin,
+        /// The parser's description, with its column.
+        message: String,
+    },
+
+    /// A line or string is not valid UTF-8.
+    #[error("{origin}: {}invalid UTF-8 {detail}", field_prefix(field))]
+    InvalidUtf8 {
+        /// File and line/index.
+        origin: RecordOrigin,
+        /// The field holding the bad bytes, when it could be found.
+        field: Option<String>,
+        /// Where in the line the bad byte is.
+        detail: String,
+    },
+
+    /// A required field is absent.
+    #[error("{origin}: field `{field}`: missing")]
+    MissingField {
+        /// File and line/index.
+        origin: RecordOrigin,
+        /// The field path, e.g. `rejected` or `prompt[0].content`.
+        field: String,
+    },
+
+    /// A field has the wrong JSON type.
+    #[error("{origin}: field `{field}`: expected {expected}, found {found}")]
+    WrongType {
+        /// File and line/index.
+        origin: RecordOrigin,
+        /// The field path.
+        field: String,
+        /// What was expected, in words.
+        expected: &'static str,
+        /// The JSON type found.
+        found: &'static str,
+    },
+
+    /// `chosen`, `rejected` or a conversational `prompt` is empty.
+    #[error("{origin}: field `{field}`: is empty")]
+    EmptyField {
+        /// File and line/index.
+        origin: RecordOrigin,
+        /// The field path.
+        field: String,
+    },
+
+    /// A message has a role outside `system`, `user`, `assistant`, `tool`, `developer`.
+    #[error(
+        "{origin}: field `{field}`: unknown role `{role}` (expected system, user, assistant, tool or developer)"
+    )]
+    UnknownRole {
+        /// File and line/index.
+        origin: RecordOrigin,
+        /// The field path, e.g. `chosen[1].role`.
+        field: String,
+        /// The role found.
+        role: String,
+    },
+
+    /// The record's shape is valid JSON with valid fields but cannot be turned into a pair.
+    #[error("{origin}: field `{field}`: {reason}")]
+    InvalidRecord {
+        /// File and line/index.
+        origin: RecordOrigin,
+        /// The field path.
+        field: String,
+        /// Why, in words.
+        reason: String,
+    },
+
+    /// The record is conversational but the tokenizer has no chat template.
+    #[error(
+        "{origin}: field `{field}`: conversational record but the tokenizer has no chat template (add `chat_template` to tokenizer_config.json or a chat_template.jinja file)"
+    )]
+    NoChatTemplate {
+        /// File and line/index.
+        origin: RecordOrigin,
+        /// The field whose rendering was attempted.
+        field: String,
+    },
+
+    /// The chat template failed while rendering a record (e.g. it called `raise_exception`).
+    #[error("{origin}: field `{field}`: chat template failed to render: {source}")]
+    TemplateRender {
+        /// File and line/index.
+        origin: RecordOrigin,
+        /// The field whose rendering failed (`prompt`, `chosen` or `rejected`).
+        field: String,
+        /// The template engine's error.
+        #[source]
+        source: minijinja::Error,
+    },
+
+    /// The tokenizer failed on a record's text.
+    #[error("{origin}: field `{field}`: tokenization failed: {source}")]
+    Tokenize {
+        /// File and line/index.
+        origin: RecordOrigin,
+        /// The field being tokenized.
+        field: String,
+        /// The tokenizer's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// Truncation to `max_length` would leave no completion token (the prompt alone fills it).
+    #[error(
+        "{origin}: field `{field}`: prompt has {prompt_len} tokens, so truncating to max_length = {max_length} ({mode}) leaves no completion token; raise max_length, set max_prompt_length, or allow skipping"
+    )]
+    CompletionTruncatedAway {
+        /// File and line/index.
+        origin: RecordOrigin,
+        /// The field at fault (`prompt`: it fills `max_length` alone).
+        field: String,
+        /// Prompt tokens after `max_prompt_length`.
+        prompt_len: usize,
+        /// The configured `max_length`.
+        max_length: usize,
+        /// The truncation mode in effect.
+        mode: &'static str,
+    },
+
+    /// `tokenizer.json` could not be loaded.
+    #[error("{}: cannot load tokenizer: {source}", path.display())]
+    TokenizerLoad {
+        /// The tokenizer file.
+        path: PathBuf,
+        /// The tokenizers crate's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// `tokenizer_config.json` is unreadable or has a bad entry.
+    #[error("{}: field `{field}`: {reason}", path.display())]
+    TokenizerConfig {
+        /// The config file.
+        path: PathBuf,
+        /// The offending key.
+        field: String,
+        /// Why, in words.
+        reason: String,
+    },
+
+    /// The chat template does not parse.
+    #[error("{}: chat template does not compile: {source}", path.display())]
+    TemplateSyntax {
+        /// Where the template came from.
+        path: PathBuf,
+        /// The template engine's error.
+        #[source]
+        source: minijinja::Error,
+    },
+
+    /// A configuration value is out of range.
+    #[error("invalid data config: `{field}`: {reason}")]
+    Config {
+        /// The config key.
+        field: &'static str,
+        /// Why, in words.
+        reason: String,
+    },
+}
+
+fn field_prefix(field: &Option<String>) -> String {
+    field
+        .as_ref()
+        .map_or_else(String::new, |f| format!("field `{f}`: "))
+}
+
+impl DataError {
+    /// The record this error is about, if it is about one record.
+    pub fn origin(&self) -> Option<&RecordOrigin> {
+        match self {
+            DataError::MalformedJson { origin, .. }
+            | DataError::InvalidUtf8 { origin, .. }
+            | DataError::MissingField { origin, .. }
+            | DataError::WrongType { origin, .. }
+            | DataError::EmptyField { origin, .. }
+            | DataError::UnknownRole { origin, .. }
+            | DataError::InvalidRecord { origin, .. }
+            | DataError::NoChatTemplate { origin, .. }
+            | DataError::TemplateRender { origin, .. }
+            | DataError::Tokenize { origin, .. }
+            | DataError::CompletionTruncatedAway { origin, .. } => Some(origin),
+            _ => None,
+        }
+    }
+
+    /// Whether skipping the record is a sound reaction (`skip_invalid_records`); errors about
+    /// files, tokenizers and configs are never skippable.
+    pub fn is_record_error(&self) -> bool {
+        self.origin().is_some()
+    }
+}

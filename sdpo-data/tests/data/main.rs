@@ -1,0 +1,8 @@
+//! Integration tests of sdpo-data, built as one binary.
+
+mod bad_inputs;
+mod collation;
+mod common;
+mod formats;
+mod golden;
+mod properties;
