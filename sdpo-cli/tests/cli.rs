@@ -1,0 +1,280 @@
+//! The `sdpo` binary end to end: a short training run, its files, resuming, evaluating, and
+//! the error messages a user sees.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use burn::tensor::{Device, Int, Tensor};
+use sdpo_models::CausalLm;
+
+fn sdpo(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sdpo"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("BURN_DEVICE")
+        .output()
+        .expect("run sdpo")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A tiny run: a 1-layer Llama with SmolLM2's vocabulary, random init, 12 pairs.
+fn write_run(root: &Path) -> PathBuf {
+    std::fs::create_dir_all(root.join("model")).unwrap();
+    let model = serde_json::json!({
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 49152,
+        "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+        "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 8,
+        "hidden_act": "silu", "max_position_embeddings": 128, "initializer_range": 0.5,
+        "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "tie_word_embeddings": true,
+        "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 2, "torch_dtype": "float32"
+    });
+    std::fs::write(root.join("model/config.json"), model.to_string()).unwrap();
+    let pairs: Vec<String> = (0..12)
+        .map(|i| {
+            serde_json::json!({
+                "prompt": format!("Say something kind about item {i}."),
+                "chosen": format!("Item {i} is wonderful, thank you for asking."),
+                "rejected": format!("Item {i}? Go away."),
+            })
+            .to_string()
+        })
+        .collect();
+    std::fs::write(root.join("train.jsonl"), pairs.join("\n")).unwrap();
+    std::fs::write(root.join("eval.jsonl"), pairs[..4].join("\n")).unwrap();
+    let tokenizer = sdpo_testkit::fixtures_dir().join("smollm2");
+    let config = format!(
+        r#"output_dir = "out"
+model_name_or_path = "model"
+init_from_config = true
+tokenizer_name_or_path = "{}"
+train_file = "train.jsonl"
+eval_file = "eval.jsonl"
+loss_type = "sdpo"
+learning_rate = 0.01
+per_device_train_batch_size = 4
+per_device_eval_batch_size = 4
+max_steps = 3
+logging_steps = 1
+save_steps = 2
+max_length = 64
+"#,
+        tokenizer.display().to_string().replace('\\', "/")
+    );
+    let path = root.join("run.toml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+fn logits(dir: &Path) -> Vec<f32> {
+    let device = Device::flex();
+    let model = CausalLm::from_pretrained(dir, &device).expect("saved model loads");
+    let ids = Tensor::<2, Int>::from_ints([[1, 504, 3500, 30, 2, 42]], &device);
+    let mask = Tensor::<2, Int>::ones([1, 6], &device);
+    model
+        .forward(ids, mask)
+        .into_data()
+        .to_vec::<f32>()
+        .unwrap()
+}
+
+#[test]
+fn train_writes_metrics_checkpoints_and_a_loadable_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = write_run(tmp.path());
+    let out = sdpo(
+        &[
+            "train",
+            "--config",
+            config.to_str().unwrap(),
+            "--device",
+            "flex",
+        ],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+
+    let run = tmp.path().join("out");
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let records: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let train: Vec<_> = records.iter().filter(|r| r.get("loss").is_some()).collect();
+    assert_eq!(
+        train.len(),
+        3,
+        "one record per step with logging_steps = 1:\n{metrics}"
+    );
+    for key in [
+        "loss",
+        "rewards/chosen",
+        "rewards/rejected",
+        "rewards/accuracies",
+        "rewards/margins",
+        "logps/chosen",
+        "logps/rejected",
+        "logits/chosen",
+        "logits/rejected",
+        "grad_norm",
+        "learning_rate",
+        "epoch",
+        "step",
+        "sdpo/chosen_kept_fraction",
+        "sdpo/rejected_kept_fraction",
+    ] {
+        assert!(
+            train[0].get(key).is_some(),
+            "metrics lack {key}: {}",
+            train[0]
+        );
+    }
+    assert!(
+        records.iter().any(|r| r.get("eval_loss").is_some()),
+        "no eval record:\n{metrics}"
+    );
+
+    let checkpoint = run.join("checkpoint-2");
+    for file in [
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "optimizer.bpk",
+        "scheduler.json",
+        "trainer_state.json",
+    ] {
+        assert!(checkpoint.join(file).is_file(), "checkpoint-2 lacks {file}");
+    }
+    assert!(
+        !run.join("checkpoint-3").exists(),
+        "save_steps = 2 saves at step 2 only"
+    );
+    for file in ["model.safetensors", "config.json", "tokenizer.json"] {
+        assert!(run.join(file).is_file(), "final model lacks {file}");
+    }
+    assert!(
+        std::fs::read_dir(&run).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".tmp"))
+    );
+
+    // The final model loads back and gives the same logits as evaluating it through `sdpo eval`
+    // twice (deterministic), and differs from the step-2 checkpoint (training moved it).
+    let final_logits = logits(&run);
+    assert_eq!(final_logits, logits(&run), "loading is deterministic");
+    assert_ne!(
+        final_logits,
+        logits(&checkpoint),
+        "step 3 changed the model"
+    );
+
+    // Resuming from the checkpoint reproduces the last step exactly (flex, same seed).
+    let resumed_dir = tmp.path().join("resumed");
+    let out = sdpo(
+        &[
+            "train",
+            "--config",
+            config.to_str().unwrap(),
+            "--set",
+            &format!("output_dir={:?}", resumed_dir.display().to_string()),
+            "--resume-from-checkpoint",
+            checkpoint.to_str().unwrap(),
+        ],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        final_logits,
+        logits(&resumed_dir),
+        "resumed final model differs"
+    );
+
+    // `sdpo eval` prints eval_ metrics as JSON.
+    let out = sdpo(
+        &[
+            "eval",
+            "--config",
+            config.to_str().unwrap(),
+            "--checkpoint",
+            run.to_str().unwrap(),
+        ],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let record: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        record["eval_loss"].as_f64().unwrap().is_finite(),
+        "{record}"
+    );
+}
+
+#[test]
+fn user_errors_are_one_clear_message_and_a_non_zero_exit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = write_run(tmp.path());
+    let cfg = config.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["train", "--config", "nope.toml"], "nope.toml"),
+        (
+            vec!["train", "--config", cfg, "--set", "lerning_rate=1"],
+            "lerning_rate",
+        ),
+        (
+            vec!["train", "--config", cfg, "--set", "sdpo_threshold=2"],
+            "sdpo_threshold",
+        ),
+        (
+            vec![
+                "train",
+                "--config",
+                cfg,
+                "--set",
+                "train_file=missing.jsonl",
+            ],
+            "missing.jsonl",
+        ),
+        (
+            vec!["train", "--config", cfg, "--device", "cuda-please"],
+            "flex",
+        ),
+        (
+            vec![
+                "train",
+                "--config",
+                cfg,
+                "--resume-from-checkpoint",
+                "latest",
+            ],
+            "no checkpoint",
+        ),
+    ];
+    for (args, needle) in cases {
+        let out = sdpo(&args, tmp.path());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(
+            err.contains("error:") && err.contains(needle),
+            "{args:?}: {err}"
+        );
+        assert!(
+            !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+            "{args:?} panicked: {err}"
+        );
+    }
+    let out = sdpo(&["--version"], tmp.path());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("backends: flex"),
+        "{}",
+        text(&out)
+    );
+}

@@ -1,0 +1,210 @@
+//! Checkpoints: `output_dir/checkpoint-N/` with the model in Hugging Face layout, the
+//! tokenizer files, the optimizer and scheduler state and `trainer_state.json`. Written to a
+//! temporary directory and renamed, so a crash never leaves half a checkpoint.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+
+use sdpo_core::RunningMoments;
+
+use crate::config::TrainConfig;
+use crate::error::{TrainError, io};
+
+/// Tokenizer files copied into checkpoints and the final model, when present.
+pub const TOKENIZER_FILES: [&str; 4] = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+];
+
+/// `trainer_state.json`: where training stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainerState {
+    /// Optimizer steps done.
+    pub global_step: usize,
+    /// Fractional epoch.
+    pub epoch: f64,
+    /// Steps of the whole run.
+    pub max_steps: usize,
+    /// The `bco_pair` running mean.
+    pub running_moments: RunningMoments,
+    /// The policy's parameter ids in visiting order (the optimizer state is keyed by them).
+    pub param_ids: Vec<u64>,
+    /// The configuration of the run.
+    pub config: TrainConfig,
+}
+
+/// `scheduler.json`: the schedule and where it stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SchedulerState {
+    /// Steps done.
+    pub step: usize,
+    /// The learning rate of the last step.
+    pub last_lr: f64,
+    /// Warm-up steps.
+    pub warmup_steps: usize,
+    /// Total steps.
+    pub total_steps: usize,
+}
+
+/// The file names inside a checkpoint directory.
+pub const TRAINER_STATE: &str = "trainer_state.json";
+/// Optimizer state (burnpack).
+pub const OPTIMIZER: &str = "optimizer.bpk";
+/// Scheduler state.
+pub const SCHEDULER: &str = "scheduler.json";
+
+/// The directory of the checkpoint at `step`.
+pub fn checkpoint_dir(output_dir: &Path, step: usize) -> PathBuf {
+    output_dir.join(format!("checkpoint-{step}"))
+}
+
+/// The `checkpoint-N` directories under `output_dir`, by step.
+pub fn list_checkpoints(output_dir: &Path) -> Result<Vec<(usize, PathBuf)>, TrainError> {
+    if !output_dir.exists() {
+        return Ok(Vec::new());
+    }
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(output_dir).map_err(io("list", output_dir))? {
+        let entry = entry.map_err(io("list", output_dir))?;
+        let name = entry.file_name();
+        if let Some(step) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("checkpoint-"))
+            .and_then(|n| n.parse::<usize>().ok())
+            && entry.path().join(TRAINER_STATE).exists()
+        {
+            found.push((step, entry.path()));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Resolves `--resume-from-checkpoint`: a directory, or `latest` for the newest complete
+/// checkpoint under `output_dir`.
+pub fn resolve_checkpoint(output_dir: &Path, spec: &Path) -> Result<PathBuf, TrainError> {
+    if spec.as_os_str() == "latest" {
+        return list_checkpoints(output_dir)?
+            .pop()
+            .map(|(_, dir)| dir)
+            .ok_or_else(|| {
+                TrainError::Nothing(format!(
+                    "no checkpoint to resume from in `{}`",
+                    output_dir.display()
+                ))
+            });
+    }
+    if spec.join(TRAINER_STATE).is_file() {
+        Ok(spec.to_path_buf())
+    } else {
+        Err(TrainError::Nothing(format!(
+            "`{}` is not a checkpoint (no {TRAINER_STATE})",
+            spec.display()
+        )))
+    }
+}
+
+/// Reads `trainer_state.json`.
+pub fn read_trainer_state(dir: &Path) -> Result<TrainerState, TrainError> {
+    let path = dir.join(TRAINER_STATE);
+    let text = std::fs::read_to_string(&path).map_err(io("read", &path))?;
+    serde_json::from_str(&text).map_err(|e| TrainError::Malformed {
+        what: "trainer state",
+        path,
+        reason: e.to_string(),
+    })
+}
+
+/// Writes a JSON file.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), TrainError> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| TrainError::Malformed {
+        what: "json output",
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    std::fs::write(path, text + "\n").map_err(io("write", path))
+}
+
+/// Copies the tokenizer files that exist in `from` into `to`.
+pub fn copy_tokenizer_files(from: &Path, to: &Path) -> Result<(), TrainError> {
+    for name in TOKENIZER_FILES {
+        let src = from.join(name);
+        if src.is_file() {
+            std::fs::copy(&src, to.join(name)).map_err(io("copy", &src))?;
+        }
+    }
+    Ok(())
+}
+
+/// Makes `tmp` the checkpoint `dir` (replacing an older one of the same step).
+pub fn commit_dir(tmp: &Path, dir: &Path) -> Result<(), TrainError> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(io("remove old", dir))?;
+    }
+    std::fs::rename(tmp, dir).map_err(io("rename into place", dir))
+}
+
+/// Deletes the oldest checkpoints beyond `limit`.
+pub fn rotate(output_dir: &Path, limit: Option<usize>) -> Result<Vec<PathBuf>, TrainError> {
+    let Some(limit) = limit else {
+        return Ok(Vec::new());
+    };
+    let all = list_checkpoints(output_dir)?;
+    let excess = all.len().saturating_sub(limit);
+    let mut removed = Vec::new();
+    for (_, dir) in all.into_iter().take(excess) {
+        std::fs::remove_dir_all(&dir).map_err(io("remove", &dir))?;
+        removed.push(dir);
+    }
+    Ok(removed)
+}
+
+struct CollectIds(Vec<u64>);
+
+impl ModuleVisitor for CollectIds {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.0.push(param.id.val());
+    }
+}
+
+/// The parameter ids of `module` in visiting order.
+pub fn param_ids<M: Module>(module: &M) -> Vec<u64> {
+    let mut v = CollectIds(Vec::new());
+    module.visit(&mut v);
+    v.0
+}
+
+struct AssignIds<'a> {
+    ids: &'a [u64],
+    next: usize,
+}
+
+impl ModuleMapper for AssignIds<'_> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (id, value, mapper) = param.consume();
+        let id = match self.ids.get(self.next) {
+            Some(&saved) => ParamId::from(saved),
+            None => id,
+        };
+        self.next += 1;
+        Param::from_mapped_value(id, value, mapper)
+    }
+}
+
+/// Gives `module`'s parameters the ids saved with a checkpoint, so the saved optimizer state
+/// (keyed by id) applies to them.
+pub fn assign_param_ids<M: Module>(module: M, ids: &[u64]) -> Result<M, TrainError> {
+    let count = param_ids(&module).len();
+    if count != ids.len() {
+        return Err(TrainError::Nothing(format!(
+            "the checkpoint's optimizer state covers {} parameters, the model has {count}",
+            ids.len()
+        )));
+    }
+    Ok(module.map(&mut AssignIds { ids, next: 0 }))
+}

@@ -1,0 +1,53 @@
+//! Global gradient-norm clipping, as `torch.nn.utils.clip_grad_norm_` (burn's own clipping is
+//! per parameter).
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::GradientsParams;
+use burn::tensor::Tensor;
+
+struct SquaredNorm<'a> {
+    grads: &'a GradientsParams,
+    total: Option<Tensor<1>>,
+}
+
+impl ModuleVisitor for SquaredNorm<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(grad) = self.grads.get::<D>(param.id) {
+            let sq = grad.square().sum();
+            self.total = Some(match self.total.take() {
+                Some(t) => t + sq,
+                None => sq,
+            });
+        }
+    }
+}
+
+struct Scale<'a> {
+    grads: &'a mut GradientsParams,
+    factor: f64,
+}
+
+impl ModuleVisitor for Scale<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(grad) = self.grads.remove::<D>(param.id) {
+            self.grads.register(param.id, grad * self.factor);
+        }
+    }
+}
+
+/// The global L2 norm of all gradients, `[1]` on the device (`None` without gradients).
+pub fn global_grad_norm<M: Module>(model: &M, grads: &GradientsParams) -> Option<Tensor<1>> {
+    let mut visitor = SquaredNorm { grads, total: None };
+    model.visit(&mut visitor);
+    visitor.total.map(Tensor::sqrt)
+}
+
+/// Scales every gradient by `max_norm / (norm + 1e-6)` when `norm > max_norm` (torch's rule).
+pub fn clip_grad_norm<M: Module>(model: &M, grads: &mut GradientsParams, norm: f64, max_norm: f64) {
+    if max_norm > 0.0 && norm.is_finite() {
+        let factor = max_norm / (norm + 1e-6);
+        if factor < 1.0 {
+            model.visit(&mut Scale { grads, factor });
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! The reference side of the loss: a frozen model, or log-probs precomputed into a cache.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, Tensor, TensorData};
+
+use sdpo_data::{Collator, PreferenceBatch, TokenizedDataset};
+use sdpo_models::CausalLm;
+
+use crate::batch::{DeviceBatch, model_logps};
+use crate::cache::{Fnv64, RefLogpsCache};
+use crate::error::{TrainError, io};
+
+/// Where reference log-probs come from.
+#[derive(Debug)]
+pub enum Reference {
+    /// A frozen model on the plain (non-autodiff) device.
+    Model(Box<CausalLm>),
+    /// Per-token log-probs computed once (`precompute_ref_log_probs`).
+    Precomputed {
+        /// The training split.
+        train: RefLogpsCache,
+        /// The evaluation split.
+        eval: Option<RefLogpsCache>,
+    },
+    /// `reference_free = true`: the loss ignores the reference (zeros are passed).
+    None,
+}
+
+/// Which data split a batch comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    /// Training data.
+    Train,
+    /// Evaluation data.
+    Eval,
+}
+
+/// Reference per-token log-probs of a batch: `(chosen, rejected)`, `[B, T-1]` each.
+pub fn reference_logps(
+    reference: &Reference,
+    split: Split,
+    host: &PreferenceBatch,
+    batch: &DeviceBatch,
+    device: &Device,
+) -> Result<(Tensor<2>, Tensor<2>), TrainError> {
+    let (b, t) = (host.batch_size, host.seq_len);
+    match reference {
+        Reference::Model(model) => {
+            let out = model_logps(model, batch)?;
+            Ok((out.chosen, out.rejected))
+        }
+        Reference::None => Ok((
+            Tensor::zeros([b, t - 1], device),
+            Tensor::zeros([b, t - 1], device),
+        )),
+        Reference::Precomputed { train, eval } => {
+            let cache = match split {
+                Split::Train => train,
+                Split::Eval => eval.as_ref().ok_or_else(|| TrainError::Cache {
+                    path: PathBuf::from("<eval>"),
+                    reason: "no precomputed reference log-probs for the eval split".into(),
+                })?,
+            };
+            let (chosen, rejected) = scatter_cached(cache, host)?;
+            let upload = |v: Vec<f32>| Tensor::from_data(TensorData::new(v, [b, t - 1]), device);
+            Ok((upload(chosen), upload(rejected)))
+        }
+    }
+}
+
+/// Places each pair's cached completion log-probs at the batch's loss-mask positions.
+fn scatter_cached(
+    cache: &RefLogpsCache,
+    host: &PreferenceBatch,
+) -> Result<(Vec<f32>, Vec<f32>), TrainError> {
+    let (b, t) = (host.batch_size, host.seq_len);
+    let mut sides = [vec![0f32; b * (t - 1)], vec![0f32; b * (t - 1)]];
+    for (side, out) in sides.iter_mut().enumerate() {
+        for row in 0..b {
+            let pair = host.pair_indices[row];
+            let cached = cache
+                .pairs
+                .get(pair)
+                .map(|(c, r)| if side == 0 { c } else { r });
+            let cached = cached.ok_or_else(|| TrainError::Cache {
+                path: PathBuf::from("<cache>"),
+                reason: format!(
+                    "pair {pair} is not in the cache ({} pairs)",
+                    cache.pairs.len()
+                ),
+            })?;
+            let mask = host.completion_mask_row(side * b + row);
+            let mut values = cached.iter();
+            for pos in 0..t - 1 {
+                if mask[pos + 1] != 0 {
+                    let v = values.next().ok_or_else(|| TrainError::Cache {
+                        path: PathBuf::from("<cache>"),
+                        reason: format!("pair {pair} has more completion tokens than cached"),
+                    })?;
+                    out[row * (t - 1) + pos] = *v;
+                }
+            }
+            if values.next().is_some() {
+                return Err(TrainError::Cache {
+                    path: PathBuf::from("<cache>"),
+                    reason: format!("pair {pair} has fewer completion tokens than cached"),
+                });
+            }
+        }
+    }
+    let [chosen, rejected] = sides;
+    Ok((chosen, rejected))
+}
+
+/// One pass of `model` over `dataset` in order, keeping each pair's completion log-probs.
+pub fn precompute(
+    model: &CausalLm,
+    dataset: &TokenizedDataset,
+    collator: &Collator,
+    batch_size: usize,
+    key: u64,
+    device: &Device,
+) -> Result<RefLogpsCache, TrainError> {
+    let mut pairs = Vec::with_capacity(dataset.len());
+    let indices: Vec<usize> = (0..dataset.len()).collect();
+    for chunk in indices.chunks(batch_size.max(1)) {
+        let host = collator.collate_indices(dataset, chunk)?;
+        let batch = DeviceBatch::new(&host, device);
+        let out = model_logps(model, &batch)?;
+        let (b, t) = (host.batch_size, host.seq_len);
+        let read = |x: Tensor<2>| {
+            x.try_into_vec_as::<f32>().map_err(|e| TrainError::Cache {
+                path: PathBuf::from("<device>"),
+                reason: format!("reading reference log-probs back failed: {e:?}"),
+            })
+        };
+        let sides = [read(out.chosen)?, read(out.rejected)?];
+        for row in 0..b {
+            let mut kept = [Vec::new(), Vec::new()];
+            for (side, values) in sides.iter().enumerate() {
+                let mask = host.completion_mask_row(side * b + row);
+                for pos in 0..t - 1 {
+                    if mask[pos + 1] != 0 {
+                        kept[side].push(values[row * (t - 1) + pos]);
+                    }
+                }
+            }
+            let [c, r] = kept;
+            pairs.push((c, r));
+        }
+    }
+    Ok(RefLogpsCache { key, pairs })
+}
+
+/// Hashes the files that define a model's weights (`config.json` and the safetensors files),
+/// or, for a randomly initialised model, its config and seed.
+pub fn weights_fingerprint(dir: &Path, random_init_seed: Option<u64>) -> Result<u64, TrainError> {
+    let mut h = Fnv64::default();
+    let config = dir.join("config.json");
+    h.write(&std::fs::read(&config).map_err(io("read", &config))?);
+    if let Some(seed) = random_init_seed {
+        h.write_str("random-init");
+        h.write(&seed.to_le_bytes());
+        return Ok(h.finish());
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io("list", dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    files.sort();
+    for file in files {
+        h.write_str(&file.file_name().unwrap_or_default().to_string_lossy());
+        let bytes = std::fs::read(&file).map_err(io("read", &file))?;
+        h.write(&bytes);
+    }
+    Ok(h.finish())
+}

@@ -1,0 +1,155 @@
+//! One training step of the trainer's own path (concatenated forward of policy and reference,
+//! per-token log-probs, SDPO selection, loss, backward) on the batch of `sdpo_e2e.json`:
+//! policy = tiny `models/llama`, reference = tiny `models/llama_tied`. The loss must equal the
+//! golden `loss_mean` and every policy gradient the golden gradient (PyTorch autograd).
+
+use burn::module::{Module, ModuleMapper, Param};
+use burn::optim::GradientsParams;
+use burn::tensor::Tensor;
+use sdpo_core::{LossConfig, LossType, LossTypes, PreferenceLoss};
+use sdpo_data::PreferenceBatch;
+use sdpo_models::CausalLm;
+use sdpo_train::batch::{DeviceBatch, batch_objective};
+use sdpo_train::reference::{Reference, Split};
+use serde_json::Value;
+
+fn ids(v: &Value) -> Vec<Vec<i64>> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            row.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_i64().unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+fn batch(fixture: &Value) -> PreferenceBatch {
+    let rows = |key: &str| -> Vec<i64> {
+        let mut out = ids(&fixture["chosen"][key]);
+        out.extend(ids(&fixture["rejected"][key]));
+        out.into_iter().flatten().collect()
+    };
+    let chosen = ids(&fixture["chosen"]["input_ids"]);
+    let (b, t) = (chosen.len(), chosen[0].len());
+    PreferenceBatch {
+        batch_size: b,
+        seq_len: t,
+        input_ids: rows("input_ids"),
+        attention_mask: rows("attention_mask"),
+        completion_mask: rows("completion_mask"),
+        pair_indices: (0..b).collect(),
+        truncated: vec![false; 2 * b],
+    }
+}
+
+/// Replaces every parameter by its gradient (zeros where there is none).
+struct GradientsAsParams<'a>(&'a GradientsParams);
+
+impl ModuleMapper for GradientsAsParams<'_> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (id, value, mapper) = param.consume();
+        let grad = self.0.get::<D>(id).unwrap_or_else(|| value.zeros_like());
+        Param::from_mapped_value(id, grad.without_autodiff(), mapper)
+    }
+}
+
+#[test]
+fn one_sdpo_step_matches_the_golden_loss_and_gradients() {
+    let dir = sdpo_testkit::fixtures_dir();
+    let fixture: Value =
+        serde_json::from_str(&sdpo_testkit::read_fixture("sdpo_e2e.json")).unwrap();
+    let golden_bytes = std::fs::read(dir.join("sdpo_e2e_grads.safetensors")).unwrap();
+    let golden = safetensors::SafeTensors::deserialize(&golden_bytes).unwrap();
+    let host = batch(&fixture);
+    for dev in sdpo_testkit::test_devices!() {
+        let train_device = dev.device.clone().autodiff();
+        for q in [0.0, 0.6] {
+            let policy = CausalLm::from_pretrained(dir.join("models/llama"), &train_device)
+                .unwrap()
+                .train();
+            let reference = Reference::Model(Box::new(
+                CausalLm::from_pretrained(dir.join("models/llama_tied"), &dev.device).unwrap(),
+            ));
+            let mut objective = PreferenceLoss::new(LossConfig {
+                loss_type: LossTypes::One(LossType::Sdpo),
+                beta: fixture["beta"].as_f64().unwrap(),
+                sdpo_threshold: q,
+                ..LossConfig::default()
+            })
+            .unwrap();
+            let device_batch = DeviceBatch::new(&host, &dev.device);
+            let (loss, _) = batch_objective(
+                &policy,
+                &reference,
+                Split::Train,
+                &host,
+                &device_batch,
+                &mut objective,
+            )
+            .unwrap();
+            let expected = fixture["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["threshold"].as_f64() == Some(q))
+                .unwrap()["loss_mean"]
+                .as_f64()
+                .unwrap();
+            let actual = loss.clone().into_scalar::<f64>();
+            assert!(
+                (actual - expected).abs() <= 1e-5,
+                "[{}] q={q}: loss {actual} vs golden {expected}",
+                dev.name
+            );
+
+            let grads = GradientsParams::from_grads(loss.backward(), &policy);
+            let as_model = policy.valid().map(&mut GradientsAsParams(&grads));
+            let tmp = tempfile::tempdir().unwrap();
+            as_model.save_pretrained(tmp.path()).unwrap();
+            let ours_bytes = std::fs::read(tmp.path().join("model.safetensors")).unwrap();
+            let ours = safetensors::SafeTensors::deserialize(&ours_bytes).unwrap();
+            let prefix = format!("q{q:?}/");
+            let mut checked = 0;
+            for (name, view) in golden.tensors() {
+                let Some(param) = name.strip_prefix(&prefix) else {
+                    continue;
+                };
+                let want: Vec<f32> = view
+                    .data()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                let got_view = ours
+                    .tensor(param)
+                    .unwrap_or_else(|_| panic!("no gradient for {param}"));
+                assert_eq!(got_view.shape(), view.shape(), "{param} shape");
+                let got: Vec<f32> = got_view
+                    .data()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                let scale = want.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-12);
+                let worst = got
+                    .iter()
+                    .zip(&want)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                assert!(
+                    worst <= 1e-4 * scale,
+                    "[{}] q={q} {param}: max |diff| {worst:e} > 1e-4 x {scale:e}",
+                    dev.name
+                );
+                checked += 1;
+            }
+            assert!(checked > 10, "only {checked} gradients checked");
+            println!(
+                "[{}] q={q}: loss and {checked} parameter gradients match",
+                dev.name
+            );
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! End-to-end trainer behaviour on a tiny model: accumulation, resume, precompute, errors.
+
+mod common;
+
+use common::{series, tiny_config, tokenizer_dir, write_pairs, write_reference_model};
+use sdpo_train::{SilentObserver, Start, TrainConfig, TrainError, Trainer, read_metrics};
+
+fn run(config: TrainConfig, device: &burn::tensor::Device) -> Vec<sdpo_train::MetricsRecord> {
+    let mut trainer =
+        Trainer::new(config, device, Start::Fresh, &mut SilentObserver).expect("trainer");
+    trainer.train(None, &mut SilentObserver).expect("train")
+}
+
+fn assert_series_close(what: &str, a: &[(usize, f64)], b: &[(usize, f64)], tol: f64) {
+    assert_eq!(a.len(), b.len(), "{what}: number of records");
+    assert!(!a.is_empty(), "{what}: no records");
+    for ((sa, va), (sb, vb)) in a.iter().zip(b) {
+        assert_eq!(sa, sb, "{what}: steps");
+        assert!(
+            (va - vb).abs() <= tol * (1.0 + vb.abs()),
+            "{what} at step {sa}: {va} vs {vb}"
+        );
+    }
+}
+
+#[test]
+fn gradient_accumulation_equals_one_big_batch() {
+    // One step over 4 pairs, as one batch of 4 or as 2 micro-batches of 2: the same loss, the
+    // same gradient norm, and the same policy afterwards (eval loss).
+    for dev in sdpo_testkit::test_devices!() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut big = tiny_config(tmp.path());
+        big.max_steps = 1;
+        big.sdpo_threshold = 0.6;
+        let mut small = big.clone();
+        small.output_dir = tmp.path().join("out-accum");
+        small.per_device_train_batch_size = 2;
+        small.gradient_accumulation_steps = 2;
+        // Same pairs in the first step: both samplers shuffle with the same seed.
+        let a = run(big, &dev.device);
+        let b = run(small, &dev.device);
+        for key in [
+            "loss",
+            "grad_norm",
+            "rewards/margins",
+            "eval_loss",
+            "eval_rewards/margins",
+        ] {
+            assert_series_close(
+                &format!("[{}] {key}", dev.name),
+                &series(&a, key),
+                &series(&b, key),
+                1e-5,
+            );
+        }
+        println!("[{}] accumulation equivalence checked", dev.name);
+    }
+}
+
+#[test]
+fn resumed_run_equals_the_uninterrupted_run() {
+    for dev in sdpo_testkit::test_devices!() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut config = tiny_config(tmp.path());
+        config.max_steps = 4;
+        config.save_steps = 2;
+        config.loss_type = sdpo_core::LossTypes::Many(vec![
+            sdpo_core::LossType::Sdpo,
+            sdpo_core::LossType::BcoPair,
+        ]);
+        config.loss_weights = Some(vec![1.0, 0.5]);
+        let full = run(config.clone(), &dev.device);
+
+        let mut interrupted = config.clone();
+        interrupted.output_dir = tmp.path().join("out-interrupted");
+        let mut trainer = Trainer::new(
+            interrupted.clone(),
+            &dev.device,
+            Start::Fresh,
+            &mut SilentObserver,
+        )
+        .unwrap();
+        trainer.train(Some(2), &mut SilentObserver).unwrap();
+        drop(trainer);
+        let checkpoint = interrupted.output_dir.join("checkpoint-2");
+        for file in [
+            "model.safetensors",
+            "config.json",
+            "tokenizer.json",
+            "optimizer.bpk",
+            "scheduler.json",
+            "trainer_state.json",
+        ] {
+            assert!(checkpoint.join(file).is_file(), "checkpoint-2 lacks {file}");
+        }
+        let mut resumed = Trainer::new(
+            interrupted.clone(),
+            &dev.device,
+            Start::Resume(&checkpoint),
+            &mut SilentObserver,
+        )
+        .unwrap();
+        assert_eq!(resumed.global_step(), 2);
+        resumed.train(None, &mut SilentObserver).unwrap();
+        let after = read_metrics(&interrupted.output_dir.join("metrics.jsonl")).unwrap();
+        let before = read_metrics(&config.output_dir.join("metrics.jsonl")).unwrap();
+        assert_eq!(full, before, "the returned records are the file's records");
+        // Bit-exact on flex: every metric of every step, including eval.
+        if dev.name == "flex" {
+            assert_eq!(
+                before, after,
+                "[flex] resumed metrics differ from the uninterrupted run"
+            );
+        } else {
+            for key in ["loss", "grad_norm", "eval_loss"] {
+                assert_series_close(
+                    &format!("[{}] {key}", dev.name),
+                    &series(&before, key),
+                    &series(&after, key),
+                    1e-5,
+                );
+            }
+        }
+        println!(
+            "[{}] resume equivalence checked over {} records",
+            dev.name,
+            after.len()
+        );
+    }
+}
+
+#[test]
+fn precomputed_reference_gives_the_same_sdpo_losses() {
+    for dev in sdpo_testkit::test_devices!() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut live = tiny_config(tmp.path());
+        live.ref_model_name_or_path = Some(write_reference_model(tmp.path(), 7));
+        live.sdpo_threshold = 0.6;
+        let mut cached = live.clone();
+        cached.output_dir = tmp.path().join("out-precomputed");
+        cached.precompute_ref_log_probs = true;
+        let a = run(live, &dev.device);
+        let b = run(cached.clone(), &dev.device);
+        for key in [
+            "loss",
+            "rewards/chosen",
+            "rewards/rejected",
+            "sdpo/chosen_kept_fraction",
+            "eval_loss",
+            "eval_rewards/margins",
+        ] {
+            assert_series_close(
+                &format!("[{}] {key}", dev.name),
+                &series(&a, key),
+                &series(&b, key),
+                1e-5,
+            );
+        }
+        // SDPO really selected tokens (the fork silently fell back to plain DPO here).
+        let kept = series(&b, "sdpo/chosen_kept_fraction");
+        assert!(
+            kept.iter().all(|(_, f)| *f < 0.8),
+            "kept fractions {kept:?}"
+        );
+        let cache_dir = cached.output_dir.join("ref_logps_cache");
+        let files: Vec<_> = std::fs::read_dir(&cache_dir).unwrap().collect();
+        assert_eq!(files.len(), 2, "a train and an eval cache");
+        // A second run reuses the cache.
+        struct Messages(Vec<String>);
+        impl sdpo_train::TrainObserver for Messages {
+            fn on_message(&mut self, m: &str) {
+                self.0.push(m.to_string());
+            }
+        }
+        let mut messages = Messages(Vec::new());
+        Trainer::new(cached, &dev.device, Start::Fresh, &mut messages).unwrap();
+        assert!(
+            messages.0.iter().any(|m| m.contains("reusing")),
+            "{:?}",
+            messages.0
+        );
+        println!("[{}] precompute equivalence checked", dev.name);
+    }
+}
+
+#[test]
+fn a_reference_with_another_tokenizer_is_refused_before_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = tiny_config(tmp.path());
+    let reference = write_reference_model(tmp.path(), 3);
+    let path = reference.join("tokenizer_config.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    json["eos_token"] = serde_json::Value::String("<|endoftext|>".into());
+    std::fs::write(&path, json.to_string()).unwrap();
+    config.ref_model_name_or_path = Some(reference);
+    let err = Trainer::new(
+        config,
+        &burn::tensor::Device::flex(),
+        Start::Fresh,
+        &mut SilentObserver,
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, TrainError::TokenizerMismatch { .. }), "{msg}");
+    assert!(msg.contains("eos"), "{msg}");
+}
+
+#[test]
+fn unknown_config_keys_are_errors_naming_them() {
+    let err = serde_json::from_str::<TrainConfig>(r#"{"lerning_rate": 1e-5}"#).unwrap_err();
+    assert!(err.to_string().contains("lerning_rate"), "{err}");
+    let ok: TrainConfig =
+        serde_json::from_str(r#"{"learning_rate": 1e-5, "loss_type": ["sdpo", "sft"]}"#).unwrap();
+    assert_eq!(ok.learning_rate, 1e-5);
+}
+
+#[test]
+fn bad_values_and_a_bad_data_file_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = tiny_config(tmp.path());
+    config.sdpo_threshold = 1.5;
+    let err = Trainer::new(
+        config.clone(),
+        &burn::tensor::Device::flex(),
+        Start::Fresh,
+        &mut SilentObserver,
+    )
+    .unwrap_err();
+    assert!(format!("{err:?}").contains("sdpo_threshold"), "{err:?}");
+
+    config.sdpo_threshold = 0.6;
+    let bad = tmp.path().join("bad.jsonl");
+    write_pairs(&bad, 3, 0);
+    let mut text = std::fs::read_to_string(&bad).unwrap();
+    text.push_str("{\"prompt\": \"x\", \"chosen\": 3, \"rejected\": \"y\"}\n");
+    std::fs::write(&bad, text).unwrap();
+    config.train_file = bad.clone();
+    let err = Trainer::new(
+        config.clone(),
+        &burn::tensor::Device::flex(),
+        Start::Fresh,
+        &mut SilentObserver,
+    )
+    .unwrap_err();
+    let chain = error_chain(&err);
+    assert!(
+        chain.contains("bad.jsonl") && chain.contains("line 4") && chain.contains("chosen"),
+        "{chain}"
+    );
+
+    config.train_file = tmp.path().join("missing.jsonl");
+    let chain = error_chain(
+        &Trainer::new(
+            config,
+            &burn::tensor::Device::flex(),
+            Start::Fresh,
+            &mut SilentObserver,
+        )
+        .unwrap_err(),
+    );
+    assert!(chain.contains("missing.jsonl"), "{chain}");
+    let _ = tokenizer_dir();
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
