@@ -28,8 +28,15 @@ impl TestDevice {
     }
 
     /// Whether this backend computes in float64 (wgpu does not; flex and tch do).
+    ///
+    /// wgpu is ruled out by name: on Mesa lavapipe burn 0.22 reports F64 as supported (the
+    /// adapter has `SHADER_F64`), and f64 storage, `+`, `*` and `sum` are right there, but the
+    /// transcendentals are not: `exp([0.5, -1.25, 2, 3])` in f64 came back as denormals
+    /// (~8e-315) and `log_sigmoid` as +42..+85, so the f64 goldens failed by ~1e2. SPIR-V's
+    /// GLSL.std.450 `Exp`/`Log` are defined for 16/32-bit floats only, so no Vulkan driver can
+    /// be trusted with them; WGSL itself has no f64.
     pub fn supports_f64(&self) -> bool {
-        self.device.supports_dtype(DType::F64)
+        self.name != "wgpu" && self.device.supports_dtype(DType::F64)
     }
 }
 
