@@ -78,11 +78,7 @@ fn logits(dir: &Path) -> Vec<f32> {
     let model = CausalLm::from_pretrained(dir, &device).expect("saved model loads");
     let ids = Tensor::<2, Int>::from_ints([[1, 504, 3500, 30, 2, 42]], &device);
     let mask = Tensor::<2, Int>::ones([1, 6], &device);
-    model
-        .forward(ids, mask)
-        .into_data()
-        .to_vec::<f32>()
-        .unwrap()
+    model.forward(ids, mask).try_into_vec_as::<f32>().unwrap()
 }
 
 #[test]

@@ -119,10 +119,13 @@ pub fn mask_unimportant_tokens(inputs: &TokenLogps, q: f64) -> Result<TokenSelec
         q,
     )?;
     let sums = SequenceLogps {
-        policy_chosen: masked_sum(inputs.policy_chosen_logps.clone(), chosen.kept.clone()),
-        policy_rejected: masked_sum(inputs.policy_rejected_logps.clone(), rejected.kept.clone()),
-        ref_chosen: masked_sum(inputs.ref_chosen_logps.clone(), chosen.kept.clone()),
-        ref_rejected: masked_sum(inputs.ref_rejected_logps.clone(), rejected.kept.clone()),
+        policy_chosen: kept_sum(inputs.policy_chosen_logps.clone(), chosen.dropped.clone()),
+        policy_rejected: kept_sum(
+            inputs.policy_rejected_logps.clone(),
+            rejected.dropped.clone(),
+        ),
+        ref_chosen: kept_sum(inputs.ref_chosen_logps.clone(), chosen.dropped),
+        ref_rejected: kept_sum(inputs.ref_rejected_logps.clone(), rejected.dropped),
     };
     Ok(TokenSelection {
         chosen_scores: chosen.scores,
@@ -139,6 +142,13 @@ struct SideSelection {
     scores: Tensor<2>,
     threshold: Tensor<1>,
     kept: Tensor<2, Bool>,
+    /// `!kept`, computed once for the two sums of this side.
+    dropped: Tensor<2, Bool>,
+}
+
+/// Sum over the kept tokens; values under `dropped` (including garbage) are ignored.
+fn kept_sum(values: Tensor<2>, dropped: Tensor<2, Bool>) -> Tensor<1> {
+    values.mask_fill(dropped, 0.0).sum_dim(1).squeeze_dim(1)
 }
 
 fn select_side(
@@ -147,15 +157,18 @@ fn select_side(
     q: f64,
 ) -> Result<SideSelection, CoreError> {
     let [batch, seq] = scores.dims();
-    let scores = scores.mask_fill(valid.clone().bool_not(), 0.0);
+    // The quantile ignores invalid entries itself, and `kept` requires validity, so the raw
+    // scores serve both; only the returned scores are zeroed where not valid.
     let threshold = masked_quantile(scores.clone(), valid.clone(), q)?;
     let kept = scores
         .clone()
         .greater_equal(threshold.clone().unsqueeze_dim::<2>(1).expand([batch, seq]))
-        .bool_and(valid);
+        .bool_and(valid.clone());
+    let dropped = kept.clone().bool_not();
     Ok(SideSelection {
-        scores,
+        scores: scores.mask_fill(valid.bool_not(), 0.0),
         threshold,
         kept,
+        dropped,
     })
 }

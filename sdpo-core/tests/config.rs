@@ -50,7 +50,13 @@ fn deserialises_trl_names_one_or_many_loss_types() {
 fn unknown_names_are_errors() {
     let err = serde_json::from_str::<LossConfig>(r#"{"loss_typ": "sigmoid"}"#).unwrap_err();
     assert!(err.to_string().contains("loss_typ"), "{err}");
-    assert!(serde_json::from_str::<LossConfig>(r#"{"loss_type": "sigmoidd"}"#).is_err());
+    let err = serde_json::from_str::<LossConfig>(r#"{"loss_type": "sigmoidd"}"#).unwrap_err();
+    assert!(
+        err.to_string().contains("sigmoidd") && err.to_string().contains("apo_zero"),
+        "{err}"
+    );
+    let err = serde_json::from_str::<LossConfig>(r#"{"loss_type": ["sdpo", "nope"]}"#).unwrap_err();
+    assert!(err.to_string().contains("nope"), "{err}");
     let err = "sigmoidd".parse::<LossType>().unwrap_err();
     assert!(
         err.to_string().contains("sigmoidd") && err.to_string().contains("sdpo"),

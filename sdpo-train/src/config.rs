@@ -96,9 +96,9 @@ pub struct TrainConfig {
     pub num_train_epochs: f64,
     /// Optimizer steps; > 0 overrides `num_train_epochs`.
     pub max_steps: i64,
-    /// Maximum prompt + completion tokens.
+    /// Maximum prompt + completion tokens (0: no limit).
     pub max_length: Option<usize>,
-    /// Maximum prompt tokens.
+    /// Maximum prompt tokens (0: no limit).
     pub max_prompt_length: Option<usize>,
     /// Which end of an over-long prompt to keep.
     pub truncation_mode: TruncationMode,
@@ -198,9 +198,10 @@ impl TrainConfig {
 
     /// The data part, for `sdpo-data`.
     pub fn data_config(&self) -> DataConfig {
+        // TOML has no null: 0 switches a limit off.
         DataConfig {
-            max_length: self.max_length,
-            max_prompt_length: self.max_prompt_length,
+            max_length: self.max_length.filter(|&n| n > 0),
+            max_prompt_length: self.max_prompt_length.filter(|&n| n > 0),
             truncation_mode: self.truncation_mode,
             pad_to_multiple_of: self.pad_to_multiple_of,
             skip_invalid_records: self.skip_invalid_records,

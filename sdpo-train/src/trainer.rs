@@ -148,7 +148,9 @@ impl Trainer {
         check_vocab(&initial, &tokenizer_info, &config.model_name_or_path)?;
         let reference_model = match &config.ref_model_name_or_path {
             Some(dir) => {
-                check_reference_tokenizer(dir, &tokenizer_info)?;
+                if let Some(warning) = check_reference_tokenizer(dir, &tokenizer_info)? {
+                    observer.on_message(&warning);
+                }
                 let model = CausalLm::from_pretrained(dir, device).map_err(model_error(dir))?;
                 check_vocab(&model, &tokenizer_info, dir)?;
                 Some(model)
@@ -595,23 +597,23 @@ fn check_vocab(
     Ok(())
 }
 
-/// The reference must use the policy's tokenizer: same vocabulary and special tokens.
+/// The reference must use the policy's tokenizer: same vocabulary and special tokens. Returns a
+/// warning when the reference directory has no tokenizer to compare.
 fn check_reference_tokenizer(
     dir: &Path,
     policy: &sdpo_data::TokenizerInfo,
-) -> Result<(), TrainError> {
+) -> Result<Option<String>, TrainError> {
     if !dir.join("tokenizer.json").is_file() {
         // Nothing to compare beyond the vocabulary size, checked when the model is loaded.
-        tracing::warn!(
-            "reference `{}` has no tokenizer.json; only its vocabulary size is checked",
+        return Ok(Some(format!(
+            "warning: reference `{}` has no tokenizer.json; only its vocabulary size is checked",
             dir.display()
-        );
-        return Ok(());
+        )));
     }
     let reference = PreferenceTokenizer::from_dir(dir)?;
     let differences = policy.differences(reference.info());
     if differences.is_empty() {
-        Ok(())
+        Ok(None)
     } else {
         Err(TrainError::TokenizerMismatch {
             reference: dir.to_path_buf(),

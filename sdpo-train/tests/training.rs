@@ -184,6 +184,39 @@ fn precomputed_reference_gives_the_same_sdpo_losses() {
 }
 
 #[test]
+fn a_larger_reference_of_another_architecture_works() {
+    // The seed paper's "stronger reference": here a wider, deeper Qwen2 for a Llama policy,
+    // sharing the tokenizer.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = tiny_config(tmp.path());
+    let dir = tmp.path().join("qwen2-ref");
+    std::fs::create_dir_all(&dir).unwrap();
+    let qwen = serde_json::json!({
+        "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "vocab_size": 49152,
+        "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "hidden_act": "silu",
+        "max_position_embeddings": 128, "initializer_range": 0.5, "rms_norm_eps": 1e-6,
+        "rope_theta": 10000.0, "tie_word_embeddings": false, "use_sliding_window": false,
+        "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32"
+    });
+    std::fs::write(dir.join("config.json"), qwen.to_string()).unwrap();
+    let model_config = sdpo_models::ModelConfig::from_pretrained_dir(&dir).unwrap();
+    sdpo_models::CausalLm::from_config(&model_config, 11, &burn::tensor::Device::flex())
+        .save_pretrained(&dir)
+        .unwrap();
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(tokenizer_dir().join(f), dir.join(f)).unwrap();
+    }
+    config.ref_model_name_or_path = Some(dir);
+    let records = run(config, &burn::tensor::Device::flex());
+    let kept = series(&records, "sdpo/chosen_kept_fraction");
+    assert_eq!(kept.len(), 3);
+    // A reference that differs from the policy gives real selection from the first step.
+    assert!(kept[0].1 < 0.8, "{kept:?}");
+    assert!(series(&records, "loss").iter().all(|(_, l)| l.is_finite()));
+}
+
+#[test]
 fn a_reference_with_another_tokenizer_is_refused_before_training() {
     let tmp = tempfile::tempdir().unwrap();
     let mut config = tiny_config(tmp.path());

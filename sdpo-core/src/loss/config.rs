@@ -110,14 +110,36 @@ impl std::str::FromStr for LossType {
     }
 }
 
-/// One loss type or a list of them (TRL 1.x accepts both for `loss_type`).
+/// One loss type or a list of them (TRL 1.x accepts both for `loss_type`). An unknown name is
+/// an error that lists the known ones.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, try_from = "RawLossTypes")]
 pub enum LossTypes {
     /// A single loss type: `loss_type = "sdpo"`.
     One(LossType),
     /// Several, combined with `loss_weights`: `loss_type = ["sdpo", "sft"]`.
     Many(Vec<LossType>),
+}
+
+/// `loss_type` as written: a name or a list of names.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawLossTypes {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl TryFrom<RawLossTypes> for LossTypes {
+    type Error = CoreError;
+
+    fn try_from(raw: RawLossTypes) -> Result<Self, Self::Error> {
+        Ok(match raw {
+            RawLossTypes::One(name) => Self::One(name.parse()?),
+            RawLossTypes::Many(names) => {
+                Self::Many(names.iter().map(|n| n.parse()).collect::<Result<_, _>>()?)
+            }
+        })
+    }
 }
 
 impl LossTypes {
