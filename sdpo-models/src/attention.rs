@@ -2,7 +2,6 @@
 //! implementation computes it (scores in the model dtype, softmax, weighted sum).
 
 use burn::prelude::*;
-use burn::tensor::activation::softmax;
 
 /// Repeats each key/value head `groups` times: kv head `j` serves query heads
 /// `j * groups .. (j + 1) * groups` (transformers' `repeat_kv`).
@@ -39,7 +38,7 @@ pub fn attend(
     let k = repeat_kv(k, groups);
     let v = repeat_kv(v, groups);
     let scores = q.matmul(k.swap_dims(2, 3)) * scale + bias;
-    let weights = softmax(scores, 3);
+    let weights = softmax_same_on_every_path(scores);
     weights
         .matmul(v)
         .swap_dims(1, 2)
@@ -50,4 +49,18 @@ pub fn attend(
 pub fn split_heads(x: Tensor<3>, heads: usize, head_dim: usize) -> Tensor<4> {
     let [batch, seq, _] = x.dims();
     x.reshape([batch, seq, heads, head_dim]).swap_dims(1, 2)
+}
+
+/// Softmax over the last dimension from primitive operations.
+///
+/// burn's `softmax` is a fused kernel on some backends (flex) when no gradient is tracked, but a
+/// composition of primitives under autodiff; the two differ by an ulp or so. The policy runs
+/// tracked and the frozen reference untracked, so with the reference equal to the initial
+/// policy the SDPO scores `ref - policy` would be that noise instead of exactly 0, and token
+/// selection at the first step would follow it. Written out, both paths compute the same bits.
+/// The max needs no gradient: softmax does not change when every input is shifted by a constant.
+fn softmax_same_on_every_path(scores: Tensor<4>) -> Tensor<4> {
+    let max = scores.clone().detach().max_dim(3);
+    let exp = (scores - max).exp();
+    exp.clone() / exp.sum_dim(3)
 }

@@ -88,7 +88,10 @@ impl Gpt2Block {
 
     fn forward(&self, x: Tensor<3>, bias: Tensor<4>, c: &ModelConfig) -> Tensor<3> {
         let h = c.hidden_size;
-        let qkv = self.attn.c_attn.forward(self.ln_1.forward(x.clone()));
+        let qkv = self
+            .attn
+            .c_attn
+            .forward(layer_norm(&self.ln_1, x.clone(), c.norm_eps));
         let heads = |i: usize| {
             split_heads(
                 qkv.clone().narrow(2, i * h, h),
@@ -98,7 +101,10 @@ impl Gpt2Block {
         };
         let out = attend(heads(0), heads(1), heads(2), bias, c.attention_scale, 1);
         let x = x + self.attn.c_proj.forward(out);
-        let inner = self.mlp.c_fc.forward(self.ln_2.forward(x.clone()));
+        let inner = self
+            .mlp
+            .c_fc
+            .forward(layer_norm(&self.ln_2, x.clone(), c.norm_eps));
         let inner = match c.activation {
             Activation::Gelu => gelu(inner),
             Activation::GeluTanh | Activation::Silu => gelu_approximate(inner),
@@ -182,7 +188,7 @@ impl Gpt2LmHeadModel {
                 hidden_states.push(x.clone());
             }
         }
-        let x = t.ln_f.forward(x);
+        let x = layer_norm(&t.ln_f, x, c.norm_eps);
         hidden_states.push(x.clone());
         let logits = match &self.lm_head {
             Some(head) => head.forward(x),
@@ -192,5 +198,21 @@ impl Gpt2LmHeadModel {
             logits,
             hidden_states,
         }
+    }
+}
+
+/// LayerNorm (biased variance, as torch) from primitive operations: burn's `LayerNorm::forward`
+/// is a fused kernel on flex without autodiff but a composition under autodiff, which would make
+/// an untracked reference differ from the tracked policy by an ulp (see
+/// `attention::softmax_same_on_every_path`). The parameters stay burn's `LayerNorm` so loading
+/// and saving keep HF's names.
+fn layer_norm(norm: &LayerNorm, x: Tensor<3>, eps: f64) -> Tensor<3> {
+    let centered = x.clone() - x.mean_dim(2);
+    let variance = centered.clone().square().mean_dim(2);
+    let normed = centered / (variance + eps).sqrt();
+    let scaled = normed * norm.gamma.val().unsqueeze::<3>();
+    match &norm.beta {
+        Some(beta) => scaled + beta.val().unsqueeze::<3>(),
+        None => scaled,
     }
 }

@@ -184,6 +184,32 @@ fn precomputed_reference_gives_the_same_sdpo_losses() {
 }
 
 #[test]
+fn with_the_initial_policy_as_reference_sdpo_keeps_every_token_at_the_first_step() {
+    // Every score ref - policy is exactly 0 before the policy moves, so the q-quantile is 0
+    // and every valid token is kept: SDPO starts as plain DPO (docs/sdpo.md).
+    for dev in sdpo_testkit::test_devices!() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut config = tiny_config(tmp.path());
+        config.max_steps = 1;
+        let records = run(config, &dev.device);
+        for key in ["sdpo/chosen_kept_fraction", "sdpo/rejected_kept_fraction"] {
+            assert_eq!(
+                series(&records, key),
+                vec![(1, 1.0)],
+                "[{}] {key}",
+                dev.name
+            );
+        }
+        assert_eq!(
+            series(&records, "rewards/margins"),
+            vec![(1, 0.0)],
+            "[{}]",
+            dev.name
+        );
+    }
+}
+
+#[test]
 fn a_larger_reference_of_another_architecture_works() {
     // The seed paper's "stronger reference": here a wider, deeper Qwen2 for a Llama policy,
     // sharing the tokenizer.
