@@ -146,6 +146,7 @@ impl Trainer {
         // unless a path is given.
         let initial = load_initial_policy(&config, device)?;
         check_vocab(&initial, &tokenizer_info, &config.model_name_or_path)?;
+        check_positions(&initial, &config, &train, eval.as_ref())?;
         let reference_model = match &config.ref_model_name_or_path {
             Some(dir) => {
                 if let Some(warning) = check_reference_tokenizer(dir, &tokenizer_info)? {
@@ -153,6 +154,7 @@ impl Trainer {
                 }
                 let model = CausalLm::from_pretrained(dir, device).map_err(model_error(dir))?;
                 check_vocab(&model, &tokenizer_info, dir)?;
+                check_positions(&model, &config, &train, eval.as_ref())?;
                 Some(model)
             }
             None if config.reference_free => None,
@@ -591,6 +593,45 @@ fn check_vocab(
                 "`{}` has vocab_size {vocab} but the tokenizer has {} tokens",
                 dir.display(),
                 tokenizer.vocab_size
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Models with learned positions (GPT-2) cannot run sequences longer than their table: the
+/// longest collated row must fit, or `max_length` must cap it.
+fn check_positions(
+    model: &CausalLm,
+    config: &TrainConfig,
+    train: &TokenizedDataset,
+    eval: Option<&TokenizedDataset>,
+) -> Result<(), TrainError> {
+    let model_config = model.config();
+    if model_config.architecture != sdpo_models::Architecture::Gpt2 {
+        return Ok(());
+    }
+    let limit = model_config.max_position_embeddings;
+    let longest = train
+        .lengths()
+        .into_iter()
+        .chain(eval.map(TokenizedDataset::lengths).unwrap_or_default())
+        .max()
+        .unwrap_or(0);
+    let longest = match config.max_length.filter(|&n| n > 0) {
+        Some(max) => longest.min(max),
+        None => longest,
+    };
+    let padded = match config.pad_to_multiple_of.filter(|&m| m > 1) {
+        Some(m) => longest.div_ceil(m) * m,
+        None => longest,
+    };
+    if padded > limit {
+        return Err(TrainError::Config {
+            key: "max_length".into(),
+            reason: format!(
+                "sequences of {padded} tokens exceed the model's {limit} learned positions \
+                 (n_positions); set max_length <= {limit}"
             ),
         });
     }

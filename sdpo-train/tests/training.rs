@@ -266,6 +266,43 @@ fn a_reference_with_another_tokenizer_is_refused_before_training() {
 }
 
 #[test]
+fn sequences_longer_than_learned_positions_are_refused() {
+    // GPT-2 has a table of n_positions learned positions; longer rows cannot run.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = tiny_config(tmp.path());
+    let gpt2 = serde_json::json!({
+        "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": 49152,
+        "n_embd": 16, "n_layer": 1, "n_head": 2, "n_positions": 16, "n_inner": 32,
+        "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5,
+        "initializer_range": 0.5, "tie_word_embeddings": true, "bos_token_id": 1, "eos_token_id": 2
+    });
+    std::fs::write(
+        config.model_name_or_path.join("config.json"),
+        gpt2.to_string(),
+    )
+    .unwrap();
+    let err = Trainer::new(
+        config.clone(),
+        &burn::tensor::Device::flex(),
+        Start::Fresh,
+        &mut SilentObserver,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("max_length") && err.to_string().contains("16"),
+        "{err}"
+    );
+    config.max_length = Some(16);
+    Trainer::new(
+        config,
+        &burn::tensor::Device::flex(),
+        Start::Fresh,
+        &mut SilentObserver,
+    )
+    .expect("rows cut to 16 tokens fit");
+}
+
+#[test]
 fn unknown_config_keys_are_errors_naming_them() {
     let err = serde_json::from_str::<TrainConfig>(r#"{"lerning_rate": 1e-5}"#).unwrap_err();
     assert!(err.to_string().contains("lerning_rate"), "{err}");
