@@ -173,8 +173,19 @@ fn appending_padding_changes_nothing() {
             let p = mask_unimportant_tokens(&b.padded(extra).inputs(&dev.device), q).unwrap();
             prop_assert_eq!(host1(a.chosen_threshold), host1(p.chosen_threshold));
             prop_assert_eq!(host1(a.rejected_threshold), host1(p.rejected_threshold));
-            prop_assert_eq!(host1(a.sums.policy_chosen), host1(p.sums.policy_chosen));
-            prop_assert_eq!(host1(a.sums.ref_rejected), host1(p.sums.ref_rejected));
+            // Thresholds and masks are exact everywhere. Sums are exact on flex (a sequential sum
+            // over extra zeros); a GPU reduction tree changes with the row length, so on other
+            // backends a sum may move by an ulp (seen on wgpu: 2 ulp at -6.34).
+            for (x, y) in [(a.sums.policy_chosen, p.sums.policy_chosen), (a.sums.ref_rejected, p.sums.ref_rejected)] {
+                let (x, y) = (host1(x), host1(y));
+                if dev.name == "flex" {
+                    prop_assert_eq!(x, y);
+                } else {
+                    for (u, v) in x.iter().zip(&y) {
+                        prop_assert!((u - v).abs() <= 1e-6 * (1.0 + v.abs()), "{u} vs {v}");
+                    }
+                }
+            }
             let pk = host_mask(p.chosen_kept);
             for (row, ak) in host_mask(a.chosen_kept).iter().enumerate() {
                 prop_assert_eq!(&pk[row][..b.seq], &ak[..]);
