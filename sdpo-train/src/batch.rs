@@ -3,8 +3,8 @@
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 use sdpo_core::{
-    LossType, Metric, PreferenceLoss, TokenLogps, chosen_nll_loss, completion_logps,
-    masked_logits_mean, preference_metrics,
+    LossType, Metric, PreferenceLoss, TokenLogps, chosen_nll_loss, completion_logps, masked_sum,
+    preference_metrics,
 };
 use sdpo_data::PreferenceBatch;
 use sdpo_models::CausalLm;
@@ -66,32 +66,77 @@ pub struct SidedLogps {
     pub rejected_logits_mean: Tensor<1>,
 }
 
+/// The most logits one forward pass materialises (32 Mi floats, 128 MiB in f32). A batch whose
+/// `[2B, T, vocab]` logits would be larger runs in row chunks: a GPU buffer of a large-vocabulary
+/// model's logits otherwise exceeds what wgpu can allocate (lavapipe refused 226 MB).
+pub const MAX_LOGITS_PER_PASS: usize = 1 << 25;
+
 /// Runs `model` on chosen and rejected in one forward pass of `2B` rows (TRL's concatenated
-/// forward) and returns their per-token completion log-probs.
+/// forward; in row chunks when the logits would exceed [`MAX_LOGITS_PER_PASS`]) and returns
+/// their per-token completion log-probs.
 pub fn model_logps(model: &CausalLm, batch: &DeviceBatch) -> Result<SidedLogps, TrainError> {
-    let logits = model.forward(batch.input_ids.clone(), batch.attention_mask.clone());
+    model_logps_chunked(model, batch, MAX_LOGITS_PER_PASS)
+}
+
+/// [`model_logps`] with an explicit limit on the logits of one forward pass.
+pub fn model_logps_chunked(
+    model: &CausalLm,
+    batch: &DeviceBatch,
+    max_logits: usize,
+) -> Result<SidedLogps, TrainError> {
     let (b, t) = (batch.batch_size, batch.seq_len);
-    let vocab = logits.dims()[2];
-    let (logps, mask) = completion_logps(
-        logits.clone(),
-        batch.input_ids.clone(),
-        batch.completion_mask.clone(),
-    )?;
-    let chosen_logits_mean = masked_logits_mean(
-        logits.clone().slice([0..b, 0..t - 1, 0..vocab]),
-        mask.clone().slice([0..b, 0..t - 1]),
-    );
-    let rejected_logits_mean = masked_logits_mean(
-        logits.slice([b..2 * b, 0..t - 1, 0..vocab]),
-        mask.clone().slice([b..2 * b, 0..t - 1]),
-    );
+    let rows = 2 * b;
+    let per_row = (t * model.config().vocab_size).max(1);
+    let chunk = (max_logits / per_row).clamp(1, rows.max(1));
+    let mut logps_parts = Vec::new();
+    let mut mask_parts = Vec::new();
+    let mut logit_sum_parts = Vec::new();
+    let mut vocab = 1;
+    for start in (0..rows).step_by(chunk) {
+        let end = (start + chunk).min(rows);
+        let ids = batch.input_ids.clone().slice([start..end, 0..t]);
+        let logits = model.forward(
+            ids.clone(),
+            batch.attention_mask.clone().slice([start..end, 0..t]),
+        );
+        vocab = logits.dims()[2];
+        let (logps, mask) = completion_logps(
+            logits.clone(),
+            ids,
+            batch.completion_mask.clone().slice([start..end, 0..t]),
+        )?;
+        // Per-row sums of the logits over completion positions, for logits/chosen|rejected.
+        let per_position = logits
+            .detach()
+            .slice([0..end - start, 0..t - 1, 0..vocab])
+            .sum_dim(2)
+            .squeeze_dim::<2>(2);
+        logit_sum_parts.push(masked_sum(per_position, mask.clone()));
+        logps_parts.push(logps);
+        mask_parts.push(mask);
+    }
+    let logps = Tensor::cat(logps_parts, 0);
+    let mask = Tensor::cat(mask_parts, 0);
+    let logit_sums = Tensor::cat(logit_sum_parts, 0);
+    let logits_mean = |range: std::ops::Range<usize>| {
+        let dtype = logit_sums.dtype();
+        let count = mask
+            .clone()
+            .slice([range.clone(), 0..t - 1])
+            .int()
+            .sum()
+            .float()
+            .cast(dtype)
+            * vocab as f64;
+        logit_sums.clone().slice([range]).sum() / count.clamp_min(1.0)
+    };
     Ok(SidedLogps {
         chosen: logps.clone().slice([0..b, 0..t - 1]),
-        rejected: logps.slice([b..2 * b, 0..t - 1]),
+        rejected: logps.slice([b..rows, 0..t - 1]),
         chosen_mask: mask.clone().slice([0..b, 0..t - 1]),
-        rejected_mask: mask.slice([b..2 * b, 0..t - 1]),
-        chosen_logits_mean,
-        rejected_logits_mean,
+        rejected_mask: mask.clone().slice([b..rows, 0..t - 1]),
+        chosen_logits_mean: logits_mean(0..b),
+        rejected_logits_mean: logits_mean(b..rows),
     })
 }
 

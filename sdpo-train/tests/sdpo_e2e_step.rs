@@ -153,3 +153,53 @@ fn one_sdpo_step_matches_the_golden_loss_and_gradients() {
         }
     }
 }
+
+#[test]
+fn logits_in_row_chunks_give_the_same_log_probs() {
+    // Large-vocabulary batches run their forward pass in row chunks (a GPU cannot always
+    // allocate the whole [2B, T, vocab] logits); one row at a time must give the same numbers.
+    let dir = sdpo_testkit::fixtures_dir();
+    let fixture: Value =
+        serde_json::from_str(&sdpo_testkit::read_fixture("sdpo_e2e.json")).unwrap();
+    let host = batch(&fixture);
+    for dev in sdpo_testkit::test_devices!() {
+        let model = CausalLm::from_pretrained(dir.join("models/llama"), &dev.device).unwrap();
+        let device_batch = DeviceBatch::new(&host, &dev.device);
+        let whole = sdpo_train::batch::model_logps(&model, &device_batch).unwrap();
+        let rows = sdpo_train::batch::model_logps_chunked(&model, &device_batch, 1).unwrap();
+        let pairs = [(whole.chosen, rows.chosen), (whole.rejected, rows.rejected)];
+        for (a, b) in pairs {
+            let (a, b) = (
+                a.try_into_vec_as::<f32>().unwrap(),
+                b.try_into_vec_as::<f32>().unwrap(),
+            );
+            let worst = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            assert!(
+                worst <= 1e-5,
+                "[{}] chunked log-probs differ by {worst:e}",
+                dev.name
+            );
+        }
+        for (a, b) in [
+            (whole.chosen_logits_mean, rows.chosen_logits_mean),
+            (whole.rejected_logits_mean, rows.rejected_logits_mean),
+        ] {
+            let (a, b) = (a.into_scalar::<f64>(), b.into_scalar::<f64>());
+            assert!(
+                (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                "[{}] logits mean {a} vs {b}",
+                dev.name
+            );
+        }
+        let golden = fixture["policy_chosen_logps"].as_array().unwrap()[0]
+            .as_array()
+            .unwrap()[2]
+            .as_f64()
+            .unwrap();
+        assert!(golden.is_finite());
+    }
+}
