@@ -172,8 +172,20 @@ pub fn weights_fingerprint(dir: &Path, random_init_seed: Option<u64>) -> Result<
     files.sort();
     for file in files {
         h.write_str(&file.file_name().unwrap_or_default().to_string_lossy());
-        let bytes = std::fs::read(&file).map_err(io("read", &file))?;
-        h.write(&bytes);
+        // Streamed: weight files can be many gigabytes.
+        let mut reader = std::io::BufReader::with_capacity(
+            1 << 20,
+            std::fs::File::open(&file).map_err(io("open", &file))?,
+        );
+        loop {
+            let chunk = std::io::BufRead::fill_buf(&mut reader).map_err(io("read", &file))?;
+            if chunk.is_empty() {
+                break;
+            }
+            h.write(chunk);
+            let n = chunk.len();
+            std::io::BufRead::consume(&mut reader, n);
+        }
     }
     Ok(h.finish())
 }
