@@ -38,6 +38,9 @@ pub use loss::bco::RunningMoments;
 pub use loss::config::{FDivergenceType, LossConfig, LossType, LossTypes};
 pub use loss::family::{DpoLossOutput, dpo_loss};
 pub use loss::objective::{LossOutput, PreferenceLoss, chosen_nll_loss};
-pub use metrics::{Metric, masked_logits_mean, preference_metrics, read_metrics};
+pub use metrics::{
+    Metric, logits_mean_from_sums, masked_logit_sums, masked_logits_mean, preference_metrics,
+    read_metrics,
+};
 pub use quantile::masked_quantile;
 pub use selection::{SequenceLogps, TokenLogps, TokenSelection, mask_unimportant_tokens};

@@ -77,16 +77,34 @@ fn finite_mean(values: Tensor<1>) -> Tensor<1> {
     values.mask_fill(finite.bool_not(), 0.0).sum() / count
 }
 
+/// Per-row sum of the logits over the masked positions (every vocabulary entry), detached: the
+/// numerator of TRL's `logits/chosen` and `logits/rejected`, computable chunk by chunk.
+///
+/// # Shapes
+/// - `logits`: `[rows, seq, vocab]`, `mask`: `[rows, seq]`; returns `[rows]`
+pub fn masked_logit_sums(logits: Tensor<3>, mask: Tensor<2, Bool>) -> Tensor<1> {
+    let per_position = logits.detach().sum_dim(2).squeeze_dim::<2>(2);
+    crate::logps::masked_sum(per_position, mask)
+}
+
+/// The mean logit over the masked positions from per-row [`masked_logit_sums`]:
+/// `sum(sums) / (count(mask) * vocab)` (0 when the mask is empty).
+///
+/// # Shapes
+/// - `sums`: `[rows]`, `mask`: `[rows, seq]`; returns `[1]`
+pub fn logits_mean_from_sums(sums: Tensor<1>, mask: Tensor<2, Bool>, vocab: usize) -> Tensor<1> {
+    let dtype = sums.dtype();
+    let count = mask.int().sum().float().cast(dtype) * vocab as f64;
+    sums.sum() / count.clamp_min(1.0)
+}
+
 /// Mean logit over the completion positions, for TRL's `logits/chosen` and `logits/rejected`.
 ///
 /// # Shapes
 /// - `logits`: `[batch, seq, vocab]`, `mask`: `[batch, seq]`; returns `[1]`
 pub fn masked_logits_mean(logits: Tensor<3>, mask: Tensor<2, Bool>) -> Tensor<1> {
     let [_, _, vocab] = logits.dims();
-    let dtype = logits.dtype();
-    let per_position = logits.detach().sum_dim(2).squeeze_dim::<2>(2);
-    let count = mask.clone().int().sum().float().cast(dtype) * vocab as f64;
-    per_position.mask_fill(mask.bool_not(), 0.0).sum() / count.clamp_min(1.0)
+    logits_mean_from_sums(masked_logit_sums(logits, mask.clone()), mask, vocab)
 }
 
 /// Reads named scalars back to the host in one transfer.

@@ -161,12 +161,64 @@ impl Collator {
     }
 
     fn window(&self, len: usize) -> (usize, usize) {
-        match self.max_length {
-            Some(max) if len > max => match self.truncation_mode {
-                TruncationMode::KeepStart => (0, max),
-                TruncationMode::KeepEnd => (len - max, len),
-            },
-            _ => (0, len),
-        }
+        truncation_window(len, self.max_length, self.truncation_mode)
+    }
+}
+
+/// The `(start, end)` window a row of `len` tokens keeps after `max_length` truncation.
+fn truncation_window(
+    len: usize,
+    max_length: Option<usize>,
+    mode: TruncationMode,
+) -> (usize, usize) {
+    match max_length {
+        Some(max) if len > max => match mode {
+            TruncationMode::KeepStart => (0, max),
+            TruncationMode::KeepEnd => (len - max, len),
+        },
+        _ => (0, len),
+    }
+}
+
+/// How many completion tokens of a collated row are scored: completion tokens inside the
+/// truncation window that have a token before them in the row (logits at position `t` predict
+/// token `t + 1`, so the row's first token is never scored).
+pub fn scored_completion_tokens(
+    prompt_len: usize,
+    completion_len: usize,
+    max_length: Option<usize>,
+    mode: TruncationMode,
+) -> usize {
+    let (start, end) = truncation_window(prompt_len + completion_len, max_length, mode);
+    let completion_start = prompt_len.max(start);
+    let in_window = end.saturating_sub(completion_start);
+    // The row's first token (at `start`) has no predecessor.
+    if in_window > 0 && completion_start == start {
+        in_window - 1
+    } else {
+        in_window
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scored_tokens_count_completion_tokens_with_a_predecessor_in_the_window() {
+        use TruncationMode::{KeepEnd, KeepStart};
+        // No truncation: every completion token after a non-empty prompt is scored.
+        assert_eq!(scored_completion_tokens(3, 4, None, KeepEnd), 4);
+        // An empty prompt: the completion's first token starts the row.
+        assert_eq!(scored_completion_tokens(0, 4, None, KeepEnd), 3);
+        assert_eq!(scored_completion_tokens(0, 1, None, KeepEnd), 0);
+        // keep_end cuts the prompt first; a window of completion tokens only loses its first.
+        assert_eq!(scored_completion_tokens(5, 3, Some(4), KeepEnd), 3);
+        assert_eq!(scored_completion_tokens(5, 3, Some(3), KeepEnd), 2);
+        assert_eq!(scored_completion_tokens(5, 3, Some(1), KeepEnd), 0);
+        // keep_start cuts the completion first.
+        assert_eq!(scored_completion_tokens(5, 3, Some(6), KeepStart), 1);
+        assert_eq!(scored_completion_tokens(5, 3, Some(5), KeepStart), 0);
+        assert_eq!(scored_completion_tokens(0, 3, Some(2), KeepStart), 1);
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::config::TruncationMode;
 use crate::error::{DataError, RecordOrigin};
+use crate::hash::Fnv1a;
 
 /// One preference pair as token ids. The model input of each side is `prompt_ids` followed by
 /// that side's completion ids; the split point is exact because each part was tokenized alone.
@@ -48,6 +49,9 @@ pub struct DataReport {
     /// Pairs dropped because `max_length` truncation would leave no completion token; only
     /// non-zero with `skip_invalid_records`.
     pub dropped_truncated: usize,
+    /// Pairs dropped because a completion has no scored token after the next-token shift and
+    /// truncation ([`DataError::NoScoredToken`]); only non-zero with `skip_invalid_records`.
+    pub dropped_unscored: usize,
     /// Kept pairs whose prompt was cut to `max_prompt_length`.
     pub prompts_truncated: usize,
     /// Kept pairs with a side longer than `max_length` (cut when collated).
@@ -61,6 +65,8 @@ impl DataReport {
     pub(crate) fn note_skip(&mut self, err: &DataError, max_reasons: usize) {
         if matches!(err, DataError::CompletionTruncatedAway { .. }) {
             self.dropped_truncated += 1;
+        } else if matches!(err, DataError::NoScoredToken { .. }) {
+            self.dropped_unscored += 1;
         } else {
             self.skipped_invalid += 1;
         }
@@ -69,9 +75,9 @@ impl DataReport {
         }
     }
 
-    /// Records not in the dataset: `skipped_invalid + dropped_truncated`.
+    /// Records not in the dataset: `skipped_invalid + dropped_truncated + dropped_unscored`.
     pub fn skipped_total(&self) -> usize {
-        self.skipped_invalid + self.dropped_truncated
+        self.skipped_invalid + self.dropped_truncated + self.dropped_unscored
     }
 }
 
@@ -137,46 +143,9 @@ impl TokenizedDataset {
     }
 }
 
-/// 64-bit FNV-1a: tiny, dependency-free, and its output is defined by its spec, not by a crate
-/// version (unlike `std`'s `DefaultHasher`).
-struct Fnv1a(u64);
-
-impl Fnv1a {
-    fn new() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 ^= u64::from(b);
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-
-    fn write_u64(&mut self, value: u64) {
-        self.write(&value.to_le_bytes());
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fnv1a_matches_published_vectors() {
-        // Test vectors from the FNV reference (draft-eastlake-fnv): "" and "a".
-        assert_eq!(Fnv1a::new().finish(), 0xcbf29ce484222325);
-        let mut h = Fnv1a::new();
-        h.write(b"a");
-        assert_eq!(h.finish(), 0xaf63dc4c8601ec8c);
-        let mut h = Fnv1a::new();
-        h.write(b"foobar");
-        assert_eq!(h.finish(), 0x85944171f73967e8);
-    }
 
     #[test]
     fn content_hash_changes_with_ids_and_truncation() {

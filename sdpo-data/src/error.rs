@@ -196,6 +196,27 @@ pub enum DataError {
         mode: &'static str,
     },
 
+    /// After the next-token shift and `max_length` truncation a completion has no token whose
+    /// log-prob is scored (a one-token completion after an empty prompt, or a window holding
+    /// only completion tokens): the pair would give a constant loss with no gradient.
+    #[error(
+        "{origin}: field `{field}`: no completion token is scored after the next-token shift and truncation to max_length = {max_length} ({mode}): prompt {prompt_len} tokens, completion {completion_len}; give the pair a prompt, raise max_length, or allow skipping"
+    )]
+    NoScoredToken {
+        /// File and line/index.
+        origin: RecordOrigin,
+        /// `chosen` or `rejected`.
+        field: String,
+        /// Prompt tokens after `max_prompt_length`.
+        prompt_len: usize,
+        /// Completion tokens.
+        completion_len: usize,
+        /// The configured `max_length` (`none` when unlimited).
+        max_length: String,
+        /// The truncation mode in effect.
+        mode: &'static str,
+    },
+
     /// `tokenizer.json` could not be loaded.
     #[error("{}: cannot load tokenizer: {source}", path.display())]
     TokenizerLoad {
@@ -257,7 +278,8 @@ impl DataError {
             | DataError::NoChatTemplate { origin, .. }
             | DataError::TemplateRender { origin, .. }
             | DataError::Tokenize { origin, .. }
-            | DataError::CompletionTruncatedAway { origin, .. } => Some(origin),
+            | DataError::CompletionTruncatedAway { origin, .. }
+            | DataError::NoScoredToken { origin, .. } => Some(origin),
             _ => None,
         }
     }

@@ -16,7 +16,7 @@ use std::path::Path;
 
 use rayon::prelude::*;
 
-use crate::collate::Collator;
+use crate::collate::{Collator, scored_completion_tokens};
 use crate::config::{DataConfig, TruncationMode};
 use crate::dataset::{DataReport, TokenizedDataset, TokenizedPair};
 use crate::error::{DataError, RecordOrigin};
@@ -261,6 +261,19 @@ impl PreferenceProcessor {
                 max_length: max,
                 mode: mode.as_str(),
             });
+        }
+        for (ids, field) in [(&chosen_ids, "chosen"), (&rejected_ids, "rejected")] {
+            let max = self.config.max_length;
+            if scored_completion_tokens(prompt_ids.len(), ids.len(), max, mode) == 0 {
+                return Err(DataError::NoScoredToken {
+                    origin: origin.clone(),
+                    field: field.into(),
+                    prompt_len: prompt_ids.len(),
+                    completion_len: ids.len(),
+                    max_length: max.map_or("none".into(), |m| m.to_string()),
+                    mode: mode.as_str(),
+                });
+            }
         }
         Ok(Tokenized {
             pair: TokenizedPair {

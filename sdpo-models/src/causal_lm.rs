@@ -175,12 +175,7 @@ impl CausalLm {
                 attention_mask.dims()
             )));
         }
-        if matches!(c.architecture, Architecture::Gpt2) && seq > c.max_position_embeddings {
-            return Err(ModelError::InvalidInput(format!(
-                "sequence length {seq} exceeds n_positions = {}",
-                c.max_position_embeddings
-            )));
-        }
+        c.check_sequence_length(seq)?;
         let max = input_ids.clone().max().into_scalar::<i64>();
         let min = input_ids.clone().min().into_scalar::<i64>();
         if batch * seq > 0 && (min < 0 || max >= c.vocab_size as i64) {
@@ -190,18 +185,5 @@ impl CausalLm {
             )));
         }
         Ok(())
-    }
-}
-
-/// The device a trainer should build the policy on: `device` with autodiff, and with burn's
-/// gradient checkpointing (activations of memory-bound operations recomputed in the backward
-/// pass instead of kept) when `gradient_checkpointing` is true. The reference model stays on
-/// the plain `device`.
-pub fn training_device(device: &Device, gradient_checkpointing: bool) -> Device {
-    let device = device.clone().autodiff();
-    if gradient_checkpointing {
-        device.gradient_checkpointing()
-    } else {
-        device
     }
 }

@@ -122,14 +122,44 @@ pub fn read_header(path: &Path) -> Result<BTreeMap<String, StoredTensor>, ModelE
                 .map(|d| d.as_u64().map(|d| d as usize))
                 .collect()
         });
-        let end = entry
+        let offsets: Option<Vec<u64>> = entry
             .get("data_offsets")
             .and_then(Value::as_array)
-            .and_then(|o| o.get(1))
-            .and_then(Value::as_u64);
-        let (Some(dtype), Some(shape), Some(end)) = (dtype, shape, end) else {
+            .and_then(|o| o.iter().map(Value::as_u64).collect());
+        let (Some(dtype), Some(shape), Some([begin, end])) = (
+            dtype,
+            shape,
+            offsets
+                .as_deref()
+                .and_then(|o| <[u64; 2]>::try_from(o).ok()),
+        ) else {
             return Err(bad(format!("malformed header entry for `{name}`")));
         };
+        if begin > end {
+            return Err(bad(format!(
+                "`{name}`: data_offsets [{begin}, {end}] run backwards"
+            )));
+        }
+        // The byte size the dtype and shape imply must be the span of the offsets; a corrupted
+        // shape or offset is refused here, before any allocation (checked arithmetic: a huge
+        // value must not overflow into a small one).
+        let element_bytes = match dtype {
+            "F64" | "I64" | "U64" => Some(8u64),
+            "F32" | "I32" | "U32" => Some(4),
+            "BF16" | "F16" | "I16" | "U16" => Some(2),
+            "I8" | "U8" | "BOOL" | "F8_E4M3" | "F8_E5M2" => Some(1),
+            _ => None,
+        };
+        if let Some(element_bytes) = element_bytes {
+            let bytes = shape
+                .iter()
+                .try_fold(element_bytes, |acc, &d| acc.checked_mul(d as u64));
+            if bytes != Some(end - begin) {
+                return Err(bad(format!(
+                    "`{name}`: shape {shape:?} of {dtype} does not fill data_offsets [{begin}, {end}]"
+                )));
+            }
+        }
         data_end = data_end.max(end);
         tensors.insert(
             name,
@@ -139,8 +169,12 @@ pub fn read_header(path: &Path) -> Result<BTreeMap<String, StoredTensor>, ModelE
             },
         );
     }
-    if 8 + header_len + data_end > actual {
-        return Err(truncated(8 + header_len + data_end));
+    let needed = 8u64
+        .checked_add(header_len)
+        .and_then(|n| n.checked_add(data_end))
+        .unwrap_or(u64::MAX);
+    if needed > actual {
+        return Err(truncated(needed));
     }
     for (name, t) in &tensors {
         if !matches!(t.dtype.as_str(), "F32" | "BF16" | "F16") {

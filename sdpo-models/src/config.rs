@@ -106,6 +106,31 @@ pub struct ModelConfig {
     pub hf: HfConfig,
 }
 
+impl ModelConfig {
+    /// Checks that the model can run sequences of `len` tokens: GPT-2's learned positions end at
+    /// `max_position_embeddings` (RoPE models extrapolate, so only GPT-2 is limited).
+    pub fn check_sequence_length(&self, len: usize) -> Result<(), ModelError> {
+        if matches!(self.architecture, Architecture::Gpt2) && len > self.max_position_embeddings {
+            return Err(ModelError::InvalidInput(format!(
+                "sequences of {len} tokens exceed the model's {} learned positions (n_positions)",
+                self.max_position_embeddings
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks that every id of a tokenizer with `tokens` entries is a row of the embedding.
+    pub fn check_vocab_covers(&self, tokens: usize) -> Result<(), ModelError> {
+        if self.vocab_size < tokens {
+            return Err(ModelError::InvalidInput(format!(
+                "vocab_size {} is smaller than the tokenizer's {tokens} tokens",
+                self.vocab_size
+            )));
+        }
+        Ok(())
+    }
+}
+
 fn require(value: Option<usize>, model_type: &str, key: &'static str) -> Result<usize, ModelError> {
     value.ok_or_else(|| ModelError::MissingConfigKey {
         model_type: model_type.to_string(),

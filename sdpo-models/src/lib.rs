@@ -22,8 +22,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Training: build the policy on [`training_device`] (autodiff, optionally with gradient
-//! checkpointing) and the frozen reference on the plain device.
+//! Training: build the policy on an autodiff device (`device.clone().autodiff()`; sdpo-train's
+//! `training_device` adds its options) and the frozen reference on the plain device.
 #![warn(missing_docs)]
 
 mod attention;
@@ -39,7 +39,7 @@ mod mask;
 mod output;
 mod rope;
 
-pub use causal_lm::{CausalLm, training_device};
+pub use causal_lm::CausalLm;
 pub use config::{Activation, Architecture, ModelConfig, RopeConfig, RopeScaling};
 pub use error::{ModelError, ShapeMismatch};
 pub use hf_config::{HfConfig, HfRopeParameters};

@@ -153,6 +153,14 @@ fn cases() -> Vec<Case> {
             kept_when_skipping: Some(1),
         },
         Case {
+            file: "no_scored_token.jsonl",
+            location: "line 2",
+            field: Some("chosen"),
+            detail: "no completion token is scored after the next-token shift",
+            kind: |e| matches!(e, DataError::NoScoredToken { .. }),
+            kept_when_skipping: Some(2),
+        },
+        Case {
             file: "malformed_array.json",
             location: "index 2",
             field: None,
