@@ -61,8 +61,8 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!(c.beta, 0.5);
-        assert_eq!(c.loss_config().loss_types().len(), 2);
+        assert_eq!(c.loss.beta, 0.5);
+        assert_eq!(c.loss.loss_types().len(), 2);
         assert_eq!(c.output_dir, std::path::PathBuf::from("runs/x"));
     }
 

@@ -70,7 +70,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::PrecomputeRef { common } => {
             let (mut config, device) = prepare(&common)?;
-            if config.reference_free {
+            if config.loss.reference_free {
                 bail!("`precompute-ref` has nothing to do with reference_free = true");
             }
             config.precompute_ref_log_probs = true;

@@ -144,7 +144,7 @@ fn train_writes_metrics_checkpoints_and_a_loadable_model() {
         "tokenizer.json",
         "tokenizer_config.json",
         "optimizer.bpk",
-        "scheduler.json",
+        "manifest.json",
         "trainer_state.json",
     ] {
         assert!(checkpoint.join(file).is_file(), "checkpoint-2 lacks {file}");

@@ -2,15 +2,11 @@
 
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
-use sdpo_core::{
-    LossType, Metric, PreferenceLoss, TokenLogps, chosen_nll_loss, completion_logps, masked_sum,
-    preference_metrics,
-};
+use sdpo_core::{completion_logps, logits_mean_from_sums, masked_logit_sums};
 use sdpo_data::PreferenceBatch;
 use sdpo_models::CausalLm;
 
 use crate::error::TrainError;
-use crate::reference::{Reference, Split, reference_logps};
 
 /// A [`PreferenceBatch`] as tensors: `2B` rows, chosen first, then rejected.
 #[derive(Debug, Clone)]
@@ -104,14 +100,13 @@ pub fn model_logps_chunked(
             logits.clone(),
             ids,
             batch.completion_mask.clone().slice([start..end, 0..t]),
-        )?;
+        )
+        .map_err(TrainError::Compute)?;
         // Per-row sums of the logits over completion positions, for logits/chosen|rejected.
-        let per_position = logits
-            .detach()
-            .slice([0..end - start, 0..t - 1, 0..vocab])
-            .sum_dim(2)
-            .squeeze_dim::<2>(2);
-        logit_sum_parts.push(masked_sum(per_position, mask.clone()));
+        logit_sum_parts.push(masked_logit_sums(
+            logits.slice([0..end - start, 0..t - 1, 0..vocab]),
+            mask.clone(),
+        ));
         logps_parts.push(logps);
         mask_parts.push(mask);
     }
@@ -119,16 +114,11 @@ pub fn model_logps_chunked(
     let mask = Tensor::cat(mask_parts, 0);
     let logit_sums = Tensor::cat(logit_sum_parts, 0);
     let logits_mean = |range: std::ops::Range<usize>| {
-        let dtype = logit_sums.dtype();
-        let count = mask
-            .clone()
-            .slice([range.clone(), 0..t - 1])
-            .int()
-            .sum()
-            .float()
-            .cast(dtype)
-            * vocab as f64;
-        logit_sums.clone().slice([range]).sum() / count.clamp_min(1.0)
+        logits_mean_from_sums(
+            logit_sums.clone().slice([range.clone()]),
+            mask.clone().slice([range, 0..t - 1]),
+            vocab,
+        )
     };
     Ok(SidedLogps {
         chosen: logps.clone().slice([0..b, 0..t - 1]),
@@ -138,50 +128,4 @@ pub fn model_logps_chunked(
         chosen_logits_mean: logits_mean(0..b),
         rejected_logits_mean: logits_mean(b..rows),
     })
-}
-
-/// The loss of one batch and its metrics (device tensors, read nothing back): the policy's
-/// per-token log-probs (one forward pass of `2B` rows), the reference's (model or cache), then
-/// `objective` (which advances its `bco_pair` state). The loss keeps the policy's graph when
-/// `model` is on an autodiff device.
-pub fn batch_objective(
-    model: &CausalLm,
-    reference: &Reference,
-    split: Split,
-    host: &PreferenceBatch,
-    batch: &DeviceBatch,
-    objective: &mut PreferenceLoss,
-) -> Result<(Tensor<1>, Vec<Metric>), TrainError> {
-    let device = batch.input_ids.device();
-    let policy = model_logps(model, batch)?;
-    let (ref_chosen, ref_rejected) = reference_logps(reference, split, host, batch, &device)?;
-    let inputs = TokenLogps {
-        policy_chosen_logps: policy.chosen,
-        policy_rejected_logps: policy.rejected,
-        ref_chosen_logps: ref_chosen,
-        ref_rejected_logps: ref_rejected,
-        chosen_loss_mask: policy.chosen_mask,
-        rejected_loss_mask: policy.rejected_mask,
-    };
-    let nll = objective
-        .config()
-        .loss_types()
-        .contains(&LossType::Sft)
-        .then(|| chosen_nll_loss(&inputs));
-    let out = objective.forward(&inputs, nll)?;
-    let mut metrics: Vec<Metric> = vec![("loss", out.loss.clone().detach().without_autodiff())];
-    metrics.extend(
-        preference_metrics(&out)
-            .into_iter()
-            .map(|(k, v)| (k, v.without_autodiff())),
-    );
-    metrics.push((
-        "logits/chosen",
-        policy.chosen_logits_mean.without_autodiff(),
-    ));
-    metrics.push((
-        "logits/rejected",
-        policy.rejected_logits_mean.without_autodiff(),
-    ));
-    Ok((out.loss, metrics))
 }

@@ -23,39 +23,10 @@ const MAGIC: &[u8; 8] = b"SDPOREF1";
 pub struct RefLogpsCache {
     /// The key the cache was computed for.
     pub key: u64,
+    /// The file it was read from or will be saved to (named in errors).
+    pub path: PathBuf,
     /// `(chosen, rejected)` per pair, in dataset order.
     pub pairs: Vec<(Vec<f32>, Vec<f32>)>,
-}
-
-/// 64-bit FNV-1a, a small stable hash for cache keys.
-#[derive(Debug, Clone, Copy)]
-pub struct Fnv64(u64);
-
-impl Default for Fnv64 {
-    fn default() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Fnv64 {
-    /// Feeds bytes.
-    pub fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 ^= u64::from(b);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-
-    /// Feeds a length-prefixed string (so `"ab" + "c"` differs from `"a" + "bc"`).
-    pub fn write_str(&mut self, s: &str) {
-        self.write(&(s.len() as u64).to_le_bytes());
-        self.write(s.as_bytes());
-    }
-
-    /// The hash.
-    pub fn finish(&self) -> u64 {
-        self.0
-    }
 }
 
 impl RefLogpsCache {
@@ -91,49 +62,91 @@ impl RefLogpsCache {
         std::fs::rename(&tmp, path).map_err(io("rename into place", path))
     }
 
-    /// Reads a cache file, checking its magic and key.
+    /// Reads a cache file, checking its magic, its key and that every length it declares fits
+    /// in the file (a corrupted length is an error, never a huge allocation).
     pub fn load(path: &Path, key: u64) -> Result<Self, TrainError> {
         let bad = |reason: String| TrainError::Cache {
             path: path.to_path_buf(),
             reason,
         };
         let file = File::open(path).map_err(io("open", path))?;
-        let mut r = BufReader::new(file);
-        let mut buf8 = [0u8; 8];
-        let mut read8 = |r: &mut BufReader<File>| -> Result<[u8; 8], TrainError> {
-            r.read_exact(&mut buf8)
-                .map_err(|e| bad(format!("truncated file ({e})")))?;
-            Ok(buf8)
+        let file_len = file.metadata().map_err(io("read", path))?.len();
+        let mut r = BoundedReader {
+            inner: BufReader::new(file),
+            remaining: file_len,
         };
-        if &read8(&mut r)? != MAGIC {
+        let header = r.read_vec(24).map_err(bad)?;
+        if &header[..8] != MAGIC {
             return Err(bad("not an sdpo-rs reference cache".into()));
         }
-        let stored_key = u64::from_le_bytes(read8(&mut r)?);
+        let word = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&header[i..i + 8]);
+            u64::from_le_bytes(w)
+        };
+        let stored_key = word(8);
         if stored_key != key {
             return Err(bad(format!(
                 "key {stored_key:016x} does not match the expected {key:016x}"
             )));
         }
-        let count = u64::from_le_bytes(read8(&mut r)?) as usize;
-        let mut pairs = Vec::with_capacity(count.min(1 << 24));
-        let read_side = |r: &mut BufReader<File>| -> Result<Vec<f32>, TrainError> {
-            let mut len = [0u8; 4];
-            r.read_exact(&mut len)
-                .map_err(|e| bad(format!("truncated file ({e})")))?;
-            let n = u32::from_le_bytes(len) as usize;
-            let mut bytes = vec![0u8; n * 4];
-            r.read_exact(&mut bytes)
-                .map_err(|e| bad(format!("truncated file ({e})")))?;
-            Ok(bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect())
-        };
+        let count = word(16);
+        // Every pair takes at least its two 4-byte lengths.
+        let most = r.remaining / 8;
+        if count > most {
+            return Err(bad(format!(
+                "declares {count} pairs but holds at most {most}"
+            )));
+        }
+        let mut pairs = Vec::with_capacity(count as usize);
         for _ in 0..count {
-            let chosen = read_side(&mut r)?;
-            let rejected = read_side(&mut r)?;
+            let mut sides = [Vec::new(), Vec::new()];
+            for side in &mut sides {
+                let len = r.read_vec(4).map_err(bad)?;
+                let n = u32::from_le_bytes([len[0], len[1], len[2], len[3]]);
+                let bytes = r.read_vec(u64::from(n) * 4).map_err(bad)?;
+                *side = bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+            }
+            let [chosen, rejected] = sides;
             pairs.push((chosen, rejected));
         }
-        Ok(Self { key, pairs })
+        if r.remaining != 0 {
+            return Err(bad(format!(
+                "{} unexpected bytes after the last pair",
+                r.remaining
+            )));
+        }
+        Ok(Self {
+            key,
+            path: path.to_path_buf(),
+            pairs,
+        })
+    }
+}
+
+/// Reads a file front to back, refusing any read longer than what is left, so that a corrupted
+/// length field cannot make it allocate more than the file holds.
+struct BoundedReader {
+    inner: BufReader<File>,
+    remaining: u64,
+}
+
+impl BoundedReader {
+    fn read_vec(&mut self, n: u64) -> Result<Vec<u8>, String> {
+        if n > self.remaining {
+            return Err(format!(
+                "truncated or corrupted: {n} more bytes declared, {} left",
+                self.remaining
+            ));
+        }
+        let mut buf = vec![0u8; n as usize];
+        self.inner
+            .read_exact(&mut buf)
+            .map_err(|e| format!("truncated file ({e})"))?;
+        self.remaining -= n;
+        Ok(buf)
     }
 }

@@ -1,6 +1,8 @@
 //! Checkpoints: `output_dir/checkpoint-N/` with the model in Hugging Face layout, the
-//! tokenizer files, the optimizer and scheduler state and `trainer_state.json`. Written to a
-//! temporary directory and renamed, so a crash never leaves half a checkpoint.
+//! tokenizer files, the optimizer state, `trainer_state.json` and, written last,
+//! `manifest.json` with the SHA-256 of every file. Written to a temporary directory and renamed,
+//! so a crash never leaves half a checkpoint. The learning-rate schedule is a function of the
+//! configuration and the step, both in `trainer_state.json`, so it needs no file of its own.
 
 use std::path::{Path, PathBuf};
 
@@ -38,25 +40,10 @@ pub struct TrainerState {
     pub config: TrainConfig,
 }
 
-/// `scheduler.json`: the schedule and where it stands.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SchedulerState {
-    /// Steps done.
-    pub step: usize,
-    /// The learning rate of the last step.
-    pub last_lr: f64,
-    /// Warm-up steps.
-    pub warmup_steps: usize,
-    /// Total steps.
-    pub total_steps: usize,
-}
-
 /// The file names inside a checkpoint directory.
 pub const TRAINER_STATE: &str = "trainer_state.json";
 /// Optimizer state (burnpack).
 pub const OPTIMIZER: &str = "optimizer.bpk";
-/// Scheduler state.
-pub const SCHEDULER: &str = "scheduler.json";
 
 /// The directory of the checkpoint at `step`.
 pub fn checkpoint_dir(output_dir: &Path, step: usize) -> PathBuf {
@@ -92,20 +79,17 @@ pub fn resolve_checkpoint(output_dir: &Path, spec: &Path) -> Result<PathBuf, Tra
         return list_checkpoints(output_dir)?
             .pop()
             .map(|(_, dir)| dir)
-            .ok_or_else(|| {
-                TrainError::Nothing(format!(
-                    "no checkpoint to resume from in `{}`",
-                    output_dir.display()
-                ))
+            .ok_or_else(|| TrainError::NoCheckpoint {
+                output_dir: output_dir.to_path_buf(),
             });
     }
     if spec.join(TRAINER_STATE).is_file() {
         Ok(spec.to_path_buf())
     } else {
-        Err(TrainError::Nothing(format!(
-            "`{}` is not a checkpoint (no {TRAINER_STATE})",
-            spec.display()
-        )))
+        Err(TrainError::NotACheckpoint {
+            path: spec.to_path_buf(),
+            file: TRAINER_STATE,
+        })
     }
 }
 
@@ -149,7 +133,9 @@ pub fn commit_dir(tmp: &Path, dir: &Path) -> Result<(), TrainError> {
     std::fs::rename(tmp, dir).map_err(io("rename into place", dir))
 }
 
-/// Deletes the oldest checkpoints beyond `limit`.
+/// Deletes the oldest checkpoints beyond `limit`. Each is first renamed out of the
+/// `checkpoint-N` namespace, so a crash mid-deletion never leaves a half-deleted checkpoint that
+/// `latest` could pick.
 pub fn rotate(output_dir: &Path, limit: Option<usize>) -> Result<Vec<PathBuf>, TrainError> {
     let Some(limit) = limit else {
         return Ok(Vec::new());
@@ -157,8 +143,10 @@ pub fn rotate(output_dir: &Path, limit: Option<usize>) -> Result<Vec<PathBuf>, T
     let all = list_checkpoints(output_dir)?;
     let excess = all.len().saturating_sub(limit);
     let mut removed = Vec::new();
-    for (_, dir) in all.into_iter().take(excess) {
-        std::fs::remove_dir_all(&dir).map_err(io("remove", &dir))?;
+    for (step, dir) in all.into_iter().take(excess) {
+        let doomed = output_dir.join(format!(".deleting-checkpoint-{step}"));
+        std::fs::rename(&dir, &doomed).map_err(io("rename for removal", &dir))?;
+        std::fs::remove_dir_all(&doomed).map_err(io("remove", &doomed))?;
         removed.push(dir);
     }
     Ok(removed)
@@ -196,15 +184,20 @@ impl ModuleMapper for AssignIds<'_> {
     }
 }
 
-/// Gives `module`'s parameters the ids saved with a checkpoint, so the saved optimizer state
-/// (keyed by id) applies to them.
-pub fn assign_param_ids<M: Module>(module: M, ids: &[u64]) -> Result<M, TrainError> {
+/// Gives `module`'s parameters the ids saved with the checkpoint at `checkpoint`, so the saved
+/// optimizer state (keyed by id) applies to them.
+pub fn assign_param_ids<M: Module>(
+    module: M,
+    ids: &[u64],
+    checkpoint: &Path,
+) -> Result<M, TrainError> {
     let count = param_ids(&module).len();
     if count != ids.len() {
-        return Err(TrainError::Nothing(format!(
-            "the checkpoint's optimizer state covers {} parameters, the model has {count}",
-            ids.len()
-        )));
+        return Err(TrainError::ParameterCount {
+            checkpoint: checkpoint.to_path_buf(),
+            saved: ids.len(),
+            model: count,
+        });
     }
     Ok(module.map(&mut AssignIds { ids, next: 0 }))
 }

@@ -1,12 +1,19 @@
 //! The training configuration, with Hugging Face TRL `DPOConfig` names wherever TRL has the
 //! option. The complete reference with defaults is `docs/configuration.md`.
+//!
+//! One definition of each key: the loss keys are [`sdpo_core::LossConfig`]'s and the data keys
+//! [`sdpo_data::DataConfig`]'s; [`TrainConfig`] holds both and adds the trainer's own. In a
+//! configuration file all keys sit at the top level, as in TRL.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
+use serde::de::{DeserializeOwned, Error as _};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
 
-use sdpo_core::{FDivergenceType, LossConfig, LossTypes};
-use sdpo_data::{DataConfig, TruncationMode};
+use sdpo_core::LossConfig;
+use sdpo_data::DataConfig;
 
 use crate::error::TrainError;
 
@@ -26,9 +33,9 @@ pub enum LrSchedulerType {
 }
 
 /// Everything `sdpo train` needs. Unknown keys are an error (a typo must not silently train
-/// with a default).
+/// with a default); a key of the wrong type is named in the error.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
 pub struct TrainConfig {
     /// Where checkpoints, metrics, the cache and the final model go.
     pub output_dir: PathBuf,
@@ -48,25 +55,6 @@ pub struct TrainConfig {
     pub train_file: PathBuf,
     /// An evaluation preference file (same formats); metrics get the `eval_` prefix.
     pub eval_file: Option<PathBuf>,
-
-    /// The loss type, or a list combined with `loss_weights`.
-    pub loss_type: LossTypes,
-    /// One weight per loss type.
-    pub loss_weights: Option<Vec<f64>>,
-    /// Inverse temperature of the implicit reward.
-    pub beta: f64,
-    /// Label noise for the sigmoid / robust / EXO losses.
-    pub label_smoothing: f64,
-    /// SDPO: per-sequence quantile of token scores below which tokens are dropped.
-    pub sdpo_threshold: f64,
-    /// Ignore the reference model in the loss.
-    pub reference_free: bool,
-    /// The f-divergence of the sigmoid-family logits.
-    pub f_divergence_type: FDivergenceType,
-    /// Alpha of `alpha_divergence`.
-    pub f_alpha_divergence_coef: f64,
-    /// Temperature of `discopop`.
-    pub discopop_tau: f64,
 
     /// Peak learning rate of AdamW.
     pub learning_rate: f64,
@@ -96,16 +84,6 @@ pub struct TrainConfig {
     pub num_train_epochs: f64,
     /// Optimizer steps; > 0 overrides `num_train_epochs`.
     pub max_steps: i64,
-    /// Maximum prompt + completion tokens (0: no limit).
-    pub max_length: Option<usize>,
-    /// Maximum prompt tokens (0: no limit).
-    pub max_prompt_length: Option<usize>,
-    /// Which end of an over-long prompt to keep.
-    pub truncation_mode: TruncationMode,
-    /// Pad batches to a multiple of this length.
-    pub pad_to_multiple_of: Option<usize>,
-    /// Skip malformed records (counted and reported) instead of stopping at the first.
-    pub skip_invalid_records: bool,
     /// Seed of data shuffling and random initialisation.
     pub seed: u64,
     /// Log metrics every this many optimizer steps.
@@ -121,11 +99,17 @@ pub struct TrainConfig {
     pub precompute_ref_log_probs: bool,
     /// Recompute activations in the backward pass to save memory.
     pub gradient_checkpointing: bool,
+
+    /// The loss: `loss_type`, `beta`, `sdpo_threshold`, ... (top-level keys in a file).
+    #[serde(skip)]
+    pub loss: LossConfig,
+    /// Data options: `max_length`, `truncation_mode`, ... (top-level keys in a file).
+    #[serde(skip)]
+    pub data: DataConfig,
 }
 
 impl Default for TrainConfig {
     fn default() -> Self {
-        let loss = LossConfig::default();
         Self {
             output_dir: PathBuf::from("runs/sdpo"),
             model_name_or_path: PathBuf::new(),
@@ -134,15 +118,6 @@ impl Default for TrainConfig {
             init_from_config: false,
             train_file: PathBuf::new(),
             eval_file: None,
-            loss_type: loss.loss_type,
-            loss_weights: loss.loss_weights,
-            beta: loss.beta,
-            label_smoothing: loss.label_smoothing,
-            sdpo_threshold: loss.sdpo_threshold,
-            reference_free: loss.reference_free,
-            f_divergence_type: loss.f_divergence_type,
-            f_alpha_divergence_coef: loss.f_alpha_divergence_coef,
-            discopop_tau: loss.discopop_tau,
             learning_rate: 1e-6,
             lr_scheduler_type: LrSchedulerType::Linear,
             warmup_steps: 0,
@@ -157,11 +132,6 @@ impl Default for TrainConfig {
             gradient_accumulation_steps: 1,
             num_train_epochs: 3.0,
             max_steps: -1,
-            max_length: Some(1024),
-            max_prompt_length: Some(512),
-            truncation_mode: TruncationMode::KeepEnd,
-            pad_to_multiple_of: None,
-            skip_invalid_records: false,
             seed: 42,
             logging_steps: 10,
             eval_steps: None,
@@ -169,6 +139,8 @@ impl Default for TrainConfig {
             save_total_limit: None,
             precompute_ref_log_probs: false,
             gradient_checkpointing: false,
+            loss: LossConfig::default(),
+            data: DataConfig::default(),
         }
     }
 }
@@ -181,34 +153,6 @@ fn bad(key: &str, reason: impl Into<String>) -> TrainError {
 }
 
 impl TrainConfig {
-    /// The loss part, for `sdpo-core`.
-    pub fn loss_config(&self) -> LossConfig {
-        LossConfig {
-            loss_type: self.loss_type.clone(),
-            loss_weights: self.loss_weights.clone(),
-            beta: self.beta,
-            label_smoothing: self.label_smoothing,
-            reference_free: self.reference_free,
-            f_divergence_type: self.f_divergence_type,
-            f_alpha_divergence_coef: self.f_alpha_divergence_coef,
-            discopop_tau: self.discopop_tau,
-            sdpo_threshold: self.sdpo_threshold,
-        }
-    }
-
-    /// The data part, for `sdpo-data`.
-    pub fn data_config(&self) -> DataConfig {
-        // TOML has no null: 0 switches a limit off.
-        DataConfig {
-            max_length: self.max_length.filter(|&n| n > 0),
-            max_prompt_length: self.max_prompt_length.filter(|&n| n > 0),
-            truncation_mode: self.truncation_mode,
-            pad_to_multiple_of: self.pad_to_multiple_of,
-            skip_invalid_records: self.skip_invalid_records,
-            ..DataConfig::default()
-        }
-    }
-
     /// The tokenizer directory.
     pub fn tokenizer_dir(&self) -> &std::path::Path {
         self.tokenizer_name_or_path
@@ -227,7 +171,8 @@ impl TrainConfig {
         if self.output_dir.as_os_str().is_empty() {
             return Err(bad("output_dir", "must not be empty"));
         }
-        self.loss_config().validate()?;
+        self.loss.validate().map_err(TrainError::Loss)?;
+        self.data.validate()?;
         let positive = |key: &str, v: f64| {
             if v.is_finite() && v > 0.0 {
                 Ok(())
@@ -293,12 +238,193 @@ impl TrainConfig {
                 "must be > 0 when max_steps is not set",
             ));
         }
-        if self.precompute_ref_log_probs && self.reference_free {
+        if self.precompute_ref_log_probs && self.loss.reference_free {
             return Err(bad(
                 "precompute_ref_log_probs",
                 "has nothing to precompute with reference_free = true",
             ));
         }
         Ok(())
+    }
+}
+
+/// The keys a part of the configuration knows: the fields of its serialized default.
+pub(crate) fn keys_of<T: Serialize + Default>() -> BTreeSet<String> {
+    match serde_json::to_value(T::default()) {
+        Ok(Value::Object(map)) => map.into_iter().map(|(k, _)| k).collect(),
+        _ => BTreeSet::new(),
+    }
+}
+
+/// Deserializes one part from its keys. serde's own message for a wrong type does not say which
+/// key it was, so on an error each key is tried alone to name the culprit.
+fn parse_part<T: DeserializeOwned>(
+    map: Map<String, Value>,
+    parse: impl Fn(Value) -> Result<T, serde_json::Error>,
+) -> Result<T, String> {
+    match parse(Value::Object(map.clone())) {
+        Ok(value) => Ok(value),
+        Err(err) => {
+            for (key, value) in map {
+                let single = Map::from_iter([(key.clone(), value)]);
+                if let Err(e) = parse(Value::Object(single)) {
+                    return Err(format!("key `{key}`: {e}"));
+                }
+            }
+            Err(err.to_string())
+        }
+    }
+}
+
+/// The closest known key to a misspelt one, when it is close enough to be a likely typo.
+fn closest_key<'a>(unknown: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    fn distance(a: &str, b: &str) -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut prev = row[0];
+            row[0] = i + 1;
+            for (j, &cb) in b.iter().enumerate() {
+                let cur = row[j + 1];
+                row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
+                prev = cur;
+            }
+        }
+        row[b.len()]
+    }
+    known
+        .map(|k| (distance(unknown, k), k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .min()
+        .map(|(_, k)| k)
+}
+
+impl TrainConfig {
+    /// Every key a configuration file may hold.
+    pub fn known_keys() -> BTreeSet<String> {
+        let mut keys = keys_of::<LossConfig>();
+        keys.extend(keys_of::<DataConfig>());
+        if let Ok(Value::Object(own)) =
+            TrainConfig::serialize(&TrainConfig::default(), serde_json::value::Serializer)
+        {
+            keys.extend(own.into_iter().map(|(k, _)| k));
+        }
+        keys
+    }
+
+    /// Builds a configuration from its top-level keys.
+    fn from_map(map: Map<String, Value>) -> Result<Self, String> {
+        let loss_keys = keys_of::<LossConfig>();
+        let data_keys = keys_of::<DataConfig>();
+        let known = Self::known_keys();
+        let (mut loss, mut data, mut own) = (Map::new(), Map::new(), Map::new());
+        for (key, value) in map {
+            if loss_keys.contains(&key) {
+                loss.insert(key, value);
+            } else if data_keys.contains(&key) {
+                data.insert(key, value);
+            } else if known.contains(&key) {
+                own.insert(key, value);
+            } else {
+                let hint = closest_key(&key, known.iter().map(String::as_str))
+                    .map(|k| format!(" (did you mean `{k}`?)"))
+                    .unwrap_or_default();
+                return Err(format!(
+                    "unknown key `{key}`{hint}; docs/configuration.md lists every key"
+                ));
+            }
+        }
+        // TOML has no null: 0 switches a length limit off.
+        for key in ["max_length", "max_prompt_length"] {
+            if data.get(key).and_then(Value::as_u64) == Some(0) {
+                data.insert(key.into(), Value::Null);
+            }
+        }
+        let mut config = parse_part(own, TrainConfig::deserialize)?;
+        config.loss = parse_part(loss, serde_json::from_value)?;
+        config.data = parse_part(data, serde_json::from_value)?;
+        Ok(config)
+    }
+
+    /// All keys with their values, flat, as a configuration file holds them.
+    pub fn to_map(&self) -> Map<String, Value> {
+        let mut map = match TrainConfig::serialize(self, serde_json::value::Serializer) {
+            Ok(Value::Object(map)) => map,
+            _ => Map::new(),
+        };
+        for part in [
+            serde_json::to_value(&self.loss),
+            serde_json::to_value(&self.data),
+        ] {
+            if let Ok(Value::Object(part)) = part {
+                map.extend(part);
+            }
+        }
+        map
+    }
+}
+
+impl<'de> Deserialize<'de> for TrainConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let map = Map::<String, Value>::deserialize(deserializer)?;
+        TrainConfig::from_map(map).map_err(D::Error::custom)
+    }
+}
+
+impl Serialize for TrainConfig {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.to_map().serialize(serializer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_sits_at_the_top_level_and_round_trips() {
+        let mut config = TrainConfig::default();
+        config.loss.beta = 0.25;
+        config.data.max_length = Some(77);
+        config.learning_rate = 3e-6;
+        let map = config.to_map();
+        for key in [
+            "beta",
+            "sdpo_threshold",
+            "max_length",
+            "truncation_mode",
+            "learning_rate",
+        ] {
+            assert!(map.contains_key(key), "{key} missing from {map:?}");
+        }
+        let back: TrainConfig = serde_json::from_value(Value::Object(map)).unwrap();
+        assert_eq!(back, config);
+    }
+
+    #[test]
+    fn unknown_keys_get_a_suggestion_and_wrong_types_are_named() {
+        let err = serde_json::from_str::<TrainConfig>(r#"{"sdpo_treshold": 0.5}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unknown key `sdpo_treshold`") && err.contains("`sdpo_threshold`"),
+            "{err}"
+        );
+        for (json, key) in [
+            (r#"{"beta": "high"}"#, "beta"),
+            (r#"{"max_length": -3}"#, "max_length"),
+            (
+                r#"{"per_device_train_batch_size": 8.5}"#,
+                "per_device_train_batch_size",
+            ),
+        ] {
+            let err = serde_json::from_str::<TrainConfig>(json)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("key `{key}`")), "{json}: {err}");
+        }
+        // TOML has no null: 0 switches a length limit off.
+        let config: TrainConfig = serde_json::from_str(r#"{"max_length": 0}"#).unwrap();
+        assert_eq!(config.data.max_length, None);
     }
 }

@@ -17,7 +17,10 @@ pub enum TrainError {
     },
     /// The loss configuration is invalid.
     #[error("invalid loss configuration")]
-    Loss(#[from] sdpo_core::CoreError),
+    Loss(#[source] sdpo_core::CoreError),
+    /// Computing the loss or reading its results back from the device failed.
+    #[error("computing the loss")]
+    Compute(#[source] sdpo_core::CoreError),
     /// Preference data could not be read or processed.
     #[error("preference data")]
     Data(#[from] sdpo_data::DataError),
@@ -78,17 +81,87 @@ pub enum TrainError {
         /// What does not fit.
         reason: String,
     },
-    /// The loss became NaN or infinite.
-    #[error("the loss is {value} at step {step}: training diverged (lower learning_rate or beta?)")]
+    /// A quantity of a training step became NaN or infinite; the step was not applied.
+    #[error(
+        "{quantity} is {value} at step {step}: training diverged (lower learning_rate or beta?); \
+         the step was not applied, the weights and the last checkpoint are untouched"
+    )]
     NonFinite {
-        /// The optimizer step.
+        /// The optimizer step that failed (1-based, as logged).
         step: usize,
+        /// What was not finite: `loss`, `grad_norm`, `policy log-probs`, ...
+        quantity: String,
         /// The value.
         value: f64,
     },
-    /// Nothing to do: no data, or a checkpoint to resume from is missing.
-    #[error("{0}")]
-    Nothing(String),
+    /// The data file has no usable preference pair.
+    #[error("no usable preference pairs in `{path}`")]
+    NoData {
+        /// The data file.
+        path: PathBuf,
+    },
+    /// `--resume-from-checkpoint latest` found no checkpoint.
+    #[error("no checkpoint to resume from in `{output_dir}`")]
+    NoCheckpoint {
+        /// Where checkpoints were looked for.
+        output_dir: PathBuf,
+    },
+    /// A directory given as a checkpoint is not one.
+    #[error("`{path}` is not a checkpoint (no {file})")]
+    NotACheckpoint {
+        /// The directory.
+        path: PathBuf,
+        /// The file that is missing.
+        file: &'static str,
+    },
+    /// A checkpoint's files do not match its manifest (a flipped byte, a truncated file).
+    #[error("checkpoint `{checkpoint}` is corrupted: `{file}` {reason}")]
+    CorruptCheckpoint {
+        /// The checkpoint directory.
+        checkpoint: PathBuf,
+        /// The file that does not match.
+        file: String,
+        /// How it differs.
+        reason: String,
+    },
+    /// The configuration differs from the checkpoint's in keys that change the data, the model
+    /// or the loss.
+    #[error(
+        "cannot resume from `{checkpoint}`: the configuration changes what the run trains on: {}",
+        differences.join("; ")
+    )]
+    ConfigChanged {
+        /// The checkpoint directory.
+        checkpoint: PathBuf,
+        /// `key: checkpoint value -> current value`, one per key.
+        differences: Vec<String>,
+    },
+    /// The checkpoint's optimizer state does not fit the model.
+    #[error(
+        "checkpoint `{checkpoint}`: its optimizer state covers {saved} parameters, the model has {model}"
+    )]
+    ParameterCount {
+        /// The checkpoint directory.
+        checkpoint: PathBuf,
+        /// Parameters in the checkpoint.
+        saved: usize,
+        /// Parameters in the model.
+        model: usize,
+    },
+    /// An optimizer step had no batch (an empty sampler epoch).
+    #[error("optimizer step {step} has no data")]
+    EmptyStep {
+        /// The step.
+        step: usize,
+    },
+    /// Reading a tensor back from the device failed.
+    #[error("reading {tensor} back from the device: {reason}")]
+    DeviceRead {
+        /// What was read.
+        tensor: &'static str,
+        /// The backend's message.
+        reason: String,
+    },
 }
 
 /// Shorthand for an I/O error on `path`.

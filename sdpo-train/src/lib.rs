@@ -1,13 +1,15 @@
 //! SDPO / DPO training for sdpo-rs: the loop a user runs with `sdpo train`.
 //!
-//! [`Trainer::new`] reads and tokenizes the preference data (`sdpo-data`), loads the policy
-//! and the reference (`sdpo-models`), checks that they share a tokenizer, and with
-//! `precompute_ref_log_probs` fills a per-token reference cache. [`Trainer::train`] runs
-//! chosen and rejected through the policy in one forward pass of `2B` rows, computes the
-//! configured loss (`sdpo-core`), accumulates gradients over micro-batches, clips them by
-//! their global norm and steps AdamW on a schedule; it logs TRL's metrics to
-//! `output_dir/metrics.jsonl`, evaluates, and writes atomic checkpoints that a later run
-//! resumes from exactly.
+//! [`Trainer::new`] starts a run (module `startup`): it reads and tokenizes the preference data
+//! (`sdpo-data`), loads the policy and the reference (`sdpo-models`), checks every model against
+//! the data and the reference's tokenizer against the policy's, verifies and compares a
+//! checkpoint it resumes from, and with `precompute_ref_log_probs` fills a per-token reference
+//! cache. [`Trainer::train`] runs chosen and rejected through the policy in one forward pass of
+//! `2B` rows, computes the configured loss ([`objective`], `sdpo-core`), accumulates gradients
+//! over micro-batches, refuses a step whose loss, gradient norm or log-probs are not finite,
+//! clips by the global norm and steps AdamW ([`optimizer`]) on a schedule; it logs TRL's
+//! metrics to `output_dir/metrics.jsonl`, evaluates, and writes atomic checkpoints with a
+//! [`manifest`] that a later run verifies and resumes from exactly.
 //!
 //! Nothing here prints: progress goes to a [`TrainObserver`] (the CLI draws a progress bar).
 #![warn(missing_docs)]
@@ -17,13 +19,20 @@ pub mod cache;
 pub mod checkpoint;
 pub mod clip;
 pub mod config;
+pub mod device;
 pub mod error;
+pub mod manifest;
+pub mod objective;
 pub mod observer;
+pub mod optimizer;
 pub mod reference;
+pub mod resume;
 pub mod schedule;
+mod startup;
 pub mod trainer;
 
 pub use config::{LrSchedulerType, TrainConfig};
+pub use device::training_device;
 pub use error::TrainError;
 pub use observer::{MetricsRecord, SilentObserver, StepProgress, TrainObserver, read_metrics};
 pub use trainer::{Start, Trainer};

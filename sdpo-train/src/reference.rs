@@ -7,8 +7,10 @@ use burn::tensor::{Device, Tensor, TensorData};
 use sdpo_data::{Collator, PreferenceBatch, TokenizedDataset};
 use sdpo_models::CausalLm;
 
+use sdpo_data::Fnv1a;
+
 use crate::batch::{DeviceBatch, model_logps};
-use crate::cache::{Fnv64, RefLogpsCache};
+use crate::cache::RefLogpsCache;
 use crate::error::{TrainError, io};
 
 /// Where reference log-probs come from.
@@ -23,7 +25,8 @@ pub enum Reference {
         /// The evaluation split.
         eval: Option<RefLogpsCache>,
     },
-    /// `reference_free = true`: the loss ignores the reference (zeros are passed).
+    /// `reference_free = true`: no reference is loaded or run; the loss ignores it (zeros are
+    /// passed).
     None,
 }
 
@@ -57,8 +60,8 @@ pub fn reference_logps(
         Reference::Precomputed { train, eval } => {
             let cache = match split {
                 Split::Train => train,
-                Split::Eval => eval.as_ref().ok_or_else(|| TrainError::Cache {
-                    path: PathBuf::from("<eval>"),
+                Split::Eval => eval.as_ref().ok_or_else(|| TrainError::Config {
+                    key: "eval_file".into(),
                     reason: "no precomputed reference log-probs for the eval split".into(),
                 })?,
             };
@@ -69,12 +72,23 @@ pub fn reference_logps(
     }
 }
 
+/// The positions `0..T-1` of a row's per-token log-probs that score a completion token (the
+/// token at `pos + 1` is a completion token): the order in which the cache stores them.
+fn scored_positions(completion_mask_row: &[i64]) -> impl Iterator<Item = usize> + '_ {
+    (0..completion_mask_row.len().saturating_sub(1))
+        .filter(|&pos| completion_mask_row[pos + 1] != 0)
+}
+
 /// Places each pair's cached completion log-probs at the batch's loss-mask positions.
 fn scatter_cached(
     cache: &RefLogpsCache,
     host: &PreferenceBatch,
 ) -> Result<(Vec<f32>, Vec<f32>), TrainError> {
     let (b, t) = (host.batch_size, host.seq_len);
+    let bad = |reason: String| TrainError::Cache {
+        path: cache.path.clone(),
+        reason,
+    };
     let mut sides = [vec![0f32; b * (t - 1)], vec![0f32; b * (t - 1)]];
     for (side, out) in sides.iter_mut().enumerate() {
         for row in 0..b {
@@ -82,30 +96,26 @@ fn scatter_cached(
             let cached = cache
                 .pairs
                 .get(pair)
-                .map(|(c, r)| if side == 0 { c } else { r });
-            let cached = cached.ok_or_else(|| TrainError::Cache {
-                path: PathBuf::from("<cache>"),
-                reason: format!(
-                    "pair {pair} is not in the cache ({} pairs)",
-                    cache.pairs.len()
-                ),
-            })?;
-            let mask = host.completion_mask_row(side * b + row);
+                .map(|(c, r)| if side == 0 { c } else { r })
+                .ok_or_else(|| {
+                    bad(format!(
+                        "pair {pair} is not in the cache ({} pairs)",
+                        cache.pairs.len()
+                    ))
+                })?;
             let mut values = cached.iter();
-            for pos in 0..t - 1 {
-                if mask[pos + 1] != 0 {
-                    let v = values.next().ok_or_else(|| TrainError::Cache {
-                        path: PathBuf::from("<cache>"),
-                        reason: format!("pair {pair} has more completion tokens than cached"),
-                    })?;
-                    out[row * (t - 1) + pos] = *v;
-                }
+            for pos in scored_positions(host.completion_mask_row(side * b + row)) {
+                let v = values.next().ok_or_else(|| {
+                    bad(format!(
+                        "pair {pair} has more completion tokens than cached"
+                    ))
+                })?;
+                out[row * (t - 1) + pos] = *v;
             }
             if values.next().is_some() {
-                return Err(TrainError::Cache {
-                    path: PathBuf::from("<cache>"),
-                    reason: format!("pair {pair} has fewer completion tokens than cached"),
-                });
+                return Err(bad(format!(
+                    "pair {pair} has fewer completion tokens than cached"
+                )));
             }
         }
     }
@@ -113,13 +123,15 @@ fn scatter_cached(
     Ok((chosen, rejected))
 }
 
-/// One pass of `model` over `dataset` in order, keeping each pair's completion log-probs.
+/// One pass of `model` over `dataset` in order, keeping each pair's completion log-probs; the
+/// cache will live at `path`.
 pub fn precompute(
     model: &CausalLm,
     dataset: &TokenizedDataset,
     collator: &Collator,
     batch_size: usize,
     key: u64,
+    path: PathBuf,
     device: &Device,
 ) -> Result<RefLogpsCache, TrainError> {
     let mut pairs = Vec::with_capacity(dataset.len());
@@ -130,33 +142,31 @@ pub fn precompute(
         let out = model_logps(model, &batch)?;
         let (b, t) = (host.batch_size, host.seq_len);
         let read = |x: Tensor<2>| {
-            x.try_into_vec_as::<f32>().map_err(|e| TrainError::Cache {
-                path: PathBuf::from("<device>"),
-                reason: format!("reading reference log-probs back failed: {e:?}"),
-            })
+            x.try_into_vec_as::<f32>()
+                .map_err(|e| TrainError::DeviceRead {
+                    tensor: "reference log-probs",
+                    reason: format!("{e:?}"),
+                })
         };
         let sides = [read(out.chosen)?, read(out.rejected)?];
         for row in 0..b {
             let mut kept = [Vec::new(), Vec::new()];
             for (side, values) in sides.iter().enumerate() {
-                let mask = host.completion_mask_row(side * b + row);
-                for pos in 0..t - 1 {
-                    if mask[pos + 1] != 0 {
-                        kept[side].push(values[row * (t - 1) + pos]);
-                    }
+                for pos in scored_positions(host.completion_mask_row(side * b + row)) {
+                    kept[side].push(values[row * (t - 1) + pos]);
                 }
             }
             let [c, r] = kept;
             pairs.push((c, r));
         }
     }
-    Ok(RefLogpsCache { key, pairs })
+    Ok(RefLogpsCache { key, path, pairs })
 }
 
 /// Hashes the files that define a model's weights (`config.json` and the safetensors files),
 /// or, for a randomly initialised model, its config and seed.
 pub fn weights_fingerprint(dir: &Path, random_init_seed: Option<u64>) -> Result<u64, TrainError> {
-    let mut h = Fnv64::default();
+    let mut h = Fnv1a::new();
     let config = dir.join("config.json");
     h.write(&std::fs::read(&config).map_err(io("read", &config))?);
     if let Some(seed) = random_init_seed {

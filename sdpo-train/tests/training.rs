@@ -31,7 +31,7 @@ fn gradient_accumulation_equals_one_big_batch() {
         let tmp = tempfile::tempdir().unwrap();
         let mut big = tiny_config(tmp.path());
         big.max_steps = 1;
-        big.sdpo_threshold = 0.6;
+        big.loss.sdpo_threshold = 0.6;
         let mut small = big.clone();
         small.output_dir = tmp.path().join("out-accum");
         small.per_device_train_batch_size = 2;
@@ -64,11 +64,11 @@ fn resumed_run_equals_the_uninterrupted_run() {
         let mut config = tiny_config(tmp.path());
         config.max_steps = 4;
         config.save_steps = 2;
-        config.loss_type = sdpo_core::LossTypes::Many(vec![
+        config.loss.loss_type = sdpo_core::LossTypes::Many(vec![
             sdpo_core::LossType::Sdpo,
             sdpo_core::LossType::BcoPair,
         ]);
-        config.loss_weights = Some(vec![1.0, 0.5]);
+        config.loss.loss_weights = Some(vec![1.0, 0.5]);
         let full = run(config.clone(), &dev.device);
 
         let mut interrupted = config.clone();
@@ -88,8 +88,8 @@ fn resumed_run_equals_the_uninterrupted_run() {
             "config.json",
             "tokenizer.json",
             "optimizer.bpk",
-            "scheduler.json",
             "trainer_state.json",
+            "manifest.json",
         ] {
             assert!(checkpoint.join(file).is_file(), "checkpoint-2 lacks {file}");
         }
@@ -135,7 +135,7 @@ fn precomputed_reference_gives_the_same_sdpo_losses() {
         let tmp = tempfile::tempdir().unwrap();
         let mut live = tiny_config(tmp.path());
         live.ref_model_name_or_path = Some(write_reference_model(tmp.path(), 7));
-        live.sdpo_threshold = 0.6;
+        live.loss.sdpo_threshold = 0.6;
         let mut cached = live.clone();
         cached.output_dir = tmp.path().join("out-precomputed");
         cached.precompute_ref_log_probs = true;
@@ -292,7 +292,7 @@ fn sequences_longer_than_learned_positions_are_refused() {
         err.to_string().contains("max_length") && err.to_string().contains("16"),
         "{err}"
     );
-    config.max_length = Some(16);
+    config.data.max_length = Some(16);
     Trainer::new(
         config,
         &burn::tensor::Device::flex(),
@@ -315,7 +315,7 @@ fn unknown_config_keys_are_errors_naming_them() {
 fn bad_values_and_a_bad_data_file_are_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let mut config = tiny_config(tmp.path());
-    config.sdpo_threshold = 1.5;
+    config.loss.sdpo_threshold = 1.5;
     let err = Trainer::new(
         config.clone(),
         &burn::tensor::Device::flex(),
@@ -325,7 +325,7 @@ fn bad_values_and_a_bad_data_file_are_clear_errors() {
     .unwrap_err();
     assert!(format!("{err:?}").contains("sdpo_threshold"), "{err:?}");
 
-    config.sdpo_threshold = 0.6;
+    config.loss.sdpo_threshold = 0.6;
     let bad = tmp.path().join("bad.jsonl");
     write_pairs(&bad, 3, 0);
     let mut text = std::fs::read_to_string(&bad).unwrap();

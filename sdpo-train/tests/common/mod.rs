@@ -82,7 +82,10 @@ pub fn tiny_config(root: &Path) -> TrainConfig {
         max_steps: 3,
         logging_steps: 1,
         save_steps: 0,
-        max_length: Some(64),
+        data: sdpo_data::DataConfig {
+            max_length: Some(64),
+            ..Default::default()
+        },
         ..TrainConfig::default()
     }
 }

@@ -1,0 +1,460 @@
+//! Starting a run: the data, the models and the checks a fresh start, a resume and an
+//! evaluation all go through, the reference (model or cache), and the checkpoint a run resumes
+//! from.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::tensor::Device;
+
+use sdpo_data::{
+    BatchSampler, Collator, Fnv1a, PreferenceProcessor, PreferenceTokenizer, TokenizedDataset,
+    TokenizerInfo,
+};
+use sdpo_models::{CausalLm, ModelConfig};
+
+use crate::cache::RefLogpsCache;
+use crate::checkpoint::{TrainerState, assign_param_ids, list_checkpoints, read_trainer_state};
+use crate::config::TrainConfig;
+use crate::error::TrainError;
+use crate::manifest::{ManifestStatus, verify_manifest};
+use crate::observer::TrainObserver;
+use crate::reference::{Reference, precompute, weights_fingerprint};
+use crate::resume::compare_configs;
+use crate::schedule::LrSchedule;
+
+/// Wraps a model error with the directory it concerns.
+pub(crate) fn model_error(path: &Path) -> impl FnOnce(sdpo_models::ModelError) -> TrainError + '_ {
+    move |source| TrainError::Model {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The tokenized data of a run and how it is batched.
+pub(crate) struct RunData {
+    /// Where the tokenizer files come from (copied into checkpoints).
+    pub tokenizer_dir: PathBuf,
+    /// The tokenizer's vocabulary and special tokens.
+    pub tokenizer: TokenizerInfo,
+    /// The training pairs.
+    pub train: TokenizedDataset,
+    /// The evaluation pairs.
+    pub eval: Option<TokenizedDataset>,
+    /// Pads and truncates pairs into batches.
+    pub collator: Collator,
+}
+
+impl RunData {
+    /// Reads and tokenizes the train (and eval) files; reports what was read and skipped.
+    pub fn load(
+        config: &TrainConfig,
+        observer: &mut dyn TrainObserver,
+    ) -> Result<Self, TrainError> {
+        let tokenizer_dir = config.tokenizer_dir().to_path_buf();
+        let tokenizer = PreferenceTokenizer::from_dir(&tokenizer_dir)?;
+        let info = tokenizer.info().clone();
+        let processor = PreferenceProcessor::new(tokenizer, config.data.clone())?;
+        let train = processor.process_file(&config.train_file)?;
+        report_data(observer, "train", &config.train_file, &train);
+        if train.is_empty() {
+            return Err(TrainError::NoData {
+                path: config.train_file.clone(),
+            });
+        }
+        let eval = match &config.eval_file {
+            Some(path) => {
+                let eval = processor.process_file(path)?;
+                report_data(observer, "eval", path, &eval);
+                Some(eval)
+            }
+            None => None,
+        };
+        Ok(Self {
+            tokenizer_dir,
+            tokenizer: info,
+            collator: processor.collator()?,
+            train,
+            eval,
+        })
+    }
+
+    /// The longest row any batch of this run will have, after truncation and padding.
+    fn longest_row(&self, config: &TrainConfig) -> usize {
+        let longest = self
+            .train
+            .lengths()
+            .into_iter()
+            .chain(
+                self.eval
+                    .as_ref()
+                    .map(TokenizedDataset::lengths)
+                    .unwrap_or_default(),
+            )
+            .max()
+            .unwrap_or(0);
+        match config.data.pad_to_multiple_of.filter(|&m| m > 1) {
+            Some(m) => longest.div_ceil(m) * m,
+            None => longest,
+        }
+    }
+
+    /// Checks that `model` (loaded from `dir`) can run this data: every token id is a row of
+    /// its embedding, and (GPT-2) every row fits its learned positions. Run for every model
+    /// before its first forward pass: the policy, the reference, a checkpoint being resumed or
+    /// evaluated.
+    pub fn check_model(
+        &self,
+        model: &CausalLm,
+        dir: &Path,
+        config: &TrainConfig,
+    ) -> Result<(), TrainError> {
+        let model_config: &ModelConfig = model.config();
+        model_config
+            .check_vocab_covers(self.tokenizer.vocab_size)
+            .map_err(model_error(dir))?;
+        model_config
+            .check_sequence_length(self.longest_row(config))
+            .map_err(|e| TrainError::Config {
+                key: "max_length".into(),
+                reason: format!(
+                    "`{}`: {e}; set max_length <= {}",
+                    dir.display(),
+                    model_config.max_position_embeddings
+                ),
+            })
+    }
+}
+
+fn report_data(
+    observer: &mut dyn TrainObserver,
+    split: &str,
+    path: &Path,
+    data: &TokenizedDataset,
+) {
+    let r = &data.report;
+    let mut msg = format!(
+        "{split} data `{}`: {} records, {} pairs",
+        path.display(),
+        r.records_read,
+        r.pairs_kept
+    );
+    if r.skipped_total() > 0 {
+        msg.push_str(&format!(
+            "; skipped {} ({} invalid, {} empty after truncation, {} without a scored completion token): {}",
+            r.skipped_total(),
+            r.skipped_invalid,
+            r.dropped_truncated,
+            r.dropped_unscored,
+            r.reasons.join(" | ")
+        ));
+    }
+    if r.prompts_truncated > 0 {
+        msg.push_str(&format!("; {} prompts truncated", r.prompts_truncated));
+    }
+    observer.on_message(&msg);
+}
+
+/// How the training pairs become optimizer steps.
+pub(crate) struct Plan {
+    /// Shuffles pairs into micro-batches, epoch by epoch.
+    pub sampler: BatchSampler,
+    /// Optimizer steps per epoch.
+    pub steps_per_epoch: usize,
+    /// The learning rate at each step (and the run's length).
+    pub schedule: LrSchedule,
+}
+
+impl Plan {
+    /// The plan for `pairs` training pairs.
+    pub fn new(config: &TrainConfig, pairs: usize) -> Result<Self, TrainError> {
+        let sampler = BatchSampler::new(pairs, config.per_device_train_batch_size, config.seed)?;
+        let steps_per_epoch = sampler
+            .num_batches()
+            .div_ceil(config.gradient_accumulation_steps)
+            .max(1);
+        let total_steps = if config.max_steps > 0 {
+            config.max_steps as usize
+        } else {
+            ((config.num_train_epochs * steps_per_epoch as f64).ceil() as usize).max(1)
+        };
+        let schedule = LrSchedule::new(
+            config.lr_scheduler_type,
+            config.learning_rate,
+            config.warmup_steps,
+            config.warmup_ratio,
+            total_steps,
+        );
+        Ok(Self {
+            sampler,
+            steps_per_epoch,
+            schedule,
+        })
+    }
+}
+
+/// Loads the policy's starting weights (or builds them from the config) on `device`.
+pub(crate) fn load_initial_policy(
+    config: &TrainConfig,
+    device: &Device,
+) -> Result<CausalLm, TrainError> {
+    let dir = &config.model_name_or_path;
+    if config.init_from_config {
+        let model_config = ModelConfig::from_pretrained_dir(dir).map_err(model_error(dir))?;
+        Ok(CausalLm::from_config(&model_config, config.seed, device))
+    } else {
+        CausalLm::from_pretrained(dir, device).map_err(model_error(dir))
+    }
+}
+
+/// The reference side of the loss. With `reference_free` none is loaded or run; otherwise the
+/// model at `ref_model_name_or_path` or a frozen copy of `initial`, or (with
+/// `precompute_ref_log_probs`) their log-probs, cached under `output_dir`.
+pub(crate) fn build_reference(
+    config: &TrainConfig,
+    initial: &CausalLm,
+    data: &RunData,
+    device: &Device,
+    observer: &mut dyn TrainObserver,
+) -> Result<Reference, TrainError> {
+    if config.loss.reference_free {
+        if let Some(dir) = &config.ref_model_name_or_path {
+            observer.on_message(&format!(
+                "warning: reference_free = true: the reference `{}` is not loaded",
+                dir.display()
+            ));
+        }
+        return Ok(Reference::None);
+    }
+    let model = match &config.ref_model_name_or_path {
+        Some(dir) => {
+            if let Some(warning) = check_reference_tokenizer(dir, &data.tokenizer)? {
+                observer.on_message(&warning);
+            }
+            let model = CausalLm::from_pretrained(dir, device).map_err(model_error(dir))?;
+            data.check_model(&model, dir, config)?;
+            model
+        }
+        None => initial.valid(),
+    };
+    if !config.precompute_ref_log_probs {
+        return Ok(Reference::Model(Box::new(model)));
+    }
+    let (ref_dir, seed) = match &config.ref_model_name_or_path {
+        Some(dir) => (dir.clone(), None),
+        None => (
+            config.model_name_or_path.clone(),
+            config.init_from_config.then_some(config.seed),
+        ),
+    };
+    let fingerprint = weights_fingerprint(&ref_dir, seed)?;
+    let train = cached_or_computed(
+        config,
+        "train",
+        &data.train,
+        fingerprint,
+        &model,
+        data,
+        device,
+        observer,
+    )?;
+    let eval = match &data.eval {
+        Some(eval) => Some(cached_or_computed(
+            config,
+            "eval",
+            eval,
+            fingerprint,
+            &model,
+            data,
+            device,
+            observer,
+        )?),
+        None => None,
+    };
+    Ok(Reference::Precomputed { train, eval })
+}
+
+/// The reference must use the policy's tokenizer: same vocabulary and special tokens. Returns a
+/// warning when the reference directory has no tokenizer to compare.
+fn check_reference_tokenizer(
+    dir: &Path,
+    policy: &TokenizerInfo,
+) -> Result<Option<String>, TrainError> {
+    if !dir.join("tokenizer.json").is_file() {
+        // Nothing to compare beyond the vocabulary size, checked when the model is loaded.
+        return Ok(Some(format!(
+            "warning: reference `{}` has no tokenizer.json; only its vocabulary size is checked",
+            dir.display()
+        )));
+    }
+    let reference = PreferenceTokenizer::from_dir(dir)?;
+    let differences = policy.differences(reference.info());
+    if differences.is_empty() {
+        Ok(None)
+    } else {
+        Err(TrainError::TokenizerMismatch {
+            reference: dir.to_path_buf(),
+            differences,
+        })
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn cached_or_computed(
+    config: &TrainConfig,
+    split: &str,
+    dataset: &TokenizedDataset,
+    fingerprint: u64,
+    model: &CausalLm,
+    data: &RunData,
+    device: &Device,
+    observer: &mut dyn TrainObserver,
+) -> Result<RefLogpsCache, TrainError> {
+    let mut h = Fnv1a::new();
+    h.write_u64(dataset.content_hash());
+    h.write_str(&format!(
+        "max_length={:?};max_prompt_length={:?};truncation_mode={}",
+        config.data.max_length,
+        config.data.max_prompt_length,
+        config.data.truncation_mode.as_str()
+    ));
+    h.write_u64(fingerprint);
+    let key = h.finish();
+    let path = RefLogpsCache::path(&config.output_dir, split, key);
+    if path.is_file() {
+        match RefLogpsCache::load(&path, key) {
+            Ok(cache) if cache.pairs.len() == dataset.len() => {
+                observer.on_message(&format!(
+                    "{split}: reusing precomputed reference log-probs `{}`",
+                    path.display()
+                ));
+                return Ok(cache);
+            }
+            Ok(cache) => observer.on_message(&format!(
+                "warning: `{}` holds {} pairs, the data {}: recomputing it",
+                path.display(),
+                cache.pairs.len(),
+                dataset.len()
+            )),
+            Err(err) => observer.on_message(&format!("warning: {err}: recomputing it")),
+        }
+    }
+    observer.on_message(&format!(
+        "{split}: precomputing reference log-probs for {} pairs",
+        dataset.len()
+    ));
+    let cache = precompute(
+        model,
+        dataset,
+        &data.collator,
+        config.per_device_eval_batch_size,
+        key,
+        path.clone(),
+        device,
+    )?;
+    cache.save(&path)?;
+    Ok(cache)
+}
+
+/// A checkpoint the run resumes from, read and checked.
+pub(crate) struct ResumePoint {
+    /// The checkpoint directory.
+    pub dir: PathBuf,
+    /// Its `trainer_state.json`.
+    pub state: TrainerState,
+}
+
+/// Verifies a checkpoint's files against its manifest (a warning when it predates manifests).
+pub(crate) fn verify_checkpoint(
+    dir: &Path,
+    observer: &mut dyn TrainObserver,
+) -> Result<(), TrainError> {
+    if verify_manifest(dir)? == ManifestStatus::Missing {
+        observer.on_message(&format!(
+            "warning: `{}` has no manifest.json (written by sdpo-rs since checkpoints carry \
+             one); its files cannot be verified",
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Reads and checks the checkpoint at `dir` for resuming with `config`: its files against the
+/// manifest, its trainer state, and its configuration against the current one (keys that
+/// change the data, the model or the loss are refused; others are reported).
+pub(crate) fn resume_point(
+    dir: &Path,
+    config: &TrainConfig,
+    total_steps: usize,
+    observer: &mut dyn TrainObserver,
+) -> Result<ResumePoint, TrainError> {
+    verify_checkpoint(dir, observer)?;
+    let state = read_trainer_state(dir)?;
+    let diff = compare_configs(&state.config, config);
+    if !diff.errors.is_empty() {
+        return Err(TrainError::ConfigChanged {
+            checkpoint: dir.to_path_buf(),
+            differences: diff.errors,
+        });
+    }
+    for warning in diff.warnings {
+        observer.on_message(&format!(
+            "warning: resuming `{}` with a changed setting: {warning}",
+            dir.display()
+        ));
+    }
+    if state.global_step > total_steps {
+        return Err(TrainError::Config {
+            key: "max_steps".into(),
+            reason: format!(
+                "the checkpoint is at step {} but the run has {total_steps} steps",
+                state.global_step
+            ),
+        });
+    }
+    Ok(ResumePoint {
+        dir: dir.to_path_buf(),
+        state,
+    })
+}
+
+/// Loads a checkpoint's policy on `device` with the parameter ids its optimizer state is keyed
+/// by, checked against the data like any other model.
+pub(crate) fn resumed_policy(
+    point: &ResumePoint,
+    data: &RunData,
+    config: &TrainConfig,
+    device: &Device,
+) -> Result<CausalLm, TrainError> {
+    let dir = &point.dir;
+    let policy = CausalLm::from_pretrained(dir, device).map_err(model_error(dir))?;
+    data.check_model(&policy, dir, config)?;
+    assign_param_ids(policy, &point.state.param_ids, dir)
+}
+
+/// A warning when a fresh run starts in an `output_dir` that holds another run's checkpoints.
+pub(crate) fn warn_existing_checkpoints(
+    config: &TrainConfig,
+    observer: &mut dyn TrainObserver,
+) -> Result<(), TrainError> {
+    let existing = list_checkpoints(&config.output_dir)?;
+    if !existing.is_empty() {
+        let names: Vec<String> = existing
+            .iter()
+            .map(|(_, dir)| {
+                dir.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        observer.on_message(&format!(
+            "warning: `{}` already holds checkpoints ({}) and this run starts from scratch: \
+             each is replaced when this run saves the same step (use \
+             --resume-from-checkpoint latest to continue instead)",
+            config.output_dir.display(),
+            names.join(", ")
+        ));
+    }
+    Ok(())
+}
