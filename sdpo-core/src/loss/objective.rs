@@ -27,7 +27,9 @@ pub struct LossOutput {
     /// Sequence log-probs over all completion tokens (TRL's `logps/chosen`, `logps/rejected`);
     /// LD-adjusted under TRL 1.x semantics with `ld_alpha`, as TRL 1.x reports them.
     pub full_sums: SequenceLogps,
-    /// Token selection, when the configuration has an `sdpo` term.
+    /// Token selection, when the configuration has an `sdpo` term (its `sums` are the plain
+    /// kept-token sums; the `sdpo` loss and its rewards use them LD-adjusted when `ld_alpha` is
+    /// set under TRL 1.x semantics).
     pub selection: Option<TokenSelection>,
     /// Number of valid chosen and rejected tokens, `[1]` each (for the kept fractions).
     pub valid_tokens: (Tensor<1>, Tensor<1>),
