@@ -114,6 +114,8 @@ fn inputs(shape: Shape, device: &Device) -> TokenLogps {
         ref_rejected_logps: float(logps(&mut rng, &rejected_mask)),
         chosen_loss_mask: boolean(chosen_mask),
         rejected_loss_mask: boolean(rejected_mask),
+        policy_chosen_log_sum_sq_probs: None,
+        policy_rejected_log_sum_sq_probs: None,
     }
 }
 

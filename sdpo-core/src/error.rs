@@ -43,6 +43,15 @@ pub enum CoreError {
         /// The missing input.
         input: &'static str,
     },
+    /// A configuration option needs an input that was not given (e.g. `use_weighting` needs the
+    /// policy's `log(sum_v p_v^2)` per position).
+    #[error("`{option}` needs `{input}`, which was not given")]
+    MissingOptionInput {
+        /// The option (config key) that needs it.
+        option: &'static str,
+        /// The missing input.
+        input: &'static str,
+    },
     /// Reading a value back from the device failed.
     #[error("reading `{tensor}` back from the device failed: {reason}")]
     DeviceRead {

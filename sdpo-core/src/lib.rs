@@ -5,11 +5,13 @@
 //! trainer uses them:
 //!
 //! 1. [`completion_logps`]: model logits to per-token log-probs of the completion tokens
-//!    (logits at `t` predict token `t + 1`), with the loss mask.
+//!    (logits at `t` predict token `t + 1`), with the loss mask; with WPO (`use_weighting`)
+//!    also [`completion_log_sum_sq_probs`] from the same logits chunk.
 //! 2. [`mask_unimportant_tokens`]: SDPO token selection (scores, per-sequence
 //!    [`masked_quantile`] thresholds, kept masks, the four masked sums).
-//! 3. [`PreferenceLoss`]: the configured loss type(s) from [`LossConfig`] (TRL's names and
-//!    semantics, see [`dpo_loss`]), weighted into one scalar.
+//! 3. [`PreferenceLoss`]: the configured loss type(s) from [`LossConfig`] (TRL's names, and the
+//!    semantics of TRL 1.x, [`trl1_loss`], or TRL 0.28, [`dpo_loss`], per
+//!    [`TrlSemantics`]), with LD-DPO and WPO, weighted into one scalar.
 //! 4. [`preference_metrics`] / [`read_metrics`]: TRL's metric names plus the SDPO kept
 //!    fractions and thresholds.
 //!
@@ -25,6 +27,7 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod log_sum_sq_probs;
 pub mod logps;
 pub mod loss;
 pub mod metrics;
@@ -33,11 +36,14 @@ pub mod quantile;
 pub mod selection;
 
 pub use error::CoreError;
+pub use log_sum_sq_probs::{completion_log_sum_sq_probs, log_sum_sq_probs};
 pub use logps::{NextTokenTargets, completion_logps, masked_sum, next_token_targets, token_logps};
 pub use loss::bco::RunningMoments;
-pub use loss::config::{FDivergenceType, LossConfig, LossType, LossTypes};
+pub use loss::config::{FDivergenceType, LossConfig, LossType, LossTypes, TrlSemantics};
 pub use loss::family::{DpoLossOutput, dpo_loss};
 pub use loss::objective::{LossOutput, PreferenceLoss, chosen_nll_loss};
+pub use loss::trl1::{Trl1Inputs, f_divergence_scores, trl1_loss};
+pub use loss::weighting::{LdSplit, sequence_sums, token_counts, wpo_pair_weights};
 pub use metrics::{
     Metric, logits_mean_from_sums, masked_logit_sums, masked_logits_mean, preference_metrics,
     read_metrics,

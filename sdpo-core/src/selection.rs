@@ -25,6 +25,14 @@ pub struct TokenLogps {
     pub chosen_loss_mask: Tensor<2, Bool>,
     /// True on the rejected completion tokens, `[batch, seq]`.
     pub rejected_loss_mask: Tensor<2, Bool>,
+    /// WPO (`use_weighting`) only: the policy's `log(sum_v p_v^2)` at each chosen position,
+    /// `[batch, seq]`, aligned with `policy_chosen_logps` (see
+    /// [`completion_log_sum_sq_probs`](crate::completion_log_sum_sq_probs)). `None` when WPO is
+    /// off; the loss refuses to run without it when WPO is on. Values under a false mask are
+    /// ignored; it is a constant for the gradient.
+    pub policy_chosen_log_sum_sq_probs: Option<Tensor<2>>,
+    /// WPO only: the policy's `log(sum_v p_v^2)` at each rejected position, `[batch, seq]`.
+    pub policy_rejected_log_sum_sq_probs: Option<Tensor<2>>,
 }
 
 impl TokenLogps {
@@ -40,6 +48,12 @@ impl TokenLogps {
         expect_shape("ref_rejected_logps", &self.ref_rejected_logps.dims(), &dims)?;
         expect_shape("chosen_loss_mask", &self.chosen_loss_mask.dims(), &dims)?;
         expect_shape("rejected_loss_mask", &self.rejected_loss_mask.dims(), &dims)?;
+        if let Some(t) = &self.policy_chosen_log_sum_sq_probs {
+            expect_shape("policy_chosen_log_sum_sq_probs", &t.dims(), &dims)?;
+        }
+        if let Some(t) = &self.policy_rejected_log_sum_sq_probs {
+            expect_shape("policy_rejected_log_sum_sq_probs", &t.dims(), &dims)?;
+        }
         Ok(dims)
     }
 

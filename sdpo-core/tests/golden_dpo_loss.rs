@@ -5,7 +5,8 @@ mod common;
 
 use common::{Precision, assert_close1, host1, tensor1, vec1};
 use sdpo_core::{
-    FDivergenceType, LossConfig, LossType, LossTypes, RunningMoments, SequenceLogps, dpo_loss,
+    FDivergenceType, LossConfig, LossType, LossTypes, RunningMoments, SequenceLogps, TrlSemantics,
+    dpo_loss,
 };
 use serde_json::Value;
 
@@ -84,12 +85,15 @@ fn every_dpo_loss_case_matches_trl() {
                 FDivergenceType::ReverseKl
             };
             let config = LossConfig {
+                trl_semantics: TrlSemantics::V0_28,
                 loss_type: LossTypes::One(loss_type),
                 beta: case["beta"].as_f64().expect("beta"),
                 label_smoothing: case["label_smoothing"].as_f64().expect("label_smoothing"),
                 reference_free: case["reference_free"].as_bool().expect("reference_free"),
                 f_divergence_type,
-                f_alpha_divergence_coef: case["f_alpha_divergence_coef"].as_f64().expect("alpha"),
+                f_alpha_divergence_coef: Some(
+                    case["f_alpha_divergence_coef"].as_f64().expect("alpha"),
+                ),
                 discopop_tau: case["discopop_tau"].as_f64().expect("tau"),
                 ..LossConfig::default()
             };
@@ -163,6 +167,7 @@ fn bco_pair_sequences_carry_the_running_mean() {
         for seq in sequences {
             let id = seq["id"].as_str().expect("id");
             let config = LossConfig {
+                trl_semantics: TrlSemantics::V0_28,
                 loss_type: LossTypes::One(LossType::BcoPair),
                 beta: seq["beta"].as_f64().expect("beta"),
                 label_smoothing: seq["label_smoothing"].as_f64().unwrap_or(0.0),

@@ -30,6 +30,8 @@ fn sdpo_e2e_selection_and_loss_at_every_threshold() {
             ref_rejected_logps: t("ref_rejected_logps"),
             chosen_loss_mask: mask2(&vec2(&fixture["chosen_loss_mask"], 0.0), d),
             rejected_loss_mask: mask2(&vec2(&fixture["rejected_loss_mask"], 0.0), d),
+            policy_chosen_log_sum_sq_probs: None,
+            policy_rejected_log_sum_sq_probs: None,
         };
         for r in results {
             let q = r["threshold"].as_f64().expect("threshold");

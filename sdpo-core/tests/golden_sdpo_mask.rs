@@ -8,7 +8,8 @@ use common::{
     Precision, assert_close1, assert_eq_mask, host_mask, host1, host2, mask2, tensor2, vec1, vec2,
 };
 use sdpo_core::{
-    LossConfig, LossType, LossTypes, RunningMoments, TokenLogps, dpo_loss, mask_unimportant_tokens,
+    LossConfig, LossType, LossTypes, RunningMoments, TokenLogps, TrlSemantics, dpo_loss,
+    mask_unimportant_tokens,
 };
 use serde_json::Value;
 
@@ -43,6 +44,8 @@ fn inputs(case: &Value, p: Precision, device: &burn::tensor::Device) -> TokenLog
         ref_rejected_logps: t("ref_rejected_logps"),
         chosen_loss_mask: mask2(&vec2(&i["chosen_loss_mask"], 0.0), device),
         rejected_loss_mask: mask2(&vec2(&i["rejected_loss_mask"], 0.0), device),
+        policy_chosen_log_sum_sq_probs: None,
+        policy_rejected_log_sum_sq_probs: None,
     }
 }
 
@@ -145,6 +148,7 @@ fn check_case(case: &Value, p: Precision, dev: &sdpo_testkit::TestDevice) -> usi
         for dpo in block["dpo"].as_array().expect("dpo") {
             let eps = dpo["label_smoothing"].as_f64().expect("label_smoothing");
             let config = LossConfig {
+                trl_semantics: TrlSemantics::V0_28,
                 loss_type: LossTypes::One(LossType::Sdpo),
                 beta: 0.1,
                 label_smoothing: eps,

@@ -104,6 +104,8 @@ fn sdpo_loss_and_policy_gradients_match_pytorch() {
                 ref_rejected_logps: ref_rejected.clone(),
                 chosen_loss_mask: chosen_mask,
                 rejected_loss_mask: rejected_mask,
+                policy_chosen_log_sum_sq_probs: None,
+                policy_rejected_log_sum_sq_probs: None,
             };
             let config = LossConfig {
                 beta,

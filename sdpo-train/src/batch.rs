@@ -2,7 +2,9 @@
 
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
-use sdpo_core::{completion_logps, logits_mean_from_sums, masked_logit_sums};
+use sdpo_core::{
+    completion_log_sum_sq_probs, completion_logps, logits_mean_from_sums, masked_logit_sums,
+};
 use sdpo_data::PreferenceBatch;
 use sdpo_models::CausalLm;
 
@@ -60,6 +62,11 @@ pub struct SidedLogps {
     pub chosen_logits_mean: Tensor<1>,
     /// Mean rejected logit over completion positions (`logits/rejected`), `[1]`.
     pub rejected_logits_mean: Tensor<1>,
+    /// WPO's `log(sum_v p_v^2)` at the chosen completion positions, `[B, T-1]`, detached
+    /// (only when asked for, see [`model_logps_chunked`]).
+    pub chosen_log_sum_sq_probs: Option<Tensor<2>>,
+    /// The same for the rejected completion.
+    pub rejected_log_sum_sq_probs: Option<Tensor<2>>,
 }
 
 /// The most logits one forward pass materialises (32 Mi floats, 128 MiB in f32). A batch whose
@@ -71,14 +78,17 @@ pub const MAX_LOGITS_PER_PASS: usize = 1 << 25;
 /// forward; in row chunks when the logits would exceed [`MAX_LOGITS_PER_PASS`]) and returns
 /// their per-token completion log-probs.
 pub fn model_logps(model: &CausalLm, batch: &DeviceBatch) -> Result<SidedLogps, TrainError> {
-    model_logps_chunked(model, batch, MAX_LOGITS_PER_PASS)
+    model_logps_chunked(model, batch, MAX_LOGITS_PER_PASS, false)
 }
 
-/// [`model_logps`] with an explicit limit on the logits of one forward pass.
+/// [`model_logps`] with an explicit limit on the logits of one forward pass; with
+/// `log_sum_sq_probs`, also WPO's `log(sum_v p_v^2)` per completion position (`use_weighting`),
+/// computed from the same logits in the same pass.
 pub fn model_logps_chunked(
     model: &CausalLm,
     batch: &DeviceBatch,
     max_logits: usize,
+    log_sum_sq_probs: bool,
 ) -> Result<SidedLogps, TrainError> {
     let (b, t) = (batch.batch_size, batch.seq_len);
     let rows = 2 * b;
@@ -87,6 +97,7 @@ pub fn model_logps_chunked(
     let mut logps_parts = Vec::new();
     let mut mask_parts = Vec::new();
     let mut logit_sum_parts = Vec::new();
+    let mut sum_sq_parts = Vec::new();
     let mut vocab = 1;
     for start in (0..rows).step_by(chunk) {
         let end = (start + chunk).min(rows);
@@ -102,6 +113,12 @@ pub fn model_logps_chunked(
             batch.completion_mask.clone().slice([start..end, 0..t]),
         )
         .map_err(TrainError::Compute)?;
+        if log_sum_sq_probs {
+            sum_sq_parts.push(
+                completion_log_sum_sq_probs(logits.clone(), mask.clone())
+                    .map_err(TrainError::Compute)?,
+            );
+        }
         // Per-row sums of the logits over completion positions, for logits/chosen|rejected.
         logit_sum_parts.push(masked_logit_sums(
             logits.slice([0..end - start, 0..t - 1, 0..vocab]),
@@ -120,7 +137,10 @@ pub fn model_logps_chunked(
             vocab,
         )
     };
+    let sum_sq = (!sum_sq_parts.is_empty()).then(|| Tensor::cat(sum_sq_parts, 0));
     Ok(SidedLogps {
+        chosen_log_sum_sq_probs: sum_sq.clone().map(|x| x.slice([0..b, 0..t - 1])),
+        rejected_log_sum_sq_probs: sum_sq.map(|x| x.slice([b..rows, 0..t - 1])),
         chosen: logps.clone().slice([0..b, 0..t - 1]),
         rejected: logps.slice([b..rows, 0..t - 1]),
         chosen_mask: mask.clone().slice([0..b, 0..t - 1]),

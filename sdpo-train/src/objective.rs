@@ -10,7 +10,7 @@ use sdpo_core::{
 use sdpo_data::PreferenceBatch;
 use sdpo_models::CausalLm;
 
-use crate::batch::{DeviceBatch, model_logps};
+use crate::batch::{DeviceBatch, MAX_LOGITS_PER_PASS, model_logps_chunked};
 use crate::error::TrainError;
 use crate::reference::{Reference, Split, reference_logps};
 
@@ -45,7 +45,8 @@ pub fn batch_objective(
     objective: &mut PreferenceLoss,
 ) -> Result<BatchObjective, TrainError> {
     let device = batch.input_ids.device();
-    let policy = model_logps(model, batch)?;
+    let wpo = objective.config().use_weighting;
+    let policy = model_logps_chunked(model, batch, MAX_LOGITS_PER_PASS, wpo)?;
     let (ref_chosen, ref_rejected) = reference_logps(reference, split, host, batch, &device)?;
     let inputs = TokenLogps {
         policy_chosen_logps: policy.chosen,
@@ -54,6 +55,8 @@ pub fn batch_objective(
         ref_rejected_logps: ref_rejected,
         chosen_loss_mask: policy.chosen_mask,
         rejected_loss_mask: policy.rejected_mask,
+        policy_chosen_log_sum_sq_probs: policy.chosen_log_sum_sq_probs,
+        policy_rejected_log_sum_sq_probs: policy.rejected_log_sum_sq_probs,
     };
     let scored_sum = |chosen: &Tensor<2>, rejected: &Tensor<2>| {
         let sum = masked_sum(chosen.clone().detach(), inputs.chosen_loss_mask.clone())

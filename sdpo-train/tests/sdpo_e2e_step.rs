@@ -168,7 +168,7 @@ fn logits_in_row_chunks_give_the_same_log_probs() {
         let model = CausalLm::from_pretrained(dir.join("models/llama"), &dev.device).unwrap();
         let device_batch = DeviceBatch::new(&host, &dev.device);
         let whole = sdpo_train::batch::model_logps(&model, &device_batch).unwrap();
-        let rows = sdpo_train::batch::model_logps_chunked(&model, &device_batch, 1).unwrap();
+        let rows = sdpo_train::batch::model_logps_chunked(&model, &device_batch, 1, false).unwrap();
         let pairs = [(whole.chosen, rows.chosen), (whole.rejected, rows.rejected)];
         for (a, b) in pairs {
             let (a, b) = (

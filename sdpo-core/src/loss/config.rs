@@ -39,6 +39,9 @@ pub enum LossType {
     Sft,
     /// Selective DPO: the sigmoid loss over the important tokens only.
     Sdpo,
+    /// Length-normalised sigmoid (TRL 1.x only): `-logsigmoid(beta * (chosen_score / chosen_len
+    /// - rejected_score / rejected_len))`.
+    SigmoidNorm,
 }
 
 impl LossType {
@@ -60,11 +63,13 @@ impl LossType {
             Self::Discopop => "discopop",
             Self::Sft => "sft",
             Self::Sdpo => "sdpo",
+            Self::SigmoidNorm => "sigmoid_norm",
         }
     }
 
-    /// Every loss type, in TRL's documentation order (SDPO last).
-    pub const ALL: [LossType; 15] = [
+    /// Every loss type, in TRL's documentation order (`sigmoid_norm`, new in TRL 1.x, after
+    /// `sdpo`).
+    pub const ALL: [LossType; 16] = [
         Self::Sigmoid,
         Self::Hinge,
         Self::Ipo,
@@ -80,7 +85,35 @@ impl LossType {
         Self::Discopop,
         Self::Sft,
         Self::Sdpo,
+        Self::SigmoidNorm,
     ];
+
+    /// Whether TRL 1.x lets an f-divergence other than `reverse_kl` change this loss: the losses
+    /// built on the chosen-minus-rejected score difference (and `sft`, which ignores it). `sdpo`
+    /// is the sigmoid loss on the kept-token sums, so it belongs here too.
+    pub fn accepts_f_divergence(self) -> bool {
+        matches!(
+            self,
+            Self::Sigmoid
+                | Self::SigmoidNorm
+                | Self::Hinge
+                | Self::Ipo
+                | Self::ExoPair
+                | Self::Robust
+                | Self::Discopop
+                | Self::Sft
+                | Self::Sdpo
+        )
+    }
+
+    /// Whether this loss reads `label_smoothing` under TRL 1.x semantics (`sdpo` keeps the cDPO
+    /// smoothing of SDPO's reference implementation in both versions).
+    pub fn reads_label_smoothing_v1(self) -> bool {
+        matches!(
+            self,
+            Self::ExoPair | Self::Robust | Self::Aot | Self::AotUnpaired | Self::Sdpo
+        )
+    }
 }
 
 impl std::fmt::Display for LossType {
@@ -166,17 +199,59 @@ pub enum FDivergenceType {
     /// Reverse KL: the standard DPO logits.
     #[default]
     ReverseKl,
+    /// Forward KL (TRL 1.x only): each log-ratio `r` becomes `1 - exp(-r)`.
+    ForwardKl,
     /// Jensen-Shannon divergence.
     JsDivergence,
     /// Alpha divergence with `f_alpha_divergence_coef`.
     AlphaDivergence,
 }
 
+impl FDivergenceType {
+    /// The TRL name of this f-divergence.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ReverseKl => "reverse_kl",
+            Self::ForwardKl => "forward_kl",
+            Self::JsDivergence => "js_divergence",
+            Self::AlphaDivergence => "alpha_divergence",
+        }
+    }
+}
+
+/// Which TRL version's loss semantics to reproduce (`trl_semantics`).
+///
+/// TRL 1.x rewrote the DPO loss; the same configuration gives different numbers in TRL 0.28 and
+/// TRL 1.x (`ipo` and the f-divergences, `bco_pair`'s running mean, `sigmoid`'s label smoothing,
+/// the default `f_alpha_divergence_coef`, ...). `docs/sdpo.md` lists every difference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum TrlSemantics {
+    /// TRL 1.x (`_compute_loss` of TRL 1.16): the default, what new users run.
+    #[default]
+    #[serde(rename = "1.x")]
+    V1,
+    /// TRL 0.28 (`DPOTrainer.dpo_loss`, the last version with that method).
+    #[serde(rename = "0.28")]
+    V0_28,
+}
+
+impl TrlSemantics {
+    /// The configuration value: `"1.x"` or `"0.28"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::V1 => "1.x",
+            Self::V0_28 => "0.28",
+        }
+    }
+}
+
 /// The loss configuration, with TRL's `DPOConfig` names and defaults (except `loss_type`, whose
-/// default here is `sdpo`).
+/// default here is `sdpo`). `trl_semantics` picks TRL 1.x's loss (the default) or TRL 0.28's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LossConfig {
+    /// Whose numbers to reproduce: `"1.x"` (default) or `"0.28"`.
+    pub trl_semantics: TrlSemantics,
     /// The loss type, or a list of loss types combined with `loss_weights`.
     pub loss_type: LossTypes,
     /// One weight per loss type (default: 1.0 each). The total loss is
@@ -188,12 +263,26 @@ pub struct LossConfig {
     /// Probability that a preference label is flipped (cDPO / robust / EXO), in `[0, 0.5]`
     /// (`robust` needs < 0.5).
     pub label_smoothing: f64,
-    /// Ignore the reference model (the implicit reference is uniform).
+    /// Ignore the reference model (the implicit reference is uniform). TRL 0.28 drops the
+    /// reference from the loss only; TRL 1.x has no such option, and under `"1.x"` every
+    /// reference log-prob is taken as 0 (loss, rewards, SDPO scores).
     pub reference_free: bool,
     /// The f-divergence for the sigmoid-family logits.
     pub f_divergence_type: FDivergenceType,
-    /// The alpha of `alpha_divergence`; must be non-zero.
-    pub f_alpha_divergence_coef: f64,
+    /// The coefficient of `alpha_divergence`. Unset = the version's default: 0.5 under `"1.x"`,
+    /// 1.0 under `"0.28"`. The two versions read it differently: TRL 1.x's `a` is TRL 0.28's
+    /// `1 - alpha` (0.5 means the same in both).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub f_alpha_divergence_coef: Option<f64>,
+    /// LD-DPO (TRL 1.x): the part of the longer completion past the shorter one's length is
+    /// weighted by this, in `[0, 1]`; unset = off (1.0 is the same as off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ld_alpha: Option<f64>,
+    /// WPO (TRL 1.x): weight each pair's loss by the policy's length-normalised,
+    /// alignment-corrected probability of both completions (a constant for the gradient).
+    /// Needs the policy's `log(sum_v p_v^2)` per position
+    /// ([`log_sum_sq_probs`](crate::log_sum_sq_probs)).
+    pub use_weighting: bool,
     /// The temperature of `discopop`; must be > 0.
     pub discopop_tau: f64,
     /// SDPO: the per-sequence quantile of the token scores below which tokens are dropped, in
@@ -204,13 +293,16 @@ pub struct LossConfig {
 impl Default for LossConfig {
     fn default() -> Self {
         Self {
+            trl_semantics: TrlSemantics::V1,
             loss_type: LossTypes::default(),
             loss_weights: None,
             beta: 0.1,
             label_smoothing: 0.0,
             reference_free: false,
             f_divergence_type: FDivergenceType::ReverseKl,
-            f_alpha_divergence_coef: 1.0,
+            f_alpha_divergence_coef: None,
+            ld_alpha: None,
+            use_weighting: false,
             discopop_tau: 0.05,
             sdpo_threshold: 0.6,
         }
@@ -277,14 +369,21 @@ impl LossConfig {
                 "the robust loss divides by 1 - 2 * label_smoothing, so it must be < 0.5",
             ));
         }
-        if !self.f_alpha_divergence_coef.is_finite()
-            || (self.f_divergence_type == FDivergenceType::AlphaDivergence
-                && self.f_alpha_divergence_coef == 0.0)
-        {
+        let alpha = self.alpha_coef();
+        if !alpha.is_finite() {
             return Err(invalid(
                 "f_alpha_divergence_coef",
-                self.f_alpha_divergence_coef,
-                "must be finite and, for alpha_divergence, non-zero",
+                alpha,
+                "must be a finite number",
+            ));
+        }
+        if let Some(ld_alpha) = self.ld_alpha
+            && !(0.0..=1.0).contains(&ld_alpha)
+        {
+            return Err(invalid(
+                "ld_alpha",
+                ld_alpha,
+                "must lie in [0, 1] (1 weights the tail like the rest; 0 drops it)",
             ));
         }
         if !(self.discopop_tau.is_finite() && self.discopop_tau > 0.0) {
@@ -301,7 +400,119 @@ impl LossConfig {
                 "must lie in [0, 1] (it is a quantile)",
             ));
         }
+        match self.trl_semantics {
+            TrlSemantics::V1 => self.validate_v1(),
+            TrlSemantics::V0_28 => self.validate_v0_28(),
+        }
+    }
+
+    /// The combinations TRL 1.x refuses, and the ones where TRL 1.16 would silently do nothing
+    /// or produce an infinite loss.
+    fn validate_v1(&self) -> Result<(), CoreError> {
+        let types = self.loss_types();
+        if self.f_divergence_type != FDivergenceType::ReverseKl
+            && let Some(t) = types.iter().find(|t| !t.accepts_f_divergence())
+        {
+            return Err(invalid(
+                "f_divergence_type",
+                self.f_divergence_type.name(),
+                &format!(
+                    "TRL 1.x applies an f-divergence only to sigmoid, sigmoid_norm, hinge, ipo, \
+                     exo_pair, robust, discopop, sft (and sdpo here); `{t}` has no f-divergence \
+                     form, use reverse_kl with it"
+                ),
+            ));
+        }
+        if self.use_weighting
+            && let Some(t) = types
+                .iter()
+                .find(|t| matches!(t, LossType::Aot | LossType::AotUnpaired))
+        {
+            return Err(invalid(
+                "use_weighting",
+                true,
+                &format!(
+                    "WPO weights pairs, and `{t}` sorts the batch so its losses no longer \
+                     belong to pairs (TRL 1.x refuses this too)"
+                ),
+            ));
+        }
+        if types.contains(&LossType::ExoPair) && self.label_smoothing == 0.0 {
+            return Err(invalid(
+                "label_smoothing",
+                self.label_smoothing,
+                "exo_pair under TRL 1.x takes label_smoothing as its epsilon and must have it > 0 \
+                 (0 makes the loss infinite; the EXO paper recommends 1e-3)",
+            ));
+        }
+        if self.label_smoothing > 0.0 && !types.iter().any(|t| t.reads_label_smoothing_v1()) {
+            return Err(invalid(
+                "label_smoothing",
+                self.label_smoothing,
+                "under TRL 1.x only exo_pair, robust, aot, aot_unpaired and sdpo use label \
+                 smoothing (TRL 1.x's sigmoid has no cDPO smoothing and would ignore it); use \
+                 robust, or trl_semantics = \"0.28\" for cDPO",
+            ));
+        }
         Ok(())
+    }
+
+    /// TRL 0.28 has neither the 1.x losses and divergences nor (usable) LD-DPO and WPO.
+    fn validate_v0_28(&self) -> Result<(), CoreError> {
+        let needs_v1 = |field: &'static str, value: String, what: &str| {
+            invalid(
+                field,
+                value,
+                &format!("{what} is TRL 1.x only; set trl_semantics = \"1.x\""),
+            )
+        };
+        if self.loss_types().contains(&LossType::SigmoidNorm) {
+            return Err(needs_v1(
+                "loss_type",
+                "sigmoid_norm".into(),
+                "the sigmoid_norm loss",
+            ));
+        }
+        if self.f_divergence_type == FDivergenceType::ForwardKl {
+            return Err(needs_v1(
+                "f_divergence_type",
+                "forward_kl".into(),
+                "the forward_kl divergence",
+            ));
+        }
+        if let Some(ld_alpha) = self.ld_alpha {
+            return Err(needs_v1(
+                "ld_alpha",
+                ld_alpha.to_string(),
+                "LD-DPO as sdpo-rs computes it (TRL 0.28 down-weighted the policy only, counting \
+                 from the sequence start)",
+            ));
+        }
+        if self.use_weighting {
+            return Err(needs_v1(
+                "use_weighting",
+                "true".into(),
+                "WPO as sdpo-rs computes it (TRL 0.28's weights were shifted by one position)",
+            ));
+        }
+        if self.f_divergence_type == FDivergenceType::AlphaDivergence && self.alpha_coef() == 0.0 {
+            return Err(invalid(
+                "f_alpha_divergence_coef",
+                0.0,
+                "TRL 0.28's alpha_divergence divides by it, so it must be non-zero",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The `alpha_divergence` coefficient in effect: the configured one, or the version's
+    /// default (0.5 under TRL 1.x, 1.0 under TRL 0.28).
+    pub fn alpha_coef(&self) -> f64 {
+        self.f_alpha_divergence_coef
+            .unwrap_or(match self.trl_semantics {
+                TrlSemantics::V1 => 0.5,
+                TrlSemantics::V0_28 => 1.0,
+            })
     }
 
     /// Whether token selection is needed (the config has an `sdpo` term).

@@ -22,7 +22,7 @@ pub struct DpoLossOutput {
 
 /// The label-smoothed sigmoid form shared by `sigmoid`, `sdpo` and `aot*`:
 /// `-logsigmoid(beta x)(1 - eps) - logsigmoid(-beta x) eps`.
-fn smoothed_sigmoid(x: Tensor<1>, beta: f64, eps: f64) -> Tensor<1> {
+pub(crate) fn smoothed_sigmoid(x: Tensor<1>, beta: f64, eps: f64) -> Tensor<1> {
     let scaled = x * beta;
     let pos = log_sigmoid(scaled.clone()).neg() * (1.0 - eps);
     if eps == 0.0 {
@@ -38,6 +38,9 @@ fn smoothed_sigmoid(x: Tensor<1>, beta: f64, eps: f64) -> Tensor<1> {
 /// `sdpo` computes the sigmoid loss on whatever sums it is given: the caller passes the sums
 /// over the kept tokens (see [`PreferenceLoss`](crate::PreferenceLoss)).
 ///
+/// This is the `trl_semantics = "0.28"` loss; [`trl1_loss`](crate::trl1_loss) is TRL 1.x's.
+/// `sigmoid_norm` and `forward_kl` do not exist in TRL 0.28 and are refused.
+///
 /// Differences from TRL, both deliberate: the f-divergence applies whenever it is configured
 /// (TRL 0.28 compares a string with an enum and silently never applies it); `exo_pair` with
 /// `label_smoothing = 0` uses 1e-3 for itself only instead of writing it back to the config.
@@ -48,6 +51,22 @@ pub fn dpo_loss(
     nll_loss: Option<Tensor<1>>,
     bco: &mut RunningMoments,
 ) -> Result<DpoLossOutput, CoreError> {
+    if loss_type == LossType::SigmoidNorm || config.f_divergence_type == FDivergenceType::ForwardKl
+    {
+        return Err(CoreError::InvalidConfig {
+            field: if loss_type == LossType::SigmoidNorm {
+                "loss_type"
+            } else {
+                "f_divergence_type"
+            },
+            value: if loss_type == LossType::SigmoidNorm {
+                "sigmoid_norm".into()
+            } else {
+                "forward_kl".into()
+            },
+            reason: "TRL 1.x only; TRL 0.28's dpo_loss has no such option".into(),
+        });
+    }
     let [batch] = logps.policy_chosen.dims();
     expect_shape("policy_rejected", &logps.policy_rejected.dims(), &[batch])?;
     expect_shape("ref_chosen", &logps.ref_chosen.dims(), &[batch])?;
@@ -72,7 +91,7 @@ pub fn dpo_loss(
     let logits = || -> Tensor<1> {
         match config.f_divergence_type {
             FDivergenceType::AlphaDivergence => {
-                let alpha = config.f_alpha_divergence_coef;
+                let alpha = config.alpha_coef();
                 (capped_exp(rl.clone() * -alpha) - capped_exp(cl.clone() * -alpha)) / alpha
             }
             kind => {
@@ -92,7 +111,9 @@ pub fn dpo_loss(
     };
 
     let losses = match loss_type {
-        LossType::Sigmoid | LossType::Sdpo => smoothed_sigmoid(logits(), beta, eps),
+        LossType::Sigmoid | LossType::Sdpo | LossType::SigmoidNorm => {
+            smoothed_sigmoid(logits(), beta, eps)
+        }
         LossType::Robust => {
             let scaled = logits() * beta;
             (log_sigmoid(scaled.clone()).neg() * (1.0 - eps) + log_sigmoid(scaled.neg()) * eps)

@@ -4,3 +4,5 @@ pub mod bco;
 pub mod config;
 pub mod family;
 pub mod objective;
+pub mod trl1;
+pub mod weighting;

@@ -1,11 +1,14 @@
 //! The training objective: token selection (when `sdpo` is configured), the configured loss
-//! types, their weighted sum, and the numbers the metrics are made of.
+//! types under the configured TRL version's semantics, their weighted sum, and the numbers the
+//! metrics are made of.
 
-use burn::tensor::Tensor;
+use burn::tensor::{Bool, Tensor};
 
 use super::bco::RunningMoments;
-use super::config::{LossConfig, LossType};
-use super::family::dpo_loss;
+use super::config::{LossConfig, LossType, TrlSemantics};
+use super::family::{DpoLossOutput, dpo_loss};
+use super::trl1::{Trl1Inputs, trl1_loss};
+use super::weighting::{sequence_sums, token_counts, wpo_pair_weights};
 use crate::error::CoreError;
 use crate::selection::{SequenceLogps, TokenLogps, TokenSelection, mask_unimportant_tokens};
 
@@ -21,15 +24,18 @@ pub struct LossOutput {
     pub chosen_rewards: Tensor<1>,
     /// Implicit rejected rewards, like `chosen_rewards`, `[batch]`.
     pub rejected_rewards: Tensor<1>,
-    /// Sequence log-probs over all completion tokens (TRL's `logps/chosen`, `logps/rejected`).
+    /// Sequence log-probs over all completion tokens (TRL's `logps/chosen`, `logps/rejected`);
+    /// LD-adjusted under TRL 1.x semantics with `ld_alpha`, as TRL 1.x reports them.
     pub full_sums: SequenceLogps,
-    /// Token selection, when the configuration has an `sdpo` term.
+    /// Token selection, when the configuration has an `sdpo` term (its `sums` are the plain
+    /// kept-token sums; the `sdpo` loss and its rewards use them LD-adjusted when `ld_alpha` is
+    /// set under TRL 1.x semantics).
     pub selection: Option<TokenSelection>,
     /// Number of valid chosen and rejected tokens, `[1]` each (for the kept fractions).
     pub valid_tokens: (Tensor<1>, Tensor<1>),
 }
 
-/// The configured preference loss with its state (the `bco_pair` running mean).
+/// The configured preference loss with its state (the `bco_pair` running mean of TRL 0.28).
 #[derive(Debug, Clone)]
 pub struct PreferenceLoss {
     config: LossConfig,
@@ -64,24 +70,38 @@ impl PreferenceLoss {
     /// Evaluates the objective on one batch of per-token log-probs.
     ///
     /// `nll_loss` (`[1]`) is needed only when the configuration has an `sft` term; see
-    /// [`chosen_nll_loss`].
+    /// [`chosen_nll_loss`]. With `use_weighting`, `inputs` must carry the policy's
+    /// `policy_*_log_sum_sq_probs` (else [`CoreError::MissingOptionInput`]).
+    ///
+    /// Under TRL 1.x semantics the sums are LD-adjusted when `ld_alpha` is set and each pair's
+    /// loss is WPO-weighted with `use_weighting`; for `sdpo` the kept masks take the place of
+    /// the completion masks in both (see `docs/sdpo.md`).
     pub fn forward(
         &mut self,
         inputs: &TokenLogps,
         nll_loss: Option<Tensor<1>>,
     ) -> Result<LossOutput, CoreError> {
         inputs.check_shapes()?;
+        match self.config.trl_semantics {
+            TrlSemantics::V0_28 => self.forward_v0_28(inputs, nll_loss),
+            TrlSemantics::V1 => self.forward_v1(inputs, nll_loss),
+        }
+    }
+
+    /// TRL 0.28: `dpo_loss` on the full (or, for `sdpo`, kept) sums.
+    fn forward_v0_28(
+        &mut self,
+        inputs: &TokenLogps,
+        nll_loss: Option<Tensor<1>>,
+    ) -> Result<LossOutput, CoreError> {
         let full_sums = inputs.full_sums();
         let selection = if self.config.uses_selection() {
             Some(mask_unimportant_tokens(inputs, self.config.sdpo_threshold)?)
         } else {
             None
         };
-        let weights = self.config.weights();
-        let mut total: Option<Tensor<1>> = None;
-        let mut losses = Vec::new();
-        let mut rewards = None;
-        for (&loss_type, &weight) in self.config.loss_types().iter().zip(&weights) {
+        let mut terms = Vec::new();
+        for &loss_type in self.config.loss_types() {
             let sums = match (&selection, loss_type) {
                 (Some(sel), LossType::Sdpo) => &sel.sums,
                 _ => &full_sums,
@@ -93,6 +113,99 @@ impl PreferenceLoss {
                 nll_loss.clone(),
                 &mut self.bco,
             )?;
+            terms.push((loss_type, out));
+        }
+        self.combine(inputs, terms, full_sums, selection)
+    }
+
+    /// TRL 1.x: LD-DPO sums and WPO weights over the completion masks (over the kept masks for
+    /// `sdpo`), then `trl1_loss` per loss type.
+    fn forward_v1(
+        &mut self,
+        inputs: &TokenLogps,
+        nll_loss: Option<Tensor<1>>,
+    ) -> Result<LossOutput, CoreError> {
+        // A uniform reference: every reference log-prob is 0 (selection scores included).
+        let zeroed;
+        let inputs = if self.config.reference_free {
+            zeroed = TokenLogps {
+                ref_chosen_logps: inputs.ref_chosen_logps.zeros_like(),
+                ref_rejected_logps: inputs.ref_rejected_logps.zeros_like(),
+                ..inputs.clone()
+            };
+            &zeroed
+        } else {
+            inputs
+        };
+        let full = self.trl1_inputs(
+            inputs,
+            inputs.chosen_loss_mask.clone(),
+            inputs.rejected_loss_mask.clone(),
+        )?;
+        let selection = if self.config.uses_selection() {
+            Some(mask_unimportant_tokens(inputs, self.config.sdpo_threshold)?)
+        } else {
+            None
+        };
+        let kept = match &selection {
+            Some(sel) => Some(self.trl1_inputs(
+                inputs,
+                sel.chosen_kept.clone(),
+                sel.rejected_kept.clone(),
+            )?),
+            None => None,
+        };
+        let mut terms = Vec::new();
+        for &loss_type in self.config.loss_types() {
+            let term_inputs = match (&kept, loss_type) {
+                (Some(kept), LossType::Sdpo) => kept,
+                _ => &full,
+            };
+            let out = trl1_loss(loss_type, &self.config, term_inputs, nll_loss.clone())?;
+            terms.push((loss_type, out));
+        }
+        let full_sums = full.sums;
+        self.combine(inputs, terms, full_sums, selection)
+    }
+
+    /// The inputs of the TRL 1.x loss over one pair of token masks.
+    fn trl1_inputs(
+        &self,
+        inputs: &TokenLogps,
+        chosen_mask: Tensor<2, Bool>,
+        rejected_mask: Tensor<2, Bool>,
+    ) -> Result<Trl1Inputs, CoreError> {
+        let dtype = inputs.policy_chosen_logps.dtype();
+        let pair_weights = if self.config.use_weighting {
+            Some(wpo_pair_weights(
+                inputs,
+                chosen_mask.clone(),
+                rejected_mask.clone(),
+            )?)
+        } else {
+            None
+        };
+        Ok(Trl1Inputs {
+            chosen_lengths: token_counts(chosen_mask.clone(), dtype),
+            rejected_lengths: token_counts(rejected_mask.clone(), dtype),
+            sums: sequence_sums(inputs, chosen_mask, rejected_mask, self.config.ld_alpha)?,
+            pair_weights,
+        })
+    }
+
+    /// `sum_k weight_k * mean(losses_k)`, with the first term's rewards.
+    fn combine(
+        &self,
+        inputs: &TokenLogps,
+        terms: Vec<(LossType, DpoLossOutput)>,
+        full_sums: SequenceLogps,
+        selection: Option<TokenSelection>,
+    ) -> Result<LossOutput, CoreError> {
+        let weights = self.config.weights();
+        let mut total: Option<Tensor<1>> = None;
+        let mut losses = Vec::new();
+        let mut rewards = None;
+        for ((loss_type, out), weight) in terms.into_iter().zip(weights) {
             let term = out.losses.clone().mean() * weight;
             total = Some(match total {
                 Some(t) => t + term,

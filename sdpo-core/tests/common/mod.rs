@@ -2,6 +2,8 @@
 //! precision, and comparisons that name what differs.
 #![allow(dead_code)]
 
+pub mod batch;
+
 use burn::tensor::{Bool, DType, Device, Tensor, TensorData};
 use serde_json::Value;
 
