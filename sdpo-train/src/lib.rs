@@ -21,6 +21,7 @@ pub mod clip;
 pub mod config;
 pub mod device;
 pub mod error;
+pub mod inspect;
 pub mod manifest;
 pub mod objective;
 pub mod observer;

@@ -184,6 +184,21 @@ impl Trainer {
         &self.config
     }
 
+    /// The device the run computes on (the policy's, without autodiff).
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Where the reference log-probs come from.
+    pub fn reference(&self) -> &Reference {
+        &self.reference
+    }
+
+    /// The run's tokenized data.
+    pub(crate) fn data(&self) -> &RunData {
+        &self.data
+    }
+
     fn schedule(&self) -> &LrSchedule {
         &self.plan.schedule
     }
