@@ -48,6 +48,7 @@
 #![warn(missing_docs)]
 
 mod collate;
+mod columnar;
 mod config;
 mod dataset;
 mod error;
@@ -55,6 +56,7 @@ mod processor;
 mod reader;
 mod record;
 mod sampler;
+mod source;
 mod template;
 mod tokenizer;
 
@@ -63,9 +65,10 @@ pub use config::{DataConfig, TruncationMode};
 pub use dataset::{DataReport, TokenizedDataset, TokenizedPair};
 pub use error::{DataError, RecordLocation, RecordOrigin};
 pub use processor::PreferenceProcessor;
-pub use reader::{FileLayout, read_records};
-pub use record::{KNOWN_ROLES, Message, PairBody, PreferenceRecord};
+pub use reader::{FileLayout, read_data, read_file, read_records};
+pub use record::{ColumnNames, KNOWN_ROLES, Message, PairBody, PreferenceRecord};
 pub use sampler::{BatchSampler, DEFAULT_MEGABATCH_FACTOR};
+pub use source::{DataFile, FileKind, resolve_data_files};
 pub use template::{ChatTemplate, TemplateTokens};
 pub use tokenizer::{PreferenceTokenizer, SpecialToken, TokenizerInfo};
 
