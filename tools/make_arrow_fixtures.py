@@ -195,6 +195,8 @@ def write_bad_inputs():
         BAD / "null_rejected.parquet",
         row_group_size=2,
     )
+    # A codec Hub files do not use and sdpo-data is built without (gzip).
+    pq.write_table(pa.Table.from_pylist(good), BAD / "gzip_codec.parquet", compression="gzip")
     # Missing column: no `rejected`.
     pq.write_table(pa.table({"prompt": ["a"], "chosen": [" b"], "reject": [" c"]}), BAD / "missing_column.parquet")
     # Arrow IPC stream (as datasets writes it) with a null message content in row 1.

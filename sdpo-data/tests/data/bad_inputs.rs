@@ -189,6 +189,14 @@ fn cases() -> Vec<Case> {
             kept_when_skipping: None,
         },
         Case {
+            file: "gzip_codec.parquet",
+            location: "row group 0",
+            field: None,
+            detail: "cannot read Parquet: ",
+            kind: |e| matches!(e, DataError::Columnar { .. }) && e.to_string().contains("flate2"),
+            kept_when_skipping: None,
+        },
+        Case {
             file: "missing_column.parquet",
             location: "",
             field: None,
