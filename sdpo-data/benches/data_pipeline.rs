@@ -1,9 +1,11 @@
-//! Pairs per second to tokenize and collate a generated 20k-pair file (standard and
-//! conversational), with the SmolLM2 tokenizer from `fixtures/`.
+//! Pairs per second to read, tokenize and collate a generated 20k-pair file (standard and
+//! conversational), as JSONL and as Parquet, with the SmolLM2 tokenizer from `fixtures/`.
 //!
-//! `cargo bench -p sdpo-data --bench data_pipeline`. The input files are generated
-//! deterministically into `$SDPO_DATA_BENCH_DIR` (default: the system temp dir) on first run;
-//! `bench/data_tokenize_bench.py` reads the same files for the Python comparison.
+//! `cargo bench -p sdpo-data --bench data_pipeline`. The JSONL files are generated
+//! deterministically into `$SDPO_DATA_BENCH_DIR` (default: the system temp dir) on first run
+//! (`SDPO_DATA_BENCH_PREPARE=1` only writes them and exits); the Parquet copies are written by
+//! `datasets` (`bench/data_arrow_bench.sh` does all of it, then runs the Python comparisons
+//! `bench/data_tokenize_bench.py` and `bench/data_arrow_bench.py` on the same files).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -15,6 +17,11 @@ const PAIRS: usize = 20_000;
 const BATCH: usize = 8;
 
 fn main() {
+    if std::env::var_os("SDPO_DATA_BENCH_PREPARE").is_some() {
+        let (standard, chat) = ensure_files();
+        eprintln!("{} and {} ready", standard.display(), chat.display());
+        return;
+    }
     divan::main();
 }
 
@@ -172,4 +179,33 @@ fn tokenize_and_collate_chat(bencher: divan::Bencher) {
     bencher
         .counter(ItemsCount::new(PAIRS))
         .bench(|| run(&processor, &chat));
+}
+
+/// The Parquet copy of a JSONL bench file (written by `bench/data_arrow_bench.sh`).
+fn parquet_copy(name: &str) -> PathBuf {
+    let path = bench_dir().join(format!("pairs_{name}.parquet"));
+    assert!(
+        path.exists(),
+        "{} missing: run bench/data_arrow_bench.sh",
+        path.display()
+    );
+    path
+}
+
+#[divan::bench(sample_count = 5, sample_size = 1)]
+fn parquet_tokenize_and_collate_standard(bencher: divan::Bencher) {
+    let path = parquet_copy("standard");
+    let processor = processor();
+    bencher
+        .counter(ItemsCount::new(PAIRS))
+        .bench(|| run(&processor, &path));
+}
+
+#[divan::bench(sample_count = 5, sample_size = 1)]
+fn parquet_tokenize_and_collate_chat(bencher: divan::Bencher) {
+    let path = parquet_copy("chat");
+    let processor = processor();
+    bencher
+        .counter(ItemsCount::new(PAIRS))
+        .bench(|| run(&processor, &path));
 }

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::DataError;
+use crate::record::ColumnNames;
 
 /// Which end of a too-long sequence survives truncation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -49,6 +50,20 @@ pub struct DataConfig {
     pub skip_invalid_records: bool,
     /// How many skip/drop reasons the report keeps verbatim. Default 10.
     pub max_reported_reasons: usize,
+    /// The column (JSON key) holding the prompt. Default `"prompt"`. When a file has no such
+    /// column (or key), the prompt is extracted from `chosen`/`rejected` (implicit prompt).
+    pub prompt_column: String,
+    /// The column (JSON key) holding the preferred completion. Default `"chosen"`.
+    pub chosen_column: String,
+    /// The column (JSON key) holding the dispreferred completion. Default `"rejected"`.
+    pub rejected_column: String,
+    /// The split read from a dataset directory by `train_file` (Hub layout
+    /// `data/train-*.parquet`, or a `save_to_disk` `DatasetDict`). Default `"train"`, as TRL's
+    /// `dataset_train_split`.
+    pub dataset_train_split: String,
+    /// The split read from a dataset directory by `eval_file`. Default `"test"`, as TRL's
+    /// `dataset_test_split`.
+    pub dataset_test_split: String,
 }
 
 impl Default for DataConfig {
@@ -60,13 +75,69 @@ impl Default for DataConfig {
             pad_to_multiple_of: None,
             skip_invalid_records: false,
             max_reported_reasons: 10,
+            prompt_column: "prompt".into(),
+            chosen_column: "chosen".into(),
+            rejected_column: "rejected".into(),
+            dataset_train_split: "train".into(),
+            dataset_test_split: "test".into(),
         }
     }
 }
 
 impl DataConfig {
-    /// Checks the values are usable: lengths and `pad_to_multiple_of` must be at least 1.
+    /// The column mapping (`prompt_column`, `chosen_column`, `rejected_column`).
+    pub fn columns(&self) -> ColumnNames {
+        ColumnNames {
+            prompt: self.prompt_column.clone(),
+            chosen: self.chosen_column.clone(),
+            rejected: self.rejected_column.clone(),
+        }
+    }
+
+    /// Checks the values are usable: lengths and `pad_to_multiple_of` must be at least 1,
+    /// column names non-empty and distinct, split names non-empty words.
     pub fn validate(&self) -> Result<(), DataError> {
+        for (field, name) in [
+            ("prompt_column", &self.prompt_column),
+            ("chosen_column", &self.chosen_column),
+            ("rejected_column", &self.rejected_column),
+        ] {
+            if name.is_empty() {
+                return Err(DataError::Config {
+                    field,
+                    reason: "must name a column".into(),
+                });
+            }
+        }
+        if self.chosen_column == self.rejected_column
+            || self.prompt_column == self.chosen_column
+            || self.prompt_column == self.rejected_column
+        {
+            return Err(DataError::Config {
+                field: "chosen_column",
+                reason: format!(
+                    "prompt_column `{}`, chosen_column `{}` and rejected_column `{}` must be three different columns",
+                    self.prompt_column, self.chosen_column, self.rejected_column
+                ),
+            });
+        }
+        for (field, name) in [
+            ("dataset_train_split", &self.dataset_train_split),
+            ("dataset_test_split", &self.dataset_test_split),
+        ] {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            {
+                return Err(DataError::Config {
+                    field,
+                    reason: format!(
+                        "`{name}` is not a split name (letters, digits, `_`, `-`, `.`)"
+                    ),
+                });
+            }
+        }
         if self.max_length == Some(0) {
             return Err(DataError::Config {
                 field: "max_length",

@@ -58,6 +58,8 @@ pub struct DataReport {
     pub pairs_over_max_length: usize,
     /// The first `max_reported_reasons` skip/drop messages, each naming file, line and field.
     pub reasons: Vec<String>,
+    /// The data files read, in reading order (the shards a directory or glob stood for).
+    pub files: Vec<std::path::PathBuf>,
 }
 
 impl DataReport {

@@ -2,7 +2,9 @@
 //!
 //! Every error about a record names the file, where in the file the record is (a JSONL line or a
 //! JSON-array index, both counted from 1 for lines and from 0 for indices, as editors and
-//! `jq '.[i]'` show them) and the field that is wrong (`chosen[1].role`).
+//! `jq '.[i]'` show them; for Parquet and Arrow files the row group or record batch and the row,
+//! both counted from 0 as `pyarrow` and `datasets` index them) and the field (column) that is
+//! wrong (`chosen[1].role`).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -15,6 +17,22 @@ pub enum RecordLocation {
     Line(usize),
     /// Element index in a JSON-array file, counted from 0.
     Index(usize),
+    /// A row of a Parquet file: its row group and its row index in the file (not in the row
+    /// group; what `pyarrow.parquet.read_table(path)` or `datasets` index), both from 0.
+    RowGroupRow {
+        /// Row group index, from 0.
+        row_group: usize,
+        /// Row index in the file, from 0.
+        row: usize,
+    },
+    /// A row of an Arrow IPC file (`datasets` `save_to_disk`): its record batch and its row
+    /// index in the file, both from 0.
+    BatchRow {
+        /// Record batch index, from 0.
+        batch: usize,
+        /// Row index in the file, from 0.
+        row: usize,
+    },
 }
 
 impl fmt::Display for RecordLocation {
@@ -22,6 +40,10 @@ impl fmt::Display for RecordLocation {
         match self {
             RecordLocation::Line(line) => write!(f, "line {line}"),
             RecordLocation::Index(index) => write!(f, "index {index}"),
+            RecordLocation::RowGroupRow { row_group, row } => {
+                write!(f, "row group {row_group}, row {row}")
+            }
+            RecordLocation::BatchRow { batch, row } => write!(f, "record batch {batch}, row {row}"),
         }
     }
 }
@@ -87,6 +109,15 @@ pub enum DataError {
         field: Option<String>,
         /// Where in the line the bad byte is.
         detail: String,
+    },
+
+    /// A required column holds a null in this row (Parquet/Arrow).
+    #[error("{origin}: field `{field}`: is null")]
+    NullValue {
+        /// File, row group/batch and row.
+        origin: RecordOrigin,
+        /// The column.
+        field: String,
     },
 
     /// A required field is absent.
@@ -248,6 +279,44 @@ pub enum DataError {
         source: minijinja::Error,
     },
 
+    /// A Parquet or Arrow file lacks a column the config asks for (`chosen_column`,
+    /// `rejected_column`). This is about the whole file, so it stops reading even when skipping.
+    #[error("{}: column `{column}` (`{key}`) not found; the file's columns are: {}", path.display(), available.join(", "))]
+    MissingColumn {
+        /// The file.
+        path: PathBuf,
+        /// The column looked for.
+        column: String,
+        /// The config key that names it (`chosen_column`, `rejected_column`).
+        key: &'static str,
+        /// The columns the file has.
+        available: Vec<String>,
+    },
+
+    /// A Parquet or Arrow IPC file cannot be decoded (truncated, corrupt, not that format, an
+    /// unsupported compression codec). Stops reading even when skipping.
+    #[error("{}: {}cannot read {format}: {message}", path.display(), part.as_ref().map_or_else(String::new, |p| format!("{p}: ")))]
+    Columnar {
+        /// The file.
+        path: PathBuf,
+        /// `Parquet` or `Arrow IPC`.
+        format: &'static str,
+        /// The part being read when it failed (`row group 3`, `record batch 0`), if any.
+        part: Option<String>,
+        /// The decoder's description.
+        message: String,
+    },
+
+    /// A data path (file, directory, glob) does not lead to data files: no glob match, no file
+    /// for the requested split, an unreadable `save_to_disk` manifest, mixed file kinds.
+    #[error("{}: {reason}", path.display())]
+    DataSource {
+        /// The path as given (or the manifest file).
+        path: PathBuf,
+        /// Why, in words.
+        reason: String,
+    },
+
     /// A configuration value is out of range.
     #[error("invalid data config: `{field}`: {reason}")]
     Config {
@@ -269,6 +338,7 @@ impl DataError {
     pub fn origin(&self) -> Option<&RecordOrigin> {
         match self {
             DataError::MalformedJson { origin, .. }
+            | DataError::NullValue { origin, .. }
             | DataError::InvalidUtf8 { origin, .. }
             | DataError::MissingField { origin, .. }
             | DataError::WrongType { origin, .. }

@@ -1,7 +1,9 @@
 //! Preference data for DPO/SDPO training: files in, padded plain-Rust batches out.
 //!
-//! `sdpo-data` reads JSON and JSONL preference files in TRL's formats (standard,
-//! conversational, implicit prompt), renders conversations with the tokenizer's chat template
+//! `sdpo-data` reads preference data in TRL's formats (standard, conversational, implicit
+//! prompt) from JSON/JSONL, Parquet and Arrow IPC files, `datasets` `save_to_disk` directories,
+//! Hub-layout dataset directories (a split chosen by config) and globs, with a column mapping,
+//! renders conversations with the tokenizer's chat template
 //! (minijinja), tokenizes with the `tokenizers` crate (offline, from `tokenizer.json`),
 //! truncates as TRL does, and collates pairs into batches whose chosen and rejected halves share
 //! one padded length. It does not depend on any tensor framework: batches are `Vec<i64>`.
@@ -34,8 +36,9 @@
 //!
 //! | item | role |
 //! | --- | --- |
-//! | [`DataConfig`] | TRL-named options: `max_length`, `max_prompt_length`, `truncation_mode`, `pad_to_multiple_of`, `skip_invalid_records` |
-//! | [`read_records`], [`PreferenceRecord`] | streaming file reading and per-record validation |
+//! | [`DataConfig`] | TRL-named options: `max_length`, `max_prompt_length`, `truncation_mode`, `pad_to_multiple_of`, `skip_invalid_records`, the column mapping and `dataset_train_split` / `dataset_test_split` |
+//! | [`resolve_data_files`], [`DataFile`], [`FileKind`] | what a data path (file, directory, glob) stands for |
+//! | [`read_data`], [`read_records`], [`PreferenceRecord`] | streaming reading (JSON line by line, Parquet by row group, Arrow by record batch) and per-record validation |
 //! | [`PreferenceTokenizer`], [`TokenizerInfo`] | tokenizer + special tokens + chat template; policy/reference comparison |
 //! | [`PreferenceProcessor`] | records to [`TokenizedPair`]s (parallel), with a [`DataReport`] |
 //! | [`TokenizedDataset`] | the pairs, their origins, and a stable [`TokenizedDataset::content_hash`] |
@@ -48,6 +51,7 @@
 #![warn(missing_docs)]
 
 mod collate;
+mod columnar;
 mod config;
 mod dataset;
 mod error;
@@ -56,6 +60,7 @@ mod processor;
 mod reader;
 mod record;
 mod sampler;
+mod source;
 mod template;
 mod tokenizer;
 
@@ -65,9 +70,10 @@ pub use dataset::{DataReport, TokenizedDataset, TokenizedPair};
 pub use error::{DataError, RecordLocation, RecordOrigin};
 pub use hash::Fnv1a;
 pub use processor::PreferenceProcessor;
-pub use reader::{FileLayout, read_records};
-pub use record::{KNOWN_ROLES, Message, PairBody, PreferenceRecord};
+pub use reader::{FileLayout, read_data, read_file, read_records};
+pub use record::{ColumnNames, KNOWN_ROLES, Message, PairBody, PreferenceRecord};
 pub use sampler::{BatchSampler, DEFAULT_MEGABATCH_FACTOR};
+pub use source::{DataFile, FileKind, resolve_data_files};
 pub use template::{ChatTemplate, TemplateTokens};
 pub use tokenizer::{PreferenceTokenizer, SpecialToken, TokenizerInfo};
 

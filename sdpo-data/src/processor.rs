@@ -20,8 +20,8 @@ use crate::collate::{Collator, scored_completion_tokens};
 use crate::config::{DataConfig, TruncationMode};
 use crate::dataset::{DataReport, TokenizedDataset, TokenizedPair};
 use crate::error::{DataError, RecordOrigin};
-use crate::reader::read_records;
-use crate::record::{Message, PairBody, PreferenceRecord};
+use crate::reader::read_data;
+use crate::record::{ColumnNames, Message, PairBody, PreferenceRecord};
 use crate::tokenizer::PreferenceTokenizer;
 
 /// How many records are parsed before a parallel tokenization pass; bounds memory held as text.
@@ -32,6 +32,7 @@ const CHUNK: usize = 4096;
 pub struct PreferenceProcessor {
     tokenizer: PreferenceTokenizer,
     config: DataConfig,
+    columns: ColumnNames,
 }
 
 /// A pair plus what truncation did to it.
@@ -47,7 +48,12 @@ impl PreferenceProcessor {
     /// [`DataError::Config`] when `config` is out of range.
     pub fn new(tokenizer: PreferenceTokenizer, config: DataConfig) -> Result<Self, DataError> {
         config.validate()?;
-        Ok(Self { tokenizer, config })
+        let columns = config.columns();
+        Ok(Self {
+            tokenizer,
+            config,
+            columns,
+        })
     }
 
     /// The tokenizer.
@@ -76,15 +82,39 @@ impl PreferenceProcessor {
         Collator::new(&self.config, pad)
     }
 
-    /// Reads and tokenizes one JSON or JSONL file, streaming it in chunks.
+    /// Reads and tokenizes the training data at `path`, streaming it in chunks: a JSON/JSONL,
+    /// Parquet or Arrow IPC file, a `save_to_disk` directory, a directory of shards, a Hub-layout
+    /// dataset directory (split `dataset_train_split`) or a glob (see [`crate::resolve_data_files`]).
     ///
     /// # Errors
     /// The first bad record's error (unless `skip_invalid_records`), or a file-level error.
     pub fn process_file(&self, path: impl AsRef<Path>) -> Result<TokenizedDataset, DataError> {
-        self.process_files(&[path.as_ref()])
+        self.process_split(path, &self.config.dataset_train_split)
     }
 
-    /// Reads and tokenizes several files, concatenated in the given order.
+    /// As [`Self::process_file`] for evaluation data: dataset directories give their
+    /// `dataset_test_split`. A single file or a glob reads the same as with `process_file`.
+    ///
+    /// # Errors
+    /// As [`Self::process_file`].
+    pub fn process_eval_file(&self, path: impl AsRef<Path>) -> Result<TokenizedDataset, DataError> {
+        self.process_split(path, &self.config.dataset_test_split)
+    }
+
+    /// As [`Self::process_file`], reading split `split` from dataset directories.
+    ///
+    /// # Errors
+    /// As [`Self::process_file`].
+    pub fn process_split(
+        &self,
+        path: impl AsRef<Path>,
+        split: &str,
+    ) -> Result<TokenizedDataset, DataError> {
+        self.process_paths(&[path.as_ref()], split)
+    }
+
+    /// Reads and tokenizes several data paths, concatenated in the given order (dataset
+    /// directories give their `dataset_train_split`).
     ///
     /// # Errors
     /// As [`Self::process_file`].
@@ -92,10 +122,18 @@ impl PreferenceProcessor {
         &self,
         paths: &[P],
     ) -> Result<TokenizedDataset, DataError> {
+        self.process_paths(paths, &self.config.dataset_train_split)
+    }
+
+    fn process_paths<P: AsRef<Path>>(
+        &self,
+        paths: &[P],
+        split: &str,
+    ) -> Result<TokenizedDataset, DataError> {
         let mut out = self.empty_dataset();
         let mut chunk = Vec::with_capacity(CHUNK);
         for path in paths {
-            read_records(path.as_ref(), |record| {
+            let files = read_data(path.as_ref(), split, &self.columns, |record| {
                 out.report.records_read += 1;
                 match record {
                     Ok(record) => chunk.push(record),
@@ -107,6 +145,7 @@ impl PreferenceProcessor {
                 }
                 Ok(())
             })?;
+            out.report.files.extend(files.into_iter().map(|f| f.path));
         }
         self.tokenize_chunk(&chunk, &mut out)?;
         Ok(out)
@@ -193,8 +232,8 @@ impl PreferenceProcessor {
                 chosen,
                 rejected,
             } => {
-                let mut chosen_ids = self.encode(chosen, "chosen", origin)?;
-                let mut rejected_ids = self.encode(rejected, "rejected", origin)?;
+                let mut chosen_ids = self.encode(chosen, &self.columns.chosen, origin)?;
+                let mut rejected_ids = self.encode(rejected, &self.columns.rejected, origin)?;
                 if let Some(eos) = info.eos_token_id() {
                     for ids in [&mut chosen_ids, &mut rejected_ids] {
                         if ids.last() != Some(&eos) {
@@ -203,7 +242,7 @@ impl PreferenceProcessor {
                     }
                 }
                 (
-                    self.encode(prompt, "prompt", origin)?,
+                    self.encode(prompt, &self.columns.prompt, origin)?,
                     chosen_ids,
                     rejected_ids,
                 )
@@ -216,9 +255,9 @@ impl PreferenceProcessor {
                 let (prompt, chosen, rejected) =
                     self.render_conversation(prompt, chosen, rejected, origin)?;
                 (
-                    self.encode(&prompt, "prompt", origin)?,
-                    self.encode(&chosen, "chosen", origin)?,
-                    self.encode(&rejected, "rejected", origin)?,
+                    self.encode(&prompt, &self.columns.prompt, origin)?,
+                    self.encode(&chosen, &self.columns.chosen, origin)?,
+                    self.encode(&rejected, &self.columns.rejected, origin)?,
                 )
             }
         };
@@ -228,11 +267,14 @@ impl PreferenceProcessor {
         {
             prompt_ids.insert(0, bos);
         }
-        for (ids, field) in [(&mut chosen_ids, "chosen"), (&mut rejected_ids, "rejected")] {
+        for (ids, field) in [
+            (&mut chosen_ids, &self.columns.chosen),
+            (&mut rejected_ids, &self.columns.rejected),
+        ] {
             if ids.is_empty() {
                 return Err(DataError::InvalidRecord {
                     origin: origin.clone(),
-                    field: field.into(),
+                    field: field.clone(),
                     reason: "the completion tokenizes to no tokens".into(),
                 });
             }
@@ -256,7 +298,7 @@ impl PreferenceProcessor {
         {
             return Err(DataError::CompletionTruncatedAway {
                 origin: origin.clone(),
-                field: "prompt".into(),
+                field: self.columns.prompt.clone(),
                 prompt_len: prompt_ids.len(),
                 max_length: max,
                 mode: mode.as_str(),
@@ -324,14 +366,19 @@ impl PreferenceProcessor {
             }),
             Some(Ok(text)) => Ok(text),
         };
-        let prompt_text = render(prompt, !continue_final, continue_final, "prompt")?;
+        let prompt_text = render(
+            prompt,
+            !continue_final,
+            continue_final,
+            &self.columns.prompt,
+        )?;
         let mut joined = Vec::with_capacity(prompt.len() + chosen.len().max(rejected.len()));
         joined.extend_from_slice(prompt);
         joined.extend_from_slice(chosen);
-        let full_chosen = render(&joined, false, false, "chosen")?;
+        let full_chosen = render(&joined, false, false, &self.columns.chosen)?;
         joined.truncate(prompt.len());
         joined.extend_from_slice(rejected);
-        let full_rejected = render(&joined, false, false, "rejected")?;
+        let full_rejected = render(&joined, false, false, &self.columns.rejected)?;
         // Some templates (DeepSeek-R1) add markup with the generation prompt that the full
         // rendering lacks; the shared prefix is the prompt, as in TRL.
         let split = common_prefix_len(&prompt_text, &full_chosen)

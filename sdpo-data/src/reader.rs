@@ -1,4 +1,6 @@
-//! Streaming readers for preference files: JSONL (one object per line) and JSON arrays.
+//! Streaming readers for preference files: JSONL (one object per line) and JSON arrays here,
+//! Parquet and Arrow IPC in `columnar`, and [`read_data`] for any data path (file, directory,
+//! glob; see `source`).
 //!
 //! The layout is sniffed from the first non-blank byte (`[` means a JSON array, anything else
 //! JSONL), so a `.json` file written one object per line (as `datasets.Dataset.to_json` does) is
@@ -13,19 +15,77 @@ use std::sync::Arc;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde_json::Value;
 
+use crate::columnar::{read_arrow_ipc, read_parquet};
 use crate::error::{DataError, RecordLocation, RecordOrigin};
-use crate::record::PreferenceRecord;
+use crate::record::{ColumnNames, PreferenceRecord};
+use crate::source::{DataFile, FileKind, resolve_data_files};
 
-/// The two file layouts.
+/// The file layouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileLayout {
     /// One JSON object per line; blank lines are ignored.
     Jsonl,
     /// One JSON array of objects.
     JsonArray,
+    /// Apache Parquet, read row group by row group.
+    Parquet,
+    /// Arrow IPC (stream or file format), read record batch by record batch.
+    ArrowIpc,
 }
 
-/// Reads every record of `path` in file order and hands each (or its error) to `on_record`.
+/// Reads every record of every file that the data path `path` stands for (a file, a directory,
+/// a glob: see [`resolve_data_files`]), choosing `split` in dataset directories, with the column
+/// mapping `columns`, and returns the files read, in order.
+///
+/// Record-level errors go to `on_record`, as in [`read_records`].
+///
+/// # Errors
+/// As [`resolve_data_files`] and [`read_file`].
+pub fn read_data<F>(
+    path: &Path,
+    split: &str,
+    columns: &ColumnNames,
+    mut on_record: F,
+) -> Result<Vec<DataFile>, DataError>
+where
+    F: FnMut(Result<PreferenceRecord, DataError>) -> Result<(), DataError>,
+{
+    let files = resolve_data_files(path, split)?;
+    for file in &files {
+        read_file(file, columns, &mut on_record)?;
+    }
+    Ok(files)
+}
+
+/// Reads every record of one data file of a known kind, with the column mapping `columns`.
+///
+/// # Errors
+/// File-level errors ([`DataError::Io`], [`DataError::Columnar`], [`DataError::MissingColumn`],
+/// a broken JSON array), or whatever `on_record` returns.
+pub fn read_file<F>(
+    file: &DataFile,
+    columns: &ColumnNames,
+    on_record: &mut F,
+) -> Result<FileLayout, DataError>
+where
+    F: FnMut(Result<PreferenceRecord, DataError>) -> Result<(), DataError>,
+{
+    match file.kind {
+        FileKind::Json => read_json(&file.path, columns, on_record),
+        FileKind::Parquet => {
+            read_parquet(&file.path, columns, on_record)?;
+            Ok(FileLayout::Parquet)
+        }
+        FileKind::ArrowIpc => {
+            read_arrow_ipc(&file.path, columns, on_record)?;
+            Ok(FileLayout::ArrowIpc)
+        }
+    }
+}
+
+/// Reads every record of the file `path` in file order and hands each (or its error) to
+/// `on_record`. The file may be JSON, JSONL, Parquet or Arrow IPC (by extension, else by its
+/// first bytes); columns have their default names (`prompt`, `chosen`, `rejected`).
 ///
 /// A record-level error (bad field, bad line) is passed to `on_record`, which decides: return
 /// `Err` to stop reading with that error, `Ok(())` to go on (skip). Errors that leave no way to
@@ -38,6 +98,21 @@ pub fn read_records<F>(path: &Path, mut on_record: F) -> Result<FileLayout, Data
 where
     F: FnMut(Result<PreferenceRecord, DataError>) -> Result<(), DataError>,
 {
+    let file = DataFile {
+        path: path.to_path_buf(),
+        kind: FileKind::of_file(path)?,
+    };
+    read_file(&file, &ColumnNames::default(), &mut on_record)
+}
+
+fn read_json<F>(
+    path: &Path,
+    columns: &ColumnNames,
+    on_record: &mut F,
+) -> Result<FileLayout, DataError>
+where
+    F: FnMut(Result<PreferenceRecord, DataError>) -> Result<(), DataError>,
+{
     let io_error = |source| DataError::Io {
         path: path.to_path_buf(),
         source,
@@ -47,8 +122,8 @@ where
     let shared_path: Arc<Path> = Arc::from(path);
     let layout = sniff_layout(&mut reader).map_err(io_error)?;
     match layout {
-        FileLayout::Jsonl => read_jsonl(reader, &shared_path, &mut on_record)?,
-        FileLayout::JsonArray => read_array(reader, &shared_path, &mut on_record)?,
+        FileLayout::Jsonl => read_jsonl(reader, &shared_path, columns, on_record)?,
+        _ => read_array(reader, &shared_path, columns, on_record)?,
     }
     Ok(layout)
 }
@@ -82,6 +157,7 @@ fn json_message(err: &serde_json::Error, jsonl: bool) -> String {
 fn read_jsonl<R: BufRead, F>(
     mut reader: R,
     path: &Arc<Path>,
+    columns: &ColumnNames,
     on_record: &mut F,
 ) -> Result<(), DataError>
 where
@@ -109,11 +185,15 @@ where
         if bytes.is_empty() {
             continue;
         }
-        on_record(parse_line(bytes, origin))?;
+        on_record(parse_line(bytes, origin, columns))?;
     }
 }
 
-fn parse_line(bytes: &[u8], origin: RecordOrigin) -> Result<PreferenceRecord, DataError> {
+fn parse_line(
+    bytes: &[u8],
+    origin: RecordOrigin,
+    columns: &ColumnNames,
+) -> Result<PreferenceRecord, DataError> {
     let text = match std::str::from_utf8(bytes) {
         Ok(text) => text,
         Err(err) => {
@@ -125,7 +205,7 @@ fn parse_line(bytes: &[u8], origin: RecordOrigin) -> Result<PreferenceRecord, Da
         }
     };
     match serde_json::from_str::<Value>(text) {
-        Ok(value) => PreferenceRecord::from_json(value, origin),
+        Ok(value) => PreferenceRecord::from_json_with_columns(value, origin, columns),
         Err(err) => Err(DataError::MalformedJson {
             origin,
             message: json_message(&err, true),
@@ -160,13 +240,19 @@ fn field_with_invalid_utf8(bytes: &[u8]) -> Option<String> {
     search(&value, String::new()).filter(|p| !p.is_empty())
 }
 
-fn read_array<R: Read, F>(reader: R, path: &Arc<Path>, on_record: &mut F) -> Result<(), DataError>
+fn read_array<R: Read, F>(
+    reader: R,
+    path: &Arc<Path>,
+    columns: &ColumnNames,
+    on_record: &mut F,
+) -> Result<(), DataError>
 where
     F: FnMut(Result<PreferenceRecord, DataError>) -> Result<(), DataError>,
 {
     let mut deserializer = serde_json::Deserializer::from_reader(reader);
     let mut state = ArrayState {
         path,
+        columns,
         on_record,
         index: 0,
         stopped: None,
@@ -209,6 +295,7 @@ where
 /// array never exists as one `Value`.
 struct ArrayState<'a, F> {
     path: &'a Arc<Path>,
+    columns: &'a ColumnNames,
     on_record: &'a mut F,
     index: usize,
     stopped: Option<DataError>,
@@ -230,7 +317,11 @@ where
                 path: Arc::clone(self.path),
                 location: RecordLocation::Index(self.index),
             };
-            if let Err(err) = (self.on_record)(PreferenceRecord::from_json(value, origin)) {
+            if let Err(err) = (self.on_record)(PreferenceRecord::from_json_with_columns(
+                value,
+                origin,
+                self.columns,
+            )) {
                 self.stopped = Some(err);
                 return Err(de::Error::custom("stopped by the caller"));
             }

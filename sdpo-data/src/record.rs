@@ -17,6 +17,28 @@ use crate::error::{DataError, RecordOrigin};
 /// The roles a message may have.
 pub const KNOWN_ROLES: [&str; 5] = ["system", "user", "assistant", "tool", "developer"];
 
+/// Which columns (JSON keys) hold the prompt, chosen and rejected texts: the column mapping
+/// of [`crate::DataConfig`]. Error messages name fields by these names.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ColumnNames {
+    /// The prompt column (absent in a file: implicit prompt). Default `prompt`.
+    pub prompt: String,
+    /// The preferred completion column. Default `chosen`.
+    pub chosen: String,
+    /// The dispreferred completion column. Default `rejected`.
+    pub rejected: String,
+}
+
+impl Default for ColumnNames {
+    fn default() -> Self {
+        Self {
+            prompt: "prompt".into(),
+            chosen: "chosen".into(),
+            rejected: "rejected".into(),
+        }
+    }
+}
+
 /// One chat message. Keys other than `role` and `content` (`name`, `tool_calls`, ...) are kept
 /// and passed to the chat template untouched.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -92,11 +114,25 @@ enum Kind {
 }
 
 impl PreferenceRecord {
-    /// Validates one parsed JSON value (one JSONL line or one array element).
+    /// Validates one parsed JSON value (one JSONL line or one array element) with the default
+    /// column names `prompt`, `chosen`, `rejected`.
     ///
     /// # Errors
     /// A record-level [`DataError`] naming `origin` and the offending field.
     pub fn from_json(value: Value, origin: RecordOrigin) -> Result<Self, DataError> {
+        Self::from_json_with_columns(value, origin, &ColumnNames::default())
+    }
+
+    /// Validates one parsed JSON value whose prompt, chosen and rejected texts are under the
+    /// keys `columns` names; errors name fields by those keys.
+    ///
+    /// # Errors
+    /// A record-level [`DataError`] naming `origin` and the offending field.
+    pub fn from_json_with_columns(
+        value: Value,
+        origin: RecordOrigin,
+        columns: &ColumnNames,
+    ) -> Result<Self, DataError> {
         let found = json_type(&value);
         let Value::Object(mut object) = value else {
             return Err(DataError::WrongType {
@@ -106,9 +142,14 @@ impl PreferenceRecord {
                 found,
             });
         };
-        let chosen = take_field(&mut object, "chosen", &origin)?;
-        let rejected = take_field(&mut object, "rejected", &origin)?;
-        let prompt = object.remove("prompt").filter(|p| !p.is_null());
+        let (prompt_key, chosen_key, rejected_key) = (
+            columns.prompt.as_str(),
+            columns.chosen.as_str(),
+            columns.rejected.as_str(),
+        );
+        let chosen = take_field(&mut object, chosen_key, &origin)?;
+        let rejected = take_field(&mut object, rejected_key, &origin)?;
+        let prompt = object.remove(prompt_key).filter(|p| !p.is_null());
 
         let kind = match &chosen {
             Value::String(_) => Kind::Text,
@@ -116,7 +157,7 @@ impl PreferenceRecord {
             other => {
                 return Err(DataError::WrongType {
                     origin,
-                    field: "chosen".into(),
+                    field: chosen_key.into(),
                     expected: "a string or a list of messages",
                     found: json_type(other),
                 });
@@ -124,11 +165,18 @@ impl PreferenceRecord {
         };
         let body = match kind {
             Kind::Text => {
-                let chosen = as_text(chosen, "chosen", "a string", &origin)?;
-                let rejected = as_text(rejected, "rejected", "a string, like `chosen`", &origin)?;
+                let chosen = as_text(chosen, chosen_key, false, "a string", &origin)?;
+                let rejected = as_text(
+                    rejected,
+                    rejected_key,
+                    false,
+                    "a string, like `chosen`",
+                    &origin,
+                )?;
                 match prompt {
                     Some(prompt) => {
-                        let prompt = as_text(prompt, "prompt", "a string, like `chosen`", &origin)?;
+                        let prompt =
+                            as_text(prompt, prompt_key, true, "a string, like `chosen`", &origin)?;
                         PairBody::Standard {
                             prompt,
                             chosen,
@@ -139,19 +187,21 @@ impl PreferenceRecord {
                 }
             }
             Kind::Messages => {
-                let chosen = as_messages(chosen, "chosen", "a list of messages", &origin)?;
+                let chosen = as_messages(chosen, chosen_key, "a list of messages", &origin)?;
                 let rejected = as_messages(
                     rejected,
-                    "rejected",
+                    rejected_key,
                     "a list of messages, like `chosen`",
                     &origin,
                 )?;
                 match prompt {
-                    Some(Value::String(_)) | None => split_messages(chosen, rejected, &origin)?,
+                    Some(Value::String(_)) | None => {
+                        split_messages(chosen, rejected, chosen_key, &origin)?
+                    }
                     Some(prompt) => {
                         let prompt = as_messages(
                             prompt,
-                            "prompt",
+                            prompt_key,
                             "a list of messages, like `chosen`",
                             &origin,
                         )?;
@@ -165,7 +215,7 @@ impl PreferenceRecord {
             }
         };
         if let PairBody::Conversational { prompt, .. } = &body {
-            check_prompt_end(prompt, &origin)?;
+            check_prompt_end(prompt, prompt_key, &origin)?;
         }
         Ok(Self { origin, body })
     }
@@ -188,12 +238,13 @@ fn take_field(
 fn as_text(
     value: Value,
     field: &str,
+    may_be_empty: bool,
     expected: &'static str,
     origin: &RecordOrigin,
 ) -> Result<String, DataError> {
     match value {
         Value::String(text) => {
-            if text.is_empty() && field != "prompt" {
+            if text.is_empty() && !may_be_empty {
                 return Err(DataError::EmptyField {
                     origin: origin.clone(),
                     field: field.into(),
@@ -309,6 +360,7 @@ fn split_text(chosen: String, rejected: String) -> PairBody {
 fn split_messages(
     mut chosen: Vec<Message>,
     mut rejected: Vec<Message>,
+    chosen_key: &str,
     origin: &RecordOrigin,
 ) -> Result<PairBody, DataError> {
     let shortest = chosen.len().min(rejected.len());
@@ -318,7 +370,7 @@ fn split_messages(
     if split == 0 {
         return Err(DataError::InvalidRecord {
             origin: origin.clone(),
-            field: "chosen".into(),
+            field: chosen_key.into(),
             reason: "there is no `prompt`, and `chosen` and `rejected` differ from their first message on, so no implicit prompt can be extracted".into(),
         });
     }
@@ -333,11 +385,15 @@ fn split_messages(
 
 /// TRL renders a prompt ending in a user/tool turn with the generation prompt and one ending in
 /// an assistant turn as a continuation; any other last role is an error there, and here.
-fn check_prompt_end(prompt: &[Message], origin: &RecordOrigin) -> Result<(), DataError> {
+fn check_prompt_end(
+    prompt: &[Message],
+    prompt_key: &str,
+    origin: &RecordOrigin,
+) -> Result<(), DataError> {
     let Some(last) = prompt.last() else {
         return Err(DataError::EmptyField {
             origin: origin.clone(),
-            field: "prompt".into(),
+            field: prompt_key.into(),
         });
     };
     if matches!(last.role.as_str(), "user" | "tool" | "assistant") {
@@ -345,7 +401,7 @@ fn check_prompt_end(prompt: &[Message], origin: &RecordOrigin) -> Result<(), Dat
     }
     Err(DataError::InvalidRecord {
         origin: origin.clone(),
-        field: format!("prompt[{}].role", prompt.len() - 1),
+        field: format!("{prompt_key}[{}].role", prompt.len() - 1),
         reason: format!(
             "the prompt's last message must be from user, tool or assistant, found `{}`",
             last.role

@@ -1,6 +1,9 @@
 //! The bad-input corpus in `tests/bad_inputs/`: one file per failure kind. Each error message
-//! must name the file, the line (JSONL) or index (JSON array) and the field; with
-//! `skip_invalid_records` the bad record is skipped, counted and its reason kept.
+//! must name the file, the line (JSONL), index (JSON array) or row group/record batch and row
+//! (Parquet/Arrow) and the field (column); with `skip_invalid_records` the bad record is skipped,
+//! counted and its reason kept. Failures about a whole file (truncated, empty, missing column)
+//! stop reading even when skipping. The Parquet/Arrow files are written by
+//! `tools/make_arrow_fixtures.py`.
 
 use sdpo_data::{DataConfig, DataError, PreferenceProcessor, TruncationMode};
 
@@ -11,7 +14,8 @@ const ALTERNATING: &str = "{% for m in messages %}{% if (m['role'] == 'user') !=
 
 struct Case {
     file: &'static str,
-    /// `line N` or `index N`.
+    /// `line N`, `index N`, `row group G, row R`, `record batch B, row R`, a file part
+    /// (`row group 0`), or empty for a failure about the whole file.
     location: &'static str,
     /// The field the message must name, if the failure is about one.
     field: Option<&'static str>,
@@ -176,7 +180,85 @@ fn cases() -> Vec<Case> {
             kind: |e| matches!(e, DataError::InvalidUtf8 { .. }),
             kept_when_skipping: None,
         },
+        Case {
+            file: "truncated.parquet",
+            location: "",
+            field: None,
+            detail: "cannot read Parquet: ",
+            kind: |e| matches!(e, DataError::Columnar { .. }),
+            kept_when_skipping: None,
+        },
+        Case {
+            file: "empty.parquet",
+            location: "",
+            field: None,
+            detail: "cannot read Parquet: the file is empty (0 bytes)",
+            kind: |e| matches!(e, DataError::Columnar { .. }),
+            kept_when_skipping: None,
+        },
+        Case {
+            file: "gzip_codec.parquet",
+            location: "row group 0",
+            field: None,
+            detail: "cannot read Parquet: ",
+            kind: |e| matches!(e, DataError::Columnar { .. }) && e.to_string().contains("flate2"),
+            kept_when_skipping: None,
+        },
+        Case {
+            file: "missing_column.parquet",
+            location: "",
+            field: None,
+            detail: "column `rejected` (`rejected_column`) not found; the file's columns are: prompt, chosen, reject",
+            kind: |e| matches!(e, DataError::MissingColumn { .. }),
+            kept_when_skipping: None,
+        },
+        Case {
+            file: "wrong_type_column.parquet",
+            location: "row group 0, row 0",
+            field: Some("chosen"),
+            detail: "expected a string or a list of messages, found a number",
+            kind: |e| matches!(e, DataError::WrongType { .. }),
+            // The column is int64: every row is skipped, and counted.
+            kept_when_skipping: Some(0),
+        },
+        Case {
+            file: "null_rejected.parquet",
+            location: "row group 1, row 3",
+            field: Some("rejected"),
+            detail: "is null",
+            kind: |e| matches!(e, DataError::NullValue { .. }),
+            kept_when_skipping: Some(3),
+        },
+        Case {
+            file: "null_content.arrow",
+            location: "record batch 0, row 1",
+            field: Some("chosen[0].content"),
+            detail: "missing",
+            kind: |e| matches!(e, DataError::MissingField { .. }),
+            kept_when_skipping: Some(1),
+        },
+        Case {
+            file: "truncated.arrow",
+            location: "record batch 0",
+            field: None,
+            detail: "cannot read Arrow IPC: ",
+            kind: |e| matches!(e, DataError::Columnar { .. }),
+            kept_when_skipping: None,
+        },
     ]
+}
+
+/// Records skipped when skipping: every row of a file whose column has the wrong type.
+fn skipped_count(case: &Case) -> usize {
+    match case.file {
+        "wrong_type_column.parquet" => 3,
+        _ => 1,
+    }
+}
+
+/// Whether the failure is about the whole file rather than one record.
+fn file_level(case: &Case) -> bool {
+    case.kept_when_skipping.is_none() && !case.file.ends_with(".json")
 }
 
 fn processor_for(case: &Case, skip: bool) -> PreferenceProcessor {
@@ -223,7 +305,11 @@ fn every_bad_input_names_file_location_and_field() {
             "{}: unexpected variant: {err:?}",
             case.file
         );
-        let prefix = format!("{}: {}: ", path.display(), case.location);
+        let prefix = if case.location.is_empty() {
+            format!("{}: ", path.display())
+        } else {
+            format!("{}: {}: ", path.display(), case.location)
+        };
         assert!(
             message.starts_with(&prefix),
             "{}: `{message}` should start with `{prefix}`",
@@ -243,7 +329,7 @@ fn every_bad_input_names_file_location_and_field() {
             case.file,
             case.detail
         );
-        assert!(err.origin().is_some());
+        assert_eq!(err.origin().is_some(), !file_level(&case), "{}", case.file);
         checked += 1;
     }
     eprintln!("bad_inputs: {checked} files checked");
@@ -258,8 +344,9 @@ fn skipping_counts_and_keeps_the_reason() {
             Some(kept) => {
                 let dataset = result.unwrap_or_else(|e| panic!("{}: {e}", case.file));
                 assert_eq!(dataset.len(), kept, "{}", case.file);
-                assert_eq!(dataset.report.skipped_total(), 1, "{}", case.file);
-                assert_eq!(dataset.report.records_read, kept + 1, "{}", case.file);
+                let skipped = skipped_count(&case);
+                assert_eq!(dataset.report.skipped_total(), skipped, "{}", case.file);
+                assert_eq!(dataset.report.records_read, kept + skipped, "{}", case.file);
                 let reason = &dataset.report.reasons[0];
                 assert!(reason.contains(case.location), "{}: {reason}", case.file);
                 assert!(reason.contains(case.detail), "{}: {reason}", case.file);

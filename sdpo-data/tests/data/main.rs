@@ -2,6 +2,7 @@
 
 mod bad_inputs;
 mod collation;
+mod columnar;
 mod common;
 mod formats;
 mod golden;
