@@ -54,7 +54,7 @@ fn merged_logits_diff(dir: &Path) -> f32 {
         .forward(ints("input_ids"), ints("attention_mask"))
         .into_data()
         .convert::<f32>()
-        .into_vec()
+        .try_into_vec::<f32>()
         .unwrap();
     let want = f32s(golden.tensor("logits_merged").unwrap().data());
     assert_eq!(got.len(), want.len());

@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use common::{Golden, host, max_abs_diff, model_dir, read_raw, write_raw};
 use sdpo_models::lora::{InitLoraWeights, LoraConfig, TargetModules, resolve_adapter_base};

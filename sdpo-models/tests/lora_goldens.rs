@@ -116,7 +116,7 @@ fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 /// Kept mask `[batch, seq - 1]` as 0/1 rows, padded with a 0 column to the golden's `seq`.
 fn kept_rows(mask: Tensor<2, Bool>, width: usize) -> Vec<Vec<i64>> {
     let [batch, seq] = mask.dims();
-    let flat: Vec<i64> = mask.int().into_data().convert::<i64>().into_vec().unwrap();
+    let flat: Vec<i64> = mask.int().into_data().convert::<i64>().try_into_vec::<i64>().unwrap();
     (0..batch)
         .map(|b| {
             let mut row = flat[b * seq..(b + 1) * seq].to_vec();

@@ -50,7 +50,7 @@ fn host_f32<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
     tensor
         .into_data()
         .convert::<f32>()
-        .into_vec::<f32>()
+        .try_into_vec::<f32>()
         .unwrap_or_default()
 }
 
