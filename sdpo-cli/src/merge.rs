@@ -47,7 +47,9 @@ pub fn run(args: &MergeArgs) -> Result<()> {
         .with_context(|| format!("cannot load the base model {}", base.display()))?
         .load_adapter(&args.adapter)
         .with_context(|| format!("cannot load the adapter {}", args.adapter.display()))?;
-    let adapter = model.adapter().map_or(0, |a| a.adapted.len() + a.trained.len());
+    let adapter = model
+        .adapter()
+        .map_or(0, |a| a.adapted.len() + a.trained.len());
     model
         .merge_adapters()
         .save_pretrained(&args.out)

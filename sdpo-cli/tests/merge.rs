@@ -122,7 +122,10 @@ fn merge_refuses_a_hub_base_and_a_broken_adapter() {
     std::fs::create_dir_all(&adapter).unwrap();
     let config = std::fs::read_to_string(fixtures.join("lora/llama_r4/adapter_config.json"))
         .unwrap()
-        .replace("\"models/llama\"", "\"HuggingFaceTB/SmolLM2-135M-Instruct\"");
+        .replace(
+            "\"models/llama\"",
+            "\"HuggingFaceTB/SmolLM2-135M-Instruct\"",
+        );
     std::fs::write(adapter.join("adapter_config.json"), config).unwrap();
     std::fs::copy(
         fixtures.join("lora/llama_r4/adapter_model.safetensors"),

@@ -8,7 +8,8 @@ use burn::prelude::*;
 use burn::store::{ModuleSnapshot, SafetensorsStore};
 
 use crate::checkpoint::{
-    HfLayoutAdapter, WEIGHTS_FILE, check_tensors, expected_tensors, load_files, read_headers, weight_files,
+    HfLayoutAdapter, WEIGHTS_FILE, check_tensors, expected_tensors, load_files, read_headers,
+    weight_files,
 };
 use crate::config::{Architecture, ModelConfig};
 use crate::error::ModelError;

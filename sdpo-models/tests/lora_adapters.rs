@@ -7,7 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use burn::module::Module;
+use burn::module::{Module, ModuleMapper, Param};
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use common::{Golden, host, max_abs_diff, model_dir, read_raw, write_raw};
@@ -21,9 +21,10 @@ fn adapter_dir(name: &str) -> PathBuf {
 
 /// The base of an adapter fixture, from its `golden.json`.
 fn fixture_base(name: &str) -> PathBuf {
-    let golden: Value =
-        serde_json::from_str(&std::fs::read_to_string(adapter_dir(name).join("golden.json")).unwrap())
-            .unwrap();
+    let golden: Value = serde_json::from_str(
+        &std::fs::read_to_string(adapter_dir(name).join("golden.json")).unwrap(),
+    )
+    .unwrap();
     sdpo_testkit::fixtures_dir().join(golden["base_model_dir"].as_str().unwrap())
 }
 
@@ -113,7 +114,11 @@ fn merged_model_saves_as_a_plain_checkpoint_with_the_merged_logits() {
                 model.save_pretrained(out.path()),
                 Err(ModelError::AdapterNotMerged)
             ));
-            model.clone().merge_adapters().save_pretrained(out.path()).unwrap();
+            model
+                .clone()
+                .merge_adapters()
+                .save_pretrained(out.path())
+                .unwrap();
             let plain = CausalLm::from_pretrained(out.path(), &dev.device).unwrap();
             assert!(plain.adapter().is_none());
             let golden = Golden::open(&adapter_dir(name).join("golden.safetensors"));
@@ -123,8 +128,23 @@ fn merged_model_saves_as_a_plain_checkpoint_with_the_merged_logits() {
             ));
             let (want, _) = golden.f32("logits_merged");
             let d = max_abs_diff(&got, &want);
-            assert!(d <= 1e-4, "[{}] {name}: merged checkpoint differs by {d}", dev.name);
+            assert!(
+                d <= 1e-4,
+                "[{}] {name}: merged checkpoint differs by {d}",
+                dev.name
+            );
         }
+    }
+}
+
+/// What sdpo-train's `assign_param_ids` does to each parameter (`consume`, then
+/// `from_mapped_value`), here with the same id.
+struct RebuildParams;
+
+impl ModuleMapper for RebuildParams {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (id, value, mapper) = param.consume();
+        Param::from_mapped_value(id, value, mapper)
     }
 }
 
@@ -133,7 +153,11 @@ fn new_adapters_start_as_the_base_and_only_a_and_b_train() {
     for dev in sdpo_testkit::test_devices!() {
         for (base, targets, layers) in [
             ("llama", TargetModules::AllLinear, 14),
-            ("qwen2", TargetModules::Names(vec!["q_proj".into(), "v_proj".into()]), 4),
+            (
+                "qwen2",
+                TargetModules::Names(vec!["q_proj".into(), "v_proj".into()]),
+                4,
+            ),
             ("gpt2", TargetModules::Names(vec!["c_attn".into()]), 2),
         ] {
             let config = LoraConfig {
@@ -145,9 +169,16 @@ fn new_adapters_start_as_the_base_and_only_a_and_b_train() {
             let plain = CausalLm::from_pretrained(model_dir(base), &dev.device).unwrap();
             let before = logits(&plain, base, &dev.device);
             let adapted = plain.attach_lora(&config, 3).unwrap();
-            assert_eq!(adapted.lora_branches().len(), layers, "{base}: adapted layers");
+            assert_eq!(
+                adapted.lora_branches().len(),
+                layers,
+                "{base}: adapted layers"
+            );
             // B = 0: the new adapter does not change the model.
-            assert_eq!(max_abs_diff(&logits(&adapted, base, &dev.device), &before), 0.0);
+            assert_eq!(
+                max_abs_diff(&logits(&adapted, base, &dev.device), &before),
+                0.0
+            );
 
             let train = dev.device.clone().autodiff();
             let mut policy = adapted.fork(&train).train();
@@ -161,19 +192,26 @@ fn new_adapters_start_as_the_base_and_only_a_and_b_train() {
                 // Frozen base: gradients (hence AdamW state) for A and B only.
                 assert_eq!(grads.len(), 2 * layers, "{base} step {step}: gradients");
                 policy = optimizer.step(1e-2, policy, grads);
-                // valid → fork → train (what eval and resume do) keeps the base frozen.
-                policy = policy.valid().fork(&train).train();
+                // Rebuilding every parameter from its parts as sdpo-train's `assign_param_ids`
+                // does on resume, then valid → fork → train (eval, resume) keeps the base frozen.
+                policy = policy.map(&mut RebuildParams).valid().fork(&train).train();
             }
             let trained = policy.valid();
             // The base is untouched: disabling the adapter gives the original logits exactly.
             assert_eq!(
-                max_abs_diff(&logits(&trained.without_adapters(), base, &dev.device), &before),
+                max_abs_diff(
+                    &logits(&trained.without_adapters(), base, &dev.device),
+                    &before
+                ),
                 0.0,
                 "[{}] {base}: base changed",
                 dev.name
             );
             let on = logits(&trained, base, &dev.device);
-            assert!(max_abs_diff(&on, &before) > 1e-4, "{base}: adapter did not train");
+            assert!(
+                max_abs_diff(&on, &before) > 1e-4,
+                "{base}: adapter did not train"
+            );
             // Merging folds the trained adapter in: same logits, within rounding.
             let merged = logits(&trained.clone().merge_adapters(), base, &dev.device);
             assert!(max_abs_diff(&merged, &on) <= 1e-4, "{base}: merged");
@@ -183,7 +221,10 @@ fn new_adapters_start_as_the_base_and_only_a_and_b_train() {
             let reloaded = CausalLm::from_pretrained(model_dir(base), &dev.device)
                 .and_then(|m| m.load_adapter(out.path()))
                 .unwrap();
-            assert_eq!(max_abs_diff(&logits(&reloaded, base, &dev.device), &on), 0.0);
+            assert_eq!(
+                max_abs_diff(&logits(&reloaded, base, &dev.device), &on),
+                0.0
+            );
         }
     }
 }
@@ -235,7 +276,10 @@ fn hostile_adapters_and_settings_give_typed_errors() {
     }
     // Unexpected tensor.
     tensors.insert(key.into(), removed.clone());
-    tensors.insert("base_model.model.lm_head.lora_A.weight".into(), removed.clone());
+    tensors.insert(
+        "base_model.model.lm_head.lora_A.weight".into(),
+        removed.clone(),
+    );
     write_raw(&path, &tensors);
     match base().load_adapter(dir.path()) {
         Err(ModelError::UnexpectedTensors { names, .. }) => {
@@ -260,7 +304,10 @@ fn hostile_adapters_and_settings_give_typed_errors() {
     // Unknown target module: the error lists the model's linear layers.
     let dir = copy_adapter("llama_r4");
     edit_config(dir.path(), |c| {
-        c.insert("target_modules".into(), serde_json::json!(["q_proj", "qkv_proj"]));
+        c.insert(
+            "target_modules".into(),
+            serde_json::json!(["q_proj", "qkv_proj"]),
+        );
     });
     match base().load_adapter(dir.path()) {
         Err(ModelError::UnknownTargetModules {
@@ -269,7 +316,15 @@ fn hostile_adapters_and_settings_give_typed_errors() {
             assert_eq!(unknown, vec!["qkv_proj"]);
             assert_eq!(
                 available,
-                ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+                [
+                    "q_proj",
+                    "k_proj",
+                    "v_proj",
+                    "o_proj",
+                    "gate_proj",
+                    "up_proj",
+                    "down_proj"
+                ]
             );
         }
         other => panic!("unknown target: {other:?}"),

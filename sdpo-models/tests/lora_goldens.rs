@@ -116,7 +116,12 @@ fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 /// Kept mask `[batch, seq - 1]` as 0/1 rows, padded with a 0 column to the golden's `seq`.
 fn kept_rows(mask: Tensor<2, Bool>, width: usize) -> Vec<Vec<i64>> {
     let [batch, seq] = mask.dims();
-    let flat: Vec<i64> = mask.int().into_data().convert::<i64>().try_into_vec::<i64>().unwrap();
+    let flat: Vec<i64> = mask
+        .int()
+        .into_data()
+        .convert::<i64>()
+        .try_into_vec::<i64>()
+        .unwrap();
     (0..batch)
         .map(|b| {
             let mut row = flat[b * seq..(b + 1) * seq].to_vec();
@@ -202,7 +207,11 @@ fn sdpo_with_adapter_disabled_reference_matches_peft_loss_and_adapter_gradients(
                     .into_iter()
                     .filter(|n| n.starts_with(&prefix))
                     .collect();
-                assert_eq!(golden_names.len(), 2 * branches.len(), "golden tensor count");
+                assert_eq!(
+                    golden_names.len(),
+                    2 * branches.len(),
+                    "golden tensor count"
+                );
                 let mut worst = 0.0f32;
                 for (layer, branch) in &branches {
                     let [r, d_in, d_out] = branch.dims();

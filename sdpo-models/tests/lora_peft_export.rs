@@ -23,7 +23,11 @@ struct Case {
 }
 
 fn cases() -> Vec<Case> {
-    let names = |v: &[&str]| Some(TargetModules::Names(v.iter().map(|s| s.to_string()).collect()));
+    let names = |v: &[&str]| {
+        Some(TargetModules::Names(
+            v.iter().map(|s| s.to_string()).collect(),
+        ))
+    };
     vec![
         Case {
             name: "llama_all_linear",

@@ -185,8 +185,11 @@ fn resolve(
                     reason: format!("`{pattern}` is not a regular expression: {e}"),
                 }
             })?;
-            let selected: Vec<String> =
-                names.iter().filter(|n| regex.is_match(n)).cloned().collect();
+            let selected: Vec<String> = names
+                .iter()
+                .filter(|n| regex.is_match(n))
+                .cloned()
+                .collect();
             if selected.is_empty() {
                 return Err(ModelError::UnknownTargetModules {
                     key: "target_modules".into(),
@@ -204,7 +207,9 @@ fn resolve(
     if let Some(both) = trained.iter().find(|n| adapted.contains(n)) {
         return Err(ModelError::InvalidLoraConfig {
             key: "modules_to_save".into(),
-            reason: format!("`{both}` is also a LoRA target; a layer is either adapted or trained in full"),
+            reason: format!(
+                "`{both}` is also a LoRA target; a layer is either adapted or trained in full"
+            ),
         });
     }
     Ok((adapted, trained))
@@ -215,7 +220,10 @@ impl CausalLm {
     /// (`model.layers.0.self_attn.q_proj`, ..., `transformer.h.0.attn.c_attn`, ...). The
     /// output head and the embeddings are not among them.
     pub fn linear_layer_names(&self) -> Vec<String> {
-        self.adaptable_layers().into_iter().map(|(n, _)| n).collect()
+        self.adaptable_layers()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect()
     }
 
     /// The distinct short names of [`CausalLm::linear_layer_names`] (`q_proj`, `k_proj`, ...):
@@ -376,10 +384,7 @@ impl CausalLm {
                 let weight = Tensor::<2>::from_data(TensorData::new(w, [d_in, d_out]), &device);
                 let bias = layer.bias().map(|_| {
                     let b = take(format!("{PEFT_PREFIX}{name}.bias"));
-                    Param::from_tensor(Tensor::<1>::from_data(
-                        TensorData::new(b, [d_out]),
-                        &device,
-                    ))
+                    Param::from_tensor(Tensor::<1>::from_data(TensorData::new(b, [d_out]), &device))
                 });
                 layer.set_trained(Some(TrainedCopy {
                     weight: Param::from_tensor(weight),

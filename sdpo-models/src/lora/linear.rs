@@ -51,7 +51,8 @@ impl LoraBranch {
     ) -> Self {
         // Transposed on the host so the parameters are contiguous.
         let a = Tensor::<2>::from_data(TensorData::new(transpose(&a, r, d_in), [d_in, r]), device);
-        let b = Tensor::<2>::from_data(TensorData::new(transpose(&b, d_out, r), [r, d_out]), device);
+        let b =
+            Tensor::<2>::from_data(TensorData::new(transpose(&b, d_out, r), [r, d_out]), device);
         Self {
             lora_a: Param::from_tensor(a),
             lora_b: Param::from_tensor(b),
@@ -112,10 +113,7 @@ impl LoraBranch {
 
     /// `Aᵀ` and `Bᵀ` transposed back to PEFT's `[r, in]` and `[out, r]`.
     pub fn to_peft(&self) -> (Tensor<2>, Tensor<2>) {
-        (
-            self.lora_a.val().transpose(),
-            self.lora_b.val().transpose(),
-        )
+        (self.lora_a.val().transpose(), self.lora_b.val().transpose())
     }
 }
 

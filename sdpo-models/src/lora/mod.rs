@@ -34,7 +34,7 @@ pub(crate) mod linear;
 
 pub use adapter::{AttachedAdapter, PEFT_PREFIX};
 pub use config::{
-    ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, AdapterInfo, InitLoraWeights, LayerLora,
-    LoraConfig, TargetModules, default_target_modules, lora_scale, resolve_adapter_base,
+    ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, AdapterInfo, InitLoraWeights, LayerLora, LoraConfig,
+    TargetModules, default_target_modules, lora_scale, resolve_adapter_base,
 };
 pub use linear::{LoraBranch, LoraLinear, TrainedCopy};
