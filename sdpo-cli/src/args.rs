@@ -42,6 +42,8 @@ pub enum Command {
         #[command(flatten)]
         common: CommonArgs,
     },
+    /// Merge a LoRA adapter (PEFT format) into its base model and save a full checkpoint.
+    Merge(crate::merge::MergeArgs),
 }
 
 /// Options shared by every subcommand.

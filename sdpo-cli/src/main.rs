@@ -6,6 +6,7 @@
 mod args;
 mod config_file;
 mod device;
+mod merge;
 mod progress;
 
 use std::process::ExitCode;
@@ -77,6 +78,7 @@ fn run(cli: Cli) -> Result<()> {
             Trainer::new(config, &device, Start::Fresh, &mut view)
                 .context("cannot precompute reference log-probs")?;
         }
+        Command::Merge(args) => merge::run(&args)?,
     }
     Ok(())
 }

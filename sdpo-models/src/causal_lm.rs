@@ -5,10 +5,11 @@ use std::path::Path;
 
 use burn::module::Module;
 use burn::prelude::*;
-use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore};
+use burn::store::{ModuleSnapshot, SafetensorsStore};
 
 use crate::checkpoint::{
-    WEIGHTS_FILE, check_tensors, expected_tensors, load_files, read_headers, weight_files,
+    HfLayoutAdapter, WEIGHTS_FILE, check_tensors, expected_tensors, load_files, read_headers,
+    weight_files,
 };
 use crate::config::{Architecture, ModelConfig};
 use crate::error::ModelError;
@@ -80,8 +81,15 @@ impl CausalLm {
     /// Writes `config.json` and `model.safetensors` (float32, Hugging Face key names and
     /// layouts, metadata `format: pt`) into `dir`, creating it, so that transformers'
     /// `from_pretrained(dir)` loads the model. Existing files are replaced.
+    ///
+    /// A model with a LoRA adapter attached is refused ([`ModelError::AdapterNotMerged`]):
+    /// save the adapter with [`CausalLm::save_adapter`], or merge it first with
+    /// [`CausalLm::merge_adapters`].
     pub fn save_pretrained(&self, dir: impl AsRef<Path>) -> Result<(), ModelError> {
         let dir = dir.as_ref();
+        if self.adapter().is_some() {
+            return Err(ModelError::AdapterNotMerged);
+        }
         std::fs::create_dir_all(dir).map_err(|source| ModelError::Io {
             path: dir.to_path_buf(),
             source,
@@ -100,7 +108,7 @@ impl CausalLm {
         })?;
         let weights = dir.join(WEIGHTS_FILE);
         let mut store = SafetensorsStore::from_file(weights.clone())
-            .with_to_adapter(BurnToPyTorchAdapter)
+            .with_to_adapter(HfLayoutAdapter::to_pytorch())
             .clear_metadata()
             .metadata("format", "pt")
             .overwrite(true);

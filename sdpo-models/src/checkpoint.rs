@@ -10,9 +10,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use burn::store::burn_pack::Tensor as PackTensor;
 use burn::store::{
-    BurnToPyTorchAdapter, FloatCastAdapter, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter,
-    SafetensorsStore,
+    BurnToPyTorchAdapter, FloatCastAdapter, ModuleAdapter, ModuleContext, ModuleSnapshot,
+    PyTorchToBurnAdapter, SafetensorsStore,
 };
 use burn::tensor::DType;
 use serde_json::Value;
@@ -23,6 +24,58 @@ use crate::error::{ModelError, ShapeMismatch};
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 /// Name of the shard index of a sharded checkpoint.
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
+
+/// burn-store's PyTorch layout conversion, extended to this crate's [`LoraLinear`]: its
+/// `weight` is an `nn.Linear` weight (`[out, in]` on disk, `[in, out]` in memory) although the
+/// struct is not burn's `Linear`, which is all burn-store's adapters recognise.
+///
+/// [`LoraLinear`]: crate::lora::LoraLinear
+#[derive(Debug, Clone, Copy)]
+pub struct HfLayoutAdapter {
+    to_burn: bool,
+}
+
+impl HfLayoutAdapter {
+    /// Reading a Hugging Face checkpoint into a module.
+    pub fn to_burn() -> Self {
+        Self { to_burn: true }
+    }
+
+    /// Writing a module as a Hugging Face checkpoint.
+    pub fn to_pytorch() -> Self {
+        Self { to_burn: false }
+    }
+}
+
+const LORA_LINEAR: &str = "Struct:LoraLinear";
+
+impl ModuleAdapter for HfLayoutAdapter {
+    fn adapt(&self, tensor: PackTensor, ctx: ModuleContext<'_>) -> PackTensor {
+        let as_linear = ["Struct:Linear".to_string()];
+        let ctx = if ctx.module_type() == Some(LORA_LINEAR) {
+            ModuleContext::new(&as_linear)
+        } else {
+            ctx
+        };
+        if self.to_burn {
+            PyTorchToBurnAdapter.adapt(tensor, ctx)
+        } else {
+            BurnToPyTorchAdapter.adapt(tensor, ctx)
+        }
+    }
+
+    fn get_alternative_param_name(&self, param_name: &str, module_type: &str) -> Option<String> {
+        if self.to_burn {
+            PyTorchToBurnAdapter.get_alternative_param_name(param_name, module_type)
+        } else {
+            BurnToPyTorchAdapter.get_alternative_param_name(param_name, module_type)
+        }
+    }
+
+    fn clone_box(&self) -> Box<dyn ModuleAdapter> {
+        Box::new(*self)
+    }
+}
 
 /// Dtype and shape of one stored tensor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,7 +251,7 @@ fn is_ignored_buffer(name: &str) -> bool {
 /// The tensors a module expects, under their Hugging Face names and PyTorch shapes.
 pub fn expected_tensors<M: ModuleSnapshot>(module: &M) -> BTreeMap<String, Vec<usize>> {
     module
-        .collect(None, Some(Box::new(BurnToPyTorchAdapter)), false)
+        .collect(None, Some(Box::new(HfLayoutAdapter::to_pytorch())), false)
         .into_iter()
         .map(|t| (t.name, t.shape.to_vec()))
         .collect()
@@ -258,7 +311,7 @@ pub fn check_tensors(
 /// Loads the (already checked) files into `module`, converting to F32.
 pub fn load_files<M: ModuleSnapshot>(module: &mut M, files: &[PathBuf]) -> Result<(), ModelError> {
     for path in files {
-        let adapter = PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32));
+        let adapter = HfLayoutAdapter::to_burn().chain(FloatCastAdapter::to(DType::F32));
         let mut store = SafetensorsStore::from_file(path.clone())
             .with_from_adapter(adapter)
             .allow_partial(true)

@@ -163,4 +163,70 @@ pub enum ModelError {
     /// Input tensors of the wrong shape or length for this model.
     #[error("invalid input: {0}")]
     InvalidInput(String),
+
+    /// A LoRA setting is out of range or inconsistent.
+    #[error("invalid LoRA setting `{key}`: {reason}")]
+    InvalidLoraConfig {
+        /// The setting (PEFT's name).
+        key: String,
+        /// Why it is rejected.
+        reason: String,
+    },
+
+    /// A LoRA / PEFT option this crate does not implement (DoRA, quantized bases, ...).
+    #[error("unsupported LoRA option `{option}` = {value}: {reason}")]
+    UnsupportedLora {
+        /// The option (and the file it came from, when read from one).
+        option: String,
+        /// The value found.
+        value: String,
+        /// What is not supported, and what to do instead.
+        reason: String,
+    },
+
+    /// `target_modules` / `modules_to_save` entries that match none of the model's linear
+    /// layers.
+    #[error(
+        "`{key}` entries {unknown:?} match no linear layer of this model; its linear layers are: {}",
+        available.join(", ")
+    )]
+    UnknownTargetModules {
+        /// `target_modules` or `modules_to_save`.
+        key: String,
+        /// The entries that matched nothing.
+        unknown: Vec<String>,
+        /// The model's linear layer kinds (`q_proj`, `k_proj`, ...).
+        available: Vec<String>,
+    },
+
+    /// The adapter's base model is not a local directory and no base was given.
+    #[error(
+        "the base model of adapter {adapter_dir} is {}, which is not a local directory; pass the base model directory explicitly",
+        base_model_name_or_path.as_deref().map_or("not recorded".to_string(), |b| format!("`{b}`"))
+    )]
+    AdapterBaseNotLocal {
+        /// The adapter directory.
+        adapter_dir: PathBuf,
+        /// Its `base_model_name_or_path` (a Hub id, a missing path, or absent).
+        base_model_name_or_path: Option<String>,
+    },
+
+    /// An adapter operation on a model without an adapter.
+    #[error("the model has no LoRA adapter attached")]
+    NoAdapter,
+
+    /// Attaching or loading an adapter onto a model that already has one.
+    #[error(
+        "the model already has a LoRA adapter ({layers} layers); merge it or start from the base"
+    )]
+    AdapterAlreadyAttached {
+        /// Layers the existing adapter touches.
+        layers: usize,
+    },
+
+    /// `save_pretrained` on a model with an adapter attached, which would drop the adapter.
+    #[error(
+        "the model has a LoRA adapter attached: save it with save_adapter, or merge_adapters first to save a full checkpoint"
+    )]
+    AdapterNotMerged,
 }

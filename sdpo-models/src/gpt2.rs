@@ -8,21 +8,27 @@ use burn::module::{Module, Param};
 use burn::nn::{Embedding, LayerNorm, Linear};
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, gelu_approximate};
-use burn::tensor::module::linear;
 
 use crate::attention::{attend, split_heads};
 use crate::config::{Activation, ModelConfig};
 use crate::init::Init;
+use crate::lora::linear::{Adaptable, adapted_forward};
+use crate::lora::{AttachedAdapter, LoraBranch, TrainedCopy};
 use crate::mask::attention_bias;
 use crate::output::{CausalLmOutput, tied_logits};
 
-/// Hugging Face's `Conv1D`: a linear layer with the weight stored `[in, out]`.
+/// Hugging Face's `Conv1D`: a linear layer with the weight stored `[in, out]`, with an optional
+/// LoRA branch (PEFT's `fan_in_fan_out` case).
 #[derive(Module, Debug)]
 pub struct Conv1D {
     /// `[in, out]`, the same layout in the checkpoint and in memory.
     pub weight: Param<Tensor<2>>,
     /// `[out]`.
     pub bias: Param<Tensor<1>>,
+    /// The adapter, when one is attached.
+    pub lora: Option<LoraBranch>,
+    /// The trainable copy when this layer is in `modules_to_save`.
+    pub trained: Option<TrainedCopy>,
 }
 
 impl Conv1D {
@@ -30,11 +36,47 @@ impl Conv1D {
         Self {
             weight: init.normal([d_in, d_out]),
             bias: init.zeros(d_out),
+            lora: None,
+            trained: None,
         }
     }
 
-    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        linear(x, self.weight.val(), Some(self.bias.val()))
+    /// `x W + b`, plus the adapter's update when one is attached.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, in]`; output `[batch, seq, out]`
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        adapted_forward(self, x)
+    }
+}
+
+impl Adaptable for Conv1D {
+    fn weight(&self) -> &Param<Tensor<2>> {
+        &self.weight
+    }
+    fn bias(&self) -> Option<&Param<Tensor<1>>> {
+        Some(&self.bias)
+    }
+    fn lora(&self) -> Option<&LoraBranch> {
+        self.lora.as_ref()
+    }
+    fn trained(&self) -> Option<&TrainedCopy> {
+        self.trained.as_ref()
+    }
+    fn set_lora(&mut self, lora: Option<LoraBranch>) {
+        self.lora = lora;
+    }
+    fn set_trained(&mut self, trained: Option<TrainedCopy>) {
+        self.trained = trained;
+    }
+    fn set_base(&mut self, weight: Param<Tensor<2>>, bias: Option<Param<Tensor<1>>>) {
+        self.weight = weight;
+        if let Some(bias) = bias {
+            self.bias = bias;
+        }
+    }
+    fn fan_in_fan_out(&self) -> bool {
+        true
     }
 }
 
@@ -135,6 +177,9 @@ pub struct Gpt2LmHeadModel {
     pub lm_head: Option<Linear>,
     #[module(skip)]
     config: ModelConfig,
+    /// The LoRA adapter attached to the `Conv1D` layers, if any.
+    #[module(skip)]
+    pub(crate) adapter: Option<AttachedAdapter>,
 }
 
 impl Gpt2LmHeadModel {
@@ -154,6 +199,7 @@ impl Gpt2LmHeadModel {
             transformer,
             lm_head,
             config: config.clone(),
+            adapter: None,
         }
     }
 

@@ -9,9 +9,11 @@ use burn::nn::{
 };
 use burn::prelude::*;
 
+use crate::lora::LoraLinear;
+
 /// SplitMix64: tiny, fast, good enough for weight initialisation, identical everywhere.
 #[derive(Debug, Clone)]
-struct SplitMix64(u64);
+pub(crate) struct SplitMix64(pub(crate) u64);
 
 impl SplitMix64 {
     fn next_u64(&mut self) -> u64 {
@@ -27,8 +29,15 @@ impl SplitMix64 {
         ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
     }
 
+    /// `n` samples of U(-bound, bound).
+    pub(crate) fn uniforms(&mut self, n: usize, bound: f64) -> Vec<f32> {
+        (0..n)
+            .map(|_| ((2.0 * self.uniform() - 1.0) * bound) as f32)
+            .collect()
+    }
+
     /// `n` samples of N(0, std²) by Box-Muller.
-    fn normals(&mut self, n: usize, std: f64) -> Vec<f32> {
+    pub(crate) fn normals(&mut self, n: usize, std: f64) -> Vec<f32> {
         let mut out = Vec::with_capacity(n + 1);
         while out.len() < n {
             let radius = (-2.0 * self.uniform().ln()).sqrt() * std;
@@ -93,6 +102,12 @@ impl Init {
             linear.weight = self.normal([d_in, d_out]);
         }
         linear
+    }
+
+    /// A LoRA-capable linear layer (weight `[d_in, d_out]`), optional zero bias, no adapter.
+    pub(crate) fn lora_linear(&mut self, d_in: usize, d_out: usize, bias: bool) -> LoraLinear {
+        let Linear { weight, bias } = self.linear(d_in, d_out, bias);
+        LoraLinear::new(weight, bias)
     }
 
     /// Token or position embedding `[n, d]`.

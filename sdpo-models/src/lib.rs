@@ -22,6 +22,11 @@
 //! # Ok(()) }
 //! ```
 //!
+//! LoRA ([`lora`]): attach or load PEFT adapters ([`CausalLm::attach_lora`],
+//! [`CausalLm::load_adapter`]), run with them on or off ([`CausalLm::without_adapters`]),
+//! save them in PEFT's layout ([`CausalLm::save_adapter`]) or merge them
+//! ([`CausalLm::merge_adapters`]).
+//!
 //! Training: build the policy on an autodiff device (`device.clone().autodiff()`; sdpo-train's
 //! `training_device` adds its options) and the frozen reference on the plain device.
 #![warn(missing_docs)]
@@ -35,6 +40,7 @@ pub mod gpt2;
 mod hf_config;
 mod init;
 pub mod llama;
+pub mod lora;
 mod mask;
 mod output;
 mod rope;

@@ -14,6 +14,7 @@ use burn::tensor::activation::silu;
 use crate::attention::{attend, split_heads};
 use crate::config::ModelConfig;
 use crate::init::Init;
+use crate::lora::{AttachedAdapter, LoraLinear};
 use crate::mask::attention_bias;
 use crate::output::{CausalLmOutput, tied_logits};
 use crate::rope::{apply_rope, rope_tables};
@@ -22,13 +23,13 @@ use crate::rope::{apply_rope, rope_tables};
 #[derive(Module, Debug)]
 pub struct LlamaAttention {
     /// `[hidden, heads * head_dim]`.
-    pub q_proj: Linear,
+    pub q_proj: LoraLinear,
     /// `[hidden, kv_heads * head_dim]`.
-    pub k_proj: Linear,
+    pub k_proj: LoraLinear,
     /// `[hidden, kv_heads * head_dim]`.
-    pub v_proj: Linear,
+    pub v_proj: LoraLinear,
     /// `[heads * head_dim, hidden]`.
-    pub o_proj: Linear,
+    pub o_proj: LoraLinear,
 }
 
 impl LlamaAttention {
@@ -36,10 +37,10 @@ impl LlamaAttention {
         let q_width = c.num_attention_heads * c.head_dim;
         let kv_width = c.num_key_value_heads * c.head_dim;
         Self {
-            q_proj: init.linear(c.hidden_size, q_width, c.qkv_bias),
-            k_proj: init.linear(c.hidden_size, kv_width, c.qkv_bias),
-            v_proj: init.linear(c.hidden_size, kv_width, c.qkv_bias),
-            o_proj: init.linear(q_width, c.hidden_size, c.o_bias),
+            q_proj: init.lora_linear(c.hidden_size, q_width, c.qkv_bias),
+            k_proj: init.lora_linear(c.hidden_size, kv_width, c.qkv_bias),
+            v_proj: init.lora_linear(c.hidden_size, kv_width, c.qkv_bias),
+            o_proj: init.lora_linear(q_width, c.hidden_size, c.o_bias),
         }
     }
 
@@ -73,19 +74,19 @@ impl LlamaAttention {
 #[derive(Module, Debug)]
 pub struct LlamaMlp {
     /// `[hidden, intermediate]`.
-    pub gate_proj: Linear,
+    pub gate_proj: LoraLinear,
     /// `[hidden, intermediate]`.
-    pub up_proj: Linear,
+    pub up_proj: LoraLinear,
     /// `[intermediate, hidden]`.
-    pub down_proj: Linear,
+    pub down_proj: LoraLinear,
 }
 
 impl LlamaMlp {
     fn new(c: &ModelConfig, init: &mut Init) -> Self {
         Self {
-            gate_proj: init.linear(c.hidden_size, c.intermediate_size, c.mlp_bias),
-            up_proj: init.linear(c.hidden_size, c.intermediate_size, c.mlp_bias),
-            down_proj: init.linear(c.intermediate_size, c.hidden_size, c.mlp_bias),
+            gate_proj: init.lora_linear(c.hidden_size, c.intermediate_size, c.mlp_bias),
+            up_proj: init.lora_linear(c.hidden_size, c.intermediate_size, c.mlp_bias),
+            down_proj: init.lora_linear(c.intermediate_size, c.hidden_size, c.mlp_bias),
         }
     }
 
@@ -156,6 +157,9 @@ pub struct LlamaForCausalLm {
     pub lm_head: Option<Linear>,
     #[module(skip)]
     config: ModelConfig,
+    /// The LoRA adapter attached to the linear layers, if any.
+    #[module(skip)]
+    pub(crate) adapter: Option<AttachedAdapter>,
 }
 
 impl LlamaForCausalLm {
@@ -174,6 +178,7 @@ impl LlamaForCausalLm {
             model,
             lm_head,
             config: config.clone(),
+            adapter: None,
         }
     }
 

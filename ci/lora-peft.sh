@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Loads LoRA adapters trained and saved by sdpo-models in Python PEFT 0.21.2 (+ transformers
+# 5.24.0, torch 2.9.0) and checks that PEFT's logits with the adapter on and disabled match ours
+# within 1e-4. Cases: Llama all-linear, Qwen2 rsLoRA with rank/alpha patterns and
+# modules_to_save, GPT-2 Conv1D (fan_in_fan_out) with modules_to_save.
+#
+# Idempotent. Python packages go into a venv under ${SDPO_CACHE:-$HOME/.cache/sdpo-rs}:
+# torch is taken from $SDPO_CACHE/torch-venv when that venv already has torch 2.9.0 (the tch
+# stage of CI makes it), else installed from PyPI into this script's venv.
+#
+# Usage: ci/lora-peft.sh   (from anywhere; honours CARGO_TARGET_DIR and SDPO_CACHE)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="${SDPO_CACHE:-$HOME/.cache/sdpo-rs}"
+VENV="$CACHE/lora-peft-venv"
+TORCH_VENV="$CACHE/torch-venv"
+PY="$VENV/bin/python"
+
+has_packages() {
+    "$PY" - <<'EOF' 2>/dev/null
+import peft, transformers, torch
+assert peft.__version__ == "0.21.2", peft.__version__
+assert transformers.__version__ == "5.24.0", transformers.__version__
+assert torch.__version__.split("+")[0] == "2.9.0", torch.__version__
+EOF
+}
+
+if ! has_packages; then
+    echo "lora-peft: preparing $VENV"
+    mkdir -p "$CACHE"
+    [ -x "$PY" ] || python3 -m venv "$VENV"
+    if [ -x "$TORCH_VENV/bin/python" ] &&
+        "$TORCH_VENV/bin/python" -c 'import torch; assert torch.__version__.startswith("2.9.0")' 2>/dev/null; then
+        # Reuse CI's torch instead of a second multi-GB install.
+        TORCH_SITE="$("$TORCH_VENV/bin/python" -c 'import torch, os; print(os.path.dirname(os.path.dirname(torch.__file__)))')"
+        SITE="$("$PY" -c 'import site; print(site.getsitepackages()[0])')"
+        echo "$TORCH_SITE" >"$SITE/sdpo-torch-venv.pth"
+    else
+        "$PY" -m pip install --quiet torch==2.9.0
+    fi
+    "$PY" -m pip install --quiet transformers==5.24.0 peft==0.21.2 accelerate==1.15.0
+    has_packages || { echo "lora-peft: the venv lacks the pinned packages" >&2; exit 1; }
+fi
+
+EXPORT="$(mktemp -d)"
+trap 'rm -rf "$EXPORT"' EXIT
+echo "lora-peft: exporting adapters trained by sdpo-models into $EXPORT"
+(cd "$ROOT" && SDPO_LORA_EXPORT_DIR="$EXPORT" cargo test --quiet -p sdpo-models \
+    --test lora_peft_export -- --ignored --nocapture)
+
+"$PY" - "$EXPORT" <<'EOF'
+import json, pathlib, sys
+
+import torch
+from peft import PeftModel
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+TOL = 1e-4
+root = pathlib.Path(sys.argv[1])
+cases = sorted(p for p in root.iterdir() if (p / "adapter").is_dir())
+if not cases:
+    sys.exit("lora-peft: nothing was exported")
+failed = []
+for case in cases:
+    ours = load_file(str(case / "ours.safetensors"))
+    config = json.loads((case / "adapter" / "adapter_config.json").read_text())
+    base = AutoModelForCausalLM.from_pretrained(
+        config["base_model_name_or_path"], dtype=torch.float32, attn_implementation="eager"
+    )
+    model = PeftModel.from_pretrained(base, str(case / "adapter")).eval()
+    with torch.no_grad():
+        inputs = dict(input_ids=ours["input_ids"], attention_mask=ours["attention_mask"])
+        on = model(**inputs).logits
+        with model.disable_adapter():
+            off = model(**inputs).logits
+    for key, theirs in (("logits", on), ("logits_adapter_disabled", off)):
+        diff = (theirs - ours[key]).abs().max().item()
+        ok = diff <= TOL  # NaN fails
+        print(f"{case.name}: {key} max |PEFT - ours| = {diff:.2e} {'ok' if ok else 'FAIL'}")
+        if not ok:
+            failed.append(f"{case.name}/{key}")
+    matters = (on - off).abs().max().item()
+    print(f"{case.name}: adapter on vs off differ by {matters:.3f} in PEFT")
+    if not matters > 10 * TOL:
+        failed.append(f"{case.name}: the trained adapter does not change the logits")
+if failed:
+    sys.exit("lora-peft: FAILED: " + ", ".join(failed))
+print(f"lora-peft: {len(cases)} adapters load in PEFT 0.21.2 with our logits (tol {TOL})")
+EOF

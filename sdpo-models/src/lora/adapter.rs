@@ -1,0 +1,605 @@
+//! Adapters on a [`CausalLm`]: target resolution, attach, load, save, disable, merge.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn::module::{Module, ModuleMapper, Param};
+use burn::prelude::*;
+
+use super::config::{
+    ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, LoraConfig, TargetModules, default_target_modules,
+};
+use super::linear::{Adaptable, LoraBranch, TrainedCopy, transpose};
+use crate::causal_lm::CausalLm;
+use crate::checkpoint::{StoredTensor, check_tensors, read_header};
+use crate::error::ModelError;
+use crate::init::SplitMix64;
+
+/// The prefix PEFT puts before the model's own module names in an adapter file
+/// (`base_model.model.` + `model.layers.0.self_attn.q_proj` + `.lora_A.weight`).
+pub const PEFT_PREFIX: &str = "base_model.model.";
+
+/// The adapter attached to a model: its settings and the layers they resolved to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttachedAdapter {
+    /// The LoRA settings (rank, alpha, targets as requested, ...).
+    pub config: LoraConfig,
+    /// Full names of the layers that carry a LoRA branch, in model order.
+    pub adapted: Vec<String>,
+    /// Full names of the layers trained in full (`modules_to_save`), in model order.
+    pub trained: Vec<String>,
+}
+
+/// Sets every float parameter's `require_grad`: `false` freezes the base under an adapter,
+/// `true` makes a merged model an ordinary trainable one again.
+struct RequireGrad(bool);
+
+impl ModuleMapper for RequireGrad {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        param.set_require_grad(self.0)
+    }
+}
+
+/// Whether a layer name is selected by a PEFT-style list entry: equal, or a `.`-suffix.
+fn name_matches(name: &str, entry: &str) -> bool {
+    name == entry || name.ends_with(&format!(".{entry}"))
+}
+
+/// Host f32 values of a 2-D or 1-D tensor.
+fn host_f32<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
+    tensor
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap_or_default()
+}
+
+/// One tensor to write into a safetensors file.
+struct HostTensor {
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+impl HostTensor {
+    fn new(values: Vec<f32>, shape: Vec<usize>) -> Self {
+        Self {
+            shape,
+            bytes: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
+    }
+}
+
+impl safetensors::View for &HostTensor {
+    fn dtype(&self) -> safetensors::Dtype {
+        safetensors::Dtype::F32
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Borrowed(&self.bytes)
+    }
+    fn data_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+/// Reads the named tensors of a safetensors file as f32 (F32, BF16 and F16 widened exactly).
+fn read_f32_tensors(
+    path: &Path,
+    names: impl IntoIterator<Item = String>,
+) -> Result<BTreeMap<String, Vec<f32>>, ModelError> {
+    let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let bad = |reason: String| ModelError::BadSafetensors {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let file = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+    let mut out = BTreeMap::new();
+    for name in names {
+        let view = file
+            .tensor(&name)
+            .map_err(|e| bad(format!("`{name}`: {e}")))?;
+        let data = view.data();
+        let values: Vec<f32> = match view.dtype() {
+            safetensors::Dtype::F32 => data
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            safetensors::Dtype::BF16 => data
+                .chunks_exact(2)
+                .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))
+                .collect(),
+            safetensors::Dtype::F16 => data
+                .chunks_exact(2)
+                .map(|c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32())
+                .collect(),
+            other => {
+                return Err(ModelError::UnsupportedDtype {
+                    path: path.to_path_buf(),
+                    name,
+                    dtype: format!("{other:?}"),
+                });
+            }
+        };
+        out.insert(name, values);
+    }
+    Ok(out)
+}
+
+/// The layers selected by `config` (targets and `modules_to_save`), checked against the
+/// model's linear layers.
+fn resolve(
+    config: &LoraConfig,
+    model: &CausalLm,
+) -> Result<(Vec<String>, Vec<String>), ModelError> {
+    let names = model.linear_layer_names();
+    let available = || model.linear_layer_kinds();
+    let default_targets;
+    let targets = match &config.target_modules {
+        Some(t) => t,
+        None => {
+            default_targets =
+                TargetModules::Names(default_target_modules(model.config().architecture));
+            &default_targets
+        }
+    };
+    // PEFT matches `target_modules` entries at a `.` boundary but `modules_to_save` entries as
+    // plain suffixes (`_set_trainable`); both are kept.
+    let select_list = |entries: &[String], key: &str| -> Result<Vec<String>, ModelError> {
+        let matches = |n: &str, e: &str| {
+            if key == "modules_to_save" {
+                n.ends_with(e)
+            } else {
+                name_matches(n, e)
+            }
+        };
+        let unmatched: Vec<String> = entries
+            .iter()
+            .filter(|e| !names.iter().any(|n| matches(n, e)))
+            .cloned()
+            .collect();
+        if !unmatched.is_empty() {
+            return Err(ModelError::UnknownTargetModules {
+                key: key.into(),
+                unknown: unmatched,
+                available: available(),
+            });
+        }
+        Ok(names
+            .iter()
+            .filter(|n| entries.iter().any(|e| matches(n, e)))
+            .cloned()
+            .collect())
+    };
+    let adapted = match targets {
+        TargetModules::AllLinear => names.clone(),
+        TargetModules::Names(entries) => select_list(entries, "target_modules")?,
+        TargetModules::Regex(pattern) => {
+            let regex = regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
+                ModelError::InvalidLoraConfig {
+                    key: "target_modules".into(),
+                    reason: format!("`{pattern}` is not a regular expression: {e}"),
+                }
+            })?;
+            let selected: Vec<String> = names
+                .iter()
+                .filter(|n| regex.is_match(n))
+                .cloned()
+                .collect();
+            if selected.is_empty() {
+                return Err(ModelError::UnknownTargetModules {
+                    key: "target_modules".into(),
+                    unknown: vec![pattern.clone()],
+                    available: available(),
+                });
+            }
+            selected
+        }
+    };
+    let trained = match &config.modules_to_save {
+        Some(entries) => select_list(entries, "modules_to_save")?,
+        None => Vec::new(),
+    };
+    if let Some(both) = trained.iter().find(|n| adapted.contains(n)) {
+        return Err(ModelError::InvalidLoraConfig {
+            key: "modules_to_save".into(),
+            reason: format!(
+                "`{both}` is also a LoRA target; a layer is either adapted or trained in full"
+            ),
+        });
+    }
+    Ok((adapted, trained))
+}
+
+impl CausalLm {
+    /// Full names of the linear layers that can carry an adapter, in model order
+    /// (`model.layers.0.self_attn.q_proj`, ..., `transformer.h.0.attn.c_attn`, ...). The
+    /// output head and the embeddings are not among them.
+    pub fn linear_layer_names(&self) -> Vec<String> {
+        self.adaptable_layers()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect()
+    }
+
+    /// The distinct short names of [`CausalLm::linear_layer_names`] (`q_proj`, `k_proj`, ...):
+    /// what `target_modules` entries usually are.
+    pub fn linear_layer_kinds(&self) -> Vec<String> {
+        let mut kinds: Vec<String> = Vec::new();
+        for name in self.linear_layer_names() {
+            let kind = name.rsplit('.').next().unwrap_or(&name).to_string();
+            if !kinds.contains(&kind) {
+                kinds.push(kind);
+            }
+        }
+        kinds
+    }
+
+    /// Every LoRA branch with the full name of its layer, in model order: the trainable
+    /// factors (`branch.lora_a.id` / `lora_b.id` key their gradients and optimizer state).
+    pub fn lora_branches(&self) -> Vec<(String, &LoraBranch)> {
+        self.adaptable_layers()
+            .into_iter()
+            .filter_map(|(name, layer)| layer.lora().map(|l| (name, l)))
+            .collect()
+    }
+
+    /// Every trainable copy of a `modules_to_save` layer with the layer's full name.
+    pub fn trained_copies(&self) -> Vec<(String, &TrainedCopy)> {
+        self.adaptable_layers()
+            .into_iter()
+            .filter_map(|(name, layer)| layer.trained().map(|c| (name, c)))
+            .collect()
+    }
+
+    /// The adapter attached to this model, if any.
+    pub fn adapter(&self) -> Option<&AttachedAdapter> {
+        match self {
+            Self::Llama(m) | Self::Qwen2(m) => m.adapter.as_ref(),
+            Self::Gpt2(m) => m.adapter.as_ref(),
+        }
+    }
+
+    fn set_adapter(&mut self, adapter: Option<AttachedAdapter>) {
+        match self {
+            Self::Llama(m) | Self::Qwen2(m) => m.adapter = adapter,
+            Self::Gpt2(m) => m.adapter = adapter,
+        }
+    }
+
+    /// Attaches new LoRA adapters: freezes every base parameter, then gives each target layer
+    /// a branch initialised as PEFT does (A Kaiming-uniform, B zero, unless
+    /// `init_lora_weights` says otherwise) from `seed`, and each `modules_to_save` layer a
+    /// trainable copy. With the default init the model's output is unchanged.
+    ///
+    /// Errors: an adapter is already attached; invalid or unsupported settings (DoRA);
+    /// target names that match no linear layer ([`ModelError::UnknownTargetModules`] lists the
+    /// model's linear layers).
+    pub fn attach_lora(self, config: &LoraConfig, seed: u64) -> Result<Self, ModelError> {
+        config.validate()?;
+        self.check_no_adapter()?;
+        let (adapted, trained) = resolve(config, &self)?;
+        let mut model = self.map(&mut RequireGrad(false));
+        let mut rng = SplitMix64(seed);
+        for (name, layer) in model.adaptable_layers_mut() {
+            if adapted.contains(&name) {
+                let lora = config.layer(&name)?;
+                let [d_in, d_out] = layer.weight().dims();
+                let device = layer.weight().device();
+                layer.set_lora(Some(LoraBranch::init(
+                    [lora.r, d_in, d_out],
+                    lora.scale,
+                    config.lora_dropout,
+                    config.init_lora_weights,
+                    &mut rng,
+                    &device,
+                )));
+            } else if trained.contains(&name) {
+                layer.set_trained(Some(TrainedCopy {
+                    weight: Param::from_tensor(layer.weight().val().detach()),
+                    bias: layer.bias().map(|b| Param::from_tensor(b.val().detach())),
+                }));
+            }
+        }
+        model.set_adapter(Some(AttachedAdapter {
+            config: config.clone(),
+            adapted,
+            trained,
+        }));
+        Ok(model)
+    }
+
+    /// Loads a PEFT LoRA adapter directory (`adapter_config.json` +
+    /// `adapter_model.safetensors`, as `PeftModel.save_pretrained` writes it) onto this base
+    /// model, freezing the base.
+    ///
+    /// Strict: the file must hold exactly the `lora_A` / `lora_B` weights of every target layer
+    /// (and the weight and bias of every `modules_to_save` layer) under PEFT's key names,
+    /// with the shapes the config and the base imply; missing, unexpected and mis-shaped
+    /// tensors are errors that list them. F32, BF16 and F16 are read as F32.
+    pub fn load_adapter(self, dir: impl AsRef<Path>) -> Result<Self, ModelError> {
+        let dir = dir.as_ref();
+        let (config, _) = LoraConfig::from_adapter_config(dir)?;
+        self.check_no_adapter()?;
+        let (adapted, trained) = resolve(&config, &self)?;
+
+        // Every tensor the adapter must hold, under its PEFT name and PyTorch shape.
+        let mut expected: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (name, layer) in self.adaptable_layers() {
+            let [d_in, d_out] = layer.weight().dims();
+            if adapted.contains(&name) {
+                let r = config.layer(&name)?.r;
+                expected.insert(format!("{PEFT_PREFIX}{name}.lora_A.weight"), vec![r, d_in]);
+                expected.insert(format!("{PEFT_PREFIX}{name}.lora_B.weight"), vec![d_out, r]);
+            } else if trained.contains(&name) {
+                let shape = if layer.fan_in_fan_out() {
+                    vec![d_in, d_out]
+                } else {
+                    vec![d_out, d_in]
+                };
+                expected.insert(format!("{PEFT_PREFIX}{name}.weight"), shape);
+                if layer.bias().is_some() {
+                    expected.insert(format!("{PEFT_PREFIX}{name}.bias"), vec![d_out]);
+                }
+            }
+        }
+        let path = dir.join(ADAPTER_WEIGHTS_FILE);
+        if !path.is_file() {
+            return Err(ModelError::NoWeights {
+                dir: dir.to_path_buf(),
+            });
+        }
+        let stored: BTreeMap<String, StoredTensor> = read_header(&path)?;
+        check_tensors(dir, &expected, &stored, None)?;
+        let mut values = read_f32_tensors(&path, expected.keys().cloned())?;
+        let mut take = |key: String| values.remove(&key).unwrap_or_default();
+
+        let mut model = self.map(&mut RequireGrad(false));
+        for (name, layer) in model.adaptable_layers_mut() {
+            let [d_in, d_out] = layer.weight().dims();
+            let device = layer.weight().device();
+            if adapted.contains(&name) {
+                let lora = config.layer(&name)?;
+                let a = take(format!("{PEFT_PREFIX}{name}.lora_A.weight"));
+                let b = take(format!("{PEFT_PREFIX}{name}.lora_B.weight"));
+                layer.set_lora(Some(LoraBranch::from_peft(
+                    a,
+                    b,
+                    [lora.r, d_in, d_out],
+                    lora.scale,
+                    config.lora_dropout,
+                    &device,
+                )));
+            } else if trained.contains(&name) {
+                let w = take(format!("{PEFT_PREFIX}{name}.weight"));
+                let w = if layer.fan_in_fan_out() {
+                    w
+                } else {
+                    transpose(&w, d_out, d_in)
+                };
+                let weight = Tensor::<2>::from_data(TensorData::new(w, [d_in, d_out]), &device);
+                let bias = layer.bias().map(|_| {
+                    let b = take(format!("{PEFT_PREFIX}{name}.bias"));
+                    Param::from_tensor(Tensor::<1>::from_data(TensorData::new(b, [d_out]), &device))
+                });
+                layer.set_trained(Some(TrainedCopy {
+                    weight: Param::from_tensor(weight),
+                    bias,
+                }));
+            }
+        }
+        model.set_adapter(Some(AttachedAdapter {
+            config,
+            adapted,
+            trained,
+        }));
+        Ok(model)
+    }
+
+    /// Writes the attached adapter as PEFT does: `adapter_config.json` and
+    /// `adapter_model.safetensors` (F32, `lora_A.weight` `[r, in]`, `lora_B.weight`
+    /// `[out, r]`, and the weight and bias of each `modules_to_save` layer, under
+    /// `base_model.model.<layer>`). `base_model_name_or_path` is recorded in the config (PEFT
+    /// and `sdpo merge` use it to find the base). Creates `dir`; replaces existing files.
+    pub fn save_adapter(
+        &self,
+        dir: impl AsRef<Path>,
+        base_model_name_or_path: Option<&str>,
+    ) -> Result<(), ModelError> {
+        let dir = dir.as_ref();
+        let adapter = self.adapter().ok_or(ModelError::NoAdapter)?;
+        let io = |path: &Path| {
+            let path: PathBuf = path.to_path_buf();
+            move |source| ModelError::Io { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+
+        let mut tensors: BTreeMap<String, HostTensor> = BTreeMap::new();
+        let mut fan_in_fan_out = false;
+        for (name, layer) in self.adaptable_layers() {
+            fan_in_fan_out |= layer.fan_in_fan_out();
+            if let Some(lora) = layer.lora() {
+                let [r, d_in, d_out] = lora.dims();
+                let (a, b) = lora.to_peft();
+                tensors.insert(
+                    format!("{PEFT_PREFIX}{name}.lora_A.weight"),
+                    HostTensor::new(host_f32(a), vec![r, d_in]),
+                );
+                tensors.insert(
+                    format!("{PEFT_PREFIX}{name}.lora_B.weight"),
+                    HostTensor::new(host_f32(b), vec![d_out, r]),
+                );
+            }
+            if let Some(copy) = layer.trained() {
+                let [d_in, d_out] = copy.weight.dims();
+                let weight = if layer.fan_in_fan_out() {
+                    HostTensor::new(host_f32(copy.weight.val()), vec![d_in, d_out])
+                } else {
+                    HostTensor::new(host_f32(copy.weight.val().transpose()), vec![d_out, d_in])
+                };
+                tensors.insert(format!("{PEFT_PREFIX}{name}.weight"), weight);
+                if let Some(bias) = &copy.bias {
+                    tensors.insert(
+                        format!("{PEFT_PREFIX}{name}.bias"),
+                        HostTensor::new(host_f32(bias.val()), vec![d_out]),
+                    );
+                }
+            }
+        }
+        let weights = dir.join(ADAPTER_WEIGHTS_FILE);
+        let metadata = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+        safetensors::serialize_to_file(tensors.iter(), Some(metadata), &weights).map_err(|e| {
+            ModelError::Store {
+                path: weights.clone(),
+                message: e.to_string(),
+            }
+        })?;
+
+        // PEFT records the names it resolved: "all-linear" becomes the list of layer kinds.
+        let targets = match &adapter.config.target_modules {
+            Some(TargetModules::Regex(r)) => TargetModules::Regex(r.clone()),
+            Some(TargetModules::Names(n)) => TargetModules::Names(n.clone()),
+            Some(TargetModules::AllLinear) => TargetModules::Names(
+                self.linear_layer_kinds()
+                    .into_iter()
+                    .filter(|k| adapter.adapted.iter().any(|n| name_matches(n, k)))
+                    .collect(),
+            ),
+            None => TargetModules::Names(default_target_modules(self.config().architecture)),
+        };
+        let json =
+            adapter
+                .config
+                .to_adapter_json(&targets, fan_in_fan_out, base_model_name_or_path);
+        let config_path = dir.join(ADAPTER_CONFIG_FILE);
+        let text = serde_json::to_string_pretty(&json).map_err(|source| ModelError::Json {
+            path: config_path.clone(),
+            source,
+        })?;
+        std::fs::write(&config_path, text + "\n").map_err(io(&config_path))
+    }
+
+    /// The same model with its adapters removed: the frozen base, sharing every weight buffer
+    /// with `self` (no copy). Its logits are exactly the base model's (PEFT's
+    /// `disable_adapter()`), which makes it the DPO reference of a LoRA run: build it once
+    /// from the policy (`policy.valid().without_adapters()` or, before training, from the
+    /// plain-device model) and evaluate it without autodiff.
+    pub fn without_adapters(&self) -> Self {
+        let mut model = self.clone();
+        for (_, layer) in model.adaptable_layers_mut() {
+            layer.set_lora(None);
+            layer.set_trained(None);
+        }
+        model.set_adapter(None);
+        model
+    }
+
+    /// Folds the adapters into the base weights (`W + scale · (B A)ᵀ`, and the trained copies of
+    /// `modules_to_save` replacing their originals; PEFT's `merge_and_unload`) and returns a
+    /// plain model with every parameter trainable again, ready for
+    /// [`CausalLm::save_pretrained`]. Without an adapter, returns the model unchanged.
+    pub fn merge_adapters(self) -> Self {
+        if self.adapter().is_none() {
+            return self;
+        }
+        let mut model = self;
+        for (_, layer) in model.adaptable_layers_mut() {
+            let trained = layer.trained().map(|copy| {
+                (
+                    Param::from_tensor(copy.weight.val().detach()),
+                    copy.bias
+                        .as_ref()
+                        .map(|b| Param::from_tensor(b.val().detach())),
+                )
+            });
+            if let Some((weight, bias)) = trained {
+                layer.set_base(weight, bias);
+            }
+            let merged = layer
+                .lora()
+                .map(|lora| layer.weight().val().detach() + lora.delta().detach());
+            if let Some(merged) = merged {
+                let bias = layer.bias().cloned();
+                layer.set_base(Param::from_tensor(merged), bias);
+            }
+            layer.set_lora(None);
+            layer.set_trained(None);
+        }
+        model.set_adapter(None);
+        model.map(&mut RequireGrad(true))
+    }
+
+    fn check_no_adapter(&self) -> Result<(), ModelError> {
+        match self.adapter() {
+            Some(adapter) => Err(ModelError::AdapterAlreadyAttached {
+                layers: adapter.adapted.len() + adapter.trained.len(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Every LoRA-capable layer with its full Hugging Face module name, in model order.
+    pub(crate) fn adaptable_layers(&self) -> Vec<(String, &dyn Adaptable)> {
+        let mut out: Vec<(String, &dyn Adaptable)> = Vec::new();
+        match self {
+            Self::Llama(m) | Self::Qwen2(m) => {
+                for (i, layer) in m.model.layers.iter().enumerate() {
+                    let p = format!("model.layers.{i}");
+                    let (a, f) = (&layer.self_attn, &layer.mlp);
+                    out.push((format!("{p}.self_attn.q_proj"), &a.q_proj));
+                    out.push((format!("{p}.self_attn.k_proj"), &a.k_proj));
+                    out.push((format!("{p}.self_attn.v_proj"), &a.v_proj));
+                    out.push((format!("{p}.self_attn.o_proj"), &a.o_proj));
+                    out.push((format!("{p}.mlp.gate_proj"), &f.gate_proj));
+                    out.push((format!("{p}.mlp.up_proj"), &f.up_proj));
+                    out.push((format!("{p}.mlp.down_proj"), &f.down_proj));
+                }
+            }
+            Self::Gpt2(m) => {
+                for (i, block) in m.transformer.h.iter().enumerate() {
+                    let p = format!("transformer.h.{i}");
+                    out.push((format!("{p}.attn.c_attn"), &block.attn.c_attn));
+                    out.push((format!("{p}.attn.c_proj"), &block.attn.c_proj));
+                    out.push((format!("{p}.mlp.c_fc"), &block.mlp.c_fc));
+                    out.push((format!("{p}.mlp.c_proj"), &block.mlp.c_proj));
+                }
+            }
+        }
+        out
+    }
+
+    /// [`CausalLm::adaptable_layers`], mutable.
+    pub(crate) fn adaptable_layers_mut(&mut self) -> Vec<(String, &mut dyn Adaptable)> {
+        let mut out: Vec<(String, &mut dyn Adaptable)> = Vec::new();
+        match self {
+            Self::Llama(m) | Self::Qwen2(m) => {
+                for (i, layer) in m.model.layers.iter_mut().enumerate() {
+                    let p = format!("model.layers.{i}");
+                    let (a, f) = (&mut layer.self_attn, &mut layer.mlp);
+                    out.push((format!("{p}.self_attn.q_proj"), &mut a.q_proj));
+                    out.push((format!("{p}.self_attn.k_proj"), &mut a.k_proj));
+                    out.push((format!("{p}.self_attn.v_proj"), &mut a.v_proj));
+                    out.push((format!("{p}.self_attn.o_proj"), &mut a.o_proj));
+                    out.push((format!("{p}.mlp.gate_proj"), &mut f.gate_proj));
+                    out.push((format!("{p}.mlp.up_proj"), &mut f.up_proj));
+                    out.push((format!("{p}.mlp.down_proj"), &mut f.down_proj));
+                }
+            }
+            Self::Gpt2(m) => {
+                for (i, block) in m.transformer.h.iter_mut().enumerate() {
+                    let p = format!("transformer.h.{i}");
+                    let (a, f) = (&mut block.attn, &mut block.mlp);
+                    out.push((format!("{p}.attn.c_attn"), &mut a.c_attn));
+                    out.push((format!("{p}.attn.c_proj"), &mut a.c_proj));
+                    out.push((format!("{p}.mlp.c_fc"), &mut f.c_fc));
+                    out.push((format!("{p}.mlp.c_proj"), &mut f.c_proj));
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,221 @@
+//! The LoRA-capable linear layers: [`LoraLinear`] (an `nn.Linear`, Llama and Qwen2) and
+//! GPT-2's [`Conv1D`](crate::gpt2::Conv1D), both computing `x W + b + scale · (x Aᵀ) Bᵀ`.
+//!
+//! The base weight is kept `[in, out]` in memory for both. The low-rank factors are kept as
+//! `Aᵀ` `[in, r]` and `Bᵀ` `[r, out]` so the branch is two small matmuls; the dense
+//! `W + scale · B A` is never formed in a forward pass, so the gradient of a step is
+//! adapter-shaped, not weight-shaped.
+
+use burn::module::{Module, Param};
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use burn::tensor::module::linear;
+
+use crate::init::SplitMix64;
+
+/// Row-major `[rows, cols]` -> `[cols, rows]`.
+pub(crate) fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; values.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = values[r * cols + c];
+        }
+    }
+    out
+}
+
+/// The low-rank update of one layer: `scale · B (A dropout(x))`.
+#[derive(Module, Debug)]
+pub struct LoraBranch {
+    /// `Aᵀ`: `[in, r]` (PEFT stores `lora_A.weight` as `[r, in]`).
+    pub lora_a: Param<Tensor<2>>,
+    /// `Bᵀ`: `[r, out]` (PEFT stores `lora_B.weight` as `[out, r]`).
+    pub lora_b: Param<Tensor<2>>,
+    /// `lora_alpha / r` or `lora_alpha / √r`.
+    #[module(skip)]
+    pub scale: f64,
+    /// Dropout probability on the branch input, applied on autodiff devices only.
+    #[module(skip)]
+    pub dropout: f64,
+}
+
+impl LoraBranch {
+    /// A branch from host values in PEFT's layouts: `a` `[r, in]`, `b` `[out, r]` row-major.
+    pub(crate) fn from_peft(
+        a: Vec<f32>,
+        b: Vec<f32>,
+        [r, d_in, d_out]: [usize; 3],
+        scale: f64,
+        dropout: f64,
+        device: &Device,
+    ) -> Self {
+        // Transposed on the host so the parameters are contiguous.
+        let a = Tensor::<2>::from_data(TensorData::new(transpose(&a, r, d_in), [d_in, r]), device);
+        let b =
+            Tensor::<2>::from_data(TensorData::new(transpose(&b, d_out, r), [r, d_out]), device);
+        Self {
+            lora_a: Param::from_tensor(a),
+            lora_b: Param::from_tensor(b),
+            scale,
+            dropout,
+        }
+    }
+
+    /// A new branch drawn from `rng` as PEFT initialises it (see
+    /// [`InitLoraWeights`](super::InitLoraWeights)).
+    pub(crate) fn init(
+        [r, d_in, d_out]: [usize; 3],
+        scale: f64,
+        dropout: f64,
+        init: super::InitLoraWeights,
+        rng: &mut SplitMix64,
+        device: &Device,
+    ) -> Self {
+        use super::InitLoraWeights as I;
+        // kaiming_uniform_(a=√5) on [r, in]: gain √(2/6), bound √3 · gain / √fan_in = 1/√in.
+        let a = match init {
+            I::Default | I::Random => rng.uniforms(r * d_in, 1.0 / (d_in as f64).sqrt()),
+            I::Gaussian => rng.normals(r * d_in, 1.0 / r as f64),
+        };
+        let b = match init {
+            I::Default | I::Gaussian => vec![0.0; d_out * r],
+            I::Random => rng.uniforms(d_out * r, 1.0 / (r as f64).sqrt()),
+        };
+        Self::from_peft(a, b, [r, d_in, d_out], scale, dropout, device)
+    }
+
+    /// Rank, input and output width.
+    pub fn dims(&self) -> [usize; 3] {
+        let [d_in, r] = self.lora_a.dims();
+        let [_, d_out] = self.lora_b.dims();
+        [r, d_in, d_out]
+    }
+
+    /// `scale · B (A dropout(x))`.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, in]`; output `[batch, seq, out]`
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let x = if self.dropout > 0.0 && x.device().is_autodiff() {
+            let keep = 1.0 - self.dropout;
+            let mask = x.random_like(Distribution::Bernoulli(keep));
+            x * mask / keep
+        } else {
+            x
+        };
+        linear(linear(x, self.lora_a.val(), None), self.lora_b.val(), None) * self.scale
+    }
+
+    /// The dense update `scale · (B A)ᵀ` `[in, out]`, for merging.
+    pub fn delta(&self) -> Tensor<2> {
+        self.lora_a.val().matmul(self.lora_b.val()) * self.scale
+    }
+
+    /// `Aᵀ` and `Bᵀ` transposed back to PEFT's `[r, in]` and `[out, r]`.
+    pub fn to_peft(&self) -> (Tensor<2>, Tensor<2>) {
+        (self.lora_a.val().transpose(), self.lora_b.val().transpose())
+    }
+}
+
+/// A layer trained in full next to the adapters (PEFT's `modules_to_save`): a trainable copy
+/// of the base weight and bias.
+#[derive(Module, Debug)]
+pub struct TrainedCopy {
+    /// `[in, out]`.
+    pub weight: Param<Tensor<2>>,
+    /// `[out]`.
+    pub bias: Option<Param<Tensor<1>>>,
+}
+
+/// `nn.Linear` with an optional LoRA branch: `x W + b + scale · B (A x)`.
+///
+/// Loads and saves as a Hugging Face linear (`weight` `[out, in]`, `bias` `[out]`); the branch
+/// is saved in PEFT's adapter file, not in the checkpoint.
+#[derive(Module, Debug)]
+pub struct LoraLinear {
+    /// `[in, out]` (burn's layout; transposed to `[out, in]` on save).
+    pub weight: Param<Tensor<2>>,
+    /// `[out]`.
+    pub bias: Option<Param<Tensor<1>>>,
+    /// The adapter, when one is attached.
+    pub lora: Option<LoraBranch>,
+    /// The trainable copy when this layer is in `modules_to_save`.
+    pub trained: Option<TrainedCopy>,
+}
+
+impl LoraLinear {
+    /// A plain linear layer from a weight `[in, out]` and bias.
+    pub(crate) fn new(weight: Param<Tensor<2>>, bias: Option<Param<Tensor<1>>>) -> Self {
+        Self {
+            weight,
+            bias,
+            lora: None,
+            trained: None,
+        }
+    }
+
+    /// `x W + b`, plus the adapter's update when one is attached.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, in]`; output `[batch, seq, out]`
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        adapted_forward(self, x)
+    }
+}
+
+/// What the adapter code needs from a LoRA-capable layer, whatever its checkpoint layout.
+pub(crate) trait Adaptable {
+    /// `[in, out]`.
+    fn weight(&self) -> &Param<Tensor<2>>;
+    fn bias(&self) -> Option<&Param<Tensor<1>>>;
+    fn lora(&self) -> Option<&LoraBranch>;
+    fn trained(&self) -> Option<&TrainedCopy>;
+    fn set_lora(&mut self, lora: Option<LoraBranch>);
+    fn set_trained(&mut self, trained: Option<TrainedCopy>);
+    fn set_base(&mut self, weight: Param<Tensor<2>>, bias: Option<Param<Tensor<1>>>);
+    /// Whether the checkpoint stores the weight `[in, out]` (GPT-2's `Conv1D`) rather than
+    /// `[out, in]` (`nn.Linear`).
+    fn fan_in_fan_out(&self) -> bool;
+}
+
+impl Adaptable for LoraLinear {
+    fn weight(&self) -> &Param<Tensor<2>> {
+        &self.weight
+    }
+    fn bias(&self) -> Option<&Param<Tensor<1>>> {
+        self.bias.as_ref()
+    }
+    fn lora(&self) -> Option<&LoraBranch> {
+        self.lora.as_ref()
+    }
+    fn trained(&self) -> Option<&TrainedCopy> {
+        self.trained.as_ref()
+    }
+    fn set_lora(&mut self, lora: Option<LoraBranch>) {
+        self.lora = lora;
+    }
+    fn set_trained(&mut self, trained: Option<TrainedCopy>) {
+        self.trained = trained;
+    }
+    fn set_base(&mut self, weight: Param<Tensor<2>>, bias: Option<Param<Tensor<1>>>) {
+        self.weight = weight;
+        self.bias = bias;
+    }
+    fn fan_in_fan_out(&self) -> bool {
+        false
+    }
+}
+
+/// The forward pass of every LoRA-capable layer: the trainable copy when there is one, else the
+/// base; then the adapter's update.
+pub(crate) fn adapted_forward<L: Adaptable>(layer: &L, x: Tensor<3>) -> Tensor<3> {
+    let branch_input = layer.lora().map(|_| x.clone());
+    let base = match layer.trained() {
+        Some(copy) => linear(x, copy.weight.val(), copy.bias.as_ref().map(Param::val)),
+        None => linear(x, layer.weight().val(), layer.bias().map(Param::val)),
+    };
+    match (layer.lora(), branch_input) {
+        (Some(lora), Some(x)) => base + lora.forward(x),
+        _ => base,
+    }
+}
