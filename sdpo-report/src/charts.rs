@@ -66,7 +66,7 @@ pub(crate) fn tick_label(v: f64, span: f64) -> String {
     if v == 0.0 {
         return "0".to_string();
     }
-    if magnitude < 1e-2 || magnitude >= 1e5 {
+    if !(1e-2..1e5).contains(&magnitude) {
         return format!("{v:.1e}");
     }
     let decimals = if span > 0.0 {
@@ -156,33 +156,19 @@ fn draw_lines(
         .y_labels(7)
         .x_label_formatter(&x_format)
         .y_label_formatter(&y_format)
-        .light_line_style(RGBColor(238, 238, 238))
-        .bold_line_style(RGBColor(215, 215, 215))
+        .light_line_style(RGBColor(247, 247, 247))
+        .bold_line_style(RGBColor(222, 222, 222))
         .label_style(("sans-serif", 12))
         .axis_desc_style(("sans-serif", 13))
         .draw()?;
     for line in &chart.lines {
         let style = ShapeStyle::from(&line.color).stroke_width(2);
         let finite = line.points.iter().filter(|(_, y)| y.is_finite()).count();
-        let mut labelled = false;
         for segment in segments(&line.points) {
-            let drawn = if line.dashed {
-                ctx.draw_series(DashedLineSeries::new(segment.clone(), 6, 4, style))?
+            if line.dashed {
+                ctx.draw_series(DashedLineSeries::new(segment.clone(), 6, 4, style))?;
             } else {
-                ctx.draw_series(LineSeries::new(segment.clone(), style))?
-            };
-            if !labelled {
-                let color = line.color;
-                let dashed = line.dashed;
-                drawn.label(line.label.as_str()).legend(move |(x, y)| {
-                    let style = ShapeStyle::from(&color).stroke_width(2);
-                    if dashed {
-                        PathElement::new(vec![(x, y), (x + 7, y)], style)
-                    } else {
-                        PathElement::new(vec![(x, y), (x + 18, y)], style)
-                    }
-                });
-                labelled = true;
+                ctx.draw_series(LineSeries::new(segment.clone(), style))?;
             }
             if finite <= MARKER_LIMIT || segment.len() == 1 {
                 let marker = ShapeStyle::from(&line.color).filled();
@@ -190,13 +176,26 @@ fn draw_lines(
             }
         }
     }
-    ctx.configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(RGBColor(190, 190, 190))
-        .label_font(("sans-serif", 12))
-        .draw()?;
     Ok(())
+}
+
+/// The legend of a line chart as HTML (below the chart, so it never hides a line): a colour
+/// swatch, solid or dashed, and the label per line.
+pub(crate) fn line_legend_html(chart: &LineChart) -> String {
+    let mut out = String::from("<figcaption class=\"keys\">");
+    for line in &chart.lines {
+        let RGBColor(r, g, b) = line.color;
+        let _ = std::fmt::Write::write_fmt(
+            &mut out,
+            format_args!(
+                "<span class=\"key\"><span class=\"swatch\" style=\"border-top:3px {} rgb({r},{g},{b})\"></span>{}</span>",
+                if line.dashed { "dashed" } else { "solid" },
+                crate::html::escape(&line.label)
+            ),
+        );
+    }
+    out.push_str("</figcaption>");
+    out
 }
 
 /// Draws `chart` as an SVG of `size` pixels.
@@ -223,19 +222,27 @@ fn draw_bins(
         .flat_map(|(_, _, v)| v.iter().copied())
         .filter(|v| v.is_finite())
         .fold(0.0_f64, f64::max);
-    let top = if top > 0.0 { top * 1.12 } else { 1.0 };
+    // Head room for the legend above the tallest bar.
+    let top = if top > 0.0 { top * 1.45 } else { 1.0 };
     let mut ctx = ChartBuilder::on(root)
         .caption(&chart.title, ("sans-serif", 17))
         .margin(10)
         .x_label_area_size(34)
         .y_label_area_size(52)
         .build_cartesian_2d(0.0..1.0, 0.0..top)?;
-    let y_format = move |v: &f64| tick_label(*v, top);
+    // Counts: integer ticks only.
+    let y_format = |v: &f64| {
+        if v.fract() == 0.0 {
+            format!("{v:.0}")
+        } else {
+            String::new()
+        }
+    };
     ctx.configure_mesh()
         .x_desc(chart.x_label.as_str())
         .y_desc(chart.y_label.as_str())
         .x_labels(bins + 1)
-        .y_labels(6)
+        .y_labels((top.ceil() as usize + 1).min(7))
         .x_label_formatter(&|v: &f64| format!("{v:.1}"))
         .y_label_formatter(&y_format)
         .disable_x_mesh()

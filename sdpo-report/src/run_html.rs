@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use serde_json::Value;
 
-use crate::charts::{Line, LineChart, PALETTE, line_chart_svg};
+use crate::charts::{Line, LineChart, PALETTE, line_chart_svg, line_legend_html};
 use crate::error::ReportError;
 use crate::html::{escape, number, page};
 use crate::metrics::{EVAL_PREFIX, MetricPoint, MetricsLog};
@@ -67,6 +67,10 @@ const RUN_CSS: &str = "
 figure.chart { margin: 0; background: #fff; border: 1px solid #dde1e7; border-radius: 8px;
   padding: 6px; }
 figure.chart svg { width: 100%; height: auto; display: block; }
+.keys { display: flex; flex-wrap: wrap; justify-content: center; gap: 4px 16px; font-size: 12.5px;
+  color: #374151; padding: 0 0 4px; }
+.key { white-space: nowrap; }
+.swatch { display: inline-block; width: 24px; height: 0; vertical-align: middle; margin-right: 6px; }
 .kv td:first-child { color: #4a5566; white-space: nowrap; }
 .kv td { font-family: ui-monospace, 'DejaVu Sans Mono', Menlo, Consolas, monospace; }
 .cols { display: grid; grid-template-columns: repeat(auto-fit, minmax(420px, 1fr)); gap: 18px; }
@@ -281,8 +285,9 @@ fn charts_section(metrics: &MetricsLog) -> Result<(String, usize), ReportError> 
         drawn += 1;
         let _ = writeln!(
             figures,
-            "<figure class=\"chart\" data-metrics=\"{}\">{svg}</figure>",
-            escape(&names.join(" "))
+            "<figure class=\"chart\" data-metrics=\"{}\">{svg}{}</figure>",
+            escape(&names.join(" ")),
+            line_legend_html(&chart)
         );
     }
     if drawn == 0 {

@@ -135,7 +135,7 @@ fn bracketed_tokens_are_exactly_the_kept_ones() {
     let mut checked = 0;
     let mut line = lines.iter();
     for pair in &report.pairs {
-        for t in 0..THRESHOLDS.len() {
+        for (t, q) in THRESHOLDS.iter().enumerate() {
             for side in Side::BOTH {
                 let (bracketed, plain) = parse_token_line(line.next().unwrap());
                 let tokens = pair.tokens(side);
@@ -148,10 +148,9 @@ fn bracketed_tokens_are_exactly_the_kept_ones() {
                 assert_eq!(
                     bracketed,
                     kept,
-                    "pair {} {} q={}",
+                    "pair {} {} q={q}",
                     pair.index,
                     side.as_str(),
-                    THRESHOLDS[t]
                 );
                 assert_eq!(bracketed.len(), pair.selections[t].side(side).kept_tokens);
                 // Without the markers the line is every token's visible text in order.
