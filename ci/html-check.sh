@@ -106,6 +106,7 @@ for i in "${!pages[@]}"; do
   # shellcheck disable=SC2086 # the expectations are separate words on purpose
   if ! python3 "$here/html_check.py" png "$png" "$min_colours" \
      || ! python3 "$here/html_check.py" dom "$dom" ${checks[$i]}; then
+    echo "html-check: FAIL: $page (screenshot $png)" >&2
     status=1
     continue
   fi
