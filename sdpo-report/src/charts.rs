@@ -63,7 +63,8 @@ fn chart_error(title: &str) -> impl Fn(String) -> ReportError + '_ {
 /// A readable tick label for `v` on an axis spanning `span`.
 pub(crate) fn tick_label(v: f64, span: f64) -> String {
     let magnitude = v.abs().max(span.abs());
-    if v == 0.0 {
+    // Ticks at zero come out as tiny non-zero values (-1e-17), which would print as "-0.0".
+    if v == 0.0 || v.abs() <= span.abs() * 1e-9 {
         return "0".to_string();
     }
     if !(1e-2..1e5).contains(&magnitude) {
@@ -307,5 +308,6 @@ mod tests {
         assert_eq!(tick_label(0.0005, 0.001), "5.0e-4");
         assert_eq!(tick_label(0.5, 1.0), "0.5");
         assert_eq!(tick_label(12.0, 100.0), "12");
+        assert_eq!(tick_label(-1e-17, 0.5), "0");
     }
 }

@@ -63,7 +63,7 @@ const HEADLINE: &[&str] = &[
 ];
 
 const RUN_CSS: &str = "
-.charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(520px, 1fr)); gap: 14px; }
+.charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(440px, 1fr)); gap: 14px; }
 figure.chart { margin: 0; background: #fff; border: 1px solid #dde1e7; border-radius: 8px;
   padding: 6px; }
 figure.chart svg { width: 100%; height: auto; display: block; }
@@ -73,8 +73,9 @@ figure.chart svg { width: 100%; height: auto; display: block; }
 .swatch { display: inline-block; width: 24px; height: 0; vertical-align: middle; margin-right: 6px; }
 .kv td:first-child { color: #4a5566; white-space: nowrap; }
 .kv td { font-family: ui-monospace, 'DejaVu Sans Mono', Menlo, Consolas, monospace; }
-.cols { display: grid; grid-template-columns: repeat(auto-fit, minmax(420px, 1fr)); gap: 18px; }
-.cols > section { margin: 0; }
+.kv-wrap { column-width: 420px; column-gap: 32px; }
+.kv tr { break-inside: avoid; }
+#data table { margin-bottom: 6px; }
 ";
 
 /// The metric a series name belongs to, without the `eval_` prefix.
@@ -93,10 +94,8 @@ pub(crate) fn render_run_report(report: &RunReport) -> Result<String, ReportErro
     main.push_str(&latest_section(metrics));
     let (charts, drawn) = charts_section(metrics)?;
     main.push_str(&charts);
-    main.push_str("<div class=\"cols\">\n");
-    main.push_str(&config_section(report));
     main.push_str(&data_section(report.data.as_ref()));
-    main.push_str("</div>\n");
+    main.push_str(&config_section(report));
     let run = report.run_dir.display().to_string();
     let step = metrics.last_step().unwrap_or(0);
     let mut subtitle = match report.checkpoint.as_ref().and_then(|c| c.max_steps) {
@@ -333,7 +332,7 @@ fn config_section(report: &RunReport) -> String {
             if checkpoint.count == 1 { "" } else { "s" }
         );
     }
-    out.push_str("<table class=\"kv\">\n");
+    out.push_str("<div class=\"kv-wrap\"><table class=\"kv\">\n");
     match &config.values {
         Value::Object(map) => {
             for (key, value) in map {
@@ -353,7 +352,7 @@ fn config_section(report: &RunReport) -> String {
             );
         }
     }
-    out.push_str("</table>\n</section>\n");
+    out.push_str("</table></div>\n</section>\n");
     out
 }
 
