@@ -42,6 +42,8 @@ pub enum Command {
         #[command(flatten)]
         common: CommonArgs,
     },
+    /// Write a run's report (charts of its metrics, its configuration and data) as one HTML file.
+    Report(crate::report::ReportArgs),
 }
 
 /// Options shared by every subcommand.

@@ -7,6 +7,7 @@ mod args;
 mod config_file;
 mod device;
 mod progress;
+mod report;
 
 use std::process::ExitCode;
 
@@ -77,6 +78,7 @@ fn run(cli: Cli) -> Result<()> {
             Trainer::new(config, &device, Start::Fresh, &mut view)
                 .context("cannot precompute reference log-probs")?;
         }
+        Command::Report(args) => report::run(&args)?,
     }
     Ok(())
 }
