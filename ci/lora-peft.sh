@@ -8,7 +8,8 @@
 # torch is taken from $SDPO_CACHE/torch-venv when that venv already has torch 2.9.0 (the tch
 # stage of CI makes it), else installed from PyPI into this script's venv.
 #
-# Usage: ci/lora-peft.sh   (from anywhere; honours CARGO_TARGET_DIR and SDPO_CACHE)
+# Usage: ci/lora-peft.sh [EXPORT_DIR]   (from anywhere; honours CARGO_TARGET_DIR and SDPO_CACHE;
+# EXPORT_DIR: adapters already exported by the lora_peft_export test)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -43,11 +44,17 @@ if ! has_packages; then
     has_packages || { echo "lora-peft: the venv lacks the pinned packages" >&2; exit 1; }
 fi
 
-EXPORT="$(mktemp -d)"
-trap 'rm -rf "$EXPORT"' EXIT
-echo "lora-peft: exporting adapters trained by sdpo-models into $EXPORT"
-(cd "$ROOT" && SDPO_LORA_EXPORT_DIR="$EXPORT" cargo test --quiet -p sdpo-models \
-    --test lora_peft_export -- --ignored --nocapture)
+# CI's `cargo test --workspace -- --include-ignored` already ran the export test with
+# SDPO_LORA_EXPORT_DIR set and passes that directory here: a separate `cargo test -p` would
+# build burn a second time with other features.
+EXPORT="${1:-}"
+if [ -z "$EXPORT" ]; then
+    EXPORT="$(mktemp -d)"
+    trap 'rm -rf "$EXPORT"' EXIT
+    echo "lora-peft: exporting adapters trained by sdpo-models into $EXPORT"
+    (cd "$ROOT" && SDPO_LORA_EXPORT_DIR="$EXPORT" cargo test --quiet -p sdpo-models \
+        --test lora_peft_export -- --ignored --nocapture)
+fi
 
 "$PY" - "$EXPORT" <<'EOF'
 import json, pathlib, sys

@@ -44,6 +44,10 @@ pub enum Command {
     },
     /// Merge a LoRA adapter (PEFT format) into its base model and save a full checkpoint.
     Merge(crate::merge::MergeArgs),
+    /// Write a run's report (charts of its metrics, its configuration and data) as one HTML file.
+    Report(crate::report::ReportArgs),
+    /// Show which completion tokens SDPO trains on, for real pairs, as HTML or terminal text.
+    Inspect(crate::inspect::InspectArgs),
 }
 
 /// Options shared by every subcommand.

@@ -6,8 +6,10 @@
 mod args;
 mod config_file;
 mod device;
+mod inspect;
 mod merge;
 mod progress;
+mod report;
 
 use std::process::ExitCode;
 
@@ -29,7 +31,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn prepare(common: &CommonArgs) -> Result<(sdpo_train::TrainConfig, burn::tensor::Device)> {
+pub(crate) fn prepare(
+    common: &CommonArgs,
+) -> Result<(sdpo_train::TrainConfig, burn::tensor::Device)> {
     let config = config_file::load_config(&common.config, &common.overrides)?;
     let (backend, device) = device::select_device(common.device.as_deref())?;
     eprintln!("backend: {backend}");
@@ -51,7 +55,14 @@ fn run(cli: Cli) -> Result<()> {
             let start = checkpoint.as_deref().map_or(Start::Fresh, Start::Resume);
             let mut trainer =
                 Trainer::new(config, &device, start, &mut view).context("cannot start training")?;
-            trainer.train(None, &mut view).context("training failed")?;
+            report::write_run_files(&trainer)?;
+            let mut observer = report::ReportingObserver {
+                run_dir: trainer.config().output_dir.clone(),
+                inner: &mut view,
+            };
+            trainer
+                .train(None, &mut observer)
+                .context("training failed")?;
         }
         Command::Eval { common, checkpoint } => {
             let (config, device) = prepare(&common)?;
@@ -79,6 +90,8 @@ fn run(cli: Cli) -> Result<()> {
                 .context("cannot precompute reference log-probs")?;
         }
         Command::Merge(args) => merge::run(&args)?,
+        Command::Report(args) => report::run(&args)?,
+        Command::Inspect(args) => inspect::run(&args)?,
     }
     Ok(())
 }

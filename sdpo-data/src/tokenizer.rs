@@ -226,6 +226,16 @@ impl PreferenceTokenizer {
         &self.tokenizer
     }
 
+    /// The text of `ids`, special tokens included (`decode(ids, skip_special_tokens=False)`);
+    /// one id at a time gives each token's own text (part of a character for byte-level
+    /// tokens that split one).
+    ///
+    /// # Errors
+    /// The tokenizer's error (an id outside the vocabulary).
+    pub fn decode(&self, ids: &[u32]) -> Result<String, tokenizers::Error> {
+        self.tokenizer.decode(ids, false)
+    }
+
     /// Token ids of `text`, without the post-processor's special tokens (BOS is this crate's
     /// decision, see [`TokenizerInfo::add_bos_token`]); special-token strings inside `text`
     /// (`<|im_start|>`) become their ids.

@@ -64,6 +64,8 @@ pub struct Trainer {
     plan: Plan,
     global_step: usize,
     metrics: Option<MetricsFile>,
+    /// A fresh start (not a resume): `train` warns about checkpoints of another run.
+    fresh: bool,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -114,10 +116,7 @@ impl Trainer {
                 }
                 None
             }
-            Start::Fresh => {
-                warn_existing_checkpoints(&config, observer)?;
-                None
-            }
+            Start::Fresh => None,
         };
 
         let initial = load_initial_policy(&config, device)?;
@@ -161,6 +160,7 @@ impl Trainer {
             plan,
             global_step,
             metrics: None,
+            fresh: matches!(start, Start::Fresh),
         })
     }
 
@@ -199,6 +199,27 @@ impl Trainer {
         &self.data
     }
 
+    /// Pairs in the train split, or in the eval split (0 without `eval_file`).
+    pub fn num_pairs(&self, split: Split) -> usize {
+        match split {
+            Split::Train => self.data.train.len(),
+            Split::Eval => self.data.eval.as_ref().map_or(0, |e| e.len()),
+        }
+    }
+
+    /// What reading each data file did: `(split, file, report)`, train first.
+    pub fn data_reports(&self) -> Vec<(&'static str, &Path, &sdpo_data::DataReport)> {
+        let mut out = vec![(
+            "train",
+            self.config.train_file.as_path(),
+            &self.data.train.report,
+        )];
+        if let (Some(eval), Some(file)) = (&self.data.eval, &self.config.eval_file) {
+            out.push(("eval", file.as_path(), &eval.report));
+        }
+        out
+    }
+
     fn schedule(&self) -> &LrSchedule {
         &self.plan.schedule
     }
@@ -228,6 +249,9 @@ impl Trainer {
         let stop = max_new_steps.map_or(total, |n| (self.global_step + n).min(total));
         let out = self.config.output_dir.clone();
         std::fs::create_dir_all(&out).map_err(io("create directory", &out))?;
+        if self.fresh && self.global_step == 0 && self.metrics.is_none() {
+            warn_existing_checkpoints(&self.config, observer)?;
+        }
         if self.metrics.is_none() {
             // A resumed run keeps the records up to its checkpoint and continues after them.
             let keep = (self.global_step > 0).then_some(self.global_step);

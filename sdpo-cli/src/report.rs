@@ -1,0 +1,124 @@
+//! `sdpo report RUN_DIR`: the run report of a run directory as one self-contained HTML file.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use sdpo_report::RunReport;
+
+use crate::config_file::load_config;
+
+/// Options of `sdpo report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The run's `output_dir` (it holds `metrics.jsonl`).
+    #[arg(value_name = "RUN_DIR")]
+    pub run_dir: PathBuf,
+    /// Where to write the report [default: RUN_DIR/report.html].
+    #[arg(long, short, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Show this TOML configuration (with any `--set`) instead of the one the run saved (in
+    /// `run_config.json` or its newest checkpoint); for runs that saved none.
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Override a key of `--config` (as for `sdpo train`; repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE", requires = "config")]
+    pub overrides: Vec<String>,
+}
+
+/// Reads the run and writes the report.
+pub fn run(args: &ReportArgs) -> Result<()> {
+    let mut report = RunReport::load(&args.run_dir)
+        .with_context(|| format!("cannot report on `{}`", args.run_dir.display()))?;
+    if let Some(path) = &args.config {
+        let config = load_config(path, &args.overrides)?;
+        let values = serde_json::to_value(&config).context("cannot convert the configuration")?;
+        report = report.with_config(format!("--config {}", path.display()), values);
+    }
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| args.run_dir.join("report.html"));
+    report
+        .write_html(&out)
+        .with_context(|| format!("cannot write the report to `{}`", out.display()))?;
+    eprintln!("report written to {}", out.display());
+    Ok(())
+}
+
+/// Writes what the run report shows besides the metrics: `run_config.json` (the configuration
+/// the run uses, flat keys) and `data_summary.json` (what reading the data did).
+pub fn write_run_files(trainer: &sdpo_train::Trainer) -> Result<()> {
+    let out = &trainer.config().output_dir;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create `{}`", out.display()))?;
+    let config = serde_json::Value::Object(trainer.config().to_map());
+    let summary = sdpo_report::DataSummary {
+        source: "sdpo train (after tokenization)".into(),
+        splits: trainer
+            .data_reports()
+            .into_iter()
+            .map(|(split, file, report)| {
+                sdpo_report::SplitSummary::from_data_report(split, file, report)
+            })
+            .collect(),
+        unreadable: Vec::new(),
+    };
+    for (name, value) in [
+        (sdpo_report::RUN_CONFIG_FILE, config),
+        (
+            sdpo_report::DATA_SUMMARY_FILE,
+            serde_json::to_value(&summary).context("cannot convert the data summary")?,
+        ),
+    ] {
+        let path = out.join(name);
+        std::fs::write(&path, serde_json::to_string_pretty(&value)? + "\n")
+            .with_context(|| format!("cannot write `{}`", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Passes everything to the terminal view and refreshes `output_dir/report.html` after every
+/// evaluation and at the end of the run. A report that cannot be written is a warning: it must
+/// not stop training.
+pub struct ReportingObserver<'a> {
+    /// The terminal view.
+    pub inner: &'a mut dyn sdpo_train::TrainObserver,
+    /// The run directory.
+    pub run_dir: PathBuf,
+}
+
+impl ReportingObserver<'_> {
+    fn refresh(&mut self) {
+        let out = self.run_dir.join("report.html");
+        if let Err(err) = sdpo_report::write_run_report(&self.run_dir, &out) {
+            self.inner
+                .on_message(&format!("warning: cannot write `{}`: {err}", out.display()));
+        }
+    }
+}
+
+impl sdpo_train::TrainObserver for ReportingObserver<'_> {
+    fn on_start(&mut self, start_step: usize, total_steps: usize) {
+        self.inner.on_start(start_step, total_steps);
+    }
+    fn on_step(&mut self, progress: &sdpo_train::StepProgress) {
+        self.inner.on_step(progress);
+    }
+    fn on_log(&mut self, record: &sdpo_train::MetricsRecord) {
+        self.inner.on_log(record);
+    }
+    fn on_eval(&mut self, record: &sdpo_train::MetricsRecord) {
+        self.inner.on_eval(record);
+        self.refresh();
+    }
+    fn on_checkpoint(&mut self, dir: &std::path::Path) {
+        self.inner.on_checkpoint(dir);
+    }
+    fn on_message(&mut self, message: &str) {
+        self.inner.on_message(message);
+    }
+    fn on_finish(&mut self, dir: &std::path::Path) {
+        self.refresh();
+        self.inner.on_finish(dir);
+    }
+}

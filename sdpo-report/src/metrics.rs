@@ -1,0 +1,199 @@
+//! Reading `metrics.jsonl` as `sdpo-train` keeps it: one JSON object per line with `step`,
+//! `epoch` and TRL's metric names (`eval_` prefixed for evaluation), possibly still being
+//! written (a partial last line) and possibly continued by a resumed run.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+use crate::error::{ReportError, io};
+
+/// The file name under a run's `output_dir`.
+pub const METRICS_FILE: &str = "metrics.jsonl";
+
+/// The prefix of evaluation metrics (TRL's).
+pub const EVAL_PREFIX: &str = "eval_";
+
+/// One value of one metric.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MetricPoint {
+    /// The optimizer step of the record.
+    pub step: usize,
+    /// The fractional epoch of the record (NaN when the record had none).
+    pub epoch: f64,
+    /// The value; NaN for a `null` (the trainer writes non-finite numbers as `null`) or a NaN.
+    pub value: f64,
+}
+
+/// The metrics of a run: one series per metric name, in step order, after resolving resumed
+/// runs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MetricsLog {
+    /// The file read.
+    pub path: PathBuf,
+    /// Every metric by its full name (`loss`, `eval_loss`, `sdpo/chosen_kept_fraction`, ...).
+    pub series: BTreeMap<String, Vec<MetricPoint>>,
+    /// Records kept (after dropping superseded ones).
+    pub records: usize,
+    /// Records dropped because a later record of the same kind (train or eval) re-logged their
+    /// step or an earlier one: what a run resumed from an older checkpoint overwrites.
+    pub superseded: usize,
+    /// The last line had no newline and did not parse: a record being written by a run in
+    /// progress. It was left out.
+    pub partial_last_line: bool,
+}
+
+impl MetricsLog {
+    /// The highest step logged.
+    pub fn last_step(&self) -> Option<usize> {
+        self.series
+            .values()
+            .filter_map(|points| points.last().map(|p| p.step))
+            .max()
+    }
+
+    /// The series of `name`, if logged.
+    pub fn get(&self, name: &str) -> Option<&[MetricPoint]> {
+        self.series.get(name).map(Vec::as_slice)
+    }
+}
+
+/// One parsed line.
+struct Record {
+    step: usize,
+    epoch: f64,
+    is_eval: bool,
+    values: Vec<(String, f64)>,
+}
+
+/// Reads `path`. Blank lines are ignored; a last line without a newline that does not parse is
+/// a record in progress and is skipped (flagged in the result); any other bad line is an error
+/// naming the line. When a record's step is not after the steps already read (a run resumed
+/// from an earlier checkpoint and appending), the earlier records it overlaps are dropped and
+/// counted in [`MetricsLog::superseded`].
+///
+/// # Errors
+/// [`ReportError::NoMetrics`] when the file is missing, [`ReportError::EmptyMetrics`] when it
+/// holds no record, [`ReportError::BadMetricsLine`] for a malformed line.
+pub fn read_metrics_file(path: &Path) -> Result<MetricsLog, ReportError> {
+    if !path.is_file() {
+        return Err(ReportError::NoMetrics {
+            path: path.to_path_buf(),
+        });
+    }
+    let bytes = std::fs::read(path).map_err(io("read", path))?;
+    let text = String::from_utf8_lossy(&bytes);
+    let ends_with_newline = text.ends_with('\n');
+    let lines: Vec<&str> = text.lines().collect();
+    let mut records: Vec<Record> = Vec::new();
+    let mut superseded = 0;
+    let mut partial_last_line = false;
+    for (n, line) in lines.iter().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let record = match parse_record(line) {
+            Ok(record) => record,
+            Err(_) if n + 1 == lines.len() && !ends_with_newline => {
+                partial_last_line = true;
+                continue;
+            }
+            Err(reason) => {
+                return Err(ReportError::BadMetricsLine {
+                    path: path.to_path_buf(),
+                    line: n + 1,
+                    reason,
+                });
+            }
+        };
+        // Records are kept in non-decreasing step order; a step at or before the last one
+        // starts a continuation that replaces what it overlaps.
+        if records.last().is_some_and(|last| last.step >= record.step) {
+            let before = records.len();
+            records.retain(|r| {
+                r.step < record.step || (r.step == record.step && r.is_eval != record.is_eval)
+            });
+            superseded += before - records.len();
+        }
+        records.push(record);
+    }
+    if records.is_empty() {
+        return Err(ReportError::EmptyMetrics {
+            path: path.to_path_buf(),
+        });
+    }
+    let mut series: BTreeMap<String, Vec<MetricPoint>> = BTreeMap::new();
+    for record in &records {
+        for (name, value) in &record.values {
+            series.entry(name.clone()).or_default().push(MetricPoint {
+                step: record.step,
+                epoch: record.epoch,
+                value: *value,
+            });
+        }
+    }
+    Ok(MetricsLog {
+        path: path.to_path_buf(),
+        series,
+        records: records.len(),
+        superseded,
+        partial_last_line,
+    })
+}
+
+/// Parses a line as a JSON object; Python's `NaN`/`Infinity` literals (not JSON, but what
+/// `json.dumps` writes) read as `null`.
+fn parse_object(line: &str) -> Result<Map<String, Value>, String> {
+    match serde_json::from_str(line) {
+        Ok(object) => Ok(object),
+        Err(e) if line.contains("NaN") || line.contains("Infinity") => {
+            let patched = line
+                .replace("-Infinity", "null")
+                .replace("Infinity", "null")
+                .replace("NaN", "null");
+            serde_json::from_str(&patched).map_err(|_| format!("not a JSON object: {e}"))
+        }
+        Err(e) => Err(format!("not a JSON object: {e}")),
+    }
+}
+
+fn parse_record(line: &str) -> Result<Record, String> {
+    let object = parse_object(line)?;
+    let step = match object.get("step") {
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .and_then(|s| usize::try_from(s).ok())
+            .ok_or_else(|| format!("`step` must be a non-negative integer, got {n}"))?,
+        Some(other) => return Err(format!("`step` must be an integer, got {other}")),
+        None => return Err("no `step` field".to_string()),
+    };
+    let epoch = match object.get("epoch") {
+        Some(Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN),
+        Some(Value::Null) | None => f64::NAN,
+        Some(other) => return Err(format!("`epoch` must be a number, got {other}")),
+    };
+    let mut values = Vec::new();
+    for (key, value) in &object {
+        if key == "step" || key == "epoch" {
+            continue;
+        }
+        let value = match value {
+            Value::Number(n) => n.as_f64().unwrap_or(f64::NAN),
+            Value::Null => f64::NAN,
+            other => {
+                return Err(format!(
+                    "metric `{key}` must be a number or null, got {other}"
+                ));
+            }
+        };
+        values.push((key.clone(), value));
+    }
+    let is_eval = !values.is_empty() && values.iter().all(|(k, _)| k.starts_with(EVAL_PREFIX));
+    Ok(Record {
+        step,
+        epoch,
+        is_eval,
+        values,
+    })
+}
