@@ -167,6 +167,11 @@ fn train_writes_metrics_checkpoints_and_a_loadable_model() {
     // The final model loads back and gives the same logits as evaluating it through `sdpo eval`
     // twice (deterministic), and differs from the step-2 checkpoint (training moved it).
     let final_logits = logits(&run);
+    // Finite first: NaN logits would make the `assert_ne!` below pass without meaning anything.
+    assert!(
+        final_logits.iter().all(|x| x.is_finite()),
+        "the final model gives non-finite logits"
+    );
     assert_eq!(final_logits, logits(&run), "loading is deterministic");
     assert_ne!(
         final_logits,

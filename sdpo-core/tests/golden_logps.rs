@@ -1,11 +1,12 @@
-//! Next-token log-probs from logits, against transformers' goldens of the four tiny models
-//! (`models/<name>/golden.json`: full logits and `log_softmax(logits[t])[ids[t+1]]`).
+//! Next-token log-probs from logits, against transformers' goldens of every tiny model of the
+//! fixture set (`models/<name>/golden.json`: full logits and `log_softmax(logits[t])[ids[t+1]]`).
 
 mod common;
 
 use burn::tensor::{Int, Tensor, TensorData};
-use common::{Precision, assert_close1, host2, vec2};
+use common::{host2, vec2};
 use sdpo_core::{completion_logps, next_token_targets, token_logps};
+use sdpo_testkit::{Tolerance, assert_close};
 use serde_json::Value;
 
 fn ids(v: &Value, device: &burn::tensor::Device) -> Tensor<2, Int> {
@@ -17,9 +18,10 @@ fn ids(v: &Value, device: &burn::tensor::Device) -> Tensor<2, Int> {
 
 #[test]
 fn token_logps_match_transformers_for_every_model_and_position() {
-    let mut models = 0;
+    let names = sdpo_testkit::fixture_model_names();
     for dev in sdpo_testkit::test_devices!() {
-        for name in ["llama", "llama_tied", "qwen2", "gpt2"] {
+        let mut models = 0;
+        for name in &names {
             let golden: Value = serde_json::from_str(&sdpo_testkit::read_fixture(&format!(
                 "models/{name}/golden.json"
             )))
@@ -52,12 +54,11 @@ fn token_logps_match_transformers_for_every_model_and_position() {
             let logits_head = logits.clone().slice([0..batch, 0..seq - 1, 0..vocab]);
             let logps = host2(token_logps(logits_head, targets.labels).expect("token_logps"));
             for (b, (row, exp)) in logps.iter().zip(&expected).enumerate() {
-                assert_close1(
-                    &format!("[{}] {name} row {b}", dev.name),
+                assert_close(
                     row,
                     exp,
-                    1e-5,
-                    1e-6,
+                    Tolerance::elementwise(1e-5, 1e-6),
+                    &format!("[{}] {name} row {b}", dev.name),
                 );
             }
 
@@ -67,12 +68,11 @@ fn token_logps_match_transformers_for_every_model_and_position() {
                 completion_logps(logits, input_ids, attention).expect("completion_logps");
             let expected_masked = vec2(&golden["next_token_logps_masked"], f64::NAN);
             for (b, (row, exp)) in host2(masked).iter().zip(&expected_masked).enumerate() {
-                assert_close1(
-                    &format!("[{}] {name} masked row {b}", dev.name),
+                assert_close(
                     row,
                     exp,
-                    1e-5,
-                    1e-6,
+                    Tolerance::elementwise(1e-5, 1e-6),
+                    &format!("[{}] {name} masked row {b}", dev.name),
                 );
             }
             let mask = host2(mask.float());
@@ -84,8 +84,10 @@ fn token_logps_match_transformers_for_every_model_and_position() {
             );
             models += 1;
         }
-        println!("[{}] token log-probs: checked {} models", dev.name, 4);
+        assert_eq!(models, names.len());
+        println!(
+            "[{}] token log-probs: checked {models} models {names:?}",
+            dev.name
+        );
     }
-    assert!(models > 0);
-    let _ = Precision::F32;
 }

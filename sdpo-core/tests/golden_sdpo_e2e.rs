@@ -3,12 +3,11 @@
 
 mod common;
 
-use common::{
-    Precision, assert_close1, assert_eq_mask, host_mask, host1, mask2, tensor2, vec1, vec2,
-};
+use common::{Precision, assert_eq_mask, host_mask, host1, mask2, tensor2, vec1, vec2};
 use sdpo_core::{
     LossConfig, LossType, LossTypes, PreferenceLoss, TokenLogps, preference_metrics, read_metrics,
 };
+use sdpo_testkit::{Tolerance, assert_close};
 use serde_json::Value;
 
 #[test]
@@ -50,12 +49,11 @@ fn sdpo_e2e_selection_and_loss_at_every_threshold() {
                 ("chosen_threshold", sel.chosen_threshold.clone()),
                 ("rejected_threshold", sel.rejected_threshold.clone()),
             ] {
-                assert_close1(
-                    &format!("{what} {name}"),
+                assert_close(
                     &host1(actual),
                     &vec1(&r[name], f64::NEG_INFINITY),
-                    1e-6,
-                    1e-6,
+                    Tolerance::elementwise(1e-6, 1e-6),
+                    &format!("{what} {name}"),
                 );
             }
             assert_eq_mask(
@@ -74,42 +72,37 @@ fn sdpo_e2e_selection_and_loss_at_every_threshold() {
                 ("ref_chosen_sum", sel.sums.ref_chosen.clone()),
                 ("ref_rejected_sum", sel.sums.ref_rejected.clone()),
             ] {
-                assert_close1(
-                    &format!("{what} {name}"),
+                assert_close(
                     &host1(actual),
                     &vec1(&r[name], f64::NAN),
-                    1e-5,
-                    1e-5,
+                    Tolerance::elementwise(1e-5, 1e-5),
+                    &format!("{what} {name}"),
                 );
             }
             let losses = out.losses[0].1.clone();
-            assert_close1(
-                &format!("{what} losses"),
+            assert_close(
                 &host1(losses),
                 &vec1(&r["losses"], f64::NAN),
-                1e-5,
-                1e-5,
+                Tolerance::elementwise(1e-5, 1e-5),
+                &format!("{what} losses"),
             );
-            assert_close1(
-                &format!("{what} chosen_rewards"),
+            assert_close(
                 &host1(out.chosen_rewards.clone()),
                 &vec1(&r["chosen_rewards"], f64::NAN),
-                1e-5,
-                1e-5,
+                Tolerance::elementwise(1e-5, 1e-5),
+                &format!("{what} chosen_rewards"),
             );
-            assert_close1(
-                &format!("{what} rejected_rewards"),
+            assert_close(
                 &host1(out.rejected_rewards.clone()),
                 &vec1(&r["rejected_rewards"], f64::NAN),
-                1e-5,
-                1e-5,
+                Tolerance::elementwise(1e-5, 1e-5),
+                &format!("{what} rejected_rewards"),
             );
-            assert_close1(
-                &format!("{what} loss_mean"),
+            assert_close(
                 &host1(out.loss.clone()),
                 &[r["loss_mean"].as_f64().expect("loss_mean")],
-                1e-6,
-                1e-5,
+                Tolerance::elementwise(1e-6, 1e-5),
+                &format!("{what} loss_mean"),
             );
             let metrics = read_metrics(preference_metrics(&out)).expect("metrics");
             let metric = |name: &str| {
@@ -124,12 +117,11 @@ fn sdpo_e2e_selection_and_loss_at_every_threshold() {
                 .iter()
                 .flatten()
                 .sum();
-            assert_close1(
-                &format!("{what} kept fraction"),
+            assert_close(
                 &[metric("sdpo/chosen_kept_fraction")],
                 &[kept / valid],
-                1e-7,
-                1e-6,
+                Tolerance::elementwise(1e-7, 1e-6),
+                &format!("{what} kept fraction"),
             );
         }
         println!(

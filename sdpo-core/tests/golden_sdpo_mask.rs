@@ -4,29 +4,29 @@
 
 mod common;
 
-use common::{
-    Precision, assert_close1, assert_eq_mask, host_mask, host1, host2, mask2, tensor2, vec1, vec2,
-};
+use common::{Precision, assert_eq_mask, host_mask, host1, host2, mask2, tensor2, vec1, vec2};
 use sdpo_core::{
     LossConfig, LossType, LossTypes, RunningMoments, TokenLogps, TrlSemantics, dpo_loss,
     mask_unimportant_tokens,
 };
+use sdpo_testkit::{Tolerance, assert_close, assert_close_scaled};
 use serde_json::Value;
 
-struct Tolerance {
+/// The fixture README's suggested checks, per precision.
+struct MaskTolerance {
     threshold_rel: f64,
     value_abs: f64,
     value_rel: f64,
 }
 
-fn tolerance(p: Precision) -> Tolerance {
+fn tolerance(p: Precision) -> MaskTolerance {
     match p {
-        Precision::F64 => Tolerance {
+        Precision::F64 => MaskTolerance {
             threshold_rel: 1e-12,
             value_abs: 1e-12,
             value_rel: 1e-12,
         },
-        Precision::F32 => Tolerance {
+        Precision::F32 => MaskTolerance {
             threshold_rel: 1e-6,
             value_abs: 1e-5,
             value_rel: 1e-5,
@@ -50,27 +50,31 @@ fn inputs(case: &Value, p: Precision, device: &burn::tensor::Device) -> TokenLog
 }
 
 /// Compares scores where the fixture has a value (`null` marks a position that is not valid).
-fn check_scores(what: &str, actual: Vec<Vec<f64>>, expected: &Value, tol: &Tolerance) {
+fn check_scores(what: &str, actual: Vec<Vec<f64>>, expected: &Value, tol: &MaskTolerance) {
+    let expected_rows = expected.as_array().expect("rows");
+    assert_eq!(actual.len(), expected_rows.len(), "{what}: rows");
     for (b, (row, exp_row)) in actual
         .iter()
         .zip(expected.as_array().expect("rows"))
         .enumerate()
     {
-        for (t, (&a, e)) in row.iter().zip(exp_row.as_array().expect("row")).enumerate() {
+        let exp_row = exp_row.as_array().expect("row");
+        assert_eq!(row.len(), exp_row.len(), "{what}[{b}]: length");
+        for (t, (&a, e)) in row.iter().zip(exp_row).enumerate() {
             if let Some(e) = e.as_f64() {
-                assert_close1(
-                    &format!("{what}[{b}][{t}]"),
+                assert_close(
                     &[a],
                     &[e],
-                    tol.value_abs,
-                    tol.value_rel,
+                    Tolerance::elementwise(tol.value_abs, tol.value_rel),
+                    &format!("{what}[{b}][{t}]"),
                 );
             }
         }
     }
 }
 
-fn check_case(case: &Value, p: Precision, dev: &sdpo_testkit::TestDevice) -> usize {
+/// Checks every threshold of one case; `beta` is the fixture's (top-level `beta`).
+fn check_case(case: &Value, beta: f64, p: Precision, dev: &sdpo_testkit::TestDevice) -> usize {
     let id = case["id"].as_str().expect("id");
     let tol = tolerance(p);
     let inputs = inputs(case, p, &dev.device);
@@ -99,12 +103,11 @@ fn check_case(case: &Value, p: Precision, dev: &sdpo_testkit::TestDevice) -> usi
         ] {
             // |a - b| <= rel * max(1, |b|); -inf (null) must match exactly.
             let expected = vec1(&block[name], f64::NEG_INFINITY);
-            assert_close1(
-                &format!("{what} {name}"),
+            assert_close(
                 &host1(actual),
                 &expected,
-                tol.threshold_rel,
-                tol.threshold_rel,
+                Tolerance::elementwise(tol.threshold_rel, tol.threshold_rel),
+                &format!("{what} {name}"),
             );
         }
         assert_eq_mask(
@@ -124,33 +127,41 @@ fn check_case(case: &Value, p: Precision, dev: &sdpo_testkit::TestDevice) -> usi
             ("ref_chosen_sum", &sums.ref_chosen),
             ("ref_rejected_sum", &sums.ref_rejected),
         ] {
-            assert_close1(
-                &format!("{what} {name}"),
+            assert_close(
                 &host1(actual.clone()),
                 &vec1(&block[name], f64::NAN),
-                tol.value_abs,
-                tol.value_rel,
+                Tolerance::elementwise(tol.value_abs, tol.value_rel),
+                &format!("{what} {name}"),
             );
         }
-        // Rewards and losses are differences of sums: their error is relative to the sums'
-        // magnitude (f32 sums of ~1e6-sized values differ by summation order).
-        let sum_scale: f64 = [
-            "policy_chosen_sum",
-            "policy_rejected_sum",
-            "ref_chosen_sum",
-            "ref_rejected_sum",
-        ]
-        .iter()
-        .flat_map(|k| vec1(&block[*k], 0.0))
-        .map(f64::abs)
-        .fold(0.0, f64::max);
-        let derived_abs = tol.value_abs + tol.value_rel * 0.1 * 4.0 * sum_scale;
+        // Rewards and losses are differences of sums, so their error is relative to the sums
+        // they come from (f32 sums of ~1e6-sized values differ by summation order), not to
+        // their own size: each element gets the scale of its own pair's sums (β = 0.1 times
+        // the |sums| involved; -logsigmoid has slope <= 1). Per element, so the 1e30 rows of
+        // `huge_magnitude` do not loosen the check of the small ones.
+        let abs_sum =
+            |k: &str| -> Vec<f64> { vec1(&block[k], f64::NAN).iter().map(|x| x.abs()).collect() };
+        let (pcs, prs, rcs, rrs) = (
+            abs_sum("policy_chosen_sum"),
+            abs_sum("policy_rejected_sum"),
+            abs_sum("ref_chosen_sum"),
+            abs_sum("ref_rejected_sum"),
+        );
+        let chosen_scale: Vec<f64> = (0..pcs.len()).map(|i| beta * (pcs[i] + rcs[i])).collect();
+        let rejected_scale: Vec<f64> = (0..pcs.len()).map(|i| beta * (prs[i] + rrs[i])).collect();
+        let loss_scale: Vec<f64> = (0..pcs.len())
+            .map(|i| chosen_scale[i] + rejected_scale[i])
+            .collect();
+        let derived = Tolerance {
+            rel_to_max: tol.value_rel,
+            ..Tolerance::elementwise(tol.value_abs, tol.value_rel)
+        };
         for dpo in block["dpo"].as_array().expect("dpo") {
             let eps = dpo["label_smoothing"].as_f64().expect("label_smoothing");
             let config = LossConfig {
                 trl_semantics: TrlSemantics::V0_28,
                 loss_type: LossTypes::One(LossType::Sdpo),
-                beta: 0.1,
+                beta,
                 label_smoothing: eps,
                 sdpo_threshold: q,
                 ..LossConfig::default()
@@ -164,27 +175,19 @@ fn check_case(case: &Value, p: Precision, dev: &sdpo_testkit::TestDevice) -> usi
             )
             .unwrap_or_else(|e| panic!("{what}: {e}"));
             let what = format!("{what} ls={eps}");
-            assert_close1(
-                &format!("{what} losses"),
-                &host1(out.losses),
-                &vec1(&dpo["losses"], f64::NAN),
-                derived_abs,
-                tol.value_rel,
-            );
-            assert_close1(
-                &format!("{what} chosen_rewards"),
-                &host1(out.chosen_rewards),
-                &vec1(&dpo["chosen_rewards"], f64::NAN),
-                derived_abs,
-                tol.value_rel,
-            );
-            assert_close1(
-                &format!("{what} rejected_rewards"),
-                &host1(out.rejected_rewards),
-                &vec1(&dpo["rejected_rewards"], f64::NAN),
-                derived_abs,
-                tol.value_rel,
-            );
+            for (name, actual, scale) in [
+                ("losses", out.losses, &loss_scale),
+                ("chosen_rewards", out.chosen_rewards, &chosen_scale),
+                ("rejected_rewards", out.rejected_rewards, &rejected_scale),
+            ] {
+                assert_close_scaled(
+                    &host1(actual),
+                    &vec1(&dpo[name], f64::NAN),
+                    scale,
+                    derived,
+                    &format!("{what} {name}"),
+                );
+            }
         }
         checked += 1;
     }
@@ -196,6 +199,7 @@ fn every_sdpo_mask_case_and_threshold() {
     let fixture: Value = serde_json::from_str(&sdpo_testkit::read_fixture("sdpo_mask.json"))
         .expect("sdpo_mask.json");
     let cases = fixture["cases"].as_array().expect("cases");
+    let beta = fixture["beta"].as_f64().expect("beta");
     let thresholds = fixture["thresholds"].as_array().expect("thresholds").len();
     for dev in sdpo_testkit::test_devices!() {
         for p in [Precision::F32, Precision::F64] {
@@ -206,7 +210,7 @@ fn every_sdpo_mask_case_and_threshold() {
                 );
                 continue;
             }
-            let checked: usize = cases.iter().map(|c| check_case(c, p, &dev)).sum();
+            let checked: usize = cases.iter().map(|c| check_case(c, beta, p, &dev)).sum();
             assert_eq!(checked, cases.len() * thresholds, "every case x threshold");
             assert!(checked > 0);
             println!(

@@ -8,6 +8,7 @@ use common::batch::{Batch, batch_strategy};
 use common::{host_mask, host1, host2};
 use proptest::prelude::*;
 use sdpo_core::{LossConfig, LossType, LossTypes, PreferenceLoss, mask_unimportant_tokens};
+use sdpo_testkit::{Tolerance, compare};
 
 fn kept(b: &Batch, q: f64, device: &Device) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
     let sel = mask_unimportant_tokens(&b.inputs(device), q).expect("selection");
@@ -28,9 +29,8 @@ fn q_zero_is_plain_sigmoid_dpo_on_the_unmasked_sums() {
             let sdpo = PreferenceLoss::new(config(LossType::Sdpo)).unwrap().forward(&inputs, None).unwrap();
             let dpo = PreferenceLoss::new(config(LossType::Sigmoid)).unwrap().forward(&inputs, None).unwrap();
             let (a, e) = (host1(sdpo.losses[0].1.clone()), host1(dpo.losses[0].1.clone()));
-            for (x, y) in a.iter().zip(&e) {
-                prop_assert!((x - y).abs() <= 1e-6 * (1.0 + y.abs()), "sdpo {x} vs dpo {y}");
-            }
+            let close = compare(&a, &e, Tolerance::elementwise(1e-6, 1e-6));
+            prop_assert!(close.is_ok(), "sdpo vs dpo losses: {}", close.unwrap_err());
         });
     }
 }
@@ -95,9 +95,8 @@ fn appending_padding_changes_nothing() {
                 if dev.name == "flex" {
                     prop_assert_eq!(x, y);
                 } else {
-                    for (u, v) in x.iter().zip(&y) {
-                        prop_assert!((u - v).abs() <= 1e-6 * (1.0 + v.abs()), "{u} vs {v}");
-                    }
+                    let close = compare(&x, &y, Tolerance::elementwise(1e-6, 1e-6));
+                    prop_assert!(close.is_ok(), "sums with padding: {}", close.unwrap_err());
                 }
             }
             let pk = host_mask(p.chosen_kept);

@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{model_dir, read_config};
+use common::{model_dir, read_config, tiny_models};
 use sdpo_models::{
     Architecture, HfConfig, ModelConfig, ModelError, RopeConfig, RopeScaling, inverse_frequencies,
 };
@@ -16,11 +16,19 @@ fn resolve(config: &serde_json::Map<String, Value>) -> Result<ModelConfig, Model
     ModelConfig::try_from(HfConfig::from_json_str(&text, Path::new("config.json"))?)
 }
 
-/// The fixture config rewritten in the transformers 4 layout.
+/// The fixture config rewritten in the transformers 4 layout: `rope_theta` at the top, the
+/// scaling (if any) in `rope_scaling`.
 fn as_v4(mut c: serde_json::Map<String, Value>) -> serde_json::Map<String, Value> {
-    if let Some(Value::Object(rope)) = c.remove("rope_parameters") {
-        c.insert("rope_theta".into(), rope["rope_theta"].clone());
-        c.insert("rope_scaling".into(), Value::Null);
+    if let Some(Value::Object(mut rope)) = c.remove("rope_parameters") {
+        let theta = rope.remove("rope_theta").expect("rope_theta");
+        c.insert("rope_theta".into(), theta);
+        let scaled = rope.get("rope_type").and_then(Value::as_str) != Some("default");
+        let scaling = if scaled {
+            Value::Object(rope)
+        } else {
+            Value::Null
+        };
+        c.insert("rope_scaling".into(), scaling);
     }
     if let Some(dtype) = c.remove("dtype") {
         c.insert("torch_dtype".into(), dtype);
@@ -35,7 +43,7 @@ fn without_source(mut c: ModelConfig) -> ModelConfig {
 
 #[test]
 fn transformers_4_and_5_layouts_resolve_identically() {
-    for name in ["llama", "llama_tied", "qwen2", "gpt2"] {
+    for name in &tiny_models() {
         let v5 = read_config(&model_dir(name));
         let a = resolve(&v5).expect("v5");
         let b = resolve(&as_v4(v5)).expect("v4");

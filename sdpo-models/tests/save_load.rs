@@ -6,16 +6,17 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{
-    Golden, RawTensor, TINY_MODELS, copy_model, golden_logits_of, max_abs_diff, model_dir,
-    read_config, read_raw, write_raw,
+    Golden, RawTensor, copy_model, golden_logits_of, model_dir, read_config, read_raw, tiny_models,
+    write_raw,
 };
 use safetensors::Dtype;
 use sdpo_models::{CausalLm, HfConfig, ModelConfig};
+use sdpo_testkit::max_abs_diff;
 
 #[test]
 fn save_then_load_gives_identical_logits_and_hf_layout() {
     for dev in sdpo_testkit::test_devices!() {
-        for name in TINY_MODELS {
+        for name in &tiny_models() {
             let model = CausalLm::from_pretrained(model_dir(name), &dev.device).expect("load");
             let before = golden_logits_of(&model, name, &dev.device);
             let out = tempfile::tempdir().expect("tempdir");
@@ -173,7 +174,7 @@ fn bf16_and_f16_checkpoints_load_exactly() {
 #[test]
 fn from_config_is_seeded_and_saves_loadably() {
     for dev in sdpo_testkit::test_devices!() {
-        for name in TINY_MODELS {
+        for name in &tiny_models() {
             let hf = HfConfig::from_file(&model_dir(name).join("config.json")).expect("config");
             let config = ModelConfig::try_from(hf).expect("resolve");
             let a = CausalLm::from_config(&config, 7, &dev.device);

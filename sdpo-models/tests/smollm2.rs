@@ -1,8 +1,9 @@
 //! The real SmolLM2-135M-Instruct against transformers 5.24 (`fixtures/smollm2/golden.json`).
 //!
-//! Needs the weights: `tools/get-smollm2.sh DIR`, then `SDPO_SMOLLM2_DIR=DIR`. Without the
-//! variable the test says so and returns. Run it in release (`--release`): a debug build is
-//! several times slower.
+//! Needs the weights: `tools/get-smollm2.sh DIR`, then `SDPO_SMOLLM2_DIR=DIR cargo test -p
+//! sdpo-models --test smollm2 -- --include-ignored`. The test is `#[ignore]`d so a plain
+//! `cargo test` does not pretend to have checked the real model; run with the flag but without
+//! the weights it fails. Release (`--release`) is several times faster than debug.
 
 mod common;
 
@@ -10,6 +11,7 @@ use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use common::host;
 use sdpo_models::CausalLm;
+use sdpo_testkit::{Tolerance, assert_close};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -26,14 +28,14 @@ struct GoldenFile {
     prompts: Vec<Prompt>,
 }
 
-const TOL: f32 = 1e-3;
+/// The fixture README's tolerance for an f32 implementation (eager vs SDPA attention in torch
+/// already differ by 4e-6).
+const TOL: f64 = 1e-3;
 
 #[test]
+#[ignore = "needs SDPO_SMOLLM2_DIR (tools/get-smollm2.sh)"]
 fn smollm2_next_token_logps_match_transformers() {
-    let Some(dir) = sdpo_testkit::smollm2_dir() else {
-        println!("SKIPPED: SDPO_SMOLLM2_DIR is not set (make it with tools/get-smollm2.sh DIR)");
-        return;
-    };
+    let dir = sdpo_testkit::smollm2_dir();
     let golden: GoldenFile =
         serde_json::from_str(&sdpo_testkit::read_fixture("smollm2/golden.json")).expect("golden");
     for dev in sdpo_testkit::test_devices!() {
@@ -62,18 +64,29 @@ fn smollm2_next_token_logps_match_transformers() {
         model.check_inputs(&ids_t, &mask_t).expect("inputs");
         let logps = host(log_softmax(model.forward(ids_t, mask_t), 2));
 
-        let (mut worst, mut checked, mut top1) = (0.0f32, 0usize, 0usize);
+        let (mut checked, mut top1) = (0usize, 0usize);
+        let mut worst = 0.0f64;
         for (b, p) in golden.prompts.iter().enumerate() {
             let row = |t: usize| &logps[(b * seq + t) * vocab..(b * seq + t + 1) * vocab];
-            for (t, want) in p.next_token_logp.iter().enumerate() {
-                let got = row(t)[p.input_ids[t + 1] as usize];
-                let d = (got - want).abs();
-                assert!(d <= TOL, "{} t={t}: logp {got} vs {want} (|d| {d})", p.id);
-                worst = worst.max(d);
-                checked += 1;
-            }
+            let got: Vec<f32> = (0..p.next_token_logp.len())
+                .map(|t| row(t)[p.input_ids[t + 1] as usize])
+                .collect();
+            let c = assert_close(
+                &got,
+                &p.next_token_logp,
+                Tolerance::absolute(TOL),
+                &format!("[{}] {} next-token logps", dev.name, p.id),
+            );
+            worst = worst.max(c.max_abs_diff);
+            checked += c.checked;
             for (t, (ids5, logps5)) in p.top5_ids.iter().zip(&p.top5_logps).enumerate() {
                 let r = row(t);
+                assert!(
+                    r.iter().all(|v| !v.is_nan()),
+                    "[{}] {} t={t}: NaN log-prob",
+                    dev.name,
+                    p.id
+                );
                 let argmax = r
                     .iter()
                     .enumerate()
@@ -82,15 +95,14 @@ fn smollm2_next_token_logps_match_transformers() {
                     })
                     .0;
                 assert_eq!(argmax as i64, ids5[0], "{} t={t}: top-1 id", p.id);
-                for (id, want) in ids5.iter().zip(logps5) {
-                    let d = (r[*id as usize] - want).abs();
-                    assert!(
-                        d <= TOL,
-                        "{} t={t}: top-5 id {id} logp differs by {d}",
-                        p.id
-                    );
-                    worst = worst.max(d);
-                }
+                let got5: Vec<f32> = ids5.iter().map(|id| r[*id as usize]).collect();
+                let c = assert_close(
+                    &got5,
+                    logps5,
+                    Tolerance::absolute(TOL),
+                    &format!("[{}] {} t={t}: top-5 logps", dev.name, p.id),
+                );
+                worst = worst.max(c.max_abs_diff);
                 top1 += 1;
             }
         }

@@ -6,12 +6,14 @@
 use burn::module::Module;
 use burn::tensor::{Int, Tensor, TensorData};
 use sdpo_models::CausalLm;
+use sdpo_testkit::{Tolerance, assert_close};
 
 #[test]
 fn tracked_and_untracked_forward_passes_agree_bit_for_bit() {
     for dev in sdpo_testkit::test_devices!() {
         let tracked_device = dev.device.clone().autodiff();
-        for name in ["llama", "llama_tied", "qwen2", "gpt2"] {
+        let models = sdpo_testkit::fixture_model_names();
+        for name in &models {
             let dir = sdpo_testkit::fixtures_dir().join("models").join(name);
             let plain = CausalLm::from_pretrained(&dir, &dev.device).unwrap();
             let policy = plain.clone().fork(&tracked_device).train();
@@ -38,17 +40,17 @@ fn tracked_and_untracked_forward_passes_agree_bit_for_bit() {
                 .without_autodiff()
                 .try_into_vec_as::<f32>()
                 .unwrap();
-            let worst = untracked
-                .iter()
-                .zip(&tracked)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
-            assert_eq!(
-                worst, 0.0,
-                "[{}] {name}: tracked and untracked logits differ by {worst:e}",
-                dev.name
+            assert_close(
+                &tracked,
+                &untracked,
+                Tolerance::EXACT,
+                &format!("[{}] {name}: tracked vs untracked logits", dev.name),
             );
         }
-        println!("[{}] tracked == untracked for 4 models", dev.name);
+        println!(
+            "[{}] tracked == untracked for {} models",
+            dev.name,
+            models.len()
+        );
     }
 }

@@ -5,9 +5,20 @@
 //! devices a test body must run on. The list is built by [`test_devices!`], a macro so that the
 //! `wgpu` / `tch` cargo features it looks at are the *calling* crate's: `cargo test -p X
 //! --features wgpu` then runs every tensor test on flex and on wgpu, one test body for all.
+//!
+//! It also holds the one numeric comparison every tolerance check uses ([`assert_close`],
+//! [`compare`], [`max_abs_diff`] in [`compare`](mod@compare)): NaN on either side always
+//! fails, which the common `fold(0.0, f32::max)` idiom silently gets wrong.
 #![warn(missing_docs)]
 
+pub mod compare;
+
 use std::path::PathBuf;
+
+pub use compare::{
+    Comparison, Mismatch, Tolerance, assert_close, assert_close_scaled, compare, compare_scaled,
+    max_abs_diff,
+};
 
 pub use burn;
 use burn::tensor::{DType, Device};
@@ -97,6 +108,31 @@ pub fn fixtures_dir() -> PathBuf {
     }
 }
 
+/// The tiny checkpoints of the fixture set: every directory under `models/` of
+/// [`fixtures_dir`] that holds a `golden.json`, sorted by name. Golden tests iterate this list,
+/// so a model added to the fixtures (or a held-out set with other models) is checked without
+/// editing a test.
+///
+/// # Panics
+/// When the directory cannot be read or holds no model (a golden test must check something).
+pub fn fixture_model_names() -> Vec<String> {
+    let dir = fixtures_dir().join("models");
+    let entries = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot list fixture models in {}: {e}", dir.display()));
+    let mut names: Vec<String> = entries
+        .map(|entry| entry.unwrap_or_else(|e| panic!("{}: {e}", dir.display())))
+        .filter(|entry| entry.path().join("golden.json").is_file())
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert!(
+        !names.is_empty(),
+        "no model with a golden.json in {}",
+        dir.display()
+    );
+    names
+}
+
 /// Reads a fixture file as a string, panicking with the path on failure (tests only).
 pub fn read_fixture(relative: &str) -> String {
     let path = fixtures_dir().join(relative);
@@ -104,9 +140,32 @@ pub fn read_fixture(relative: &str) -> String {
         .unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()))
 }
 
-/// The SmolLM2-135M-Instruct checkpoint directory from `SDPO_SMOLLM2_DIR`, if set.
-pub fn smollm2_dir() -> Option<PathBuf> {
-    std::env::var_os("SDPO_SMOLLM2_DIR")
+/// The SmolLM2-135M-Instruct checkpoint directory from `SDPO_SMOLLM2_DIR`.
+///
+/// Tests that need the real weights are `#[ignore = "needs SDPO_SMOLLM2_DIR
+/// (tools/get-smollm2.sh)"]` and call this first: run with `--include-ignored` (CI does, with
+/// the weights present) they fail loudly when the directory is missing instead of passing
+/// without checking anything.
+///
+/// # Panics
+/// When `SDPO_SMOLLM2_DIR` is unset or empty, or names a directory without `config.json` and
+/// `model.safetensors`.
+pub fn smollm2_dir() -> PathBuf {
+    let dir = std::env::var_os("SDPO_SMOLLM2_DIR")
         .filter(|d| !d.is_empty())
         .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            panic!(
+                "SDPO_SMOLLM2_DIR is not set: this test needs the SmolLM2-135M-Instruct weights \
+                 (make them with `tools/get-smollm2.sh DIR`, then SDPO_SMOLLM2_DIR=DIR)"
+            )
+        });
+    for file in ["config.json", "model.safetensors"] {
+        assert!(
+            dir.join(file).is_file(),
+            "SDPO_SMOLLM2_DIR={} has no {file} (make it with `tools/get-smollm2.sh DIR`)",
+            dir.display()
+        );
+    }
+    dir
 }

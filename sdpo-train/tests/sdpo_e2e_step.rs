@@ -11,6 +11,7 @@ use sdpo_data::PreferenceBatch;
 use sdpo_models::CausalLm;
 use sdpo_train::batch::DeviceBatch;
 use sdpo_train::objective::batch_objective;
+use sdpo_testkit::{Tolerance, assert_close};
 use sdpo_train::reference::{Reference, Split};
 use serde_json::Value;
 
@@ -102,10 +103,11 @@ fn one_sdpo_step_matches_the_golden_loss_and_gradients() {
                 .as_f64()
                 .unwrap();
             let actual = loss.clone().into_scalar::<f64>();
-            assert!(
-                (actual - expected).abs() <= 1e-5,
-                "[{}] q={q}: loss {actual} vs golden {expected}",
-                dev.name
+            assert_close(
+                &[actual],
+                &[expected],
+                Tolerance::absolute(1e-5),
+                &format!("[{}] q={q} loss vs golden", dev.name),
             );
 
             let grads = GradientsParams::from_grads(loss.backward(), &policy);
@@ -134,16 +136,12 @@ fn one_sdpo_step_matches_the_golden_loss_and_gradients() {
                     .chunks_exact(4)
                     .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                     .collect();
-                let scale = want.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-12);
-                let worst = got
-                    .iter()
-                    .zip(&want)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0f32, f32::max);
-                assert!(
-                    worst <= 1e-4 * scale,
-                    "[{}] q={q} {param}: max |diff| {worst:e} > 1e-4 x {scale:e}",
-                    dev.name
+                // The fixture README: 1e-4 relative to the tensor's max |value|.
+                assert_close(
+                    &got,
+                    &want,
+                    Tolerance::relative_to_max(1e-4),
+                    &format!("[{}] q={q} gradient of {param}", dev.name),
                 );
                 checked += 1;
             }
@@ -175,15 +173,11 @@ fn logits_in_row_chunks_give_the_same_log_probs() {
                 a.try_into_vec_as::<f32>().unwrap(),
                 b.try_into_vec_as::<f32>().unwrap(),
             );
-            let worst = a
-                .iter()
-                .zip(&b)
-                .map(|(x, y)| (x - y).abs())
-                .fold(0f32, f32::max);
-            assert!(
-                worst <= 1e-5,
-                "[{}] chunked log-probs differ by {worst:e}",
-                dev.name
+            assert_close(
+                &b,
+                &a,
+                Tolerance::absolute(1e-5),
+                &format!("[{}] chunked vs whole log-probs", dev.name),
             );
         }
         for (a, b) in [
@@ -191,10 +185,11 @@ fn logits_in_row_chunks_give_the_same_log_probs() {
             (whole.rejected_logits_mean, rows.rejected_logits_mean),
         ] {
             let (a, b) = (a.into_scalar::<f64>(), b.into_scalar::<f64>());
-            assert!(
-                (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
-                "[{}] logits mean {a} vs {b}",
-                dev.name
+            assert_close(
+                &[b],
+                &[a],
+                Tolerance::elementwise(1e-5, 1e-5),
+                &format!("[{}] chunked vs whole logits mean", dev.name),
             );
         }
         let golden = fixture["policy_chosen_logps"].as_array().unwrap()[0]

@@ -3,6 +3,7 @@
 mod common;
 
 use common::{series, tiny_config, tokenizer_dir, write_pairs, write_reference_model};
+use sdpo_testkit::{Tolerance, assert_close};
 use sdpo_train::{SilentObserver, Start, TrainConfig, TrainError, Trainer, read_metrics};
 
 fn run(config: TrainConfig, device: &burn::tensor::Device) -> Vec<sdpo_train::MetricsRecord> {
@@ -11,16 +12,19 @@ fn run(config: TrainConfig, device: &burn::tensor::Device) -> Vec<sdpo_train::Me
     trainer.train(None, &mut SilentObserver).expect("train")
 }
 
+/// Same steps, and values within `tol * (1 + |b|)` (NaN fails).
 fn assert_series_close(what: &str, a: &[(usize, f64)], b: &[(usize, f64)], tol: f64) {
     assert_eq!(a.len(), b.len(), "{what}: number of records");
     assert!(!a.is_empty(), "{what}: no records");
-    for ((sa, va), (sb, vb)) in a.iter().zip(b) {
-        assert_eq!(sa, sb, "{what}: steps");
-        assert!(
-            (va - vb).abs() <= tol * (1.0 + vb.abs()),
-            "{what} at step {sa}: {va} vs {vb}"
-        );
-    }
+    let steps = |s: &[(usize, f64)]| s.iter().map(|(step, _)| *step).collect::<Vec<_>>();
+    assert_eq!(steps(a), steps(b), "{what}: steps");
+    let values = |s: &[(usize, f64)]| s.iter().map(|(_, v)| *v).collect::<Vec<_>>();
+    assert_close(
+        &values(a),
+        &values(b),
+        Tolerance::elementwise(tol, tol),
+        &format!("{what} (steps {:?})", steps(a)),
+    );
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Helpers shared by the sdpo-core integration tests: tensors from fixture numbers in a chosen
-//! precision, and comparisons that name what differs.
+//! precision, and exact mask comparison
+//! (tolerance checks use `sdpo_testkit::assert_close`).
 #![allow(dead_code)]
 
 pub mod batch;
@@ -103,29 +104,6 @@ pub fn host2(t: Tensor<2>) -> Vec<Vec<f64>> {
 
 pub fn host_mask(t: Tensor<2, Bool>) -> Vec<Vec<f64>> {
     host2(t.float())
-}
-
-/// `|a - b| <= abs + rel * |b|`, with equal infinities accepted.
-pub fn close(a: f64, b: f64, abs: f64, rel: f64) -> bool {
-    if a == b {
-        return true;
-    }
-    if !a.is_finite() || !b.is_finite() {
-        return false;
-    }
-    (a - b).abs() <= abs + rel * b.abs()
-}
-
-/// Asserts element-wise closeness, naming the case, the field and the index.
-pub fn assert_close1(what: &str, actual: &[f64], expected: &[f64], abs: f64, rel: f64) {
-    assert_eq!(actual.len(), expected.len(), "{what}: length");
-    for (i, (&a, &e)) in actual.iter().zip(expected).enumerate() {
-        assert!(
-            close(a, e, abs, rel),
-            "{what}[{i}]: got {a:e}, expected {e:e} (|diff| {:e})",
-            (a - e).abs()
-        );
-    }
 }
 
 pub fn assert_eq_mask(what: &str, actual: &[Vec<f64>], expected: &[Vec<f64>]) {

@@ -1,8 +1,8 @@
 //! Each input format, BOS/EOS rules, truncation modes, file layouts, skipping, config parsing.
 
 use sdpo_data::{
-    DataConfig, DataError, PairBody, PreferenceProcessor, PreferenceTokenizer, TruncationMode,
-    load_records,
+    DataConfig, DataError, PairBody, PreferenceProcessor, PreferenceTokenizer, TokenizedDataset,
+    TokenizedPair, TruncationMode, load_records,
 };
 
 use crate::common::{encode, processor, smollm2, smollm2_dir, temp_dir, unlimited, write_temp};
@@ -325,6 +325,52 @@ fn content_hash_is_stable_and_sensitive() {
         a.content_hash(),
         c.content_hash(),
         "max_length is part of the key"
+    );
+}
+
+/// The hash keys the reference log-prob cache across runs and versions, so its value is part of
+/// the format: pinned to literals. They were computed by an independent implementation (Python,
+/// from the byte layout documented on `content_hash`: FNV-1a 64 of `b"sdpo-data/v1"`,
+/// `max_length` as u64 LE (u64::MAX for none), the truncation mode's name, the pair count as
+/// u64 LE, then per pair and side the id count as u64 LE and each id as u32 LE). A change here
+/// invalidates every cache on disk: bump the version string instead of editing the literals.
+#[test]
+fn content_hash_is_pinned_to_its_documented_layout() {
+    let pairs = vec![
+        TokenizedPair {
+            prompt_ids: vec![1, 2, 3],
+            chosen_ids: vec![4, 5],
+            rejected_ids: vec![6],
+        },
+        TokenizedPair {
+            prompt_ids: vec![70000],
+            chosen_ids: vec![],
+            rejected_ids: vec![2, 2],
+        },
+    ];
+    let dataset = |max_length, truncation_mode| TokenizedDataset {
+        pairs: pairs.clone(),
+        max_length,
+        truncation_mode,
+        ..TokenizedDataset::default()
+    };
+    let cases = [
+        (None, TruncationMode::KeepEnd, 0x6b8e_d270_070e_76c9_u64),
+        (Some(64), TruncationMode::KeepEnd, 0xf069_1b8a_05dc_81e1),
+        (Some(64), TruncationMode::KeepStart, 0x9350_566d_ef88_17d4),
+    ];
+    for (max_length, mode, expected) in cases {
+        let d = dataset(max_length, mode);
+        assert_eq!(
+            d.content_hash(),
+            expected,
+            "max_length {max_length:?}, {mode:?}"
+        );
+        assert_eq!(d.content_hash_hex(), format!("{expected:016x}"));
+    }
+    assert_eq!(
+        TokenizedDataset::default().content_hash(),
+        0x0a97_7dc0_3d2d_d2a9
     );
 }
 

@@ -59,16 +59,27 @@ fn tokenizer_golden_every_case() {
     assert_eq!(checked, cases.len());
 }
 
+fn read_json(path: &std::path::Path) -> Value {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The prompt of `smollm2/golden.json` rendered from chat messages (the one with `messages`).
 fn chat_prompt() -> Value {
-    let text = std::fs::read_to_string(smollm2_dir().join("golden.json")).unwrap();
-    let golden: Value = serde_json::from_str(&text).unwrap();
-    golden["prompts"]
+    let golden = read_json(&smollm2_dir().join("golden.json"));
+    let chats: Vec<&Value> = golden["prompts"]
         .as_array()
-        .unwrap()
+        .expect("prompts")
         .iter()
-        .find(|p| p["id"] == "chat")
-        .expect("a `chat` prompt in smollm2/golden.json")
-        .clone()
+        .filter(|p| p["messages"].is_array())
+        .collect();
+    assert_eq!(
+        chats.len(),
+        1,
+        "smollm2/golden.json should hold exactly one prompt with `messages`"
+    );
+    chats[0].clone()
 }
 
 fn messages(value: &Value) -> Vec<Message> {
@@ -95,41 +106,102 @@ fn chat_template_renders_and_tokenizes_like_transformers() {
 
 #[test]
 fn conversational_pair_concatenates_to_the_golden_ids() {
-    // Prompt = the user turn, chosen = the assistant turn: prompt ids + chosen ids, tokenized
-    // separately, must equal transformers' ids of the whole rendered conversation.
+    // Prompt = the turns before the last assistant turn, chosen = that turn: prompt ids +
+    // chosen ids, tokenized separately, must equal transformers' ids of the whole rendered
+    // conversation (TRL's rule: the completion is the rendering minus the prompt rendering).
     let chat = chat_prompt();
+    let text = chat["text"].as_str().expect("text");
     let msgs = messages(&chat["messages"]);
-    let split = msgs.iter().position(|m| m.role == "assistant").unwrap();
+    let split = msgs
+        .iter()
+        .rposition(|m| m.role == "assistant")
+        .expect("an assistant turn in the chat prompt");
+    assert_eq!(
+        split,
+        msgs.len() - 1,
+        "the assistant turn is the last message"
+    );
+    // A rejected answer that is not the chosen one.
+    let rejected_content = format!("{} (rejected)", msgs[split].content);
     let record = PreferenceRecord {
         origin: RecordOrigin::in_memory(0),
         body: PairBody::Conversational {
             prompt: msgs[..split].to_vec(),
             chosen: msgs[split..].to_vec(),
-            rejected: vec![Message::new("assistant", "7.")],
+            rejected: vec![Message::new("assistant", &rejected_content)],
         },
     };
     let pair = processor(unlimited()).tokenize_record(&record).unwrap();
     let mut joined = pair.prompt_ids.clone();
     joined.extend(&pair.chosen_ids);
     assert_eq!(joined, ids(&chat["input_ids"]));
-    // The completion is exactly the assistant turn: "2 + 3 = 5.<|im_end|>\n".
+    // The completion starts exactly at the assistant's content (the turn header belongs to the
+    // prompt, as the generation prompt) and runs to the end of the golden text; the rejected
+    // completion is its content followed by the same tail of the template.
+    let content = msgs[split].content.as_str();
+    let start = text
+        .rfind(content)
+        .expect("the assistant content appears in the golden text");
+    let tail = &text[start + content.len()..];
     let tok = smollm2();
+    assert_eq!(pair.chosen_ids, tok.encode(&text[start..]).unwrap());
     assert_eq!(
-        pair.chosen_ids,
-        tok.encode("2 + 3 = 5.<|im_end|>\n").unwrap()
+        pair.rejected_ids,
+        tok.encode(&format!("{rejected_content}{tail}")).unwrap()
     );
-    assert_eq!(pair.rejected_ids, tok.encode("7.<|im_end|>\n").unwrap());
 }
 
 #[test]
 fn special_tokens_match_the_config() {
+    // Expected values come from the checkpoint's own files: the token strings named in
+    // tokenizer_config.json, their ids in tokenizer.json, and the model config's ids.
+    let dir = smollm2_dir();
+    let tokenizer_config = read_json(&dir.join("tokenizer_config.json"));
+    let tokenizer_json = read_json(&dir.join("tokenizer.json"));
+    let model_config = read_json(&dir.join("config.json"));
+    let added = tokenizer_json["added_tokens"]
+        .as_array()
+        .expect("added_tokens");
+    let id_of = |key: &str| -> Option<u32> {
+        let content = tokenizer_config[key].as_str()?;
+        let token = added
+            .iter()
+            .find(|t| t["content"] == content)
+            .unwrap_or_else(|| panic!("{key} {content:?} is not an added token"));
+        Some(u32::try_from(token["id"].as_u64().expect("id")).expect("u32"))
+    };
+    let config_id = |key: &str| model_config[key].as_u64().map(|id| id as u32);
+
     let info = smollm2().info().clone();
-    assert_eq!(info.vocab_size, 49152);
-    assert_eq!(info.bos_token_id(), Some(1));
-    assert_eq!(info.eos_token_id(), Some(2));
-    assert_eq!(info.pad_token_id(), Some(2));
-    assert_eq!(info.unk.as_ref().map(|t| t.id), Some(0));
-    assert!(!info.add_bos_token);
-    assert!(info.has_chat_template);
+    let base = tokenizer_json["model"]["vocab"]
+        .as_object()
+        .expect("vocab")
+        .len();
+    let added_beyond_base = added
+        .iter()
+        .filter(|t| t["id"].as_u64().expect("id") as usize >= base)
+        .count();
+    assert_eq!(info.vocab_size, base + added_beyond_base, "vocab size");
+    assert_eq!(
+        Some(info.vocab_size as u64),
+        model_config["vocab_size"].as_u64(),
+        "tokenizer and model agree on the vocabulary"
+    );
+    assert_eq!(info.bos_token_id(), id_of("bos_token"), "bos");
+    assert_eq!(info.eos_token_id(), id_of("eos_token"), "eos");
+    assert_eq!(info.pad_token_id(), id_of("pad_token"), "pad");
+    assert_eq!(info.unk.as_ref().map(|t| t.id), id_of("unk_token"), "unk");
+    // The model config names the same ids (SmolLM2: bos 1, eos 2, pad 2).
+    assert_eq!(info.bos_token_id(), config_id("bos_token_id"), "config bos");
+    assert_eq!(info.eos_token_id(), config_id("eos_token_id"), "config eos");
+    assert_eq!(info.pad_token_id(), config_id("pad_token_id"), "config pad");
+    assert_eq!(
+        info.add_bos_token,
+        tokenizer_config["add_bos_token"].as_bool().unwrap_or(false)
+    );
+    assert_eq!(
+        info.has_chat_template,
+        tokenizer_config["chat_template"].is_string()
+    );
     assert!(info.differences(&info).is_empty());
 }

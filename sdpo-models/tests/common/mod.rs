@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 use safetensors::{Dtype, SafeTensors};
 
-/// The four tiny checkpoints of `fixtures/models/`.
-pub const TINY_MODELS: [&str; 4] = ["llama", "llama_tied", "qwen2", "gpt2"];
+/// The tiny checkpoints of `fixtures/models/` (every directory with a `golden.json`).
+pub fn tiny_models() -> Vec<String> {
+    sdpo_testkit::fixture_model_names()
+}
 
 /// `fixtures/models/<name>` (honours `SDPO_FIXTURES`).
 pub fn model_dir(name: &str) -> PathBuf {
@@ -77,36 +79,20 @@ pub fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
 }
 
-/// Largest |a - b| over the rows `[b, t, :]` where `mask[b * seq + t] == 1`.
-///
-/// `a` and `b` are `[batch, seq, width]` row-major.
-pub fn max_abs_diff_masked(a: &[f32], b: &[f32], mask: &[i64], width: usize) -> f32 {
-    assert_eq!(a.len(), b.len(), "lengths differ");
-    assert_eq!(a.len(), mask.len() * width, "mask does not fit");
-    let mut worst = 0.0f32;
-    for (row, m) in mask.iter().enumerate() {
-        if *m != 1 {
-            continue;
-        }
-        for i in row * width..(row + 1) * width {
-            let d = (a[i] - b[i]).abs();
-            assert!(!d.is_nan(), "NaN at flat index {i}");
-            worst = worst.max(d);
-        }
-    }
-    worst
-}
-
-/// Largest |a - b| over all elements (NaN counts as infinitely bad).
-pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "lengths differ");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| {
-            let d = (x - y).abs();
-            if d.is_nan() { f32::INFINITY } else { d }
-        })
-        .fold(0.0, f32::max)
+/// The rows `[b, t, :]` of a `[batch, seq, width]` row-major array where `keep(mask[b * seq +
+/// t])`, concatenated (to compare only valid, or only padded, positions).
+pub fn select_rows(
+    values: &[f32],
+    mask: &[i64],
+    width: usize,
+    keep: impl Fn(i64) -> bool,
+) -> Vec<f32> {
+    assert_eq!(values.len(), mask.len() * width, "mask does not fit");
+    mask.iter()
+        .enumerate()
+        .filter(|(_, m)| keep(**m))
+        .flat_map(|(row, _)| values[row * width..(row + 1) * width].iter().copied())
+        .collect()
 }
 
 /// A fresh temporary copy of a tiny checkpoint (config.json + model.safetensors).
