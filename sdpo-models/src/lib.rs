@@ -23,7 +23,10 @@
 //! ```
 //!
 //! Training: build the policy on [`training_device`] (autodiff, optionally with gradient
-//! checkpointing) and the frozen reference on the plain device.
+//! checkpointing) and the frozen reference on the plain device. For long sequences the forward
+//! pass is also available one piece at a time (embedding, one decoder layer, attention in
+//! query blocks, final norm, output head; see [`StackContext`]), so that a trainer can
+//! recompute one layer at a time instead of keeping every layer's activations.
 #![warn(missing_docs)]
 
 mod attention;
@@ -38,6 +41,7 @@ pub mod llama;
 mod mask;
 mod output;
 mod rope;
+mod stack;
 
 pub use causal_lm::{CausalLm, training_device};
 pub use config::{Activation, Architecture, ModelConfig, RopeConfig, RopeScaling};
@@ -46,3 +50,4 @@ pub use hf_config::{HfConfig, HfRopeParameters};
 pub use mask::attention_bias;
 pub use output::CausalLmOutput;
 pub use rope::inverse_frequencies;
+pub use stack::{AttentionInputs, StackContext};

@@ -17,6 +17,7 @@ pub mod cache;
 pub mod checkpoint;
 pub mod clip;
 pub mod config;
+pub mod engine;
 pub mod error;
 pub mod observer;
 pub mod reference;
