@@ -59,7 +59,7 @@ pub fn split_heads(x: Tensor<3>, heads: usize, head_dim: usize) -> Tensor<4> {
 /// policy the SDPO scores `ref - policy` would be that noise instead of exactly 0, and token
 /// selection at the first step would follow it. Written out, both paths compute the same bits.
 /// The max needs no gradient: softmax does not change when every input is shifted by a constant.
-fn softmax_same_on_every_path(scores: Tensor<4>) -> Tensor<4> {
+pub(crate) fn softmax_same_on_every_path(scores: Tensor<4>) -> Tensor<4> {
     let max = scores.clone().detach().max_dim(3);
     let exp = (scores - max).exp();
     exp.clone() / exp.sum_dim(3)

@@ -252,7 +252,7 @@ impl Gpt2LmHeadModel {
 /// an untracked reference differ from the tracked policy by an ulp (see
 /// `attention::softmax_same_on_every_path`). The parameters stay burn's `LayerNorm` so loading
 /// and saving keep HF's names.
-fn layer_norm(norm: &LayerNorm, x: Tensor<3>, eps: f64) -> Tensor<3> {
+pub(crate) fn layer_norm(norm: &LayerNorm, x: Tensor<3>, eps: f64) -> Tensor<3> {
     let centered = x.clone() - x.mean_dim(2);
     let variance = centered.clone().square().mean_dim(2);
     let normed = centered / (variance + eps).sqrt();

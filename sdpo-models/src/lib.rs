@@ -29,6 +29,10 @@
 //!
 //! Training: build the policy on an autodiff device (`device.clone().autodiff()`; sdpo-train's
 //! `training_device` adds its options) and the frozen reference on the plain device.
+//! For long sequences the forward pass is also available one piece at a time (embedding, one
+//! decoder layer, attention in query blocks, final norm, output head; see [`StackContext`]), so
+//! that a trainer can recompute one layer at a time instead of keeping every layer's
+//! activations.
 #![warn(missing_docs)]
 
 mod attention;
@@ -44,6 +48,7 @@ pub mod lora;
 mod mask;
 mod output;
 mod rope;
+mod stack;
 
 pub use causal_lm::CausalLm;
 pub use config::{Activation, Architecture, ModelConfig, RopeConfig, RopeScaling};
@@ -52,3 +57,4 @@ pub use hf_config::{HfConfig, HfRopeParameters};
 pub use mask::attention_bias;
 pub use output::CausalLmOutput;
 pub use rope::inverse_frequencies;
+pub use stack::{AttentionInputs, StackContext};

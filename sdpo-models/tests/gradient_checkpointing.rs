@@ -11,8 +11,19 @@ use burn::prelude::*;
 use burn::tensor::{GradientCheckpointingStrategy, Gradients};
 use common::{Golden, host, model_dir, tiny_models};
 use sdpo_core::completion_logps;
-use sdpo_models::{CausalLm, training_device};
+use sdpo_models::CausalLm;
 use sdpo_testkit::{Tolerance, assert_close};
+
+/// The device `sdpo_train::training_device(device, gradient_checkpointing)` builds the policy on
+/// (sdpo-models cannot depend on sdpo-train, so the two lines are repeated here).
+fn training_device(device: &Device, gradient_checkpointing: bool) -> Device {
+    let device = device.clone().autodiff();
+    if gradient_checkpointing {
+        device.gradient_checkpointing()
+    } else {
+        device
+    }
+}
 
 /// Collects the gradient of every float parameter, in visiting order (the same for two models
 /// of one architecture).

@@ -20,6 +20,7 @@ pub mod checkpoint;
 pub mod clip;
 pub mod config;
 pub mod device;
+pub mod engine;
 pub mod error;
 pub mod inspect;
 pub mod manifest;

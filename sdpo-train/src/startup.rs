@@ -64,7 +64,7 @@ impl RunData {
         }
         let eval = match &config.eval_file {
             Some(path) => {
-                let eval = processor.process_file(path)?;
+                let eval = processor.process_eval_file(path)?;
                 report_data(observer, "eval", path, &eval);
                 Some(eval)
             }

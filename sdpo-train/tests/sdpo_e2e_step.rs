@@ -9,9 +9,9 @@ use burn::tensor::Tensor;
 use sdpo_core::{LossConfig, LossType, LossTypes, PreferenceLoss};
 use sdpo_data::PreferenceBatch;
 use sdpo_models::CausalLm;
+use sdpo_testkit::{Tolerance, assert_close};
 use sdpo_train::batch::DeviceBatch;
 use sdpo_train::objective::batch_objective;
-use sdpo_testkit::{Tolerance, assert_close};
 use sdpo_train::reference::{Reference, Split};
 use serde_json::Value;
 

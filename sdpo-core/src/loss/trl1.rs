@@ -168,9 +168,12 @@ pub fn trl1_loss(
         }
         LossType::Discopop => {
             let x = delta() * beta;
-            let modulation = sigmoid(x.clone() / config.discopop_tau);
-            log_sigmoid(x.clone()).neg() * (modulation.clone().neg() + 1.0)
-                + x.neg().exp() * modulation
+            let scaled = x.clone() / config.discopop_tau;
+            let modulation = sigmoid(scaled.clone());
+            // exp(-x) * sigmoid(x / tau) as one exponent: in f32 the product is inf * 0 = NaN
+            // for x < -88.7, while the exponent -x + log_sigmoid(x / tau) stays finite.
+            log_sigmoid(x.clone()).neg() * (modulation.neg() + 1.0)
+                + (x.neg() + log_sigmoid(scaled)).exp()
         }
         LossType::Sft => {
             let nll = nll_loss.ok_or(CoreError::MissingInput {

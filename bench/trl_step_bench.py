@@ -1,0 +1,90 @@
+"""TRL's side of bench/memory_bench.sh: DPOTrainer steps on SmolLM2-135M-Instruct at a length.
+
+Usage: trl_step_bench.py SMOLLM2_DIR T on|off STEPS
+
+Same shape of work as sdpo-train's `engine_step` example: 2 pairs per step, fp32 on the CPU,
+live reference (a copy of the policy), rows of T tokens (prompt T/4, completion to T after
+truncation), TRL's sigmoid DPO loss (TRL has no SDPO), gradient checkpointing on (TRL's default)
+or off. Prints the seconds of every optimizer step and the peak RSS (ru_maxrss).
+
+Pinned: torch==2.9.0 transformers==5.24.0 trl==1.16.0 datasets.
+"""
+
+import random
+import resource
+import sys
+import time
+
+import torch
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+from trl import DPOConfig, DPOTrainer
+
+
+class StepTimer(TrainerCallback):
+    def __init__(self):
+        self.started = None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.started = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(
+            f"step {state.global_step}: {time.perf_counter() - self.started:.1f} s, "
+            f"peak RSS so far {rss:.0f} MiB",
+            flush=True,
+        )
+
+
+def words(tokenizer, n, rng):
+    """Text of about n tokens: ordinary vocabulary entries decoded back to text."""
+    ids = [rng.randrange(1000, 40000) for _ in range(n)]
+    return tokenizer.decode(ids)
+
+
+def main():
+    model_dir, seq, gc, steps = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    rng = random.Random(0)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    rows = []
+    for _ in range(2 * steps):
+        rows.append(
+            {
+                "prompt": words(tokenizer, seq // 4, rng),
+                "chosen": words(tokenizer, seq, rng),
+                "rejected": words(tokenizer, seq, rng),
+            }
+        )
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    config = DPOConfig(
+        output_dir="/tmp/trl-memory-bench",
+        per_device_train_batch_size=2,
+        max_length=seq,
+        max_steps=steps,
+        gradient_checkpointing=gc == "on",
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        learning_rate=5e-7,
+        dataloader_num_workers=0,
+    )
+    trainer = DPOTrainer(
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        callbacks=[StepTimer()],
+    )
+    print(f"TRL T={seq} gradient_checkpointing={gc}", flush=True)
+    trainer.train()
+    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,384 @@
+//! The forward pass one piece at a time, for memory-bounded training on long sequences.
+//!
+//! [`CausalLm::forward`] runs the whole model as one graph: under autodiff every decoder layer
+//! keeps its `[rows, heads, T, T]` attention scores and the head keeps `[rows, T, vocab]`
+//! logits until the backward pass. A trainer that bounds memory (per-layer recomputation,
+//! chunked log-probs; see `sdpo_train::engine`) needs the pieces instead:
+//!
+//! 1. [`CausalLm::stack_context`]: what every layer shares (attention mask, RoPE tables,
+//!    the query block of the attention);
+//! 2. [`CausalLm::embed`]: token (GPT-2: plus position) embeddings;
+//! 3. [`CausalLm::layer_forward`]: one decoder layer, itself composed of
+//!    [`CausalLm::layer_attention_inputs`] (norm, q/k/v projections, RoPE),
+//!    [`CausalLm::attention`] (scaled dot-product attention in query blocks, each block
+//!    [`CausalLm::attention_block`]) and [`CausalLm::layer_after_attention`] (output
+//!    projection, residual, norm, MLP, residual);
+//! 4. [`CausalLm::final_norm`] and [`CausalLm::lm_head`].
+//!
+//! Composed, they compute what `forward` computes with the same operations, except that the
+//! attention runs in blocks of query positions: block `[s, e)` scores its queries against the
+//! keys `0..e` only (the later keys are causally masked and contribute exact zeros to the
+//! softmax), so the largest attention tensor is `[rows, heads, query_block, T]` instead of
+//! `[rows, heads, T, T]`. Every query row is computed by the same per-row operations as in
+//! `forward`; results agree with it to float rounding (the matrix products see different
+//! shapes), and the pieces give bit-identical results tracked and untracked.
+//!
+//! Every method works on plain and on autodiff modules and tensors; the trainer runs them
+//! untracked (on `model.valid()`) for the forward pass and tracked, one layer or one block at a
+//! time, to recompute and differentiate.
+
+use burn::prelude::*;
+use burn::tensor::activation::{gelu, gelu_approximate};
+
+use crate::attention::{repeat_kv, softmax_same_on_every_path, split_heads};
+use crate::causal_lm::CausalLm;
+use crate::config::{Activation, ModelConfig};
+use crate::gpt2::layer_norm;
+use crate::mask::MASKED;
+use crate::output::tied_logits;
+use crate::rope::{apply_rope, rope_tables};
+
+/// What every layer of one forward pass shares: the key padding mask, the RoPE tables for
+/// positions `0..seq`, and how many query positions one attention block scores at once.
+#[derive(Debug, Clone)]
+pub struct StackContext {
+    /// `[rows, seq]`, 1 on real tokens.
+    attention_mask: Tensor<2, Int>,
+    /// RoPE cosine and sine tables `[seq, head_dim]` (Llama, Qwen2); `None` for GPT-2.
+    rope: Option<(Tensor<2>, Tensor<2>)>,
+    seq_len: usize,
+    query_block: usize,
+}
+
+impl StackContext {
+    /// Padded sequence length `T`.
+    pub fn seq_len(&self) -> usize {
+        self.seq_len
+    }
+
+    /// Query positions per attention block (at least 1, at most `T`).
+    pub fn query_block(&self) -> usize {
+        self.query_block
+    }
+
+    /// The same context with another query block size (clamped to `1..=T`).
+    pub fn with_query_block(mut self, query_block: usize) -> Self {
+        self.query_block = query_block.clamp(1, self.seq_len.max(1));
+        self
+    }
+
+    /// The query blocks `[start, end)` covering `0..T` in order.
+    pub fn query_blocks(&self) -> Vec<(usize, usize)> {
+        (0..self.seq_len)
+            .step_by(self.query_block.max(1))
+            .map(|s| (s, (s + self.query_block).min(self.seq_len)))
+            .collect()
+    }
+
+    /// The `[rows]` × `[start, end)` queries' additive bias against keys `0..end`: 0 where the
+    /// key is at or before the query and is a real token, [`MASKED`] elsewhere (the rows
+    /// `start..end`, columns `0..end` of [`crate::attention_bias`]).
+    ///
+    /// # Shapes
+    /// - output: `[rows, 1, end - start, end]`
+    pub fn block_bias(&self, start: usize, end: usize) -> Tensor<4> {
+        let device = self.attention_mask.device();
+        let [rows, seq] = self.attention_mask.dims();
+        let n = end - start;
+        let future: Tensor<4, Bool> = Tensor::<2, Bool>::tril_mask([n, end], start as i64, &device)
+            .unsqueeze::<4>()
+            .expand([rows, 1, n, end]);
+        let padded_key: Tensor<4, Bool> = self
+            .attention_mask
+            .clone()
+            .slice([0..rows, 0..end.min(seq)])
+            .equal_elem(0)
+            .reshape([rows, 1, 1, end])
+            .expand([rows, 1, n, end]);
+        Tensor::<4>::zeros([rows, 1, n, end], &device).mask_fill(future.bool_or(padded_key), MASKED)
+    }
+}
+
+/// A layer's attention inputs after projection (and RoPE), before the score computation.
+#[derive(Debug, Clone)]
+pub struct AttentionInputs {
+    /// `[rows, heads, seq, head_dim]`.
+    pub q: Tensor<4>,
+    /// `[rows, kv_heads, seq, head_dim]`.
+    pub k: Tensor<4>,
+    /// `[rows, kv_heads, seq, head_dim]`.
+    pub v: Tensor<4>,
+}
+
+/// `softmax(q·kᵀ · scale + bias) · v` for one block of queries, heads merged.
+///
+/// # Shapes
+/// - `q`: `[rows, heads, n, head_dim]`; `k`, `v`: `[rows, kv_heads, keys, head_dim]`
+/// - `bias`: `[rows, 1, n, keys]`; output `[rows, n, heads * head_dim]`
+fn attend_block(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    bias: Tensor<4>,
+    scale: f64,
+    groups: usize,
+) -> Tensor<3> {
+    let [rows, heads, n, head_dim] = q.dims();
+    let k = repeat_kv(k, groups);
+    let v = repeat_kv(v, groups);
+    let scores = q.matmul(k.swap_dims(2, 3)) * scale + bias;
+    let weights = softmax_same_on_every_path(scores);
+    weights
+        .matmul(v)
+        .swap_dims(1, 2)
+        .reshape([rows, n, heads * head_dim])
+}
+
+impl CausalLm {
+    /// Number of decoder layers.
+    pub fn num_layers(&self) -> usize {
+        match self {
+            Self::Llama(m) | Self::Qwen2(m) => m.model.layers.len(),
+            Self::Gpt2(m) => m.transformer.h.len(),
+        }
+    }
+
+    /// The context shared by the layers of a forward pass over `attention_mask` (`[rows, T]`,
+    /// right padded, positions `0..T`), with attention blocks of `query_block` query positions
+    /// (clamped to `1..=T`; `usize::MAX` means one block, as in [`CausalLm::forward`]).
+    pub fn stack_context(
+        &self,
+        attention_mask: Tensor<2, Int>,
+        query_block: usize,
+    ) -> StackContext {
+        let c = self.config();
+        let [_, seq] = attention_mask.dims();
+        let device = attention_mask.device();
+        let rope = c
+            .rope
+            .as_ref()
+            .map(|r| rope_tables(r, c.head_dim, seq, &device));
+        let rope = match (c.architecture, rope) {
+            (crate::Architecture::Gpt2, _) => None,
+            (_, Some(tables)) => Some(tables),
+            // Unreachable for configs resolved by this crate; identity rotation as in `forward`.
+            (_, None) => Some((
+                Tensor::ones([seq, c.head_dim], &device),
+                Tensor::zeros([seq, c.head_dim], &device),
+            )),
+        };
+        StackContext {
+            attention_mask,
+            rope,
+            seq_len: seq,
+            query_block: query_block.clamp(1, seq.max(1)),
+        }
+    }
+
+    /// Input embeddings (GPT-2: token plus learned position embeddings for `0..T`).
+    ///
+    /// # Shapes
+    /// - `input_ids`: `[rows, T]`; output `[rows, T, hidden]`
+    pub fn embed(&self, input_ids: Tensor<2, Int>) -> Tensor<3> {
+        match self {
+            Self::Llama(m) | Self::Qwen2(m) => m.model.embed_tokens.forward(input_ids),
+            Self::Gpt2(m) => {
+                let [_, seq] = input_ids.dims();
+                let device = input_ids.device();
+                let positions = Tensor::<1, Int>::arange(0..seq as i64, &device).unsqueeze::<2>();
+                let t = &m.transformer;
+                t.wte.forward(input_ids) + t.wpe.forward(positions)
+            }
+        }
+    }
+
+    /// Layer `layer`'s attention inputs: pre-attention norm, q/k/v projections split into heads,
+    /// RoPE (Llama, Qwen2).
+    ///
+    /// # Shapes
+    /// - `x`: `[rows, T, hidden]` (the layer's input); see [`AttentionInputs`]
+    ///
+    /// # Panics
+    /// If `layer >= self.num_layers()`.
+    pub fn layer_attention_inputs(
+        &self,
+        layer: usize,
+        x: Tensor<3>,
+        ctx: &StackContext,
+    ) -> AttentionInputs {
+        let c = self.config();
+        match self {
+            Self::Llama(m) | Self::Qwen2(m) => {
+                let l = &m.model.layers[layer];
+                let a = &l.self_attn;
+                let x = l.input_layernorm.forward(x);
+                let q = split_heads(
+                    a.q_proj.forward(x.clone()),
+                    c.num_attention_heads,
+                    c.head_dim,
+                );
+                let k = split_heads(
+                    a.k_proj.forward(x.clone()),
+                    c.num_key_value_heads,
+                    c.head_dim,
+                );
+                let v = split_heads(a.v_proj.forward(x), c.num_key_value_heads, c.head_dim);
+                let (q, k) = match &ctx.rope {
+                    Some((cos, sin)) => (
+                        apply_rope(q, cos.clone(), sin.clone()),
+                        apply_rope(k, cos.clone(), sin.clone()),
+                    ),
+                    None => (q, k),
+                };
+                AttentionInputs { q, k, v }
+            }
+            Self::Gpt2(m) => {
+                let b = &m.transformer.h[layer];
+                let h = c.hidden_size;
+                let qkv = b.attn.c_attn.forward(layer_norm(&b.ln_1, x, c.norm_eps));
+                let heads = |i: usize| {
+                    split_heads(
+                        qkv.clone().narrow(2, i * h, h),
+                        c.num_attention_heads,
+                        c.head_dim,
+                    )
+                };
+                AttentionInputs {
+                    q: heads(0),
+                    k: heads(1),
+                    v: heads(2),
+                }
+            }
+        }
+    }
+
+    /// Attention of the queries `start..start + n` (`q` holds those `n` positions) against
+    /// the keys `0..start + n` (`k`, `v` hold exactly those), heads merged.
+    ///
+    /// # Shapes
+    /// - `q`: `[rows, heads, n, head_dim]`; `k`, `v`: `[rows, kv_heads, start + n, head_dim]`
+    /// - output: `[rows, n, heads * head_dim]`
+    pub fn attention_block(
+        &self,
+        q: Tensor<4>,
+        k: Tensor<4>,
+        v: Tensor<4>,
+        ctx: &StackContext,
+        start: usize,
+    ) -> Tensor<3> {
+        let c = self.config();
+        let [_, _, n, _] = q.dims();
+        let bias = ctx.block_bias(start, start + n);
+        attend_block(q, k, v, bias, c.attention_scale, c.kv_groups())
+    }
+
+    /// Causal attention over all positions, one query block ([`StackContext::query_block`]) at a
+    /// time.
+    ///
+    /// # Shapes
+    /// - see [`AttentionInputs`]; output `[rows, T, heads * head_dim]`
+    pub fn attention(&self, inputs: AttentionInputs, ctx: &StackContext) -> Tensor<3> {
+        let AttentionInputs { q, k, v } = inputs;
+        let [rows, heads, seq, head_dim] = q.dims();
+        let [_, kv_heads, _, _] = k.dims();
+        let blocks: Vec<Tensor<3>> = ctx
+            .query_blocks()
+            .into_iter()
+            .map(|(s, e)| {
+                self.attention_block(
+                    q.clone().slice([0..rows, 0..heads, s..e, 0..head_dim]),
+                    k.clone().slice([0..rows, 0..kv_heads, 0..e, 0..head_dim]),
+                    v.clone().slice([0..rows, 0..kv_heads, 0..e, 0..head_dim]),
+                    ctx,
+                    s,
+                )
+            })
+            .collect();
+        debug_assert!(seq == 0 || !blocks.is_empty());
+        if blocks.len() == 1 {
+            blocks.into_iter().next().expect("one block")
+        } else {
+            Tensor::cat(blocks, 1)
+        }
+    }
+
+    /// The rest of layer `layer` after the attention: output projection, residual, norm, MLP,
+    /// residual.
+    ///
+    /// # Shapes
+    /// - `x`: the layer's input `[rows, T, hidden]`; `attention`: `[rows, T, heads * head_dim]`
+    /// - output: the layer's output `[rows, T, hidden]`
+    pub fn layer_after_attention(
+        &self,
+        layer: usize,
+        x: Tensor<3>,
+        attention: Tensor<3>,
+    ) -> Tensor<3> {
+        let c = self.config();
+        match self {
+            Self::Llama(m) | Self::Qwen2(m) => {
+                let l = &m.model.layers[layer];
+                let x = x + l.self_attn.o_proj.forward(attention);
+                let mlp = l.mlp.forward(l.post_attention_layernorm.forward(x.clone()));
+                x + mlp
+            }
+            Self::Gpt2(m) => {
+                let b = &m.transformer.h[layer];
+                let x = x + b.attn.c_proj.forward(attention);
+                let inner = b
+                    .mlp
+                    .c_fc
+                    .forward(layer_norm(&b.ln_2, x.clone(), c.norm_eps));
+                let inner = gpt2_activation(c, inner);
+                x + b.mlp.c_proj.forward(inner)
+            }
+        }
+    }
+
+    /// One decoder layer: [`CausalLm::layer_attention_inputs`], [`CausalLm::attention`],
+    /// [`CausalLm::layer_after_attention`].
+    ///
+    /// # Shapes
+    /// - `x`: `[rows, T, hidden]`; output `[rows, T, hidden]`
+    pub fn layer_forward(&self, layer: usize, x: Tensor<3>, ctx: &StackContext) -> Tensor<3> {
+        let inputs = self.layer_attention_inputs(layer, x.clone(), ctx);
+        let attention = self.attention(inputs, ctx);
+        self.layer_after_attention(layer, x, attention)
+    }
+
+    /// The final norm (Llama, Qwen2: `model.norm`; GPT-2: `transformer.ln_f`).
+    ///
+    /// # Shapes
+    /// - `x`: `[rows, T, hidden]` (the last layer's output); output the same shape
+    pub fn final_norm(&self, x: Tensor<3>) -> Tensor<3> {
+        match self {
+            Self::Llama(m) | Self::Qwen2(m) => m.model.norm.forward(x),
+            Self::Gpt2(m) => layer_norm(&m.transformer.ln_f, x, m.config().norm_eps),
+        }
+    }
+
+    /// Logits from final-norm outputs: the output head, or the token embedding when tied.
+    ///
+    /// # Shapes
+    /// - `x`: `[rows, n, hidden]`; output `[rows, n, vocab]`
+    pub fn lm_head(&self, x: Tensor<3>) -> Tensor<3> {
+        match self {
+            Self::Llama(m) | Self::Qwen2(m) => match &m.lm_head {
+                Some(head) => head.forward(x),
+                None => tied_logits(x, &m.model.embed_tokens),
+            },
+            Self::Gpt2(m) => match &m.lm_head {
+                Some(head) => head.forward(x),
+                None => tied_logits(x, &m.transformer.wte),
+            },
+        }
+    }
+}
+
+/// GPT-2's MLP activation, as its block's forward applies it.
+fn gpt2_activation(c: &ModelConfig, x: Tensor<3>) -> Tensor<3> {
+    match c.activation {
+        Activation::Gelu => gelu(x),
+        Activation::GeluTanh | Activation::Silu => gelu_approximate(x),
+    }
+}

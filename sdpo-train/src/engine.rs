@@ -1,0 +1,658 @@
+//! Memory-bounded log-probs and gradients for long sequences: per-layer recomputation,
+//! attention in query blocks and chunked LM-head log-probs.
+//!
+//! Autodiff through [`CausalLm::forward`] keeps every decoder layer's activations, including
+//! the `[rows, heads, T, T]` attention scores and probabilities (burn 0.22's attention under
+//! autodiff is the naive one), plus the `[rows, T, vocab]` logits, until the backward pass:
+//! 23.5 GB for SmolLM2-135M at 2 pairs of 1024 tokens. [`policy_step`] computes the same
+//! log-probs and exactly the same gradients in five passes, and holds at any time the saved
+//! layer inputs (`layers x [rows, T, hidden]`) plus one layer's recomputation, one attention
+//! block or one head chunk:
+//!
+//! 1. **Forward without tracking** (on `policy.valid()`), keeping each layer's input; the final
+//!    norm; then the output head in chunks of the positions whose next token is a completion
+//!    token (the only log-probs a preference loss reads): `log p(token)` per position, the
+//!    per-position logit sums (TRL's `logits/chosen|rejected`) and an optional per-position
+//!    extra computed from the logits chunk (e.g. WPO's weights). At most one chunk's
+//!    `[chunk, vocab]` logits exist at a time.
+//! 2. **The loss** on those log-probs as autodiff leaves, by the caller's closure; its backward
+//!    gives `dL/dlogp`.
+//! 3. **Head**: per chunk, the head recomputed under autodiff from the saved final-norm output,
+//!    backward of `sum(logp * dL/dlogp)`: the head's weight gradient and `dL/dh`; then the
+//!    final norm recomputed from the last layer's output: its gradient and the gradient of the
+//!    last layer's output.
+//! 4. **Layers, top down**: layer `i` recomputed from its saved input in three tracked pieces
+//!    (q/k/v; the attention, one query block at a time; output projection and MLP), each piece's
+//!    backward seeded with the gradient of its output (the surrogate `sum(out * g)`), giving the
+//!    layer's parameter gradients and the gradient of its input.
+//! 5. **Embedding**: backward of `sum(x0 * g0)`.
+//!
+//! Every backward's parameter gradients are summed into one [`GradientsParams`] for the whole
+//! policy; a parameter used twice (tied embeddings: the embedding and the output head) gets the
+//! sum of both contributions, as autodiff would give it.
+//!
+//! Memory ([`MemoryBudget`]): the head chunk and the attention query block are sized so that
+//! the tensors of one chunk or block, with what autodiff keeps of them, fit in
+//! [`MemoryBudget::bytes`], and no single tensor exceeds [`MemoryBudget::max_buffer_bytes`]
+//! (wgpu adapters cap one buffer; lavapipe at 128 MiB). What stays is the model, its
+//! gradients, the optimizer state and `(layers + 2) x rows x T x hidden` floats of saved
+//! activations (SmolLM2-135M, 4 rows of 4096: 1.2 GB).
+//!
+//! [`chunked_logps`] is pass 1 alone, for the frozen reference, evaluation and the
+//! precomputed reference cache; run on the initial policy it gives bit for bit the log-probs
+//! that [`policy_step`] hands to the loss, so SDPO's scores `ref - policy` start at exactly 0.
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::tensor::{
+    Bool, Device, GradientCheckpointingStrategy, Gradients, IndexingUpdateOp, Int, Tensor,
+    TensorData,
+};
+
+use sdpo_core::{CoreError, masked_sum, next_token_targets, token_logps};
+use sdpo_models::{AttentionInputs, CausalLm, StackContext};
+
+use crate::batch::{DeviceBatch, SidedLogps};
+use crate::error::TrainError;
+
+/// Default [`MemoryBudget::bytes`]: 512 MiB for one head chunk or attention block.
+pub const DEFAULT_MEMORY_BUDGET_BYTES: u64 = 512 << 20;
+
+/// Default [`MemoryBudget::max_buffer_bytes`]: 128 MiB, the largest storage buffer every
+/// WebGPU adapter must support (`maxStorageBufferBindingSize`'s guaranteed minimum; lavapipe's
+/// actual limit).
+pub const DEFAULT_MAX_BUFFER_BYTES: u64 = 128 << 20;
+
+/// How much transient memory the engine's chunks and blocks may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryBudget {
+    /// Bytes for the tensors of one head chunk or one attention query block, including what
+    /// autodiff keeps of them for the backward pass.
+    pub bytes: u64,
+    /// The largest single tensor, in bytes (a GPU adapter's buffer limit).
+    pub max_buffer_bytes: u64,
+}
+
+impl Default for MemoryBudget {
+    fn default() -> Self {
+        Self {
+            bytes: DEFAULT_MEMORY_BUDGET_BYTES,
+            max_buffer_bytes: DEFAULT_MAX_BUFFER_BYTES,
+        }
+    }
+}
+
+/// Bytes per element of the tensors the budget is counted in (f32).
+const FLOAT_BYTES: u64 = 4;
+/// `[chunk, vocab]` tensors alive at the peak of one head chunk's backward (logits, shifted
+/// logits, their exponential kept for the backward, the gradient).
+const HEAD_COPIES: u64 = 4;
+/// `[rows, heads, block, T]` tensors alive at the peak of one attention block's backward
+/// (scores, exponentials and probabilities kept for the backward, the bias, two gradients).
+const ATTENTION_COPIES: u64 = 6;
+
+impl MemoryBudget {
+    /// A budget of `bytes` with the default buffer limit.
+    pub fn new(bytes: u64) -> Self {
+        Self {
+            bytes,
+            ..Self::default()
+        }
+    }
+
+    /// Positions per head chunk for a vocabulary of `vocab` (at least 1).
+    pub fn head_chunk(&self, vocab: usize) -> usize {
+        let row = FLOAT_BYTES * vocab.max(1) as u64;
+        let by_budget = self.bytes / (HEAD_COPIES * row);
+        let by_buffer = self.max_buffer_bytes / row;
+        by_budget.min(by_buffer).max(1) as usize
+    }
+
+    /// Query positions per attention block for `rows` rows, `heads` query heads and `seq`
+    /// keys (at least 1, at most `seq`).
+    pub fn query_block(&self, rows: usize, heads: usize, seq: usize) -> usize {
+        let row = FLOAT_BYTES * (rows.max(1) * heads.max(1) * seq.max(1)) as u64;
+        let by_budget = self.bytes / (ATTENTION_COPIES * row);
+        let by_buffer = self.max_buffer_bytes / row;
+        (by_budget.min(by_buffer).max(1) as usize).min(seq.max(1))
+    }
+}
+
+/// A per-position quantity computed from one chunk of logits `[n, vocab]` → `[n]`, without
+/// gradient (e.g. WPO's `log(sum(p^2))`). It sees only the completion positions.
+pub type PositionExtra<'a> = &'a dyn Fn(Tensor<2>) -> Tensor<1>;
+
+/// Per-token log-probs of a batch, with the optional per-position extra.
+#[derive(Debug, Clone)]
+pub struct ChunkedLogps {
+    /// Log-probs, masks and the `logits/*` means, as [`crate::batch::model_logps`] returns
+    /// them. In [`policy_step`]'s closure, `chosen` and `rejected` are slices of one autodiff
+    /// leaf on the policy's device; everything else is a constant.
+    pub logps: SidedLogps,
+    /// The [`PositionExtra`] at the completion positions, 0 elsewhere: `(chosen, rejected)`,
+    /// `[B, T-1]` each; `None` without an extra.
+    pub extra: Option<(Tensor<2>, Tensor<2>)>,
+}
+
+/// Where the completion positions are, read from the batch once.
+struct Positions {
+    rows: usize,
+    seq: usize,
+    /// `row * T + pos` of every position whose next token is a completion token.
+    source: Vec<i64>,
+    /// `row * (T - 1) + pos` of the same positions.
+    target: Vec<i64>,
+    /// The next token at each of them.
+    labels: Vec<i64>,
+}
+
+fn read_ints(t: Tensor<2, Int>, what: &'static str) -> Result<Vec<i64>, TrainError> {
+    t.into_data()
+        .convert::<i64>()
+        .try_into_vec::<i64>()
+        .map_err(|e| {
+            TrainError::Loss(CoreError::DeviceRead {
+                tensor: what,
+                reason: format!("{e:?}"),
+            })
+        })
+}
+
+impl Positions {
+    fn read(batch: &DeviceBatch) -> Result<Self, TrainError> {
+        let [rows, seq] = batch.input_ids.dims();
+        if seq < 2 {
+            return Err(TrainError::Loss(CoreError::TooSmall {
+                tensor: "input_ids",
+                reason: format!("a sequence of {seq} token(s) has no next-token target"),
+            }));
+        }
+        let ids = read_ints(batch.input_ids.clone(), "input_ids")?;
+        let completion = read_ints(batch.completion_mask.clone(), "completion_mask")?;
+        let mut p = Self {
+            rows,
+            seq,
+            source: Vec::new(),
+            target: Vec::new(),
+            labels: Vec::new(),
+        };
+        for r in 0..rows {
+            for pos in 0..seq - 1 {
+                if completion[r * seq + pos + 1] != 0 {
+                    p.source.push((r * seq + pos) as i64);
+                    p.target.push((r * (seq - 1) + pos) as i64);
+                    p.labels.push(ids[r * seq + pos + 1]);
+                }
+            }
+        }
+        Ok(p)
+    }
+
+    fn len(&self) -> usize {
+        self.source.len()
+    }
+
+    /// The chunks `[start, end)` of the position list.
+    fn chunks(&self, chunk: usize) -> Vec<(usize, usize)> {
+        (0..self.len())
+            .step_by(chunk.max(1))
+            .map(|s| (s, (s + chunk).min(self.len())))
+            .collect()
+    }
+}
+
+fn ints1(values: &[i64], device: &Device) -> Tensor<1, Int> {
+    Tensor::from_data(TensorData::new(values.to_vec(), [values.len()]), device)
+}
+
+/// `[rows * (T - 1)]` zeros with `values` (`[n]`) placed at `target` → `[rows, T - 1]`.
+fn scatter(values: Tensor<1>, target: &[i64], rows: usize, seq: usize) -> Tensor<2> {
+    let device = values.device();
+    let zeros = Tensor::<1>::zeros([rows * (seq - 1)], (&device, values.dtype()));
+    zeros
+        .select_assign(0, ints1(target, &device), values, IndexingUpdateOp::Add)
+        .reshape([rows, seq - 1])
+}
+
+/// What pass 1 produced.
+struct Forward {
+    /// Input of every layer, then the last layer's output (untracked).
+    layer_inputs: Vec<Tensor<3>>,
+    /// Final-norm output flattened to `[rows * T, hidden]` (untracked).
+    normed: Tensor<2>,
+    /// `[N]` log-probs, logit sums and extras at the completion positions, in position order.
+    logps: Tensor<1>,
+    logit_sums: Tensor<1>,
+    extra: Option<Tensor<1>>,
+    vocab: usize,
+}
+
+/// Pass 1 on an untracked model.
+fn forward_untracked(
+    model: &CausalLm,
+    batch: &DeviceBatch,
+    positions: &Positions,
+    budget: &MemoryBudget,
+    extra: Option<PositionExtra<'_>>,
+    keep_layer_inputs: bool,
+) -> Result<Forward, TrainError> {
+    let c = model.config();
+    let (rows, seq) = (positions.rows, positions.seq);
+    let device = batch.input_ids.device();
+    let block = budget.query_block(rows, c.num_attention_heads, seq);
+    let ctx = model.stack_context(batch.attention_mask.clone(), block);
+    let mut x = model.embed(batch.input_ids.clone());
+    let mut layer_inputs = Vec::new();
+    for layer in 0..model.num_layers() {
+        if keep_layer_inputs {
+            layer_inputs.push(x.clone());
+        }
+        x = model.layer_forward(layer, x, &ctx);
+    }
+    if keep_layer_inputs {
+        layer_inputs.push(x.clone());
+    }
+    let hidden = c.hidden_size;
+    let normed = model.final_norm(x).reshape([rows * seq, hidden]);
+    let vocab = c.vocab_size;
+    let chunk = budget.head_chunk(vocab);
+    let (mut logps, mut sums, mut extras) = (Vec::new(), Vec::new(), Vec::new());
+    for (s, e) in positions.chunks(chunk) {
+        let n = e - s;
+        let h = normed
+            .clone()
+            .select(0, ints1(&positions.source[s..e], &device));
+        let logits = model.lm_head(h.reshape([1, n, hidden]));
+        let labels = Tensor::<2, Int>::from_data(
+            TensorData::new(positions.labels[s..e].to_vec(), [1, n]),
+            &device,
+        );
+        sums.push(logits.clone().sum_dim(2).reshape([n]));
+        if let Some(f) = extra {
+            extras.push(f(logits.clone().reshape([n, vocab])));
+        }
+        logps.push(token_logps(logits, labels)?.reshape([n]));
+    }
+    let cat = |parts: Vec<Tensor<1>>| {
+        if parts.is_empty() {
+            Tensor::<1>::zeros([0], &device)
+        } else {
+            Tensor::cat(parts, 0)
+        }
+    };
+    Ok(Forward {
+        layer_inputs,
+        normed,
+        logps: cat(logps),
+        logit_sums: cat(sums),
+        extra: extra.map(|_| cat(extras)),
+        vocab,
+    })
+}
+
+/// Scatters pass 1's per-position values into [`ChunkedLogps`] (`[B, T-1]` per side).
+fn sided(
+    forward: &Forward,
+    positions: &Positions,
+    batch: &DeviceBatch,
+) -> Result<ChunkedLogps, TrainError> {
+    let (rows, seq) = (positions.rows, positions.seq);
+    let b = batch.batch_size;
+    let targets = next_token_targets(batch.input_ids.clone(), batch.completion_mask.clone())?;
+    let mask: Tensor<2, Bool> = targets.loss_mask;
+    let logps = scatter(forward.logps.clone(), &positions.target, rows, seq);
+    let sums = scatter(forward.logit_sums.clone(), &positions.target, rows, seq);
+    let row_sums = masked_sum(sums, mask.clone());
+    let vocab = forward.vocab;
+    let logits_mean = |range: std::ops::Range<usize>| {
+        let dtype = row_sums.dtype();
+        let count = mask
+            .clone()
+            .slice([range.clone(), 0..seq - 1])
+            .int()
+            .sum()
+            .float()
+            .cast(dtype)
+            * vocab as f64;
+        row_sums.clone().slice([range]).sum() / count.clamp_min(1.0)
+    };
+    let extra = forward.extra.clone().map(|values| {
+        let all = scatter(values, &positions.target, rows, seq);
+        (
+            all.clone().slice([0..b, 0..seq - 1]),
+            all.slice([b..rows, 0..seq - 1]),
+        )
+    });
+    let (chosen_logits_mean, rejected_logits_mean) = (logits_mean(0..b), logits_mean(b..rows));
+    Ok(ChunkedLogps {
+        logps: SidedLogps {
+            chosen: logps.clone().slice([0..b, 0..seq - 1]),
+            rejected: logps.slice([b..rows, 0..seq - 1]),
+            chosen_mask: mask.clone().slice([0..b, 0..seq - 1]),
+            rejected_mask: mask.slice([b..rows, 0..seq - 1]),
+            chosen_logits_mean,
+            rejected_logits_mean,
+        },
+        extra,
+    })
+}
+
+/// Per-token completion log-probs of `model` on `batch` without gradient tracking (the
+/// reference, evaluation, the precomputed cache): pass 1 of [`policy_step`]. Attention runs in
+/// query blocks and the output head in chunks of completion positions, both sized by
+/// `budget`, so no `[rows, heads, T, T]` or `[rows, T, vocab]` tensor is built. On an
+/// autodiff model it runs on `model.valid()`.
+///
+/// # Shapes
+/// - `batch`: `2B` rows of `T` (chosen first); output `[B, T-1]` per side
+pub fn chunked_logps(
+    model: &CausalLm,
+    batch: &DeviceBatch,
+    budget: &MemoryBudget,
+) -> Result<SidedLogps, TrainError> {
+    Ok(chunked_logps_with(model, batch, budget, None)?.logps)
+}
+
+/// [`chunked_logps`] plus an optional per-position extra computed from each logits chunk.
+pub fn chunked_logps_with(
+    model: &CausalLm,
+    batch: &DeviceBatch,
+    budget: &MemoryBudget,
+    extra: Option<PositionExtra<'_>>,
+) -> Result<ChunkedLogps, TrainError> {
+    let model = model.valid();
+    let batch = untracked_batch(batch);
+    let positions = Positions::read(&batch)?;
+    let forward = forward_untracked(&model, &batch, &positions, budget, extra, false)?;
+    sided(&forward, &positions, &batch)
+}
+
+/// The batch's tensors without autodiff (they are integers; this only drops the association).
+fn untracked_batch(batch: &DeviceBatch) -> DeviceBatch {
+    DeviceBatch {
+        batch_size: batch.batch_size,
+        seq_len: batch.seq_len,
+        input_ids: batch.input_ids.clone().without_autodiff(),
+        attention_mask: batch.attention_mask.clone().without_autodiff(),
+        completion_mask: batch.completion_mask.clone().without_autodiff(),
+    }
+}
+
+/// A tracked leaf holding `value`, with the policy's gradient-checkpointing strategy (every
+/// operand of an autodiff operation must carry the same one).
+fn leaf<const D: usize>(value: Tensor<D>, tracking: Tracking) -> Tensor<D> {
+    leaf_constant(value, tracking).require_grad()
+}
+
+/// How the policy's parameters are tracked: their gradient-checkpointing strategy.
+type Tracking = Option<GradientCheckpointingStrategy>;
+
+/// Reads the strategy of the policy's first float parameter.
+struct FirstStrategy(Option<Tracking>);
+
+impl ModuleVisitor for FirstStrategy {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if self.0.is_none() {
+            self.0 = Some(param.val().gradient_checkpointing_strategy());
+        }
+    }
+}
+
+fn tracking(policy: &CausalLm) -> Tracking {
+    let mut visitor = FirstStrategy(None);
+    policy.visit(&mut visitor);
+    visitor.0.flatten()
+}
+
+/// Gradients of one backward, summed into the policy's accumulator.
+struct Collector<'a> {
+    policy: &'a CausalLm,
+    accumulator: GradientsAccumulator<CausalLm>,
+}
+
+impl Collector<'_> {
+    fn add(&mut self, grads: Gradients) {
+        let params = GradientsParams::from_grads(grads, self.policy);
+        if !params.is_empty() {
+            self.accumulator.accumulate(self.policy, params);
+        }
+    }
+}
+
+/// The gradient of `leaf` in `grads`, or zeros of its shape when nothing flowed into it.
+fn grad_or_zeros<const D: usize>(leaf: &Tensor<D>, grads: &Gradients) -> Tensor<D> {
+    match leaf.grad(grads) {
+        Some(g) => g,
+        None => {
+            let inner = leaf.clone().without_autodiff();
+            Tensor::zeros(inner.shape(), (&inner.device(), inner.dtype()))
+        }
+    }
+}
+
+/// One memory-bounded training micro-step of `policy` (on an autodiff device) on `batch`:
+/// the policy's per-token log-probs (pass 1), `loss` on them (pass 2), and the gradient of
+/// the returned loss with respect to every trainable parameter (passes 3-5), equal to what
+/// `loss(...).backward()` through [`CausalLm::forward`] gives.
+///
+/// `loss` receives the log-probs with `chosen` and `rejected` as slices of one autodiff leaf
+/// (see [`ChunkedLogps`]) and returns the scalar `[1]` to differentiate (scale it there, e.g.
+/// by a gradient-accumulation weight) and anything else the caller wants back (metrics,
+/// detached). `extra` is evaluated on each logits chunk of pass 1 and handed to `loss`.
+///
+/// Returns `loss`'s second value and the policy's gradients (empty when the loss does not
+/// depend on the policy's log-probs or the batch has no completion token).
+pub fn policy_step<M>(
+    policy: &CausalLm,
+    batch: &DeviceBatch,
+    budget: &MemoryBudget,
+    extra: Option<PositionExtra<'_>>,
+    loss: impl FnOnce(ChunkedLogps) -> Result<(Tensor<1>, M), TrainError>,
+) -> Result<(M, GradientsParams), TrainError> {
+    let tracking = tracking(policy);
+    let plain = policy.valid();
+    let batch = untracked_batch(batch);
+    let positions = Positions::read(&batch)?;
+    let (rows, seq) = (positions.rows, positions.seq);
+    let c = plain.config().clone();
+    let hidden = c.hidden_size;
+
+    // Pass 1: untracked forward, keeping layer inputs.
+    let forward = forward_untracked(&plain, &batch, &positions, budget, extra, true)?;
+    let mut inputs = sided(&forward, &positions, &batch)?;
+
+    // Pass 2: the loss on the log-probs as a leaf.
+    let b = batch.batch_size;
+    let logps_leaf = leaf(
+        Tensor::cat(
+            vec![inputs.logps.chosen.clone(), inputs.logps.rejected.clone()],
+            0,
+        ),
+        tracking,
+    );
+    inputs.logps.chosen = logps_leaf.clone().slice([0..b, 0..seq - 1]);
+    inputs.logps.rejected = logps_leaf.clone().slice([b..rows, 0..seq - 1]);
+    let (loss_value, output) = loss(inputs)?;
+    if !loss_value.is_autodiff() || !loss_value.is_tracked() {
+        return Ok((output, GradientsParams::new()));
+    }
+    let grads = loss_value.backward();
+    let Some(dlogp) = logps_leaf.grad(&grads) else {
+        return Ok((output, GradientsParams::new()));
+    };
+    drop(grads);
+    if positions.len() == 0 {
+        return Ok((output, GradientsParams::new()));
+    }
+    let device = dlogp.device();
+    let dlogp_flat = dlogp
+        .reshape([rows * (seq - 1)])
+        .select(0, ints1(&positions.target, &device));
+
+    let mut collector = Collector {
+        policy,
+        accumulator: GradientsAccumulator::new(),
+    };
+
+    // Pass 3: the head per chunk, then the final norm.
+    let vocab = c.vocab_size;
+    let chunk = budget.head_chunk(vocab);
+    let mut dnormed = Tensor::<2>::zeros([rows * seq, hidden], (&device, forward.normed.dtype()));
+    for (s, e) in positions.chunks(chunk) {
+        let n = e - s;
+        let source = ints1(&positions.source[s..e], &device);
+        let h = leaf(forward.normed.clone().select(0, source.clone()), tracking);
+        let logits = policy.lm_head(h.clone().reshape([1, n, hidden]));
+        let labels = Tensor::<2, Int>::from_data(
+            TensorData::new(positions.labels[s..e].to_vec(), [1, n]),
+            &device,
+        );
+        let lp = token_logps(logits, labels)?.reshape([n]);
+        let g = leaf_constant(dlogp_flat.clone().slice([s..e]), tracking);
+        let grads = (lp * g).sum().backward();
+        let dh = grad_or_zeros(&h, &grads);
+        collector.add(grads);
+        dnormed = dnormed.select_assign(0, source, dh, IndexingUpdateOp::Add);
+    }
+    let Forward {
+        mut layer_inputs, ..
+    } = forward;
+    let last_output = layer_inputs.pop().expect("the last layer's output");
+    let x = leaf(last_output, tracking);
+    let normed = policy.final_norm(x.clone());
+    let g = leaf_constant(dnormed.reshape([rows, seq, hidden]), tracking);
+    let grads = (normed * g).sum().backward();
+    let mut g_out = grad_or_zeros(&x, &grads);
+    collector.add(grads);
+
+    // Pass 4: layers, top down.
+    let block = budget.query_block(rows, c.num_attention_heads, seq);
+    let ctx = plain.stack_context(batch.attention_mask.clone(), block);
+    for layer in (0..layer_inputs.len()).rev() {
+        let x_in = layer_inputs.pop().expect("layer input");
+        g_out = layer_backward(
+            policy,
+            &plain,
+            layer,
+            x_in,
+            g_out,
+            &ctx,
+            tracking,
+            &mut collector,
+        );
+    }
+
+    // Pass 5: the embedding.
+    let x0 = policy.embed(batch.input_ids.clone());
+    let g = leaf_constant(g_out, tracking);
+    collector.add((x0 * g).sum().backward());
+
+    let mut accumulator = collector.accumulator;
+    Ok((output, accumulator.grads()))
+}
+
+/// A constant (no gradient) on the policy's autodiff device with its strategy.
+fn leaf_constant<const D: usize>(value: Tensor<D>, tracking: Tracking) -> Tensor<D> {
+    let t = value.without_autodiff().autodiff();
+    match tracking {
+        Some(strategy) => t.with_gradient_checkpointing_strategy(strategy),
+        None => t,
+    }
+}
+
+/// Recomputes layer `layer` from its input `x_in` under autodiff, backpropagates `g_out` (the
+/// gradient of its output), adds the parameter gradients to `collector` and returns the
+/// gradient of its input. The attention is differentiated one query block at a time.
+#[allow(clippy::too_many_arguments)]
+fn layer_backward(
+    policy: &CausalLm,
+    plain: &CausalLm,
+    layer: usize,
+    x_in: Tensor<3>,
+    g_out: Tensor<3>,
+    ctx: &StackContext,
+    tracking: Tracking,
+    collector: &mut Collector<'_>,
+) -> Tensor<3> {
+    // q/k/v, tracked; kept until the attention's gradient is known.
+    let x_a = leaf(x_in.clone(), tracking);
+    let tracked = policy.layer_attention_inputs(layer, x_a.clone(), ctx);
+    let AttentionInputs { q, k, v } = AttentionInputs {
+        q: tracked.q.clone().without_autodiff(),
+        k: tracked.k.clone().without_autodiff(),
+        v: tracked.v.clone().without_autodiff(),
+    };
+    // The attention's value, untracked (the plain module computes the same bits).
+    let attention = plain.attention(
+        AttentionInputs {
+            q: q.clone(),
+            k: k.clone(),
+            v: v.clone(),
+        },
+        ctx,
+    );
+
+    // Output projection + MLP.
+    let x_c = leaf(x_in, tracking);
+    let attention_leaf = leaf(attention, tracking);
+    let out = policy.layer_after_attention(layer, x_c.clone(), attention_leaf.clone());
+    let grads = (out * leaf_constant(g_out, tracking)).sum().backward();
+    let mut g_in = grad_or_zeros(&x_c, &grads);
+    let g_attention = grad_or_zeros(&attention_leaf, &grads);
+    collector.add(grads);
+
+    // The attention, one query block at a time.
+    let [rows, heads, seq, head_dim] = q.dims();
+    let [_, kv_heads, _, _] = k.dims();
+    let width = heads * head_dim;
+    let mut dq_parts = Vec::new();
+    let mut dk = Tensor::<4>::zeros(k.shape(), (&k.device(), k.dtype()));
+    let mut dv = Tensor::<4>::zeros(v.shape(), (&v.device(), v.dtype()));
+    for (s, e) in ctx.query_blocks() {
+        let qb = leaf(
+            q.clone().slice([0..rows, 0..heads, s..e, 0..head_dim]),
+            tracking,
+        );
+        let kb = leaf(
+            k.clone().slice([0..rows, 0..kv_heads, 0..e, 0..head_dim]),
+            tracking,
+        );
+        let vb = leaf(
+            v.clone().slice([0..rows, 0..kv_heads, 0..e, 0..head_dim]),
+            tracking,
+        );
+        let ob = policy.attention_block(qb.clone(), kb.clone(), vb.clone(), ctx, s);
+        let gb = g_attention.clone().slice([0..rows, s..e, 0..width]);
+        let grads = (ob * leaf_constant(gb, tracking)).sum().backward();
+        dq_parts.push(grad_or_zeros(&qb, &grads));
+        let range = [0..rows, 0..kv_heads, 0..e, 0..head_dim];
+        let dkb = grad_or_zeros(&kb, &grads);
+        let dvb = grad_or_zeros(&vb, &grads);
+        dk = if e == seq {
+            dk + dkb
+        } else {
+            let sum = dk.clone().slice(range.clone()) + dkb;
+            dk.slice_assign(range.clone(), sum)
+        };
+        dv = if e == seq {
+            dv + dvb
+        } else {
+            let sum = dv.clone().slice(range.clone()) + dvb;
+            dv.slice_assign(range, sum)
+        };
+    }
+    let dq = if dq_parts.len() == 1 {
+        dq_parts.pop().expect("one block")
+    } else {
+        Tensor::cat(dq_parts, 2)
+    };
+
+    // q/k/v projections, norm.
+    let surrogate = (tracked.q * leaf_constant(dq, tracking)).sum()
+        + (tracked.k * leaf_constant(dk, tracking)).sum()
+        + (tracked.v * leaf_constant(dv, tracking)).sum();
+    let grads = surrogate.backward();
+    g_in = g_in + grad_or_zeros(&x_a, &grads);
+    collector.add(grads);
+    g_in
+}
