@@ -96,8 +96,8 @@ fn report_on_a_real_run() {
     assert_eq!(charts(&html), 10, "{html}");
     assert!(html.contains("loss (eval)"));
     assert!(html.contains("step 4 of 4"));
-    // The configuration of the newest checkpoint; the data read from the configured files.
-    assert!(html.contains("checkpoint-4/trainer_state.json"));
+    // The configuration and data summary `sdpo train` wrote at start-up.
+    assert!(html.contains("run_config.json"), "{html}");
     assert!(html.contains("<tr><td>loss_type</td><td>sdpo</td></tr>"));
     assert!(html.contains("<td><code>train.jsonl</code></td><td class=\"num\">12</td>"));
 

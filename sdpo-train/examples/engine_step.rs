@@ -70,6 +70,8 @@ fn loss(policy: SidedLogps, reference: &SidedLogps) -> Tensor<1> {
         ref_rejected_logps: reference.rejected.clone(),
         chosen_loss_mask: policy.chosen_mask,
         rejected_loss_mask: policy.rejected_mask,
+        policy_chosen_log_sum_sq_probs: None,
+        policy_rejected_log_sum_sq_probs: None,
     };
     PreferenceLoss::new(LossConfig::default())
         .expect("config")

@@ -271,7 +271,11 @@ fn forward_untracked(
         if let Some(f) = extra {
             extras.push(f(logits.clone().reshape([n, vocab])));
         }
-        logps.push(token_logps(logits, labels)?.reshape([n]));
+        logps.push(
+            token_logps(logits, labels)
+                .map_err(TrainError::Compute)?
+                .reshape([n]),
+        );
     }
     let cat = |parts: Vec<Tensor<1>>| {
         if parts.is_empty() {
@@ -298,23 +302,19 @@ fn sided(
 ) -> Result<ChunkedLogps, TrainError> {
     let (rows, seq) = (positions.rows, positions.seq);
     let b = batch.batch_size;
-    let targets = next_token_targets(batch.input_ids.clone(), batch.completion_mask.clone())?;
+    let targets = next_token_targets(batch.input_ids.clone(), batch.completion_mask.clone())
+        .map_err(TrainError::Compute)?;
     let mask: Tensor<2, Bool> = targets.loss_mask;
     let logps = scatter(forward.logps.clone(), &positions.target, rows, seq);
     let sums = scatter(forward.logit_sums.clone(), &positions.target, rows, seq);
     let row_sums = masked_sum(sums, mask.clone());
     let vocab = forward.vocab;
     let logits_mean = |range: std::ops::Range<usize>| {
-        let dtype = row_sums.dtype();
-        let count = mask
-            .clone()
-            .slice([range.clone(), 0..seq - 1])
-            .int()
-            .sum()
-            .float()
-            .cast(dtype)
-            * vocab as f64;
-        row_sums.clone().slice([range]).sum() / count.clamp_min(1.0)
+        sdpo_core::logits_mean_from_sums(
+            row_sums.clone().slice([range.clone()]),
+            mask.clone().slice([range, 0..seq - 1]),
+            vocab,
+        )
     };
     let extra = forward.extra.clone().map(|values| {
         let all = scatter(values, &positions.target, rows, seq);
@@ -332,6 +332,8 @@ fn sided(
             rejected_mask: mask.slice([b..rows, 0..seq - 1]),
             chosen_logits_mean,
             rejected_logits_mean,
+            chosen_log_sum_sq_probs: None,
+            rejected_log_sum_sq_probs: None,
         },
         extra,
     })
@@ -507,7 +509,9 @@ pub fn policy_step<M>(
             TensorData::new(positions.labels[s..e].to_vec(), [1, n]),
             &device,
         );
-        let lp = token_logps(logits, labels)?.reshape([n]);
+        let lp = token_logps(logits, labels)
+            .map_err(TrainError::Compute)?
+            .reshape([n]);
         let g = leaf_constant(dlogp_flat.clone().slice([s..e]), tracking);
         let grads = (lp * g).sum().backward();
         let dh = grad_or_zeros(&h, &grads);

@@ -177,3 +177,34 @@ pub fn golden_logits_of(model: &sdpo_models::CausalLm, name: &str, device: &Devi
     let mask = golden.int_tensor("attention_mask", device);
     host(model.forward(ids, mask))
 }
+
+/// The tiny fixture models that every architecture test covers (Llama, tied Llama, Qwen2, GPT-2).
+#[allow(dead_code)]
+pub const TINY_MODELS: [&str; 4] = ["llama", "llama_tied", "qwen2", "gpt2"];
+
+/// Largest `|a - b|` over the rows whose mask entry is 1 (`width` values per row); a NaN or a
+/// mismatched infinity anywhere in those rows gives +inf, so a comparison with it fails.
+#[allow(dead_code)]
+pub fn max_abs_diff_masked(a: &[f32], b: &[f32], mask: &[i64], width: usize) -> f32 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    assert_eq!(a.len(), mask.len() * width, "mask does not fit");
+    let mut worst = 0.0f32;
+    for (row, m) in mask.iter().enumerate() {
+        if *m != 1 {
+            continue;
+        }
+        let range = row * width..(row + 1) * width;
+        let d = sdpo_testkit::max_abs_diff(&a[range.clone()], &b[range]) as f32;
+        worst = worst.max(d);
+        if d.is_infinite() {
+            return f32::INFINITY;
+        }
+    }
+    worst
+}
+
+/// [`sdpo_testkit::max_abs_diff`] as f32 (NaN or a mismatched infinity gives +inf).
+#[allow(dead_code)]
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    sdpo_testkit::max_abs_diff(a, b) as f32
+}
