@@ -512,7 +512,7 @@ pub fn policy_step<M>(
         let lp = token_logps(logits, labels)
             .map_err(TrainError::Compute)?
             .reshape([n]);
-        let g = leaf_constant(dlogp_flat.clone().slice([s..e]), tracking);
+        let g = leaf_constant(dlogp_flat.clone().narrow(0, s, e - s), tracking);
         let grads = (lp * g).sum().backward();
         let dh = grad_or_zeros(&h, &grads);
         collector.add(grads);
