@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 
 use sdpo_core::LossConfig;
 use sdpo_data::DataConfig;
+use sdpo_models::lora::{LoraConfig, TargetModules};
 
 use crate::error::TrainError;
 
@@ -100,6 +101,31 @@ pub struct TrainConfig {
     /// Recompute activations in the backward pass to save memory.
     pub gradient_checkpointing: bool,
 
+    /// Train LoRA adapters instead of the full model (TRL's `ModelConfig.use_peft`): the base
+    /// weights are frozen, only the adapters (and `lora_modules_to_save`) are trained, the
+    /// reference is the base with the adapters disabled, and checkpoints hold the adapter in
+    /// PEFT's layout.
+    pub use_peft: bool,
+    /// LoRA rank.
+    pub lora_r: usize,
+    /// LoRA scale numerator: the update is multiplied by `lora_alpha / lora_r`.
+    pub lora_alpha: f64,
+    /// Dropout on the input of the LoRA branch (training only).
+    pub lora_dropout: f64,
+    /// The layers that get adapters: a list of module names, `"all-linear"`, or a regular
+    /// expression over full names; unset = PEFT's default for the architecture.
+    pub lora_target_modules: Option<TargetModules>,
+    /// Layers trained in full next to the adapters (PEFT's `modules_to_save`).
+    pub lora_modules_to_save: Option<Vec<String>>,
+    /// rsLoRA: scale `lora_alpha / sqrt(lora_r)`.
+    pub use_rslora: bool,
+    /// Start from an existing PEFT adapter directory (its `adapter_config.json` defines the
+    /// LoRA settings) on the base `model_name_or_path`.
+    pub peft_adapter_path: Option<PathBuf>,
+    /// With `use_peft`: also write the merged full model to `output_dir/merged` at the end
+    /// (sdpo-rs extension; TRL leaves merging to `merge_and_unload`).
+    pub merge_adapter_at_end: bool,
+
     /// The loss: `loss_type`, `beta`, `sdpo_threshold`, ... (top-level keys in a file).
     #[serde(skip)]
     pub loss: LossConfig,
@@ -139,6 +165,15 @@ impl Default for TrainConfig {
             save_total_limit: None,
             precompute_ref_log_probs: false,
             gradient_checkpointing: false,
+            use_peft: false,
+            lora_r: 16,
+            lora_alpha: 32.0,
+            lora_dropout: 0.05,
+            lora_target_modules: None,
+            lora_modules_to_save: None,
+            use_rslora: false,
+            peft_adapter_path: None,
+            merge_adapter_at_end: false,
             loss: LossConfig::default(),
             data: DataConfig::default(),
         }
@@ -244,7 +279,103 @@ impl TrainConfig {
                 "has nothing to precompute with reference_free = true",
             ));
         }
+        self.validate_lora()
+    }
+
+    /// The LoRA keys set to something other than their default, by name.
+    fn lora_keys_set(&self) -> Vec<&'static str> {
+        let d = TrainConfig::default();
+        let mut set = Vec::new();
+        for (key, changed) in [
+            ("lora_r", self.lora_r != d.lora_r),
+            ("lora_alpha", self.lora_alpha != d.lora_alpha),
+            ("lora_dropout", self.lora_dropout != d.lora_dropout),
+            ("lora_target_modules", self.lora_target_modules.is_some()),
+            ("lora_modules_to_save", self.lora_modules_to_save.is_some()),
+            ("use_rslora", self.use_rslora),
+        ] {
+            if changed {
+                set.push(key);
+            }
+        }
+        set
+    }
+
+    /// TRL silently ignores the LoRA keys without `use_peft`; a run that was meant to train
+    /// adapters would then train the full model, so here they are errors.
+    fn validate_lora(&self) -> Result<(), TrainError> {
+        if !self.use_peft {
+            let mut set = self.lora_keys_set();
+            if self.peft_adapter_path.is_some() {
+                set.push("peft_adapter_path");
+            }
+            if self.merge_adapter_at_end {
+                set.push("merge_adapter_at_end");
+            }
+            if let Some(key) = set.first() {
+                return Err(bad(
+                    key,
+                    "is a LoRA setting and needs use_peft = true (without it the full model \
+                     is trained)",
+                ));
+            }
+            return Ok(());
+        }
+        if let Some(path) = &self.peft_adapter_path {
+            if let Some(key) = self.lora_keys_set().first() {
+                return Err(bad(
+                    key,
+                    format!(
+                        "cannot be set with peft_adapter_path: the adapter's \
+                         `{}/adapter_config.json` defines the LoRA settings",
+                        path.display()
+                    ),
+                ));
+            }
+            return Ok(());
+        }
+        if self.lora_r == 0 {
+            return Err(bad("lora_r", "must be at least 1"));
+        }
+        if !(self.lora_alpha.is_finite() && self.lora_alpha > 0.0) {
+            return Err(bad(
+                "lora_alpha",
+                format!("must be a finite number > 0, got {}", self.lora_alpha),
+            ));
+        }
+        if !(0.0..1.0).contains(&self.lora_dropout) {
+            return Err(bad(
+                "lora_dropout",
+                format!("must lie in [0, 1), got {}", self.lora_dropout),
+            ));
+        }
+        match &self.lora_target_modules {
+            Some(TargetModules::Names(names)) if names.is_empty() => {
+                return Err(bad("lora_target_modules", "must not be an empty list"));
+            }
+            Some(TargetModules::Regex(regex)) if regex.is_empty() => {
+                return Err(bad("lora_target_modules", "must not be empty"));
+            }
+            _ => {}
+        }
+        if let Some(names) = &self.lora_modules_to_save
+            && names.iter().any(String::is_empty)
+        {
+            return Err(bad("lora_modules_to_save", "holds an empty module name"));
+        }
         Ok(())
+    }
+
+    /// The LoRA settings of new adapters (`use_peft` without `peft_adapter_path`), in PEFT's
+    /// terms.
+    pub fn lora_config(&self) -> LoraConfig {
+        LoraConfig {
+            target_modules: self.lora_target_modules.clone(),
+            modules_to_save: self.lora_modules_to_save.clone(),
+            use_rslora: self.use_rslora,
+            lora_dropout: self.lora_dropout,
+            ..LoraConfig::new(self.lora_r, self.lora_alpha)
+        }
     }
 }
 

@@ -37,4 +37,4 @@ pub use config::{LrSchedulerType, TrainConfig};
 pub use device::training_device;
 pub use error::TrainError;
 pub use observer::{MetricsRecord, SilentObserver, StepProgress, TrainObserver, read_metrics};
-pub use trainer::{Start, Trainer};
+pub use trainer::{MERGED_DIR, Start, Trainer};

@@ -11,7 +11,7 @@ use sdpo_data::DataConfig;
 use crate::config::{TrainConfig, keys_of};
 
 /// Keys of the trainer's own that decide which model is trained on which examples.
-const RUN_DEFINING_KEYS: [&str; 8] = [
+const RUN_DEFINING_KEYS: [&str; 16] = [
     "model_name_or_path",
     "ref_model_name_or_path",
     "tokenizer_name_or_path",
@@ -20,6 +20,15 @@ const RUN_DEFINING_KEYS: [&str; 8] = [
     "seed",
     "per_device_train_batch_size",
     "gradient_accumulation_steps",
+    // LoRA: which parameters exist and are trained.
+    "use_peft",
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
+    "lora_target_modules",
+    "lora_modules_to_save",
+    "use_rslora",
+    "peft_adapter_path",
 ];
 
 /// Data keys that change no token the model sees.

@@ -207,8 +207,63 @@ pub(crate) fn load_initial_policy(
     }
 }
 
+/// With `use_peft`, gives the base model its adapters: loaded from `peft_adapter_path`, or new
+/// ones from the `lora_*` keys initialised from `seed`. The base is frozen either way (only the
+/// adapters, and `lora_modules_to_save`, train). Without `use_peft`, returns `base` as it is.
+pub(crate) fn attach_adapters(
+    config: &TrainConfig,
+    base: CausalLm,
+) -> Result<CausalLm, TrainError> {
+    if !config.use_peft {
+        return Ok(base);
+    }
+    match &config.peft_adapter_path {
+        Some(dir) => base.load_adapter(dir).map_err(model_error(dir)),
+        None => base
+            .attach_lora(&config.lora_config(), config.seed)
+            .map_err(|e| TrainError::Config {
+                key: match &e {
+                    sdpo_models::ModelError::UnknownTargetModules { key, .. }
+                        if key == "modules_to_save" =>
+                    {
+                        "lora_modules_to_save"
+                    }
+                    sdpo_models::ModelError::UnknownTargetModules { .. } => "lora_target_modules",
+                    _ => "use_peft",
+                }
+                .into(),
+                reason: e.to_string(),
+            }),
+    }
+}
+
+/// Whether `dir` holds a PEFT adapter (a LoRA checkpoint or final output) rather than a full
+/// model.
+pub(crate) fn is_adapter_dir(dir: &Path) -> bool {
+    dir.join(sdpo_models::lora::ADAPTER_CONFIG_FILE).is_file()
+}
+
+/// The policy saved in `dir` on `device`: a full model, or (when `dir` holds a PEFT adapter)
+/// the adapter loaded onto the base of `initial` (the run's base model, adapters removed).
+pub(crate) fn saved_policy(
+    dir: &Path,
+    initial: &CausalLm,
+    device: &Device,
+) -> Result<CausalLm, TrainError> {
+    if is_adapter_dir(dir) {
+        let policy = initial
+            .without_adapters()
+            .load_adapter(dir)
+            .map_err(model_error(dir))?;
+        Ok(policy.fork(device))
+    } else {
+        CausalLm::from_pretrained(dir, device).map_err(model_error(dir))
+    }
+}
+
 /// The reference side of the loss. With `reference_free` none is loaded or run; otherwise the
-/// model at `ref_model_name_or_path` or a frozen copy of `initial`, or (with
+/// model at `ref_model_name_or_path` or a frozen copy of `initial` (with `use_peft`: `initial`
+/// with its adapters disabled, sharing the base weights with the policy), or (with
 /// `precompute_ref_log_probs`) their log-probs, cached under `output_dir`.
 pub(crate) fn build_reference(
     config: &TrainConfig,
@@ -235,7 +290,7 @@ pub(crate) fn build_reference(
             data.check_model(&model, dir, config)?;
             model
         }
-        None => initial.valid(),
+        None => initial.valid().without_adapters(),
     };
     if !config.precompute_ref_log_probs {
         return Ok(Reference::Model(Box::new(model)));
@@ -419,15 +474,32 @@ pub(crate) fn resume_point(
 }
 
 /// Loads a checkpoint's policy on `device` with the parameter ids its optimizer state is keyed
-/// by, checked against the data like any other model.
+/// by, checked against the data like any other model. A LoRA checkpoint's adapter is loaded
+/// onto the base of `initial`.
 pub(crate) fn resumed_policy(
     point: &ResumePoint,
+    initial: &CausalLm,
     data: &RunData,
     config: &TrainConfig,
     device: &Device,
 ) -> Result<CausalLm, TrainError> {
     let dir = &point.dir;
-    let policy = CausalLm::from_pretrained(dir, device).map_err(model_error(dir))?;
+    if config.use_peft != is_adapter_dir(dir) {
+        return Err(TrainError::Config {
+            key: "use_peft".into(),
+            reason: format!(
+                "is {} but the checkpoint `{}` holds {}",
+                config.use_peft,
+                dir.display(),
+                if config.use_peft {
+                    "a full model"
+                } else {
+                    "a LoRA adapter"
+                }
+            ),
+        });
+    }
+    let policy = saved_policy(dir, initial, device)?;
     data.check_model(&policy, dir, config)?;
     assign_param_ids(policy, &point.state.param_ids, dir)
 }

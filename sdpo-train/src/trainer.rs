@@ -16,6 +16,7 @@ use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor};
 
 use sdpo_core::{Metric, PreferenceLoss, read_metrics};
+use sdpo_data::Fnv1a;
 use sdpo_models::CausalLm;
 
 use crate::batch::DeviceBatch;
@@ -36,9 +37,13 @@ use crate::optimizer::adamw;
 use crate::reference::{Reference, Split};
 use crate::schedule::LrSchedule;
 use crate::startup::{
-    Plan, RunData, build_reference, load_initial_policy, model_error, resume_point, resumed_policy,
-    verify_checkpoint, warn_existing_checkpoints,
+    Plan, RunData, attach_adapters, build_reference, load_initial_policy, model_error,
+    resume_point, resumed_policy, saved_policy, verify_checkpoint, warn_existing_checkpoints,
 };
+
+/// The sub-directory of `output_dir` that receives the merged model of a LoRA run with
+/// `merge_adapter_at_end`.
+pub const MERGED_DIR: &str = "merged";
 
 /// Where the policy's weights come from.
 #[derive(Debug, Clone, Copy)]
@@ -47,8 +52,9 @@ pub enum Start<'a> {
     Fresh,
     /// A `checkpoint-N` directory: weights, optimizer, schedule position and loss state.
     Resume(&'a Path),
-    /// Only the weights of a saved model (for evaluating a checkpoint or a final model); the
-    /// reference stays what the configuration says.
+    /// Only the weights of a saved model (for evaluating a checkpoint or a final model): a full
+    /// model, or a PEFT adapter directory (detected by its `adapter_config.json`), loaded onto
+    /// the base `model_name_or_path`; the reference stays what the configuration says.
     PolicyWeights(&'a Path),
 }
 
@@ -121,12 +127,13 @@ impl Trainer {
 
         let initial = load_initial_policy(&config, device)?;
         data.check_model(&initial, &config.model_name_or_path, &config)?;
+        let initial = attach_adapters(&config, initial)?;
         let reference = build_reference(&config, &initial, &data, device, observer)?;
 
         let train_device = training_device(device, config.gradient_checkpointing);
         let (policy, global_step) = match (start, &resume) {
             (_, Some(point)) => {
-                let policy = resumed_policy(point, &data, &config, &train_device)?;
+                let policy = resumed_policy(point, &initial, &data, &config, &train_device)?;
                 loss.set_running_moments(point.state.running_moments);
                 observer.on_message(&format!(
                     "resuming from {} at step {}",
@@ -136,8 +143,7 @@ impl Trainer {
                 (policy, point.state.global_step)
             }
             (Start::PolicyWeights(dir), None) => {
-                let policy =
-                    CausalLm::from_pretrained(dir, &train_device).map_err(model_error(dir))?;
+                let policy = saved_policy(dir, &initial, &train_device)?;
                 data.check_model(&policy, dir, &config)?;
                 (policy, 0)
             }
@@ -334,6 +340,20 @@ impl Trainer {
         if total_pairs == 0 {
             return Err(TrainError::EmptyStep { step: step + 1 });
         }
+        if self
+            .policy
+            .adapter()
+            .is_some_and(|a| a.config.lora_dropout > 0.0)
+        {
+            // LoRA dropout draws from the backend's generator: seeding it from (seed, step)
+            // makes the masks a function of the step, so a resumed run draws the same ones.
+            let mut seed = Fnv1a::new();
+            seed.write_u64(self.config.seed);
+            seed.write_u64(step as u64);
+            let seed = seed.finish();
+            self.device.seed(seed);
+            training_device(&self.device, self.config.gradient_checkpointing).seed(seed);
+        }
         let mut accumulator = GradientsAccumulator::<CausalLm>::new();
         let mut metrics: Vec<Metric> = Vec::new();
         let mut checks: Vec<Metric> = Vec::new();
@@ -479,18 +499,39 @@ impl Trainer {
         Ok(())
     }
 
+    /// Writes the policy into `dir`: the full model in Hugging Face layout, or, for a LoRA run,
+    /// only the adapter in PEFT's layout (`adapter_config.json` + `adapter_model.safetensors`,
+    /// with `model_name_or_path` as its base); plus the tokenizer files.
     fn write_model(&self, dir: &Path) -> Result<(), TrainError> {
         self.check_weights()?;
-        self.policy
-            .valid()
-            .save_pretrained(dir)
-            .map_err(model_error(dir))?;
+        let policy = self.policy.valid();
+        if policy.adapter().is_some() {
+            let base = self.config.model_name_or_path.to_string_lossy();
+            policy
+                .save_adapter(dir, Some(base.as_ref()))
+                .map_err(model_error(dir))?;
+        } else {
+            policy.save_pretrained(dir).map_err(model_error(dir))?;
+        }
         copy_tokenizer_files(&self.data.tokenizer_dir, dir)
     }
 
-    /// Writes the final model (HF layout + tokenizer files) into `output_dir`.
+    /// Writes the final model (HF layout + tokenizer files) into `output_dir`; for a LoRA run
+    /// the adapter, and with `merge_adapter_at_end` also the merged full model into
+    /// `output_dir/merged`.
     pub fn save_final(&self) -> Result<(), TrainError> {
-        self.write_model(&self.config.output_dir)
+        let out = &self.config.output_dir;
+        self.write_model(out)?;
+        if self.config.merge_adapter_at_end && self.policy.adapter().is_some() {
+            let dir = out.join(MERGED_DIR);
+            self.policy
+                .valid()
+                .merge_adapters()
+                .save_pretrained(&dir)
+                .map_err(model_error(&dir))?;
+            copy_tokenizer_files(&self.data.tokenizer_dir, &dir)?;
+        }
+        Ok(())
     }
 }
 
