@@ -508,7 +508,7 @@ impl Trainer {
         if policy.adapter().is_some() {
             let base = self.config.model_name_or_path.to_string_lossy();
             policy
-                .save_adapter(dir, Some(base.as_ref()))
+                .save_adapter(dir, Some(&*base))
                 .map_err(model_error(dir))?;
         } else {
             policy.save_pretrained(dir).map_err(model_error(dir))?;
