@@ -34,3 +34,13 @@ pub fn capped_exp<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     };
     x.clamp_max(cap).exp()
 }
+
+/// DiscoPOP's per-pair loss of the logits `x` (`beta` times the log-ratio difference) with
+/// temperature `tau`: `-log_sigmoid(x) * (1 - sigmoid(x / tau)) + exp(-x) * sigmoid(x / tau)`,
+/// the same in TRL 0.28 and 1.x. The second term is one exponent, `exp(-x + log_sigmoid(x /
+/// tau))`: in f32 the product is inf * 0 = NaN for x < -88.7, while the exponent stays finite.
+pub fn discopop<const D: usize>(x: Tensor<D>, tau: f64) -> Tensor<D> {
+    let scaled = x.clone() / tau;
+    let modulation = sigmoid(scaled.clone());
+    log_sigmoid(x.clone()).neg() * (modulation.neg() + 1.0) + (x.neg() + log_sigmoid(scaled)).exp()
+}

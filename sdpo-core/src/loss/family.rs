@@ -5,7 +5,7 @@ use burn::tensor::{Tensor, activation::relu};
 use super::bco::RunningMoments;
 use super::config::{FDivergenceType, LossConfig, LossType};
 use crate::error::{CoreError, expect_shape};
-use crate::numerics::{capped_exp, log_sigmoid, sigmoid, softplus};
+use crate::numerics::{capped_exp, discopop, log_sigmoid, sigmoid, softplus};
 use crate::selection::SequenceLogps;
 
 /// Per-example losses and implicit rewards of one loss type.
@@ -160,15 +160,7 @@ pub fn dpo_loss(
         }
         LossType::ApoZero => sigmoid(cl * beta).neg() + sigmoid(rl * beta) + 1.0,
         LossType::ApoDown => sigmoid(cl.clone() * beta) - sigmoid((cl - rl) * beta) + 1.0,
-        LossType::Discopop => {
-            let x = ((pc - pr) - (rc - rr)) * beta;
-            let scaled = x.clone() / config.discopop_tau;
-            let modulation = sigmoid(scaled.clone());
-            // exp(-x) * sigmoid(x / tau) as one exponent: in f32 the product is inf * 0 = NaN
-            // for x < -88.7, while the exponent -x + log_sigmoid(x / tau) stays finite.
-            log_sigmoid(x.clone()).neg() * (modulation.neg() + 1.0)
-                + (x.neg() + log_sigmoid(scaled)).exp()
-        }
+        LossType::Discopop => discopop(((pc - pr) - (rc - rr)) * beta, config.discopop_tau),
         LossType::Sft => {
             let nll = nll_loss.ok_or(CoreError::MissingInput {
                 loss_type: "sft",

@@ -10,7 +10,7 @@ use burn::tensor::{DType, Tensor, activation::relu};
 use super::config::{FDivergenceType, LossConfig, LossType};
 use super::family::{DpoLossOutput, smoothed_sigmoid};
 use crate::error::{CoreError, expect_shape};
-use crate::numerics::{log_sigmoid, sigmoid};
+use crate::numerics::{discopop, log_sigmoid, sigmoid};
 use crate::selection::SequenceLogps;
 
 /// The inputs of one TRL 1.x loss term.
@@ -166,15 +166,7 @@ pub fn trl1_loss(
                 - sigmoid((chosen_logratios - rejected_logratios) * beta)
                 + 1.0
         }
-        LossType::Discopop => {
-            let x = delta() * beta;
-            let scaled = x.clone() / config.discopop_tau;
-            let modulation = sigmoid(scaled.clone());
-            // exp(-x) * sigmoid(x / tau) as one exponent: in f32 the product is inf * 0 = NaN
-            // for x < -88.7, while the exponent -x + log_sigmoid(x / tau) stays finite.
-            log_sigmoid(x.clone()).neg() * (modulation.neg() + 1.0)
-                + (x.neg() + log_sigmoid(scaled)).exp()
-        }
+        LossType::Discopop => discopop(delta() * beta, config.discopop_tau),
         LossType::Sft => {
             let nll = nll_loss.ok_or(CoreError::MissingInput {
                 loss_type: "sft",
