@@ -88,6 +88,8 @@ smoke() {
 # test runs below reuse it. Release, not debug: a debug build with wgpu is ~13 GB, and the
 # shader-heavy wgpu tests are the slow part of the run.
 CARGO_TEST=(cargo test --release "${PACKAGES[@]}" --features wgpu,tch)
+# Every test binary runs to the end, so that one failure does not hide the others.
+RUN_ALL=(--no-fail-fast)
 
 for backend in $BACKENDS; do
     case $backend in
@@ -120,7 +122,7 @@ bin=$(mktemp -d)/sdpo
 cp "$CARGO_TARGET_DIR/release/sdpo" "$bin"
 "$bin" --version
 for backend in $BACKENDS; do
-    step "$backend: tests" env SDPO_TEST_BACKENDS="$backend" "${CARGO_TEST[@]}"
+    step "$backend: tests" env SDPO_TEST_BACKENDS="$backend" "${CARGO_TEST[@]}" "${RUN_ALL[@]}"
     if [ "$SMOKE" = 1 ]; then
         step "$backend: sdpo train, 2 steps" smoke "$backend" "$bin"
     fi

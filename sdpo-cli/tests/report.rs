@@ -1,5 +1,6 @@
-//! `sdpo report` end to end: a short real training run reported on (charts, the configuration
-//! from its checkpoint or from `--config`, the data it read), and the errors a user sees.
+//! `sdpo report` and `sdpo inspect` end to end: a short real training run reported on (charts,
+//! the configuration from its checkpoint or from `--config`, the data it read) and inspected
+//! (HTML and text views of its token selection), and the errors a user sees.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -152,4 +153,113 @@ fn report_errors_are_one_clear_message() {
         "{stderr}"
     );
     assert!(!tmp.path().join("run/report.html").exists());
+}
+
+/// Token elements in an inspect page, as `sdpo inspect` counts them.
+fn token_elements(html: &str) -> usize {
+    html.matches("<span class=\"tok ").count()
+}
+
+#[test]
+fn inspect_on_a_real_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = write_run(tmp.path());
+    let config = config.to_str().unwrap();
+    let out = sdpo(
+        &["train", "--config", config, "--device", "flex"],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+
+    // HTML, two thresholds side by side, on the eval file.
+    let out = sdpo(
+        &[
+            "inspect",
+            "--config",
+            config,
+            "--checkpoint",
+            "out/checkpoint-4",
+            "--pairs",
+            "3",
+            "--threshold",
+            "0.3",
+            "--threshold",
+            "0.6",
+            "--out",
+            "inspect.html",
+        ],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let count: usize = stderr
+        .split("inspected 3 pairs (")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no token element count in {stderr}"));
+    let html = std::fs::read_to_string(tmp.path().join("inspect.html")).unwrap();
+    assert!(count > 0);
+    assert_eq!(token_elements(&html), count, "token elements in the page");
+    assert!(html.contains("q = 0.3") && html.contains("q = 0.6"));
+    // Self-contained: no external script, stylesheet, image or import (the SVG namespace URI
+    // is a name, not a fetch).
+    for fetch in ["src=\"http", "href=\"http", "<link", "@import", "url(http"] {
+        assert!(!html.contains(fetch), "the page fetches something: {fetch}");
+    }
+
+    // Text, pairs picked by index from the train file, no colours: kept tokens are bracketed.
+    let out = sdpo(
+        &[
+            "inspect", "--config", config, "--file", "train", "--index", "1,3", "--format", "text",
+            "--color", "never",
+        ],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("=== pair 1 ") && stdout.contains("=== pair 3 "),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("=== pair 0 "), "{stdout}");
+    assert!(
+        stdout.contains('[') && !stdout.contains('\u{1b}'),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn inspect_refuses_hostile_input_with_one_clear_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = write_run(tmp.path());
+    let config = config.to_str().unwrap();
+    let inspect = |extra: &[&str]| {
+        let mut args = vec!["inspect", "--config", config, "--format", "text"];
+        args.extend_from_slice(extra);
+        let out = sdpo(&args, tmp.path());
+        assert!(!out.status.success(), "{}", text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        stderr
+    };
+
+    // A pair index past the end of the eval file (4 pairs).
+    let stderr = inspect(&["--index", "2,99"]);
+    assert!(stderr.contains("pair 99 is out of range"), "{stderr}");
+    assert!(stderr.contains("has 4 pairs"), "{stderr}");
+
+    // An empty data file.
+    std::fs::write(tmp.path().join("empty.jsonl"), "").unwrap();
+    let stderr = inspect(&["--file", "empty.jsonl"]);
+    assert!(stderr.contains("empty.jsonl"), "{stderr}");
+
+    // A checkpoint whose vocabulary (the tiny fixture Llama's) does not cover the tokenizer's.
+    let other = sdpo_testkit::fixtures_dir().join("models/llama");
+    let stderr = inspect(&["--checkpoint", other.to_str().unwrap()]);
+    assert!(stderr.contains("vocab"), "{stderr}");
+
+    // A threshold outside [0, 1].
+    let stderr = inspect(&["--threshold", "1.5"]);
+    assert!(stderr.contains("--threshold 1.5"), "{stderr}");
 }

@@ -12,9 +12,13 @@ use burn::tensor::{Bool, Tensor};
 
 use sdpo_core::{LossType, LossTypes, PreferenceLoss, TokenLogps};
 
+use burn::tensor::Device;
+use sdpo_data::PreferenceBatch;
+use sdpo_models::CausalLm;
+
 use crate::batch::{DeviceBatch, model_logps};
 use crate::error::TrainError;
-use crate::reference::{Split, reference_logps};
+use crate::reference::{Reference, Split, reference_logps};
 use crate::trainer::Trainer;
 
 /// One completion as SDPO sees it.
@@ -117,126 +121,153 @@ impl Trainer {
             losses.push(PreferenceLoss::new(config).map_err(TrainError::Loss)?);
         }
         let policy = self.policy().valid();
-        let device = self.device();
         let batch_size = self.config().per_device_eval_batch_size.max(1);
         let mut out = Vec::with_capacity(indices.len());
         for chunk in indices.chunks(batch_size) {
             let host_batch = self.data().collator.collate_indices(dataset, chunk)?;
-            let batch = DeviceBatch::new(&host_batch, device);
-            let sides = model_logps(&policy, &batch)?;
-            let (ref_chosen, ref_rejected) =
-                reference_logps(self.reference(), split, &host_batch, &batch, device)?;
-            let inputs = TokenLogps {
-                policy_chosen_logps: sides.chosen,
-                policy_rejected_logps: sides.rejected,
-                ref_chosen_logps: ref_chosen,
-                ref_rejected_logps: ref_rejected,
-                chosen_loss_mask: sides.chosen_mask,
-                rejected_loss_mask: sides.rejected_mask,
-                policy_chosen_log_sum_sq_probs: sides.chosen_log_sum_sq_probs,
-                policy_rejected_log_sum_sq_probs: sides.rejected_log_sum_sq_probs,
-            };
-            let (b, t) = (host_batch.batch_size, host_batch.seq_len);
-            let width = t - 1;
-            let read = |x: &Tensor<2>, what| host(x.clone(), what);
-            let policy_c = read(&inputs.policy_chosen_logps, "policy log-probs")?;
-            let policy_r = read(&inputs.policy_rejected_logps, "policy log-probs")?;
-            let ref_c = read(&inputs.ref_chosen_logps, "reference log-probs")?;
-            let ref_r = read(&inputs.ref_rejected_logps, "reference log-probs")?;
-            let mask_c = host_bool(inputs.chosen_loss_mask.clone(), "loss mask")?;
-            let mask_r = host_bool(inputs.rejected_loss_mask.clone(), "loss mask")?;
-            // Per threshold: kept masks, thresholds, kept sums, rewards, losses.
-            let mut per_q = Vec::with_capacity(losses.len());
-            for loss in &losses {
-                let out = loss
-                    .clone()
-                    .forward(&inputs, None)
-                    .map_err(TrainError::Compute)?;
-                let selection = out.selection.ok_or_else(|| TrainError::Config {
-                    key: "loss_type".into(),
-                    reason: "the sdpo loss returned no token selection".into(),
-                })?;
-                per_q.push((
-                    host_bool(selection.chosen_kept, "kept tokens")?,
-                    host_bool(selection.rejected_kept, "kept tokens")?,
-                    host(selection.chosen_threshold, "thresholds")?,
-                    host(selection.rejected_threshold, "thresholds")?,
-                    [
-                        host(selection.sums.policy_chosen, "kept sums")?,
-                        host(selection.sums.ref_chosen, "kept sums")?,
-                        host(selection.sums.policy_rejected, "kept sums")?,
-                        host(selection.sums.ref_rejected, "kept sums")?,
-                    ],
-                    host(out.chosen_rewards, "rewards")?,
-                    host(out.rejected_rewards, "rewards")?,
-                    host(out.losses[0].1.clone(), "losses")?,
-                ));
+            let mut pairs = inspect_batch(
+                &policy,
+                self.reference(),
+                split,
+                &host_batch,
+                &losses,
+                self.device(),
+            )?;
+            for pair in &mut pairs {
+                pair.origin = dataset
+                    .origins
+                    .get(pair.index)
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
             }
-            for (row, &index) in chunk.iter().enumerate() {
-                let ids = host_batch.input_ids_row(row);
-                let attention = host_batch.attention_mask_row(row);
-                let completion = host_batch.completion_mask_row(row);
-                let prompt_ids = (0..t)
-                    .filter(|&p| attention[p] != 0 && completion[p] == 0)
-                    .map(|p| ids[p] as u32)
-                    .collect();
-                let sequence = |side: usize| {
-                    let (mask, pol, rf) = if side == 0 {
-                        (&mask_c, &policy_c, &ref_c)
-                    } else {
-                        (&mask_r, &policy_r, &ref_r)
-                    };
-                    let row_ids = host_batch.input_ids_row(side * b + row);
-                    let positions: Vec<usize> =
-                        (0..width).filter(|&p| mask[row * width + p]).collect();
-                    let policy_logps: Vec<f64> =
-                        positions.iter().map(|&p| pol[row * width + p]).collect();
-                    let ref_logps: Vec<f64> =
-                        positions.iter().map(|&p| rf[row * width + p]).collect();
-                    let scores = policy_logps
-                        .iter()
-                        .zip(&ref_logps)
-                        .map(|(p, r)| if side == 0 { r - p } else { p - r })
-                        .collect();
-                    let mut seq = InspectedSequence {
-                        token_ids: positions.iter().map(|&p| row_ids[p + 1] as u32).collect(),
-                        policy_logps,
-                        ref_logps,
-                        scores,
-                        kept: Vec::new(),
-                        thresholds: Vec::new(),
-                        policy_sums: Vec::new(),
-                        ref_sums: Vec::new(),
-                    };
-                    for (kept_c, kept_r, thr_c, thr_r, sums, ..) in &per_q {
-                        let kept = if side == 0 { kept_c } else { kept_r };
-                        seq.kept
-                            .push(positions.iter().map(|&p| kept[row * width + p]).collect());
-                        seq.thresholds
-                            .push(if side == 0 { thr_c[row] } else { thr_r[row] });
-                        seq.policy_sums.push(sums[2 * side][row]);
-                        seq.ref_sums.push(sums[2 * side + 1][row]);
-                    }
-                    seq
-                };
-                let chosen = sequence(0);
-                let rejected = sequence(1);
-                out.push(InspectedPair {
-                    index,
-                    origin: dataset
-                        .origins
-                        .get(index)
-                        .map(ToString::to_string)
-                        .unwrap_or_default(),
-                    prompt_ids,
-                    chosen,
-                    rejected,
-                    chosen_rewards: per_q.iter().map(|q| q.5[row]).collect(),
-                    rejected_rewards: per_q.iter().map(|q| q.6[row]).collect(),
-                    losses: per_q.iter().map(|q| q.7[row]).collect(),
-                });
-            }
+            out.extend(pairs);
         }
         Ok(out)
     }
+}
+
+/// Inspects one collated batch: the policy's and the reference's per-token log-probs, and for
+/// each loss of `losses` (one `sdpo` loss per threshold) `sdpo-core`'s selection, kept sums,
+/// rewards and per-pair losses. Pair `row` of the result is row `row` of `host_batch`; its
+/// `index` is `host_batch.pair_indices[row]` and its `origin` is left empty.
+///
+/// `policy` is a plain (non-autodiff) model; `split` picks the reference cache's split when the
+/// reference is precomputed.
+pub fn inspect_batch(
+    policy: &CausalLm,
+    reference: &Reference,
+    split: Split,
+    host_batch: &PreferenceBatch,
+    losses: &[PreferenceLoss],
+    device: &Device,
+) -> Result<Vec<InspectedPair>, TrainError> {
+    let mut out = Vec::with_capacity(host_batch.batch_size);
+    let batch = DeviceBatch::new(&host_batch, device);
+    let sides = model_logps(policy, &batch)?;
+    let (ref_chosen, ref_rejected) = reference_logps(reference, split, host_batch, &batch, device)?;
+    let inputs = TokenLogps {
+        policy_chosen_logps: sides.chosen,
+        policy_rejected_logps: sides.rejected,
+        ref_chosen_logps: ref_chosen,
+        ref_rejected_logps: ref_rejected,
+        chosen_loss_mask: sides.chosen_mask,
+        rejected_loss_mask: sides.rejected_mask,
+        policy_chosen_log_sum_sq_probs: sides.chosen_log_sum_sq_probs,
+        policy_rejected_log_sum_sq_probs: sides.rejected_log_sum_sq_probs,
+    };
+    let (b, t) = (host_batch.batch_size, host_batch.seq_len);
+    let width = t - 1;
+    let read = |x: &Tensor<2>, what| host(x.clone(), what);
+    let policy_c = read(&inputs.policy_chosen_logps, "policy log-probs")?;
+    let policy_r = read(&inputs.policy_rejected_logps, "policy log-probs")?;
+    let ref_c = read(&inputs.ref_chosen_logps, "reference log-probs")?;
+    let ref_r = read(&inputs.ref_rejected_logps, "reference log-probs")?;
+    let mask_c = host_bool(inputs.chosen_loss_mask.clone(), "loss mask")?;
+    let mask_r = host_bool(inputs.rejected_loss_mask.clone(), "loss mask")?;
+    // Per threshold: kept masks, thresholds, kept sums, rewards, losses.
+    let mut per_q = Vec::with_capacity(losses.len());
+    for loss in losses {
+        let out = loss
+            .clone()
+            .forward(&inputs, None)
+            .map_err(TrainError::Compute)?;
+        let selection = out.selection.ok_or_else(|| TrainError::Config {
+            key: "loss_type".into(),
+            reason: "the sdpo loss returned no token selection".into(),
+        })?;
+        per_q.push((
+            host_bool(selection.chosen_kept, "kept tokens")?,
+            host_bool(selection.rejected_kept, "kept tokens")?,
+            host(selection.chosen_threshold, "thresholds")?,
+            host(selection.rejected_threshold, "thresholds")?,
+            [
+                host(selection.sums.policy_chosen, "kept sums")?,
+                host(selection.sums.ref_chosen, "kept sums")?,
+                host(selection.sums.policy_rejected, "kept sums")?,
+                host(selection.sums.ref_rejected, "kept sums")?,
+            ],
+            host(out.chosen_rewards, "rewards")?,
+            host(out.rejected_rewards, "rewards")?,
+            host(out.losses[0].1.clone(), "losses")?,
+        ));
+    }
+    for row in 0..b {
+        let index = host_batch.pair_indices[row];
+        let ids = host_batch.input_ids_row(row);
+        let attention = host_batch.attention_mask_row(row);
+        let completion = host_batch.completion_mask_row(row);
+        let prompt_ids = (0..t)
+            .filter(|&p| attention[p] != 0 && completion[p] == 0)
+            .map(|p| ids[p] as u32)
+            .collect();
+        let sequence = |side: usize| {
+            let (mask, pol, rf) = if side == 0 {
+                (&mask_c, &policy_c, &ref_c)
+            } else {
+                (&mask_r, &policy_r, &ref_r)
+            };
+            let row_ids = host_batch.input_ids_row(side * b + row);
+            let positions: Vec<usize> = (0..width).filter(|&p| mask[row * width + p]).collect();
+            let policy_logps: Vec<f64> = positions.iter().map(|&p| pol[row * width + p]).collect();
+            let ref_logps: Vec<f64> = positions.iter().map(|&p| rf[row * width + p]).collect();
+            let scores = policy_logps
+                .iter()
+                .zip(&ref_logps)
+                .map(|(p, r)| if side == 0 { r - p } else { p - r })
+                .collect();
+            let mut seq = InspectedSequence {
+                token_ids: positions.iter().map(|&p| row_ids[p + 1] as u32).collect(),
+                policy_logps,
+                ref_logps,
+                scores,
+                kept: Vec::new(),
+                thresholds: Vec::new(),
+                policy_sums: Vec::new(),
+                ref_sums: Vec::new(),
+            };
+            for (kept_c, kept_r, thr_c, thr_r, sums, ..) in &per_q {
+                let kept = if side == 0 { kept_c } else { kept_r };
+                seq.kept
+                    .push(positions.iter().map(|&p| kept[row * width + p]).collect());
+                seq.thresholds
+                    .push(if side == 0 { thr_c[row] } else { thr_r[row] });
+                seq.policy_sums.push(sums[2 * side][row]);
+                seq.ref_sums.push(sums[2 * side + 1][row]);
+            }
+            seq
+        };
+        let chosen = sequence(0);
+        let rejected = sequence(1);
+        out.push(InspectedPair {
+            index,
+            origin: String::new(),
+            prompt_ids,
+            chosen,
+            rejected,
+            chosen_rewards: per_q.iter().map(|q| q.5[row]).collect(),
+            rejected_rewards: per_q.iter().map(|q| q.6[row]).collect(),
+            losses: per_q.iter().map(|q| q.7[row]).collect(),
+        });
+    }
+    Ok(out)
 }

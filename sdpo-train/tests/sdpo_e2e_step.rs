@@ -7,7 +7,6 @@ use burn::module::{Module, ModuleMapper, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 use sdpo_core::{LossConfig, LossType, LossTypes, PreferenceLoss};
-use sdpo_data::PreferenceBatch;
 use sdpo_models::CausalLm;
 use sdpo_testkit::{Tolerance, assert_close};
 use sdpo_train::batch::DeviceBatch;
@@ -15,38 +14,8 @@ use sdpo_train::objective::batch_objective;
 use sdpo_train::reference::{Reference, Split};
 use serde_json::Value;
 
-fn ids(v: &Value) -> Vec<Vec<i64>> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|row| {
-            row.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_i64().unwrap())
-                .collect()
-        })
-        .collect()
-}
-
-fn batch(fixture: &Value) -> PreferenceBatch {
-    let rows = |key: &str| -> Vec<i64> {
-        let mut out = ids(&fixture["chosen"][key]);
-        out.extend(ids(&fixture["rejected"][key]));
-        out.into_iter().flatten().collect()
-    };
-    let chosen = ids(&fixture["chosen"]["input_ids"]);
-    let (b, t) = (chosen.len(), chosen[0].len());
-    PreferenceBatch {
-        batch_size: b,
-        seq_len: t,
-        input_ids: rows("input_ids"),
-        attention_mask: rows("attention_mask"),
-        completion_mask: rows("completion_mask"),
-        pair_indices: (0..b).collect(),
-        truncated: vec![false; 2 * b],
-    }
-}
+mod e2e_batch;
+use e2e_batch::sdpo_e2e_batch as batch;
 
 /// Replaces every parameter by its gradient (zeros where there is none).
 struct GradientsAsParams<'a>(&'a GradientsParams);
