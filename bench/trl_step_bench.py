@@ -1,6 +1,12 @@
-"""TRL's side of bench/memory_bench.sh: DPOTrainer steps on SmolLM2-135M-Instruct at a length.
+"""TRL's side of bench/memory_bench.sh and bench/train_bench.sh: DPOTrainer steps on
+SmolLM2-135M-Instruct at a length.
 
-Usage: trl_step_bench.py SMOLLM2_DIR T on|off STEPS
+Usage: trl_step_bench.py SMOLLM2_DIR T on|off STEPS [--data FILE.jsonl] [--write-data FILE.jsonl]
+                         [--lora]
+  --write-data  only write the generated pairs (prompt/chosen/rejected JSONL) and exit, so that
+                `sdpo train` can read the very same rows
+  --data        train on these pairs instead of generating them
+  --lora        PEFT LoRA r 16, alpha 32, dropout 0.05, all-linear (TRL's ModelConfig names)
 
 Same shape of work as sdpo-train's `engine_step` example: 2 pairs per step, fp32 on the CPU,
 live reference (a copy of the policy), rows of T tokens (prompt T/4, completion to T after
@@ -10,9 +16,10 @@ or off. Prints the seconds of every optimizer step and the peak RSS (ru_maxrss).
 Pinned: torch==2.9.0 transformers==5.24.0 trl==1.16.0 datasets.
 """
 
+import argparse
+import json
 import random
 import resource
-import sys
 import time
 
 import torch
@@ -44,7 +51,16 @@ def words(tokenizer, n, rng):
 
 
 def main():
-    model_dir, seq, gc, steps = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+    parser = argparse.ArgumentParser()
+    parser.add_argument("model_dir")
+    parser.add_argument("seq", type=int)
+    parser.add_argument("gc", choices=["on", "off"])
+    parser.add_argument("steps", type=int)
+    parser.add_argument("--data")
+    parser.add_argument("--write-data")
+    parser.add_argument("--lora", action="store_true")
+    args = parser.parse_args()
+    model_dir, seq, gc, steps = args.model_dir, args.seq, args.gc, args.steps
     torch.set_num_threads(2)
     torch.manual_seed(0)
     rng = random.Random(0)
@@ -52,14 +68,23 @@ def main():
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     rows = []
-    for _ in range(2 * steps):
-        rows.append(
-            {
-                "prompt": words(tokenizer, seq // 4, rng),
-                "chosen": words(tokenizer, seq, rng),
-                "rejected": words(tokenizer, seq, rng),
-            }
-        )
+    if args.data:
+        with open(args.data) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+    else:
+        for _ in range(2 * steps):
+            rows.append(
+                {
+                    "prompt": words(tokenizer, seq // 4, rng),
+                    "chosen": words(tokenizer, seq, rng),
+                    "rejected": words(tokenizer, seq, rng),
+                }
+            )
+    if args.write_data:
+        with open(args.write_data, "w") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+        return
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     config = DPOConfig(
         output_dir="/tmp/trl-memory-bench",
@@ -74,14 +99,22 @@ def main():
         learning_rate=5e-7,
         dataloader_num_workers=0,
     )
+    peft_config = None
+    if args.lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(
+            r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM"
+        )
     trainer = DPOTrainer(
         model=model,
         args=config,
+        peft_config=peft_config,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
         callbacks=[StepTimer()],
     )
-    print(f"TRL T={seq} gradient_checkpointing={gc}", flush=True)
+    print(f"TRL T={seq} gradient_checkpointing={gc} lora={args.lora}", flush=True)
     trainer.train()
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 

@@ -27,8 +27,8 @@
 //! save them in PEFT's layout ([`CausalLm::save_adapter`]) or merge them
 //! ([`CausalLm::merge_adapters`]).
 //!
-//! Training: build the policy on an autodiff device (`device.clone().autodiff()`; sdpo-train's
-//! `training_device` adds its options) and the frozen reference on the plain device.
+//! Training: build the policy on an autodiff device (`device.clone().autodiff()`)
+//! and the frozen reference on the plain device.
 //! For long sequences the forward pass is also available one piece at a time (embedding, one
 //! decoder layer, attention in query blocks, final norm, output head; see [`StackContext`]), so
 //! that a trainer can recompute one layer at a time instead of keeping every layer's

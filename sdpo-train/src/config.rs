@@ -98,8 +98,22 @@ pub struct TrainConfig {
     /// Compute the reference's per-token log-probs once, cache them, and train without
     /// loading the reference.
     pub precompute_ref_log_probs: bool,
-    /// Recompute activations in the backward pass to save memory.
+    /// Pairs per forward pass when precomputing the reference's log-probs (TRL's key); unset:
+    /// `per_device_train_batch_size` for the train split and `per_device_eval_batch_size` for
+    /// the eval split, as TRL does.
+    pub precompute_ref_batch_size: Option<usize>,
+    /// Train through the memory-bounded engine: only each decoder layer's input is kept during
+    /// the forward and the layers are recomputed one at a time in the backward, attention runs
+    /// in query blocks and the output head only at completion positions, in chunks
+    /// ([`crate::engine`]). The reference, evaluation and the reference cache use the same
+    /// chunked forward. Same log-probs and gradients as without it (within float rounding).
     pub gradient_checkpointing: bool,
+    /// With `gradient_checkpointing`: MiB for one attention query block or one output-head
+    /// chunk, including what the backward keeps of it (sdpo-rs extension).
+    pub memory_budget_mib: u64,
+    /// With `gradient_checkpointing`: the largest single tensor of a block or chunk, in MiB (a
+    /// GPU adapter's storage-buffer limit; 128 MiB is what every WebGPU adapter supports).
+    pub max_buffer_mib: u64,
 
     /// Train LoRA adapters instead of the full model (TRL's `ModelConfig.use_peft`): the base
     /// weights are frozen, only the adapters (and `lora_modules_to_save`) are trained, the
@@ -164,7 +178,10 @@ impl Default for TrainConfig {
             save_steps: 500,
             save_total_limit: None,
             precompute_ref_log_probs: false,
+            precompute_ref_batch_size: None,
             gradient_checkpointing: false,
+            memory_budget_mib: crate::engine::DEFAULT_MEMORY_BUDGET_BYTES >> 20,
+            max_buffer_mib: crate::engine::DEFAULT_MAX_BUFFER_BYTES >> 20,
             use_peft: false,
             lora_r: 16,
             lora_alpha: 32.0,
@@ -259,6 +276,20 @@ impl TrainConfig {
                 return Err(bad(key, "must be at least 1"));
             }
         }
+        for (key, v) in [
+            ("memory_budget_mib", self.memory_budget_mib),
+            ("max_buffer_mib", self.max_buffer_mib),
+        ] {
+            if v == 0 {
+                return Err(bad(key, "must be at least 1"));
+            }
+        }
+        if self.precompute_ref_batch_size == Some(0) {
+            return Err(bad(
+                "precompute_ref_batch_size",
+                "must be at least 1 (or unset)",
+            ));
+        }
         if self.eval_steps == Some(0) {
             return Err(bad("eval_steps", "must be at least 1 (or unset)"));
         }
@@ -280,6 +311,18 @@ impl TrainConfig {
             ));
         }
         self.validate_lora()
+    }
+
+    /// How this run computes per-token log-probs (`gradient_checkpointing`, the memory
+    /// budget).
+    pub fn logps_path(&self) -> crate::engine::LogpsPath {
+        crate::engine::LogpsPath::for_run(
+            self.gradient_checkpointing,
+            crate::engine::MemoryBudget {
+                bytes: self.memory_budget_mib << 20,
+                max_buffer_bytes: self.max_buffer_mib << 20,
+            },
+        )
     }
 
     /// The LoRA keys set to something other than their default, by name.

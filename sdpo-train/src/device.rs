@@ -2,15 +2,10 @@
 
 use burn::tensor::Device;
 
-/// The device a trainer builds the policy on: `device` with autodiff, and with burn's gradient
-/// checkpointing (activations of memory-bound operations recomputed in the backward pass
-/// instead of kept) when `gradient_checkpointing` is true. The reference model stays on the
-/// plain `device`.
-pub fn training_device(device: &Device, gradient_checkpointing: bool) -> Device {
-    let device = device.clone().autodiff();
-    if gradient_checkpointing {
-        device.gradient_checkpointing()
-    } else {
-        device
-    }
+/// The device a trainer builds the policy on: `device` with autodiff. The reference model
+/// stays on the plain `device`. (`gradient_checkpointing` does not change the device: it
+/// selects the memory-bounded engine, [`crate::engine`], which recomputes whole decoder layers
+/// itself instead of burn's operation-level checkpointing.)
+pub fn training_device(device: &Device) -> Device {
+    device.clone().autodiff()
 }

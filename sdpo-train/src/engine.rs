@@ -546,10 +546,12 @@ pub fn policy_step<M>(
         );
     }
 
-    // Pass 5: the embedding.
+    // Pass 5: the embedding (nothing to do when it is frozen, e.g. a LoRA base).
     let x0 = policy.embed(batch.input_ids.clone());
-    let g = leaf_constant(g_out, tracking);
-    collector.add((x0 * g).sum().backward());
+    if x0.is_tracked() {
+        let g = leaf_constant(g_out, tracking);
+        collector.add((x0 * g).sum().backward());
+    }
 
     let mut accumulator = collector.accumulator;
     Ok((output, accumulator.grads()))
@@ -659,4 +661,74 @@ fn layer_backward(
     g_in = g_in + grad_or_zeros(&x_a, &grads);
     collector.add(grads);
     g_in
+}
+
+/// WPO's `log(sum_v p_v^2)` of each position of one logits chunk `[n, vocab]` → `[n]`, as a
+/// [`PositionExtra`].
+pub fn wpo_log_sum_sq_probs(logits: Tensor<2>) -> Tensor<1> {
+    // Rank 2 → 1 is the shape log_sum_sq_probs accepts; it cannot fail here.
+    sdpo_core::log_sum_sq_probs::<2, 1>(logits).expect("a [n, vocab] chunk reduces to [n]")
+}
+
+/// How a model's per-token completion log-probs are computed, for the policy, the reference,
+/// evaluation and the precomputed reference cache alike (one path for all of them, so that
+/// SDPO's scores `ref - policy` start at exactly 0 when the reference is the initial policy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogpsPath {
+    /// One forward of the whole batch through [`CausalLm::forward`] (in row chunks when the
+    /// logits would exceed [`crate::batch::MAX_LOGITS_PER_PASS`]); the policy's backward is
+    /// autodiff through it.
+    Whole,
+    /// The memory-bounded engine: attention in query blocks, the head only at completion
+    /// positions in chunks, and for the policy per-layer recomputation ([`policy_step`]).
+    Bounded(MemoryBudget),
+}
+
+impl LogpsPath {
+    /// The path a run's configuration asks for: [`LogpsPath::Bounded`] with
+    /// `gradient_checkpointing`, else [`LogpsPath::Whole`].
+    pub fn for_run(gradient_checkpointing: bool, budget: MemoryBudget) -> Self {
+        if gradient_checkpointing {
+            Self::Bounded(budget)
+        } else {
+            Self::Whole
+        }
+    }
+
+    /// Per-token completion log-probs of `model` on `batch`; with `log_sum_sq_probs`, also
+    /// WPO's `log(sum_v p_v^2)` per completion position. On [`LogpsPath::Whole`] the result
+    /// keeps `model`'s graph when it is on an autodiff device; [`LogpsPath::Bounded`] never
+    /// tracks (the policy's bounded backward is [`policy_step`]).
+    pub fn logps(
+        &self,
+        model: &CausalLm,
+        batch: &DeviceBatch,
+        log_sum_sq_probs: bool,
+    ) -> Result<SidedLogps, TrainError> {
+        match self {
+            Self::Whole => crate::batch::model_logps_chunked(
+                model,
+                batch,
+                crate::batch::MAX_LOGITS_PER_PASS,
+                log_sum_sq_probs,
+            ),
+            Self::Bounded(budget) => {
+                let extra: Option<PositionExtra<'_>> =
+                    log_sum_sq_probs.then_some(&wpo_log_sum_sq_probs);
+                Ok(chunked_logps_with(model, batch, budget, extra)?.into_sided())
+            }
+        }
+    }
+}
+
+impl ChunkedLogps {
+    /// The log-probs with the extra (when there is one) as WPO's `log(sum_v p_v^2)`.
+    pub fn into_sided(self) -> SidedLogps {
+        let mut logps = self.logps;
+        if let Some((chosen, rejected)) = self.extra {
+            logps.chosen_log_sum_sq_probs = Some(chosen);
+            logps.rejected_log_sum_sq_probs = Some(rejected);
+        }
+        logps
+    }
 }

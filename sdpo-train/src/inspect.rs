@@ -16,7 +16,8 @@ use burn::tensor::Device;
 use sdpo_data::PreferenceBatch;
 use sdpo_models::CausalLm;
 
-use crate::batch::{DeviceBatch, model_logps};
+use crate::batch::DeviceBatch;
+use crate::engine::LogpsPath;
 use crate::error::TrainError;
 use crate::reference::{Reference, Split, reference_logps};
 use crate::trainer::Trainer;
@@ -128,6 +129,7 @@ impl Trainer {
             let mut pairs = inspect_batch(
                 &policy,
                 self.reference(),
+                &self.config().logps_path(),
                 split,
                 &host_batch,
                 &losses,
@@ -151,11 +153,13 @@ impl Trainer {
 /// rewards and per-pair losses. Pair `row` of the result is row `row` of `host_batch`; its
 /// `index` is `host_batch.pair_indices[row]` and its `origin` is left empty.
 ///
-/// `policy` is a plain (non-autodiff) model; `split` picks the reference cache's split when the
+/// Both models run on `path` (the run's [`crate::TrainConfig::logps_path`]). `policy` is a
+/// plain (non-autodiff) model; `split` picks the reference cache's split when the
 /// reference is precomputed.
 pub fn inspect_batch(
     policy: &CausalLm,
     reference: &Reference,
+    path: &LogpsPath,
     split: Split,
     host_batch: &PreferenceBatch,
     losses: &[PreferenceLoss],
@@ -163,8 +167,9 @@ pub fn inspect_batch(
 ) -> Result<Vec<InspectedPair>, TrainError> {
     let mut out = Vec::with_capacity(host_batch.batch_size);
     let batch = DeviceBatch::new(&host_batch, device);
-    let sides = model_logps(policy, &batch)?;
-    let (ref_chosen, ref_rejected) = reference_logps(reference, split, host_batch, &batch, device)?;
+    let sides = path.logps(policy, &batch, false)?;
+    let (ref_chosen, ref_rejected) =
+        reference_logps(reference, path, split, host_batch, &batch, device)?;
     let inputs = TokenLogps {
         policy_chosen_logps: sides.chosen,
         policy_rejected_logps: sides.rejected,

@@ -10,7 +10,8 @@ use sdpo_core::{
 use sdpo_data::PreferenceBatch;
 use sdpo_models::CausalLm;
 
-use crate::batch::{DeviceBatch, MAX_LOGITS_PER_PASS, model_logps_chunked};
+use crate::batch::{DeviceBatch, SidedLogps};
+use crate::engine::LogpsPath;
 use crate::error::TrainError;
 use crate::reference::{Reference, Split, reference_logps};
 
@@ -33,21 +34,39 @@ pub const POLICY_LOGPS_CHECK: &str = "policy log-probs";
 /// See [`POLICY_LOGPS_CHECK`].
 pub const REFERENCE_LOGPS_CHECK: &str = "reference log-probs";
 
-/// The loss of one batch: the policy's per-token log-probs (one forward pass of `2B` rows), the
-/// reference's (model or cache), then `objective` (which advances its `bco_pair` state). The loss
-/// keeps the policy's graph when `model` is on an autodiff device; nothing is read back.
+/// The loss of one batch: the policy's per-token log-probs (one forward pass of `2B` rows on
+/// `path`), the reference's (model on the same path, or cache), then `objective` (which
+/// advances its `bco_pair` state). On [`LogpsPath::Whole`] the loss keeps the policy's graph
+/// when `model` is on an autodiff device; nothing is read back. (A bounded training step is
+/// [`crate::engine::policy_step`] with [`objective_from_logps`] as its loss.)
 pub fn batch_objective(
     model: &CausalLm,
     reference: &Reference,
+    path: &LogpsPath,
+    split: Split,
+    host: &PreferenceBatch,
+    batch: &DeviceBatch,
+    objective: &mut PreferenceLoss,
+) -> Result<BatchObjective, TrainError> {
+    let wpo = objective.config().use_weighting;
+    let policy = path.logps(model, batch, wpo)?;
+    objective_from_logps(policy, reference, path, split, host, batch, objective)
+}
+
+/// [`batch_objective`] from the policy's per-token log-probs (`policy`, with WPO's
+/// `log(sum_v p_v^2)` when the loss uses weighting): the reference's log-probs on `path`, the
+/// loss, TRL's metrics and the checks.
+pub fn objective_from_logps(
+    policy: SidedLogps,
+    reference: &Reference,
+    path: &LogpsPath,
     split: Split,
     host: &PreferenceBatch,
     batch: &DeviceBatch,
     objective: &mut PreferenceLoss,
 ) -> Result<BatchObjective, TrainError> {
     let device = batch.input_ids.device();
-    let wpo = objective.config().use_weighting;
-    let policy = model_logps_chunked(model, batch, MAX_LOGITS_PER_PASS, wpo)?;
-    let (ref_chosen, ref_rejected) = reference_logps(reference, split, host, batch, &device)?;
+    let (ref_chosen, ref_rejected) = reference_logps(reference, path, split, host, batch, &device)?;
     let inputs = TokenLogps {
         policy_chosen_logps: policy.chosen,
         policy_rejected_logps: policy.rejected,

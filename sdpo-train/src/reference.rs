@@ -9,8 +9,9 @@ use sdpo_models::CausalLm;
 
 use sdpo_data::Fnv1a;
 
-use crate::batch::{DeviceBatch, model_logps};
+use crate::batch::DeviceBatch;
 use crate::cache::RefLogpsCache;
+use crate::engine::LogpsPath;
 use crate::error::{TrainError, io};
 
 /// Where reference log-probs come from.
@@ -39,9 +40,11 @@ pub enum Split {
     Eval,
 }
 
-/// Reference per-token log-probs of a batch: `(chosen, rejected)`, `[B, T-1]` each.
+/// Reference per-token log-probs of a batch: `(chosen, rejected)`, `[B, T-1]` each; a
+/// reference model runs on `path`.
 pub fn reference_logps(
     reference: &Reference,
+    path: &LogpsPath,
     split: Split,
     host: &PreferenceBatch,
     batch: &DeviceBatch,
@@ -50,7 +53,7 @@ pub fn reference_logps(
     let (b, t) = (host.batch_size, host.seq_len);
     match reference {
         Reference::Model(model) => {
-            let out = model_logps(model, batch)?;
+            let out = path.logps(model, batch, false)?;
             Ok((out.chosen, out.rejected))
         }
         Reference::None => Ok((
@@ -130,6 +133,7 @@ pub fn precompute(
     dataset: &TokenizedDataset,
     collator: &Collator,
     batch_size: usize,
+    logps_path: &LogpsPath,
     key: u64,
     path: PathBuf,
     device: &Device,
@@ -139,7 +143,7 @@ pub fn precompute(
     for chunk in indices.chunks(batch_size.max(1)) {
         let host = collator.collate_indices(dataset, chunk)?;
         let batch = DeviceBatch::new(&host, device);
-        let out = model_logps(model, &batch)?;
+        let out = logps_path.logps(model, &batch, false)?;
         let (b, t) = (host.batch_size, host.seq_len);
         let read = |x: Tensor<2>| {
             x.try_into_vec_as::<f32>()

@@ -398,11 +398,19 @@ fn cached_or_computed(
         "{split}: precomputing reference log-probs for {} pairs",
         dataset.len()
     ));
+    let batch_size = config
+        .precompute_ref_batch_size
+        .unwrap_or(if split == "train" {
+            config.per_device_train_batch_size
+        } else {
+            config.per_device_eval_batch_size
+        });
     let cache = precompute(
         model,
         dataset,
         &data.collator,
-        config.per_device_eval_batch_size,
+        batch_size,
+        &config.logps_path(),
         key,
         path.clone(),
         device,

@@ -27,10 +27,12 @@ use crate::checkpoint::{
 use crate::clip::{clip_grad_norm, global_grad_norm};
 use crate::config::TrainConfig;
 use crate::device::training_device;
+use crate::engine::{LogpsPath, PositionExtra, policy_step, wpo_log_sum_sq_probs};
 use crate::error::{TrainError, io};
 use crate::manifest::write_manifest;
 use crate::objective::{
     BatchObjective, POLICY_LOGPS_CHECK, REFERENCE_LOGPS_CHECK, accumulate_metrics, batch_objective,
+    objective_from_logps,
 };
 use crate::observer::{MetricsFile, MetricsRecord, StepProgress, TrainObserver};
 use crate::optimizer::adamw;
@@ -130,7 +132,7 @@ impl Trainer {
         let initial = attach_adapters(&config, initial)?;
         let reference = build_reference(&config, &initial, &data, device, observer)?;
 
-        let train_device = training_device(device, config.gradient_checkpointing);
+        let train_device = training_device(device);
         let (policy, global_step) = match (start, &resume) {
             (_, Some(point)) => {
                 let policy = resumed_policy(point, &initial, &data, &config, &train_device)?;
@@ -352,13 +354,14 @@ impl Trainer {
             seed.write_u64(step as u64);
             let seed = seed.finish();
             self.device.seed(seed);
-            training_device(&self.device, self.config.gradient_checkpointing).seed(seed);
+            training_device(&self.device).seed(seed);
         }
         let mut accumulator = GradientsAccumulator::<CausalLm>::new();
         let mut metrics: Vec<Metric> = Vec::new();
         let mut checks: Vec<Metric> = Vec::new();
         let mut tokens = 0;
         let mut objective = self.loss.clone();
+        let path = self.config.logps_path();
         for indices in &batches {
             let host = self
                 .data
@@ -367,19 +370,45 @@ impl Trainer {
             tokens += DeviceBatch::num_tokens(&host);
             let batch = DeviceBatch::new(&host, &self.device);
             let weight = indices.len() as f64 / total_pairs as f64;
-            let out: BatchObjective = batch_objective(
-                &self.policy,
-                &self.reference,
-                Split::Train,
-                &host,
-                &batch,
-                &mut objective,
-            )?;
-            let grads = (out.loss * weight).backward();
-            let grads = GradientsParams::from_grads(grads, &self.policy);
+            let (out_metrics, out_checks, grads) = match &path {
+                LogpsPath::Whole => {
+                    let out: BatchObjective = batch_objective(
+                        &self.policy,
+                        &self.reference,
+                        &path,
+                        Split::Train,
+                        &host,
+                        &batch,
+                        &mut objective,
+                    )?;
+                    let grads = (out.loss * weight).backward();
+                    let grads = GradientsParams::from_grads(grads, &self.policy);
+                    (out.metrics, out.checks, grads)
+                }
+                LogpsPath::Bounded(budget) => {
+                    let wpo = objective.config().use_weighting;
+                    let extra: Option<PositionExtra<'_>> = wpo.then_some(&wpo_log_sum_sq_probs);
+                    let reference = &self.reference;
+                    let objective = &mut objective;
+                    let ((metrics, checks), grads) =
+                        policy_step(&self.policy, &batch, budget, extra, |logps| {
+                            let out = objective_from_logps(
+                                logps.into_sided(),
+                                reference,
+                                &path,
+                                Split::Train,
+                                &host,
+                                &batch,
+                                objective,
+                            )?;
+                            Ok((out.loss * weight, (out.metrics, out.checks)))
+                        })?;
+                    (metrics, checks, grads)
+                }
+            };
             accumulator.accumulate(&self.policy, grads);
-            accumulate_metrics(&mut metrics, out.metrics, weight);
-            accumulate_metrics(&mut checks, out.checks, 1.0);
+            accumulate_metrics(&mut metrics, out_metrics, weight);
+            accumulate_metrics(&mut checks, out_checks, 1.0);
         }
         let mut grads = accumulator.grads();
         if let Some(norm) = global_grad_norm(&self.policy, &grads) {
@@ -423,12 +452,14 @@ impl Trainer {
         let mut weighted: Vec<Metric> = Vec::new();
         // Evaluation must not advance the bco_pair running mean of training.
         let mut objective = self.loss.clone();
+        let path = self.config.logps_path();
         for chunk in indices.chunks(self.config.per_device_eval_batch_size) {
             let host = self.data.collator.collate_indices(eval, chunk)?;
             let batch = DeviceBatch::new(&host, &self.device);
             let out = batch_objective(
                 &model,
                 &self.reference,
+                &path,
                 Split::Eval,
                 &host,
                 &batch,

@@ -3,7 +3,8 @@
 //! fixture's thresholds the kept masks, the sequences' score thresholds, the four kept sums, the
 //! rewards and the per-pair losses must equal PyTorch's (fixtures README §4). The text view
 //! rendered from our numbers must equal the text view rendered from the fixture's numbers
-//! (allowing only the last printed digit of a number to differ).
+//! (allowing only the last printed digit of a number to differ). Both log-prob paths: the whole
+//! batch and the memory-bounded engine (`gradient_checkpointing`).
 
 use sdpo_core::{LossConfig, LossType, LossTypes, PreferenceLoss};
 use sdpo_models::CausalLm;
@@ -12,6 +13,7 @@ use sdpo_report::{
     render_inspect_text,
 };
 use sdpo_testkit::{Tolerance, assert_close};
+use sdpo_train::engine::{LogpsPath, MemoryBudget};
 use sdpo_train::inspect::{InspectedPair, InspectedSequence, inspect_batch};
 use sdpo_train::reference::{Reference, Split};
 use serde_json::Value;
@@ -284,7 +286,18 @@ fn inspect_equals_pytorch_on_the_sdpo_e2e_batch() {
     let host = sdpo_e2e_batch(&fixture);
     let want_text = render_inspect_text(&report(&want, &thresholds, beta), TextStyle::Plain)
         .expect("render the fixture's numbers");
-    for dev in sdpo_testkit::test_devices!() {
+    let paths = [
+        LogpsPath::Whole,
+        LogpsPath::Bounded(MemoryBudget {
+            bytes: 1,
+            max_buffer_bytes: 1,
+        }),
+    ];
+    for (dev, path) in sdpo_testkit::test_devices!()
+        .into_iter()
+        .flat_map(|dev| paths.map(|path| (dev.clone(), path)))
+    {
+        let name = format!("{} {path:?}", dev.name);
         let policy =
             CausalLm::from_pretrained(dir.join("models/llama"), &dev.device).expect("policy");
         let reference = Reference::Model(Box::new(
@@ -294,15 +307,16 @@ fn inspect_equals_pytorch_on_the_sdpo_e2e_batch() {
         let got = inspect_batch(
             &policy,
             &reference,
+            &path,
             Split::Train,
             &host,
             &losses,
             &dev.device,
         )
         .expect("inspect");
-        assert_eq!(got.len(), want.len(), "[{}] pairs", dev.name);
+        assert_eq!(got.len(), want.len(), "[{name}] pairs");
         for (g, w) in got.iter().zip(&want) {
-            let what = format!("[{}] pair {}", dev.name, w.index);
+            let what = format!("[{name}] pair {}", w.index);
             assert_eq!(g.index, w.index, "{what}: index");
             assert_eq!(g.prompt_ids, w.prompt_ids, "{what}: prompt tokens");
             check_sequence(&g.chosen, &w.chosen, &format!("{what} chosen"));
@@ -324,10 +338,9 @@ fn inspect_equals_pytorch_on_the_sdpo_e2e_batch() {
         }
         let got_text = render_inspect_text(&report(&got, &thresholds, beta), TextStyle::Plain)
             .expect("render our numbers");
-        assert_same_text(&got_text, &want_text, &format!("[{}] text view", dev.name));
+        assert_same_text(&got_text, &want_text, &format!("[{name}] text view"));
         println!(
-            "[{}] inspect: {} pairs x {} thresholds equal PyTorch's",
-            dev.name,
+            "[{name}] inspect: {} pairs x {} thresholds equal PyTorch's",
             got.len(),
             thresholds.len()
         );

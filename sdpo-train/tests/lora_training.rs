@@ -308,8 +308,12 @@ fn resumed_lora_run_equals_the_uninterrupted_run() {
 
 #[test]
 fn the_reference_is_the_adapter_disabled_base_live_or_precomputed() {
-    // At the first step B = 0, so the policy equals the base: every SDPO score is exactly 0,
-    // the q-quantile is 0 and every token is kept at any q, and every reward is 0.
+    // At the first step B = 0, so the policy equals the base: every SDPO score is 0 and every
+    // reward is 0. Where the policy's and the reference's log-probs are the same computation,
+    // the scores are exactly 0, the q-quantile is 0 and every token is kept at any q: on flex
+    // (its autodiff forward runs the plain kernels), and with `gradient_checkpointing` on every
+    // backend (the engine's pass 1 runs the policy untracked, as the reference). wgpu's
+    // autodiff forward fuses differently and may differ in the last bits.
     for dev in sdpo_testkit::test_devices!() {
         let tmp = tempfile::tempdir().unwrap();
         let mut live = lora_config(tmp.path());
@@ -317,13 +321,27 @@ fn the_reference_is_the_adapter_disabled_base_live_or_precomputed() {
         let mut cached = live.clone();
         cached.output_dir = tmp.path().join("out-precomputed");
         cached.precompute_ref_log_probs = true;
+        let mut bounded = live.clone();
+        bounded.output_dir = tmp.path().join("out-bounded");
+        bounded.gradient_checkpointing = true;
         let a = run(live.clone(), &dev.device);
         let b = run(cached, &dev.device);
-        for records in [&a, &b] {
-            for key in ["sdpo/chosen_kept_fraction", "sdpo/rejected_kept_fraction"] {
-                assert_eq!(series(records, key)[0], (1, 1.0), "[{}] {key}", dev.name);
+        let c = run(bounded, &dev.device);
+        let same_bits = [dev.name == "flex", dev.name == "flex", true];
+        for (records, exact) in [&a, &b, &c].into_iter().zip(same_bits) {
+            let margin = series(records, "rewards/margins")[0];
+            assert_eq!(margin.0, 1);
+            assert!(
+                margin.1.abs() <= 1e-6,
+                "[{}] first margin {margin:?}",
+                dev.name
+            );
+            if exact {
+                for key in ["sdpo/chosen_kept_fraction", "sdpo/rejected_kept_fraction"] {
+                    assert_eq!(series(records, key)[0], (1, 1.0), "[{}] {key}", dev.name);
+                }
+                assert_eq!(margin, (1, 0.0), "[{}] first margin", dev.name);
             }
-            assert_eq!(series(records, "rewards/margins")[0], (1, 0.0));
         }
         // Later steps select: the adapters moved the policy away from the base.
         let kept = series(&a, "sdpo/chosen_kept_fraction");
@@ -333,6 +351,17 @@ fn the_reference_is_the_adapter_disabled_base_live_or_precomputed() {
                 assert!(
                     (x - y).abs() <= 1e-5 * (1.0 + y.abs()),
                     "[{}] {key} at {s}: live {x} vs precomputed {y}",
+                    dev.name
+                );
+            }
+        }
+        // The memory-bounded engine trains the adapters as autodiff does (frozen base: no
+        // gradient for the embedding or any base weight).
+        for key in ["loss", "grad_norm", "eval_loss"] {
+            for ((s, x), (_, y)) in series(&a, key).iter().zip(series(&c, key)) {
+                assert!(
+                    (x - y).abs() <= 1e-4 * (1.0 + y.abs()),
+                    "[{}] {key} at {s}: whole-batch path {x} vs gradient_checkpointing {y}",
                     dev.name
                 );
             }

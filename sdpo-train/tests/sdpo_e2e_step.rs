@@ -1,7 +1,9 @@
-//! One training step of the trainer's own path (concatenated forward of policy and reference,
-//! per-token log-probs, SDPO selection, loss, backward) on the batch of `sdpo_e2e.json`:
-//! policy = tiny `models/llama`, reference = tiny `models/llama_tied`. The loss must equal the
-//! golden `loss_mean` and every policy gradient the golden gradient (PyTorch autograd).
+//! One training step of the trainer's own paths on the batch of `sdpo_e2e.json` (policy = tiny
+//! `models/llama`, reference = tiny `models/llama_tied`): the whole-batch path (concatenated
+//! forward of policy and reference, per-token log-probs, SDPO selection, loss, autodiff
+//! backward) and the memory-bounded path of `gradient_checkpointing` (`engine::policy_step`
+//! with the trainer's `objective_from_logps`, blocks and chunks of one position). The loss must
+//! equal the golden `loss_mean` and every policy gradient the golden gradient (PyTorch autograd).
 
 use burn::module::{Module, ModuleMapper, Param};
 use burn::optim::GradientsParams;
@@ -10,7 +12,8 @@ use sdpo_core::{LossConfig, LossType, LossTypes, PreferenceLoss};
 use sdpo_models::CausalLm;
 use sdpo_testkit::{Tolerance, assert_close};
 use sdpo_train::batch::DeviceBatch;
-use sdpo_train::objective::batch_objective;
+use sdpo_train::engine::{LogpsPath, MemoryBudget, policy_step};
+use sdpo_train::objective::{batch_objective, objective_from_logps};
 use sdpo_train::reference::{Reference, Split};
 use serde_json::Value;
 
@@ -38,7 +41,15 @@ fn one_sdpo_step_matches_the_golden_loss_and_gradients() {
     let host = batch(&fixture);
     for dev in sdpo_testkit::test_devices!() {
         let train_device = dev.device.clone().autodiff();
-        for q in [0.0, 0.6] {
+        // One-position attention blocks and head chunks: every split the engine can make.
+        let tiny = MemoryBudget {
+            bytes: 1,
+            max_buffer_bytes: 1,
+        };
+        for (q, path) in [0.0, 0.6]
+            .into_iter()
+            .flat_map(|q| [(q, LogpsPath::Whole), (q, LogpsPath::Bounded(tiny))])
+        {
             let policy = CausalLm::from_pretrained(dir.join("models/llama"), &train_device)
                 .unwrap()
                 .train();
@@ -53,16 +64,40 @@ fn one_sdpo_step_matches_the_golden_loss_and_gradients() {
             })
             .unwrap();
             let device_batch = DeviceBatch::new(&host, &dev.device);
-            let loss = batch_objective(
-                &policy,
-                &reference,
-                Split::Train,
-                &host,
-                &device_batch,
-                &mut objective,
-            )
-            .unwrap()
-            .loss;
+            let (actual, grads) = match &path {
+                LogpsPath::Whole => {
+                    let loss = batch_objective(
+                        &policy,
+                        &reference,
+                        &path,
+                        Split::Train,
+                        &host,
+                        &device_batch,
+                        &mut objective,
+                    )
+                    .unwrap()
+                    .loss;
+                    let value = loss.clone().into_scalar::<f64>();
+                    (value, GradientsParams::from_grads(loss.backward(), &policy))
+                }
+                LogpsPath::Bounded(budget) => {
+                    policy_step(&policy, &device_batch, budget, None, |logps| {
+                        let out = objective_from_logps(
+                            logps.into_sided(),
+                            &reference,
+                            &path,
+                            Split::Train,
+                            &host,
+                            &device_batch,
+                            &mut objective,
+                        )?;
+                        let value = out.loss.clone().into_scalar::<f64>();
+                        Ok((out.loss, value))
+                    })
+                    .unwrap()
+                }
+            };
+            let dev_name = format!("{} {path:?}", dev.name);
             let expected = fixture["results"]
                 .as_array()
                 .unwrap()
@@ -71,15 +106,13 @@ fn one_sdpo_step_matches_the_golden_loss_and_gradients() {
                 .unwrap()["loss_mean"]
                 .as_f64()
                 .unwrap();
-            let actual = loss.clone().into_scalar::<f64>();
             assert_close(
                 &[actual],
                 &[expected],
                 Tolerance::absolute(1e-5),
-                &format!("[{}] q={q} loss vs golden", dev.name),
+                &format!("[{dev_name}] q={q} loss vs golden"),
             );
 
-            let grads = GradientsParams::from_grads(loss.backward(), &policy);
             let as_model = policy.valid().map(&mut GradientsAsParams(&grads));
             let tmp = tempfile::tempdir().unwrap();
             as_model.save_pretrained(tmp.path()).unwrap();
@@ -110,15 +143,12 @@ fn one_sdpo_step_matches_the_golden_loss_and_gradients() {
                     &got,
                     &want,
                     Tolerance::relative_to_max(1e-4),
-                    &format!("[{}] q={q} gradient of {param}", dev.name),
+                    &format!("[{dev_name}] q={q} gradient of {param}"),
                 );
                 checked += 1;
             }
             assert!(checked > 10, "only {checked} gradients checked");
-            println!(
-                "[{}] q={q}: loss and {checked} parameter gradients match",
-                dev.name
-            );
+            println!("[{dev_name}] q={q}: loss and {checked} parameter gradients match");
         }
     }
 }
