@@ -98,6 +98,10 @@ pub struct TrainConfig {
     /// Compute the reference's per-token log-probs once, cache them, and train without
     /// loading the reference.
     pub precompute_ref_log_probs: bool,
+    /// Batch pairs of similar length together (TRL's `TrainingArguments.group_by_length`):
+    /// each epoch's shuffled order is cut into groups of 50 batches, each sorted by length and
+    /// cut into batches whose order is shuffled again, so batches carry less padding.
+    pub group_by_length: bool,
     /// Pairs per forward pass when precomputing the reference's log-probs (TRL's key); unset:
     /// `per_device_train_batch_size` for the train split and `per_device_eval_batch_size` for
     /// the eval split, as TRL does.
@@ -178,6 +182,7 @@ impl Default for TrainConfig {
             save_steps: 500,
             save_total_limit: None,
             precompute_ref_log_probs: false,
+            group_by_length: false,
             precompute_ref_batch_size: None,
             gradient_checkpointing: false,
             memory_budget_mib: crate::engine::DEFAULT_MEMORY_BUDGET_BYTES >> 20,

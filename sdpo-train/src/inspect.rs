@@ -166,7 +166,7 @@ pub fn inspect_batch(
     device: &Device,
 ) -> Result<Vec<InspectedPair>, TrainError> {
     let mut out = Vec::with_capacity(host_batch.batch_size);
-    let batch = DeviceBatch::new(&host_batch, device);
+    let batch = DeviceBatch::new(host_batch, device);
     let sides = path.logps(policy, &batch, false)?;
     let (ref_chosen, ref_rejected) =
         reference_logps(reference, path, split, host_batch, &batch, device)?;

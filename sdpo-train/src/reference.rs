@@ -127,7 +127,8 @@ fn scatter_cached(
 }
 
 /// One pass of `model` over `dataset` in order, keeping each pair's completion log-probs; the
-/// cache will live at `path`.
+/// cache will live at `path`. `batch_size` pairs per forward pass on `logps_path`.
+#[allow(clippy::too_many_arguments)]
 pub fn precompute(
     model: &CausalLm,
     dataset: &TokenizedDataset,

@@ -8,8 +8,8 @@ use burn::module::Module;
 use burn::tensor::Device;
 
 use sdpo_data::{
-    BatchSampler, Collator, Fnv1a, PreferenceProcessor, PreferenceTokenizer, TokenizedDataset,
-    TokenizerInfo,
+    BatchSampler, Collator, DEFAULT_MEGABATCH_FACTOR, Fnv1a, PreferenceProcessor,
+    PreferenceTokenizer, TokenizedDataset, TokenizerInfo,
 };
 use sdpo_models::{CausalLm, ModelConfig};
 
@@ -166,9 +166,13 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
-    /// The plan for `pairs` training pairs.
-    pub fn new(config: &TrainConfig, pairs: usize) -> Result<Self, TrainError> {
-        let sampler = BatchSampler::new(pairs, config.per_device_train_batch_size, config.seed)?;
+    /// The plan for the training pairs `train`.
+    pub fn new(config: &TrainConfig, train: &TokenizedDataset) -> Result<Self, TrainError> {
+        let mut sampler =
+            BatchSampler::new(train.len(), config.per_device_train_batch_size, config.seed)?;
+        if config.group_by_length {
+            sampler = sampler.with_length_grouping(train.lengths(), DEFAULT_MEGABATCH_FACTOR)?;
+        }
         let steps_per_epoch = sampler
             .num_batches()
             .div_ceil(config.gradient_accumulation_steps)

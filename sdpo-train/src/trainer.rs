@@ -109,7 +109,7 @@ impl Trainer {
         config.validate()?;
         let mut loss = PreferenceLoss::new(config.loss.clone()).map_err(TrainError::Loss)?;
         let data = RunData::load(&config, observer)?;
-        let plan = Plan::new(&config, data.train.len())?;
+        let plan = Plan::new(&config, &data.train)?;
         // A resume is checked before any model is loaded: a refused checkpoint costs nothing.
         let resume = match start {
             Start::Resume(dir) => Some(resume_point(
