@@ -561,6 +561,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_key_is_documented_in_the_configuration_reference() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md");
+        let doc = std::fs::read_to_string(&path).expect("docs/configuration.md");
+        let missing: Vec<String> = TrainConfig::known_keys()
+            .into_iter()
+            .filter(|key| !doc.contains(&format!("| `{key}` |")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "keys without a row in {}: {missing:?}",
+            path.display()
+        );
+    }
+
+    #[test]
     fn every_key_sits_at_the_top_level_and_round_trips() {
         let mut config = TrainConfig::default();
         config.loss.beta = 0.25;

