@@ -11,13 +11,14 @@
 #   STEPS        optimizer steps per run (default 3; the first includes warm-up and is not counted)
 #   MODES        any of: gc (gradient_checkpointing on, both sides), nogc (off, both sides),
 #                lora (LoRA r 16 all-linear, checkpointing on, both sides) (default "gc nogc")
-# Environment: SDPO_BIN: the `sdpo` binary (default: $CARGO_TARGET_DIR/release/sdpo, built with
+# Environment: SDPO_ONLY=1: skip TRL (e.g. at lengths where it does not fit in memory).
+#              SDPO_BIN: the `sdpo` binary (default: $CARGO_TARGET_DIR/release/sdpo, built with
 #              `cargo build --release -p sdpo-cli` when missing; the binary ci/backends.sh builds
 #              also serves, with LD_LIBRARY_PATH set to torch's lib/ as that script does).
 #
 # Every run is its own process under /usr/bin/time -v (peak RSS of the whole process). The step
-# time is the spacing of the per-step log lines (logging_steps = 1), averaged over the steps
-# after the first.
+# time is averaged over the steps after the first: for sdpo-rs the spacing of its per-step log
+# lines (logging_steps = 1), for TRL the step times its callback prints.
 set -euo pipefail
 DIR="$(cd "$1" && pwd)"; VENV="$2"; LENGTHS="${3:-1024}"; STEPS="${4:-3}"; MODES="${5:-gc nogc}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,10 +31,16 @@ fi
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 peak() { grep "Maximum resident" "$1" | awk '{printf "%.0f MiB", $6/1024}'; }
-# Mean spacing of the timestamped "step N" lines after the first.
+# sdpo-rs: the mean spacing of the timestamped per-step log lines after the first.
 step_time() {
-    awk '/ step [0-9]+ epoch / || /^[0-9.]+ step [0-9]+: / {t[n++]=$1}
+    awk '/ step [0-9]+ epoch / {t[n++]=$1}
          END { if (n < 2) { print "n/a"; exit } printf "%.1f s", (t[n-1]-t[0])/(n-1) }' "$1"
+}
+# TRL: the mean of the step times its callback prints ("step N: X s"), steps after the first
+# (tqdm's carriage returns may precede them on a line).
+trl_step_time() {
+    grep -o 'step [0-9]*: [0-9.]* s' "$1" |
+        awk '$2+0 > 1 {s += $3; n++} END { if (n < 1) { print "n/a"; exit } printf "%.1f s", s/n }'
 }
 stamp() { while IFS= read -r line; do printf '%s %s\n' "$(date +%s.%N)" "$line"; done; }
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(date -u +%F)"
@@ -72,12 +79,21 @@ TOML
             sed -i '/^lora_/d' "$WORK/run.toml"
         fi
         rm -rf "$WORK/out"
-        /usr/bin/time -v -o "$WORK/time.log" "$BIN" train --config "$WORK/run.toml" --device flex \
-            2>&1 | stamp > "$WORK/sdpo.log"
-        echo "T=$T $mode  sdpo-rs: $(step_time "$WORK/sdpo.log")/step, peak RSS $(peak "$WORK/time.log")"
-        /usr/bin/time -v -o "$WORK/time.log" "$VENV/bin/python" "$ROOT/bench/trl_step_bench.py" \
+        # A run that fails (e.g. killed for memory) is reported with its exit status and its
+        # last lines, and the benchmark goes on.
+        if /usr/bin/time -v -o "$WORK/time.log" "$BIN" train --config "$WORK/run.toml" \
+            --device flex 2>&1 | stamp > "$WORK/sdpo.log"; then
+            echo "T=$T $mode  sdpo-rs: $(step_time "$WORK/sdpo.log")/step, peak RSS $(peak "$WORK/time.log")"
+        else
+            echo "T=$T $mode  sdpo-rs: FAILED, peak RSS $(peak "$WORK/time.log")"; tail -n 3 "$WORK/sdpo.log"
+        fi
+        [ "${SDPO_ONLY:-0}" = 1 ] && continue
+        if /usr/bin/time -v -o "$WORK/time.log" "$VENV/bin/python" "$ROOT/bench/trl_step_bench.py" \
             "$DIR" "$T" "$trl_gc" "$STEPS" --data "$data" $([ "$lora" = true ] && echo --lora) \
-            2>&1 | stamp > "$WORK/trl.log"
-        echo "T=$T $mode  TRL 1.16: $(step_time "$WORK/trl.log")/step, peak RSS $(peak "$WORK/time.log")"
+            2>&1 | stamp > "$WORK/trl.log"; then
+            echo "T=$T $mode  TRL 1.16: $(trl_step_time "$WORK/trl.log")/step, peak RSS $(peak "$WORK/time.log")"
+        else
+            echo "T=$T $mode  TRL 1.16: FAILED, peak RSS $(peak "$WORK/time.log")"; tail -n 3 "$WORK/trl.log"
+        fi
     done
 done
