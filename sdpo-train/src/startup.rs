@@ -377,6 +377,15 @@ fn cached_or_computed(
         config.data.max_prompt_length,
         config.data.truncation_mode.as_str()
     ));
+    if config.gradient_checkpointing {
+        // The engine's chunked forward and the whole-batch forward agree to rounding only (and
+        // the engine's blocks and chunks follow the budget): a cache from the run's own path
+        // keeps SDPO's first scores exactly 0 with the initial policy as reference.
+        h.write_str(&format!(
+            "logps_path=bounded;memory_budget_mib={};max_buffer_mib={}",
+            config.memory_budget_mib, config.max_buffer_mib
+        ));
+    }
     h.write_u64(fingerprint);
     let key = h.finish();
     let path = RefLogpsCache::path(&config.output_dir, split, key);

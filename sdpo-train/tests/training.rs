@@ -177,12 +177,24 @@ fn precomputed_reference_gives_the_same_sdpo_losses() {
             }
         }
         let mut messages = Messages(Vec::new());
-        Trainer::new(cached, &dev.device, Start::Fresh, &mut messages).unwrap();
+        Trainer::new(cached.clone(), &dev.device, Start::Fresh, &mut messages).unwrap();
         assert!(
             messages.0.iter().any(|m| m.contains("reusing")),
             "{:?}",
             messages.0
         );
+        // The engine's forward (gradient_checkpointing) gets its own cache: it agrees with the
+        // whole-batch forward to rounding only.
+        cached.gradient_checkpointing = true;
+        let mut messages = Messages(Vec::new());
+        Trainer::new(cached.clone(), &dev.device, Start::Fresh, &mut messages).unwrap();
+        assert!(
+            !messages.0.iter().any(|m| m.contains("reusing")),
+            "{:?}",
+            messages.0
+        );
+        let files: Vec<_> = std::fs::read_dir(&cache_dir).unwrap().collect();
+        assert_eq!(files.len(), 4, "train and eval caches for both paths");
         println!("[{}] precompute equivalence checked", dev.name);
     }
 }
