@@ -2,61 +2,20 @@
 //! the error messages a user sees.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use burn::tensor::{Device, Int, Tensor};
 use sdpo_models::CausalLm;
 
-fn sdpo(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sdpo"))
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("BURN_DEVICE")
-        .output()
-        .expect("run sdpo")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+mod common;
+use common::{sdpo, text, write_tiny_run};
 
 /// A tiny run: a 1-layer Llama with SmolLM2's vocabulary, random init, 12 pairs.
 fn write_run(root: &Path) -> PathBuf {
-    std::fs::create_dir_all(root.join("model")).unwrap();
-    let model = serde_json::json!({
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 49152,
-        "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
-        "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 8,
-        "hidden_act": "silu", "max_position_embeddings": 128, "initializer_range": 0.5,
-        "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "tie_word_embeddings": true,
-        "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 2, "torch_dtype": "float32"
-    });
-    std::fs::write(root.join("model/config.json"), model.to_string()).unwrap();
-    let pairs: Vec<String> = (0..12)
-        .map(|i| {
-            serde_json::json!({
-                "prompt": format!("Say something kind about item {i}."),
-                "chosen": format!("Item {i} is wonderful, thank you for asking."),
-                "rejected": format!("Item {i}? Go away."),
-            })
-            .to_string()
-        })
-        .collect();
-    std::fs::write(root.join("train.jsonl"), pairs.join("\n")).unwrap();
-    std::fs::write(root.join("eval.jsonl"), pairs[..4].join("\n")).unwrap();
-    let tokenizer = sdpo_testkit::fixtures_dir().join("smollm2");
-    let config = format!(
+    write_tiny_run(
+        root,
+        1,
+        12,
         r#"output_dir = "out"
-model_name_or_path = "model"
-init_from_config = true
-tokenizer_name_or_path = "{}"
-train_file = "train.jsonl"
-eval_file = "eval.jsonl"
 loss_type = "sdpo"
 learning_rate = 0.01
 per_device_train_batch_size = 4
@@ -66,11 +25,7 @@ logging_steps = 1
 save_steps = 2
 max_length = 64
 "#,
-        tokenizer.display().to_string().replace('\\', "/")
-    );
-    let path = root.join("run.toml");
-    std::fs::write(&path, config).unwrap();
-    path
+    )
 }
 
 fn logits(dir: &Path) -> Vec<f32> {

@@ -7,38 +7,16 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::write_tiny_run;
+
 /// A tiny run: a 2-layer Llama with SmolLM2's vocabulary, random init, a checkpoint every step.
 fn write_run(root: &Path) -> std::path::PathBuf {
-    std::fs::create_dir_all(root.join("model")).unwrap();
-    let model = serde_json::json!({
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 49152,
-        "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2,
-        "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 8,
-        "hidden_act": "silu", "max_position_embeddings": 128, "initializer_range": 0.5,
-        "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "tie_word_embeddings": true,
-        "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 2, "torch_dtype": "float32"
-    });
-    std::fs::write(root.join("model/config.json"), model.to_string()).unwrap();
-    let pairs: Vec<String> = (0..16)
-        .map(|i| {
-            serde_json::json!({
-                "prompt": format!("Say something kind about item {i}."),
-                "chosen": format!("Item {i} is wonderful, thank you for asking."),
-                "rejected": format!("Item {i}? Go away."),
-            })
-            .to_string()
-        })
-        .collect();
-    std::fs::write(root.join("train.jsonl"), pairs.join("\n")).unwrap();
-    std::fs::write(root.join("eval.jsonl"), pairs[..4].join("\n")).unwrap();
-    let tokenizer = sdpo_testkit::fixtures_dir().join("smollm2");
-    let config = format!(
-        r#"model_name_or_path = "model"
-init_from_config = true
-tokenizer_name_or_path = "{}"
-train_file = "train.jsonl"
-eval_file = "eval.jsonl"
-loss_type = ["sdpo", "bco_pair"]
+    write_tiny_run(
+        root,
+        2,
+        16,
+        r#"loss_type = ["sdpo", "bco_pair"]
 learning_rate = 0.01
 per_device_train_batch_size = 4
 per_device_eval_batch_size = 4
@@ -49,11 +27,7 @@ save_steps = 1
 save_total_limit = 2
 max_length = 64
 "#,
-        tokenizer.display().to_string().replace('\\', "/")
-    );
-    let path = root.join("run.toml");
-    std::fs::write(&path, config).unwrap();
-    path
+    )
 }
 
 fn train(root: &Path, output_dir: &str, resume: bool) -> Child {

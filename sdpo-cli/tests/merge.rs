@@ -3,28 +3,13 @@
 //! `base_model_name_or_path`; a Hub id there is an error asking for `--base`.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use safetensors::SafeTensors;
 use sdpo_models::CausalLm;
 
-fn sdpo(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sdpo"))
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("BURN_DEVICE")
-        .output()
-        .expect("run sdpo")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+mod common;
+use common::{sdpo, text};
 
 fn f32s(bytes: &[u8]) -> Vec<f32> {
     bytes
@@ -57,14 +42,8 @@ fn merged_logits_diff(dir: &Path) -> f32 {
         .try_into_vec::<f32>()
         .unwrap();
     let want = f32s(golden.tensor("logits_merged").unwrap().data());
-    assert_eq!(got.len(), want.len());
-    got.iter()
-        .zip(&want)
-        .map(|(a, b)| {
-            let d = (a - b).abs();
-            if d.is_nan() { f32::INFINITY } else { d }
-        })
-        .fold(0.0, f32::max)
+    // NaN counts as infinitely far.
+    sdpo_testkit::max_abs_diff(&got, &want) as f32
 }
 
 #[test]

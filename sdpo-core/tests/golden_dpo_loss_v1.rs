@@ -138,6 +138,11 @@ fn assert_rel(what: &str, actual: f64, expected: f64) {
 /// and float32 rounds those terms, not their difference. Outside the completion TRL's fused
 /// head returns constant zeros, so its gradient there reaches no parameter; ours is exactly 0.
 fn assert_grad(what: &str, actual: &[Vec<f64>], expected: &[Vec<f64>], mask: &[Vec<f64>]) -> usize {
+    // f64::max skips a NaN: the scale is only meaningful over finite expectations.
+    assert!(
+        expected.iter().flatten().all(|e| e.is_finite()),
+        "{what}: the fixture's gradient is not finite"
+    );
     let scale = expected
         .iter()
         .flatten()

@@ -99,16 +99,11 @@ fn padded_range(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
 
 /// Splits points into runs of finite values (a NaN ends a run).
 fn segments(points: &[(f64, f64)]) -> Vec<Vec<(f64, f64)>> {
-    let mut out: Vec<Vec<(f64, f64)>> = vec![Vec::new()];
-    for &(x, y) in points {
-        if y.is_finite() && x.is_finite() {
-            out.last_mut().expect("never empty").push((x, y));
-        } else if !out.last().expect("never empty").is_empty() {
-            out.push(Vec::new());
-        }
-    }
-    out.retain(|s| !s.is_empty());
-    out
+    points
+        .split(|(x, y)| !(x.is_finite() && y.is_finite()))
+        .filter(|run| !run.is_empty())
+        .map(<[(f64, f64)]>::to_vec)
+        .collect()
 }
 
 /// Draws `chart` as an SVG of `size` pixels; `None` when no line has a finite point.
