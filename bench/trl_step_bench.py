@@ -2,11 +2,15 @@
 SmolLM2-135M-Instruct at a length.
 
 Usage: trl_step_bench.py SMOLLM2_DIR T on|off STEPS [--data FILE.jsonl] [--write-data FILE.jsonl]
-                         [--lora]
+                         [--lora] [--prompt-tokens P] [--completion-tokens C]
   --write-data  only write the generated pairs (prompt/chosen/rejected JSONL) and exit, so that
-                `sdpo train` can read the very same rows
+                `sdpo train` can read the very same rows; prints the mean tokens per pair
+                (prompt twice, both completions) as "tokens per pair: N"
   --data        train on these pairs instead of generating them
   --lora        PEFT LoRA r 16, alpha 32, dropout 0.05, all-linear (TRL's ModelConfig names)
+  --prompt-tokens, --completion-tokens
+                lengths of the generated prompt and completions (default T/4 and T; the
+                completions are then cut by max_length = T)
 
 Same shape of work as sdpo-train's `engine_step` example: 2 pairs per step, fp32 on the CPU,
 live reference (a copy of the policy), rows of T tokens (prompt T/4, completion to T after
@@ -59,6 +63,8 @@ def main():
     parser.add_argument("--data")
     parser.add_argument("--write-data")
     parser.add_argument("--lora", action="store_true")
+    parser.add_argument("--prompt-tokens", type=int)
+    parser.add_argument("--completion-tokens", type=int)
     args = parser.parse_args()
     model_dir, seq, gc, steps = args.model_dir, args.seq, args.gc, args.steps
     torch.set_num_threads(2)
@@ -72,18 +78,26 @@ def main():
         with open(args.data) as f:
             rows = [json.loads(line) for line in f if line.strip()]
     else:
+        prompt_tokens = args.prompt_tokens or seq // 4
+        completion_tokens = args.completion_tokens or seq
         for _ in range(2 * steps):
             rows.append(
                 {
-                    "prompt": words(tokenizer, seq // 4, rng),
-                    "chosen": words(tokenizer, seq, rng),
-                    "rejected": words(tokenizer, seq, rng),
+                    "prompt": words(tokenizer, prompt_tokens, rng),
+                    "chosen": words(tokenizer, completion_tokens, rng),
+                    "rejected": words(tokenizer, completion_tokens, rng),
                 }
             )
     if args.write_data:
         with open(args.write_data, "w") as f:
             for row in rows:
                 f.write(json.dumps(row) + "\n")
+        count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        per_pair = sum(
+            min(seq, 2 * count(r["prompt"]) + count(r["chosen"]) + count(r["rejected"]))
+            for r in rows
+        ) / len(rows)
+        print(f"tokens per pair: {per_pair:.0f}")
         return
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     config = DPOConfig(

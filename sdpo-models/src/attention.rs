@@ -21,10 +21,13 @@ pub fn repeat_kv(x: Tensor<4>, groups: usize) -> Tensor<4> {
 
 /// `softmax(q·kᵀ · scale + bias) · v`, then heads merged back into the model width.
 ///
+/// The queries may be a block of the sequence and the keys a prefix of it (the forward in
+/// pieces, [`crate::StackContext`]).
+///
 /// # Shapes
 /// - `q`: `[batch, heads, seq, head_dim]`
-/// - `k`, `v`: `[batch, kv_heads, seq, head_dim]` with `heads = kv_heads * groups`
-/// - `bias`: `[batch, 1, seq, seq]` (see [`crate::mask::attention_bias`])
+/// - `k`, `v`: `[batch, kv_heads, keys, head_dim]` with `heads = kv_heads * groups`
+/// - `bias`: `[batch, 1, seq, keys]` (see [`crate::mask::attention_bias`])
 /// - output: `[batch, seq, heads * head_dim]`
 pub fn attend(
     q: Tensor<4>,

@@ -57,4 +57,4 @@ pub use hf_config::{HfConfig, HfRopeParameters};
 pub use mask::attention_bias;
 pub use output::CausalLmOutput;
 pub use rope::inverse_frequencies;
-pub use stack::{AttentionInputs, StackContext};
+pub use stack::{AttentionInputs, PackedRows, StackContext};

@@ -87,10 +87,15 @@ pub fn rope_tables(
 ///
 /// `x * cos + rotate_half(x) * sin`, where `rotate_half([a, b]) = [-b, a]` on the two halves.
 pub fn apply_rope(x: Tensor<4>, cos: Tensor<2>, sin: Tensor<2>) -> Tensor<4> {
+    apply_rope_tables(x, cos.unsqueeze::<4>(), sin.unsqueeze::<4>())
+}
+
+/// [`apply_rope`] with tables `[1 or batch, 1, seq, head_dim]` (one set of positions per row).
+pub fn apply_rope_tables(x: Tensor<4>, cos: Tensor<4>, sin: Tensor<4>) -> Tensor<4> {
     let [_, _, _, head_dim] = x.dims();
     let half = head_dim / 2;
     let first = x.clone().narrow(3, 0, half);
     let second = x.clone().narrow(3, half, half);
     let rotated = Tensor::cat(vec![second.neg(), first], 3);
-    x * cos.unsqueeze::<4>() + rotated * sin.unsqueeze::<4>()
+    x * cos + rotated * sin
 }

@@ -6,7 +6,9 @@
 //! chunked log-probs; see `sdpo_train::engine`) needs the pieces instead:
 //!
 //! 1. [`CausalLm::stack_context`]: what every layer shares (attention mask, RoPE tables,
-//!    the query block of the attention);
+//!    the query block of the attention); [`CausalLm::packed_stack_context`] for rows that
+//!    pack a shared prefix and several branches ([`PackedRows`]: a pair's prompt once, then
+//!    both completions);
 //! 2. [`CausalLm::embed`]: token (GPT-2: plus position) embeddings;
 //! 3. [`CausalLm::layer_forward`]: one decoder layer, itself composed of
 //!    [`CausalLm::layer_attention_inputs`] (norm, q/k/v projections, RoPE),
@@ -30,22 +32,43 @@
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, gelu_approximate};
 
-use crate::attention::{repeat_kv, softmax_same_on_every_path, split_heads};
+use crate::attention::{attend, split_heads};
 use crate::causal_lm::CausalLm;
 use crate::config::{Activation, ModelConfig};
 use crate::gpt2::layer_norm;
 use crate::mask::MASKED;
 use crate::output::tied_logits;
-use crate::rope::{apply_rope, rope_tables};
+use crate::rope::{apply_rope_tables, rope_tables};
+
+/// Rows that pack a shared prefix and branches continuing it: for a preference pair, the prompt
+/// once and then the chosen and the rejected completion (the shared-prompt forward).
+///
+/// A token attends to the earlier real tokens of the shared prefix (branch 0) and of its own
+/// branch, never to another branch; its position (RoPE angle, GPT-2 position embedding) is
+/// `position_ids`, so each branch continues the prefix's positions as if it followed the
+/// prefix alone. Every branch therefore computes exactly what a separate row `prefix + branch`
+/// computes (to float rounding: the matrix products see other shapes). Positions never exceed
+/// a token's index in its row.
+#[derive(Debug, Clone)]
+pub struct PackedRows {
+    /// `[rows, T]` position of each token (`<=` its index in the row).
+    pub position_ids: Tensor<2, Int>,
+    /// `[rows, T]` 0 on the shared prefix, `k >= 1` on branch `k`.
+    pub branches: Tensor<2, Int>,
+}
 
 /// What every layer of one forward pass shares: the key padding mask, the RoPE tables for
-/// positions `0..seq`, and how many query positions one attention block scores at once.
+/// the rows' positions, how the rows are packed, and how many query positions one attention
+/// block scores at once.
 #[derive(Debug, Clone)]
 pub struct StackContext {
     /// `[rows, seq]`, 1 on real tokens.
     attention_mask: Tensor<2, Int>,
-    /// RoPE cosine and sine tables `[seq, head_dim]` (Llama, Qwen2); `None` for GPT-2.
-    rope: Option<(Tensor<2>, Tensor<2>)>,
+    /// Positions and branches of packed rows; `None` for plain rows (positions `0..T`).
+    packed: Option<PackedRows>,
+    /// RoPE cosine and sine tables `[1 or rows, 1, seq, head_dim]` (Llama, Qwen2); `None` for
+    /// GPT-2.
+    rope: Option<(Tensor<4>, Tensor<4>)>,
     seq_len: usize,
     query_block: usize,
 }
@@ -76,7 +99,8 @@ impl StackContext {
     }
 
     /// The `[rows]` × `[start, end)` queries' additive bias against keys `0..end`: 0 where the
-    /// key is at or before the query and is a real token, [`MASKED`] elsewhere (the rows
+    /// key is at or before the query, is a real token and (packed rows) lies in the shared
+    /// prefix or the query's own branch, [`MASKED`] elsewhere (for plain rows, the rows
     /// `start..end`, columns `0..end` of [`crate::attention_bias`]).
     ///
     /// # Shapes
@@ -95,7 +119,27 @@ impl StackContext {
             .equal_elem(0)
             .reshape([rows, 1, 1, end])
             .expand([rows, 1, n, end]);
-        Tensor::<4>::zeros([rows, 1, n, end], &device).mask_fill(future.bool_or(padded_key), MASKED)
+        let mut blocked = future.bool_or(padded_key);
+        if let Some(packed) = &self.packed {
+            let query_branch = packed
+                .branches
+                .clone()
+                .slice([0..rows, start..end])
+                .reshape([rows, 1, n, 1])
+                .expand([rows, 1, n, end]);
+            let key_branch = packed
+                .branches
+                .clone()
+                .slice([0..rows, 0..end])
+                .reshape([rows, 1, 1, end])
+                .expand([rows, 1, n, end]);
+            let other_branch = key_branch
+                .clone()
+                .not_equal_elem(0)
+                .bool_and(key_branch.not_equal(query_branch));
+            blocked = blocked.bool_or(other_branch);
+        }
+        Tensor::<4>::zeros([rows, 1, n, end], &device).mask_fill(blocked, MASKED)
     }
 }
 
@@ -108,30 +152,6 @@ pub struct AttentionInputs {
     pub k: Tensor<4>,
     /// `[rows, kv_heads, seq, head_dim]`.
     pub v: Tensor<4>,
-}
-
-/// `softmax(q·kᵀ · scale + bias) · v` for one block of queries, heads merged.
-///
-/// # Shapes
-/// - `q`: `[rows, heads, n, head_dim]`; `k`, `v`: `[rows, kv_heads, keys, head_dim]`
-/// - `bias`: `[rows, 1, n, keys]`; output `[rows, n, heads * head_dim]`
-fn attend_block(
-    q: Tensor<4>,
-    k: Tensor<4>,
-    v: Tensor<4>,
-    bias: Tensor<4>,
-    scale: f64,
-    groups: usize,
-) -> Tensor<3> {
-    let [rows, heads, n, head_dim] = q.dims();
-    let k = repeat_kv(k, groups);
-    let v = repeat_kv(v, groups);
-    let scores = q.matmul(k.swap_dims(2, 3)) * scale + bias;
-    let weights = softmax_same_on_every_path(scores);
-    weights
-        .matmul(v)
-        .swap_dims(1, 2)
-        .reshape([rows, n, heads * head_dim])
 }
 
 impl CausalLm {
@@ -151,41 +171,74 @@ impl CausalLm {
         attention_mask: Tensor<2, Int>,
         query_block: usize,
     ) -> StackContext {
+        self.context(attention_mask, None, query_block)
+    }
+
+    /// The context of a forward pass over packed rows (see [`PackedRows`]): `attention_mask`
+    /// (`[rows, T]`, 1 on real tokens) with the rows' positions and branches.
+    pub fn packed_stack_context(
+        &self,
+        attention_mask: Tensor<2, Int>,
+        packed: PackedRows,
+        query_block: usize,
+    ) -> StackContext {
+        self.context(attention_mask, Some(packed), query_block)
+    }
+
+    fn context(
+        &self,
+        attention_mask: Tensor<2, Int>,
+        packed: Option<PackedRows>,
+        query_block: usize,
+    ) -> StackContext {
         let c = self.config();
-        let [_, seq] = attention_mask.dims();
+        let [rows, seq] = attention_mask.dims();
         let device = attention_mask.device();
-        let rope = c
-            .rope
-            .as_ref()
-            .map(|r| rope_tables(r, c.head_dim, seq, &device));
-        let rope = match (c.architecture, rope) {
+        let tables = match (c.architecture, &c.rope) {
             (crate::Architecture::Gpt2, _) => None,
-            (_, Some(tables)) => Some(tables),
+            (_, Some(r)) => Some(rope_tables(r, c.head_dim, seq, &device)),
             // Unreachable for configs resolved by this crate; identity rotation as in `forward`.
             (_, None) => Some((
                 Tensor::ones([seq, c.head_dim], &device),
                 Tensor::zeros([seq, c.head_dim], &device),
             )),
         };
+        // Positions never exceed the index in the row, so the tables for `0..T` cover them.
+        let rope = tables.map(|(cos, sin)| match &packed {
+            None => (cos.unsqueeze::<4>(), sin.unsqueeze::<4>()),
+            Some(p) => {
+                let at = |table: Tensor<2>| {
+                    table
+                        .select(0, p.position_ids.clone().reshape([rows * seq]))
+                        .reshape([rows, 1, seq, c.head_dim])
+                };
+                (at(cos), at(sin))
+            }
+        });
         StackContext {
             attention_mask,
+            packed,
             rope,
             seq_len: seq,
             query_block: query_block.clamp(1, seq.max(1)),
         }
     }
 
-    /// Input embeddings (GPT-2: token plus learned position embeddings for `0..T`).
+    /// Input embeddings (GPT-2: token plus learned position embeddings for the context's
+    /// positions, `0..T` for plain rows).
     ///
     /// # Shapes
     /// - `input_ids`: `[rows, T]`; output `[rows, T, hidden]`
-    pub fn embed(&self, input_ids: Tensor<2, Int>) -> Tensor<3> {
+    pub fn embed(&self, input_ids: Tensor<2, Int>, ctx: &StackContext) -> Tensor<3> {
         match self {
             Self::Llama(m) | Self::Qwen2(m) => m.model.embed_tokens.forward(input_ids),
             Self::Gpt2(m) => {
                 let [_, seq] = input_ids.dims();
                 let device = input_ids.device();
-                let positions = Tensor::<1, Int>::arange(0..seq as i64, &device).unsqueeze::<2>();
+                let positions = match &ctx.packed {
+                    Some(p) => p.position_ids.clone(),
+                    None => Tensor::<1, Int>::arange(0..seq as i64, &device).unsqueeze::<2>(),
+                };
                 let t = &m.transformer;
                 t.wte.forward(input_ids) + t.wpe.forward(positions)
             }
@@ -225,8 +278,8 @@ impl CausalLm {
                 let v = split_heads(a.v_proj.forward(x), c.num_key_value_heads, c.head_dim);
                 let (q, k) = match &ctx.rope {
                     Some((cos, sin)) => (
-                        apply_rope(q, cos.clone(), sin.clone()),
-                        apply_rope(k, cos.clone(), sin.clone()),
+                        apply_rope_tables(q, cos.clone(), sin.clone()),
+                        apply_rope_tables(k, cos.clone(), sin.clone()),
                     ),
                     None => (q, k),
                 };
@@ -269,7 +322,7 @@ impl CausalLm {
         let c = self.config();
         let [_, _, n, _] = q.dims();
         let bias = ctx.block_bias(start, start + n);
-        attend_block(q, k, v, bias, c.attention_scale, c.kv_groups())
+        attend(q, k, v, bias, c.attention_scale, c.kv_groups())
     }
 
     /// Causal attention over all positions, one query block ([`StackContext::query_block`]) at a

@@ -28,7 +28,7 @@ fn pieces_logits(
     block: usize,
 ) -> Tensor<3> {
     let ctx = model.stack_context(mask, block);
-    let mut x = model.embed(ids);
+    let mut x = model.embed(ids, &ctx);
     for layer in 0..model.num_layers() {
         x = model.layer_forward(layer, x, &ctx);
     }
@@ -89,6 +89,113 @@ fn pieces_give_the_same_bits_tracked_and_untracked() {
             "[{}] tracked == untracked pieces for {} models",
             dev.name,
             TINY_MODELS.len()
+        );
+    }
+}
+
+/// Pairs of (prefix, first branch, second branch) token ids of different lengths.
+const PACKED_PAIRS: [(&[i64], &[i64], &[i64]); 3] = [
+    (&[1, 5, 7], &[9, 11, 13], &[2, 17]),
+    (&[3, 4], &[8], &[6, 10, 12, 14]),
+    (&[15, 16, 18, 20, 21], &[22, 23], &[24]),
+];
+
+fn ints(values: Vec<i64>, shape: [usize; 2], device: &Device) -> Tensor<2, Int> {
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+/// `rows` right padded with id 0 to their longest: `(ids, mask, length)`.
+fn pad(rows: &[Vec<i64>]) -> (Vec<i64>, Vec<i64>, usize) {
+    let len = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let (mut ids, mut mask) = (Vec::new(), Vec::new());
+    for row in rows {
+        ids.extend(
+            row.iter()
+                .copied()
+                .chain(std::iter::repeat_n(0, len - row.len())),
+        );
+        mask.extend((0..len).map(|i| i64::from(i < row.len())));
+    }
+    (ids, mask, len)
+}
+
+#[test]
+fn packed_rows_compute_what_separate_rows_compute() {
+    let mut checked = 0;
+    for dev in sdpo_testkit::test_devices!() {
+        for name in TINY_MODELS {
+            let model = CausalLm::from_pretrained(model_dir(name), &dev.device).expect("load");
+            let vocab = model.config().vocab_size;
+            // The plain rows: prefix + branch, two per pair.
+            let plain: Vec<Vec<i64>> = PACKED_PAIRS
+                .iter()
+                .flat_map(|(p, a, b)| [[*p, *a].concat(), [*p, *b].concat()])
+                .collect();
+            let (ids, mask, t) = pad(&plain);
+            let want = host(model.forward(
+                ints(ids, [plain.len(), t], &dev.device),
+                ints(mask, [plain.len(), t], &dev.device),
+            ));
+            // The packed rows: prefix, first branch, second branch.
+            let packed: Vec<Vec<i64>> = PACKED_PAIRS
+                .iter()
+                .map(|(p, a, b)| [*p, *a, *b].concat())
+                .collect();
+            let (ids, mask, len) = pad(&packed);
+            let (mut positions, mut branches) = (Vec::new(), Vec::new());
+            for (p, a, b) in PACKED_PAIRS {
+                let (np, na, nb) = (p.len() as i64, a.len() as i64, b.len() as i64);
+                positions.extend((0..np).chain(np..np + na).chain(np..np + nb));
+                branches.extend(
+                    std::iter::repeat_n(0, p.len())
+                        .chain(std::iter::repeat_n(1, a.len()))
+                        .chain(std::iter::repeat_n(2, b.len())),
+                );
+                let pad = len - (p.len() + a.len() + b.len());
+                positions.extend(std::iter::repeat_n(0, pad));
+                branches.extend(std::iter::repeat_n(0, pad));
+            }
+            let rows = packed.len();
+            for block in [1, 3, usize::MAX] {
+                let ctx = model.packed_stack_context(
+                    ints(mask.clone(), [rows, len], &dev.device),
+                    sdpo_models::PackedRows {
+                        position_ids: ints(positions.clone(), [rows, len], &dev.device),
+                        branches: ints(branches.clone(), [rows, len], &dev.device),
+                    },
+                    block,
+                );
+                let mut x = model.embed(ints(ids.clone(), [rows, len], &dev.device), &ctx);
+                for layer in 0..model.num_layers() {
+                    x = model.layer_forward(layer, x, &ctx);
+                }
+                let got = host(model.lm_head(model.final_norm(x)));
+                for (i, (p, a, _)) in PACKED_PAIRS.iter().enumerate() {
+                    for (branch, plain_row) in [(0, 2 * i), (1, 2 * i + 1)] {
+                        for k in 0..plain[plain_row].len() {
+                            let packed_index = if k < p.len() || branch == 0 {
+                                k
+                            } else {
+                                k + a.len()
+                            };
+                            let g = &got[(i * len + packed_index) * vocab..][..vocab];
+                            let w = &want[(plain_row * t + k) * vocab..][..vocab];
+                            let d = common::max_abs_diff(g, w);
+                            assert!(
+                                d <= 2e-5,
+                                "[{}] {name} block {block}: pair {i} branch {branch} position \
+                                 {k}: logits differ by {d}",
+                                dev.name
+                            );
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+        println!(
+            "[{}] packed == separate rows: {checked} positions",
+            dev.name
         );
     }
 }

@@ -26,6 +26,7 @@ use sdpo_models::CausalLm;
 use sdpo_train::batch::{DeviceBatch, SidedLogps, model_logps};
 use sdpo_train::clip::{clip_grad_norm, global_grad_norm};
 use sdpo_train::engine::{MemoryBudget, chunked_logps, policy_step};
+use sdpo_train::layout::RowLayout;
 
 fn batch(pairs: usize, seq: usize, vocab: usize, device: &Device) -> DeviceBatch {
     let rows = 2 * pairs;
@@ -125,12 +126,13 @@ fn main() {
         let started = Instant::now();
         let (loss_value, grads) = if memory {
             let ref_logps = chunked_logps(&reference, &batch, &budget).expect("reference");
-            let (value, grads) = policy_step(&policy, &batch, &budget, None, |l| {
-                let loss = loss(l.logps, &ref_logps);
-                let value = loss.clone().without_autodiff();
-                Ok((loss, value))
-            })
-            .expect("step");
+            let (value, grads) =
+                policy_step(&policy, &batch, &budget, RowLayout::TwoRows, None, |l| {
+                    let loss = loss(l.logps, &ref_logps);
+                    let value = loss.clone().without_autodiff();
+                    Ok((loss, value))
+                })
+                .expect("step");
             (value, grads)
         } else {
             let ref_logps = model_logps(&reference, &batch).expect("reference");

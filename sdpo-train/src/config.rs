@@ -112,6 +112,12 @@ pub struct TrainConfig {
     /// ([`crate::engine`]). The reference, evaluation and the reference cache use the same
     /// chunked forward. Same log-probs and gradients as without it (within float rounding).
     pub gradient_checkpointing: bool,
+    /// Run each pair's prompt through the model once and both completions against it (one
+    /// packed row per pair, [`crate::layout`]), and the output head only at completion
+    /// positions, for the policy, the reference, evaluation and the reference cache; `false`:
+    /// two rows per pair as TRL's concatenated forward. Same log-probs and gradients either
+    /// way (within float rounding).
+    pub shared_prompt_forward: bool,
     /// With `gradient_checkpointing`: MiB for one attention query block or one output-head
     /// chunk, including what the backward keeps of it (sdpo-rs extension).
     pub memory_budget_mib: u64,
@@ -185,6 +191,7 @@ impl Default for TrainConfig {
             group_by_length: false,
             precompute_ref_batch_size: None,
             gradient_checkpointing: false,
+            shared_prompt_forward: true,
             memory_budget_mib: crate::engine::DEFAULT_MEMORY_BUDGET_BYTES >> 20,
             max_buffer_mib: crate::engine::DEFAULT_MAX_BUFFER_BYTES >> 20,
             use_peft: false,
@@ -319,7 +326,7 @@ impl TrainConfig {
     }
 
     /// How this run computes per-token log-probs (`gradient_checkpointing`, the memory
-    /// budget).
+    /// budget, `shared_prompt_forward`).
     pub fn logps_path(&self) -> crate::engine::LogpsPath {
         crate::engine::LogpsPath::for_run(
             self.gradient_checkpointing,
@@ -327,6 +334,7 @@ impl TrainConfig {
                 bytes: self.memory_budget_mib << 20,
                 max_buffer_bytes: self.max_buffer_mib << 20,
             },
+            self.shared_prompt_forward,
         )
     }
 

@@ -49,11 +49,12 @@ use burn::tensor::{
     TensorData,
 };
 
-use sdpo_core::{CoreError, masked_sum, next_token_targets, token_logps};
+use sdpo_core::{masked_sum, next_token_targets, token_logps};
 use sdpo_models::{AttentionInputs, CausalLm, StackContext};
 
 use crate::batch::{DeviceBatch, SidedLogps};
 use crate::error::TrainError;
+use crate::layout::{HostRows, RowLayout};
 
 /// Default [`MemoryBudget::bytes`]: 512 MiB for one head chunk or attention block.
 pub const DEFAULT_MEMORY_BUDGET_BYTES: u64 = 512 << 20;
@@ -134,73 +135,6 @@ pub struct ChunkedLogps {
     pub extra: Option<(Tensor<2>, Tensor<2>)>,
 }
 
-/// Where the completion positions are, read from the batch once.
-struct Positions {
-    rows: usize,
-    seq: usize,
-    /// `row * T + pos` of every position whose next token is a completion token.
-    source: Vec<i64>,
-    /// `row * (T - 1) + pos` of the same positions.
-    target: Vec<i64>,
-    /// The next token at each of them.
-    labels: Vec<i64>,
-}
-
-fn read_ints(t: Tensor<2, Int>, what: &'static str) -> Result<Vec<i64>, TrainError> {
-    t.into_data()
-        .convert::<i64>()
-        .try_into_vec::<i64>()
-        .map_err(|e| {
-            TrainError::Loss(CoreError::DeviceRead {
-                tensor: what,
-                reason: format!("{e:?}"),
-            })
-        })
-}
-
-impl Positions {
-    fn read(batch: &DeviceBatch) -> Result<Self, TrainError> {
-        let [rows, seq] = batch.input_ids.dims();
-        if seq < 2 {
-            return Err(TrainError::Loss(CoreError::TooSmall {
-                tensor: "input_ids",
-                reason: format!("a sequence of {seq} token(s) has no next-token target"),
-            }));
-        }
-        let ids = read_ints(batch.input_ids.clone(), "input_ids")?;
-        let completion = read_ints(batch.completion_mask.clone(), "completion_mask")?;
-        let mut p = Self {
-            rows,
-            seq,
-            source: Vec::new(),
-            target: Vec::new(),
-            labels: Vec::new(),
-        };
-        for r in 0..rows {
-            for pos in 0..seq - 1 {
-                if completion[r * seq + pos + 1] != 0 {
-                    p.source.push((r * seq + pos) as i64);
-                    p.target.push((r * (seq - 1) + pos) as i64);
-                    p.labels.push(ids[r * seq + pos + 1]);
-                }
-            }
-        }
-        Ok(p)
-    }
-
-    fn len(&self) -> usize {
-        self.source.len()
-    }
-
-    /// The chunks `[start, end)` of the position list.
-    fn chunks(&self, chunk: usize) -> Vec<(usize, usize)> {
-        (0..self.len())
-            .step_by(chunk.max(1))
-            .map(|s| (s, (s + chunk).min(self.len())))
-            .collect()
-    }
-}
-
 fn ints1(values: &[i64], device: &Device) -> Tensor<1, Int> {
     Tensor::from_data(TensorData::new(values.to_vec(), [values.len()]), device)
 }
@@ -227,21 +161,21 @@ struct Forward {
     vocab: usize,
 }
 
-/// Pass 1 on an untracked model.
-fn forward_untracked(
+/// Pass 1: the forward over `rows` (untracked, except on the whole-graph shared-prompt path,
+/// which runs it on the tracked policy), then the head at the completion positions.
+fn forward_rows(
     model: &CausalLm,
-    batch: &DeviceBatch,
-    positions: &Positions,
+    rows: &HostRows,
+    device: &Device,
     budget: &MemoryBudget,
     extra: Option<PositionExtra<'_>>,
     keep_layer_inputs: bool,
 ) -> Result<Forward, TrainError> {
     let c = model.config();
-    let (rows, seq) = (positions.rows, positions.seq);
-    let device = batch.input_ids.device();
-    let block = budget.query_block(rows, c.num_attention_heads, seq);
-    let ctx = model.stack_context(batch.attention_mask.clone(), block);
-    let mut x = model.embed(batch.input_ids.clone());
+    let positions = &rows.positions;
+    let block = budget.query_block(rows.rows, c.num_attention_heads, rows.len);
+    let ctx = rows.context(model, block, device);
+    let mut x = model.embed(rows.input_ids(device), &ctx);
     let mut layer_inputs = Vec::new();
     for layer in 0..model.num_layers() {
         if keep_layer_inputs {
@@ -253,7 +187,7 @@ fn forward_untracked(
         layer_inputs.push(x.clone());
     }
     let hidden = c.hidden_size;
-    let normed = model.final_norm(x).reshape([rows * seq, hidden]);
+    let normed = model.final_norm(x).reshape([rows.rows * rows.len, hidden]);
     let vocab = c.vocab_size;
     let chunk = budget.head_chunk(vocab);
     let (mut logps, mut sums, mut extras) = (Vec::new(), Vec::new(), Vec::new());
@@ -261,15 +195,15 @@ fn forward_untracked(
         let n = e - s;
         let h = normed
             .clone()
-            .select(0, ints1(&positions.source[s..e], &device));
+            .select(0, ints1(&positions.source[s..e], device));
         let logits = model.lm_head(h.reshape([1, n, hidden]));
         let labels = Tensor::<2, Int>::from_data(
             TensorData::new(positions.labels[s..e].to_vec(), [1, n]),
-            &device,
+            device,
         );
-        sums.push(logits.clone().sum_dim(2).reshape([n]));
+        sums.push(logits.clone().detach().sum_dim(2).reshape([n]));
         if let Some(f) = extra {
-            extras.push(f(logits.clone().reshape([n, vocab])));
+            extras.push(f(logits.clone().detach().reshape([n, vocab])));
         }
         logps.push(
             token_logps(logits, labels)
@@ -279,7 +213,7 @@ fn forward_untracked(
     }
     let cat = |parts: Vec<Tensor<1>>| {
         if parts.is_empty() {
-            Tensor::<1>::zeros([0], &device)
+            Tensor::<1>::zeros([0], device)
         } else {
             Tensor::cat(parts, 0)
         }
@@ -297,10 +231,11 @@ fn forward_untracked(
 /// Scatters pass 1's per-position values into [`ChunkedLogps`] (`[B, T-1]` per side).
 fn sided(
     forward: &Forward,
-    positions: &Positions,
+    rows: &HostRows,
     batch: &DeviceBatch,
 ) -> Result<ChunkedLogps, TrainError> {
-    let (rows, seq) = (positions.rows, positions.seq);
+    let positions = &rows.positions;
+    let (rows, seq) = (positions.out_rows, positions.out_seq);
     let b = batch.batch_size;
     let targets = next_token_targets(batch.input_ids.clone(), batch.completion_mask.clone())
         .map_err(TrainError::Compute)?;
@@ -352,21 +287,49 @@ pub fn chunked_logps(
     batch: &DeviceBatch,
     budget: &MemoryBudget,
 ) -> Result<SidedLogps, TrainError> {
-    Ok(chunked_logps_with(model, batch, budget, None)?.logps)
+    Ok(chunked_logps_with(model, batch, budget, RowLayout::TwoRows, None)?.logps)
 }
 
-/// [`chunked_logps`] plus an optional per-position extra computed from each logits chunk.
+/// [`chunked_logps`] with the rows laid out as `layout` says, plus an optional per-position
+/// extra computed from each logits chunk.
 pub fn chunked_logps_with(
     model: &CausalLm,
     batch: &DeviceBatch,
     budget: &MemoryBudget,
+    layout: RowLayout,
     extra: Option<PositionExtra<'_>>,
 ) -> Result<ChunkedLogps, TrainError> {
     let model = model.valid();
     let batch = untracked_batch(batch);
-    let positions = Positions::read(&batch)?;
-    let forward = forward_untracked(&model, &batch, &positions, budget, extra, false)?;
-    sided(&forward, &positions, &batch)
+    let rows = HostRows::read(&batch, layout)?;
+    let device = batch.input_ids.device();
+    let forward = forward_rows(&model, &rows, &device, budget, extra, false)?;
+    sided(&forward, &rows, &batch)
+}
+
+/// The budget of the whole-graph path through the forward in pieces: one attention block
+/// unless a GPU buffer would overflow, head chunks of [`crate::batch::MAX_LOGITS_PER_PASS`].
+const WHOLE_GRAPH_BUDGET: MemoryBudget = MemoryBudget {
+    bytes: u64::MAX,
+    max_buffer_bytes: crate::batch::MAX_LOGITS_PER_PASS as u64 * FLOAT_BYTES,
+};
+
+/// Per-token completion log-probs through the forward in pieces with the rows laid out as
+/// `layout` says, the output head only at the completion positions; on a tracked `model` the
+/// result keeps its graph (plain autodiff through the whole forward, the whole-graph
+/// shared-prompt path). The reference and evaluation run the same function untracked, so the
+/// bits agree.
+pub fn layout_logps(
+    model: &CausalLm,
+    batch: &DeviceBatch,
+    layout: RowLayout,
+    extra: Option<PositionExtra<'_>>,
+) -> Result<ChunkedLogps, TrainError> {
+    let plain_batch = untracked_batch(batch);
+    let rows = HostRows::read(&plain_batch, layout)?;
+    let device = batch.input_ids.device();
+    let forward = forward_rows(model, &rows, &device, &WHOLE_GRAPH_BUDGET, extra, false)?;
+    sided(&forward, &rows, &plain_batch)
 }
 
 /// The batch's tensors without autodiff (they are integers; this only drops the association).
@@ -448,20 +411,24 @@ pub fn policy_step<M>(
     policy: &CausalLm,
     batch: &DeviceBatch,
     budget: &MemoryBudget,
+    layout: RowLayout,
     extra: Option<PositionExtra<'_>>,
     loss: impl FnOnce(ChunkedLogps) -> Result<(Tensor<1>, M), TrainError>,
 ) -> Result<(M, GradientsParams), TrainError> {
     let tracking = tracking(policy);
     let plain = policy.valid();
     let batch = untracked_batch(batch);
-    let positions = Positions::read(&batch)?;
-    let (rows, seq) = (positions.rows, positions.seq);
+    let host_rows = HostRows::read(&batch, layout)?;
+    let positions = &host_rows.positions;
+    let (rows, seq) = (positions.out_rows, positions.out_seq);
+    let (fwd_rows, fwd_len) = (host_rows.rows, host_rows.len);
     let c = plain.config().clone();
     let hidden = c.hidden_size;
+    let plain_device = batch.input_ids.device();
 
     // Pass 1: untracked forward, keeping layer inputs.
-    let forward = forward_untracked(&plain, &batch, &positions, budget, extra, true)?;
-    let mut inputs = sided(&forward, &positions, &batch)?;
+    let forward = forward_rows(&plain, &host_rows, &plain_device, budget, extra, true)?;
+    let mut inputs = sided(&forward, &host_rows, &batch)?;
 
     // Pass 2: the loss on the log-probs as a leaf.
     let b = batch.batch_size;
@@ -499,7 +466,10 @@ pub fn policy_step<M>(
     // Pass 3: the head per chunk, then the final norm.
     let vocab = c.vocab_size;
     let chunk = budget.head_chunk(vocab);
-    let mut dnormed = Tensor::<2>::zeros([rows * seq, hidden], (&device, forward.normed.dtype()));
+    let mut dnormed = Tensor::<2>::zeros(
+        [fwd_rows * fwd_len, hidden],
+        (&device, forward.normed.dtype()),
+    );
     for (s, e) in positions.chunks(chunk) {
         let n = e - s;
         let source = ints1(&positions.source[s..e], &device);
@@ -524,14 +494,14 @@ pub fn policy_step<M>(
     let last_output = layer_inputs.pop().expect("the last layer's output");
     let x = leaf(last_output, tracking);
     let normed = policy.final_norm(x.clone());
-    let g = leaf_constant(dnormed.reshape([rows, seq, hidden]), tracking);
+    let g = leaf_constant(dnormed.reshape([fwd_rows, fwd_len, hidden]), tracking);
     let grads = (normed * g).sum().backward();
     let mut g_out = grad_or_zeros(&x, &grads);
     collector.add(grads);
 
     // Pass 4: layers, top down.
-    let block = budget.query_block(rows, c.num_attention_heads, seq);
-    let ctx = plain.stack_context(batch.attention_mask.clone(), block);
+    let block = budget.query_block(fwd_rows, c.num_attention_heads, fwd_len);
+    let ctx = host_rows.context(&plain, block, &plain_device);
     for layer in (0..layer_inputs.len()).rev() {
         let x_in = layer_inputs.pop().expect("layer input");
         g_out = layer_backward(
@@ -547,7 +517,7 @@ pub fn policy_step<M>(
     }
 
     // Pass 5: the embedding (nothing to do when it is frozen, e.g. a LoRA base).
-    let x0 = policy.embed(batch.input_ids.clone());
+    let x0 = policy.embed(host_rows.input_ids(&plain_device), &ctx);
     if x0.is_tracked() {
         let g = leaf_constant(g_out, tracking);
         collector.add((x0 * g).sum().backward());
@@ -670,34 +640,71 @@ pub fn wpo_log_sum_sq_probs(logits: Tensor<2>) -> Tensor<1> {
     sdpo_core::log_sum_sq_probs::<2, 1>(logits).expect("a [n, vocab] chunk reduces to [n]")
 }
 
-/// How a model's per-token completion log-probs are computed, for the policy, the reference,
-/// evaluation and the precomputed reference cache alike (one path for all of them, so that
-/// SDPO's scores `ref - policy` start at exactly 0 when the reference is the initial policy).
+/// How much of the policy's graph one training micro-step keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogpsPath {
-    /// One forward of the whole batch through [`CausalLm::forward`] (in row chunks when the
-    /// logits would exceed [`crate::batch::MAX_LOGITS_PER_PASS`]); the policy's backward is
-    /// autodiff through it.
+pub enum MemoryMode {
+    /// One forward of the whole batch; the policy's backward is autodiff through it.
     Whole,
     /// The memory-bounded engine: attention in query blocks, the head only at completion
     /// positions in chunks, and for the policy per-layer recomputation ([`policy_step`]).
     Bounded(MemoryBudget),
 }
 
+/// How a model's per-token completion log-probs are computed, for the policy, the reference,
+/// evaluation and the precomputed reference cache alike (one path for all of them, so that
+/// SDPO's scores `ref - policy` start at exactly 0 when the reference is the initial policy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogpsPath {
+    /// Whole graph or memory-bounded.
+    pub memory: MemoryMode,
+    /// Two rows per pair or the shared-prompt rows.
+    pub layout: RowLayout,
+}
+
 impl LogpsPath {
-    /// The path a run's configuration asks for: [`LogpsPath::Bounded`] with
-    /// `gradient_checkpointing`, else [`LogpsPath::Whole`].
-    pub fn for_run(gradient_checkpointing: bool, budget: MemoryBudget) -> Self {
-        if gradient_checkpointing {
-            Self::Bounded(budget)
+    /// The whole-graph path over two rows per pair through [`CausalLm::forward`] (TRL's
+    /// concatenated forward; in row chunks when the logits would exceed
+    /// [`crate::batch::MAX_LOGITS_PER_PASS`]).
+    pub const WHOLE: Self = Self {
+        memory: MemoryMode::Whole,
+        layout: RowLayout::TwoRows,
+    };
+
+    /// The memory-bounded engine over two rows per pair.
+    pub fn bounded(budget: MemoryBudget) -> Self {
+        Self {
+            memory: MemoryMode::Bounded(budget),
+            layout: RowLayout::TwoRows,
+        }
+    }
+
+    /// The same path with the rows laid out as `layout` says.
+    pub fn with_layout(self, layout: RowLayout) -> Self {
+        Self { layout, ..self }
+    }
+
+    /// The path a run's configuration asks for: [`MemoryMode::Bounded`] with
+    /// `gradient_checkpointing`, else [`MemoryMode::Whole`]; the shared-prompt rows with
+    /// `shared_prompt_forward`.
+    pub fn for_run(
+        gradient_checkpointing: bool,
+        budget: MemoryBudget,
+        shared_prompt_forward: bool,
+    ) -> Self {
+        let memory = if gradient_checkpointing {
+            MemoryMode::Bounded(budget)
         } else {
-            Self::Whole
+            MemoryMode::Whole
+        };
+        Self {
+            memory,
+            layout: RowLayout::for_run(shared_prompt_forward),
         }
     }
 
     /// Per-token completion log-probs of `model` on `batch`; with `log_sum_sq_probs`, also
-    /// WPO's `log(sum_v p_v^2)` per completion position. On [`LogpsPath::Whole`] the result
-    /// keeps `model`'s graph when it is on an autodiff device; [`LogpsPath::Bounded`] never
+    /// WPO's `log(sum_v p_v^2)` per completion position. On [`MemoryMode::Whole`] the result
+    /// keeps `model`'s graph when it is on an autodiff device; [`MemoryMode::Bounded`] never
     /// tracks (the policy's bounded backward is [`policy_step`]).
     pub fn logps(
         &self,
@@ -705,17 +712,19 @@ impl LogpsPath {
         batch: &DeviceBatch,
         log_sum_sq_probs: bool,
     ) -> Result<SidedLogps, TrainError> {
-        match self {
-            Self::Whole => crate::batch::model_logps_chunked(
+        let extra: Option<PositionExtra<'_>> = log_sum_sq_probs.then_some(&wpo_log_sum_sq_probs);
+        match (self.memory, self.layout) {
+            (MemoryMode::Whole, RowLayout::TwoRows) => crate::batch::model_logps_chunked(
                 model,
                 batch,
                 crate::batch::MAX_LOGITS_PER_PASS,
                 log_sum_sq_probs,
             ),
-            Self::Bounded(budget) => {
-                let extra: Option<PositionExtra<'_>> =
-                    log_sum_sq_probs.then_some(&wpo_log_sum_sq_probs);
-                Ok(chunked_logps_with(model, batch, budget, extra)?.into_sided())
+            (MemoryMode::Whole, layout) => {
+                Ok(layout_logps(model, batch, layout, extra)?.into_sided())
+            }
+            (MemoryMode::Bounded(budget), layout) => {
+                Ok(chunked_logps_with(model, batch, &budget, layout, extra)?.into_sided())
             }
         }
     }

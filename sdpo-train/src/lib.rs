@@ -23,6 +23,7 @@ pub mod device;
 pub mod engine;
 pub mod error;
 pub mod inspect;
+pub mod layout;
 pub mod manifest;
 pub mod objective;
 pub mod observer;

@@ -386,6 +386,10 @@ fn cached_or_computed(
             config.memory_budget_mib, config.max_buffer_mib
         ));
     }
+    if config.shared_prompt_forward {
+        // The shared-prompt rows agree with two rows per pair to rounding only.
+        h.write_str("layout=shared_prompt");
+    }
     h.write_u64(fingerprint);
     let key = h.finish();
     let path = RefLogpsCache::path(&config.output_dir, split, key);

@@ -27,7 +27,7 @@ use crate::checkpoint::{
 use crate::clip::{clip_grad_norm, global_grad_norm};
 use crate::config::TrainConfig;
 use crate::device::training_device;
-use crate::engine::{LogpsPath, PositionExtra, policy_step, wpo_log_sum_sq_probs};
+use crate::engine::{MemoryMode, PositionExtra, policy_step, wpo_log_sum_sq_probs};
 use crate::error::{TrainError, io};
 use crate::manifest::write_manifest;
 use crate::objective::{
@@ -370,8 +370,8 @@ impl Trainer {
             tokens += DeviceBatch::num_tokens(&host);
             let batch = DeviceBatch::new(&host, &self.device);
             let weight = indices.len() as f64 / total_pairs as f64;
-            let (out_metrics, out_checks, grads) = match &path {
-                LogpsPath::Whole => {
+            let (out_metrics, out_checks, grads) = match &path.memory {
+                MemoryMode::Whole => {
                     let out: BatchObjective = batch_objective(
                         &self.policy,
                         &self.reference,
@@ -385,13 +385,13 @@ impl Trainer {
                     let grads = GradientsParams::from_grads(grads, &self.policy);
                     (out.metrics, out.checks, grads)
                 }
-                LogpsPath::Bounded(budget) => {
+                MemoryMode::Bounded(budget) => {
                     let wpo = objective.config().use_weighting;
                     let extra: Option<PositionExtra<'_>> = wpo.then_some(&wpo_log_sum_sq_probs);
                     let reference = &self.reference;
                     let objective = &mut objective;
                     let ((metrics, checks), grads) =
-                        policy_step(&self.policy, &batch, budget, extra, |logps| {
+                        policy_step(&self.policy, &batch, budget, path.layout, extra, |logps| {
                             let out = objective_from_logps(
                                 logps.into_sided(),
                                 reference,

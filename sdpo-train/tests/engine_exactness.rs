@@ -19,6 +19,7 @@ use sdpo_core::{
 use sdpo_models::CausalLm;
 use sdpo_train::batch::{DeviceBatch, SidedLogps, model_logps};
 use sdpo_train::engine::{MemoryBudget, chunked_logps, chunked_logps_with, policy_step};
+use sdpo_train::layout::RowLayout;
 use serde_json::Value;
 
 const TINY_MODELS: [&str; 4] = ["llama", "llama_tied", "qwen2", "gpt2"];
@@ -183,18 +184,19 @@ fn engine_gradients_equal_the_plain_path_on_the_tiny_models() {
 
                 for (budget_name, budget) in &budgets {
                     let case = format!("[{}] {name} {loss_name} {budget_name}", dev.name);
-                    let (got_values, got_grads) = policy_step(&policy, &batch, budget, None, |l| {
-                        let values = [
-                            host(l.logps.chosen.clone()),
-                            host(l.logps.rejected.clone()),
-                            host(l.logps.chosen_logits_mean.clone()),
-                            host(l.logps.rejected_logits_mean.clone()),
-                        ];
-                        let loss = objective(l.logps, &reference, &config);
-                        let value = host(loss.clone())[0];
-                        Ok((loss, (values, value)))
-                    })
-                    .expect("engine step");
+                    let (got_values, got_grads) =
+                        policy_step(&policy, &batch, budget, RowLayout::TwoRows, None, |l| {
+                            let values = [
+                                host(l.logps.chosen.clone()),
+                                host(l.logps.rejected.clone()),
+                                host(l.logps.chosen_logits_mean.clone()),
+                                host(l.logps.rejected_logits_mean.clone()),
+                            ];
+                            let loss = objective(l.logps, &reference, &config);
+                            let value = host(loss.clone())[0];
+                            Ok((loss, (values, value)))
+                        })
+                        .expect("engine step");
                     let (values, loss_value) = got_values;
                     for (what, (got, want)) in [
                         "chosen logps",
@@ -247,7 +249,8 @@ fn position_extra_sees_every_completion_position_once() {
         };
         // The extra is the logit sum itself, so it must reproduce `logits/*`'s numerator.
         let extra = |logits: Tensor<2>| logits.sum_dim(1).squeeze_dim::<1>(1);
-        let out = chunked_logps_with(&model, &batch, &budget, Some(&extra)).expect("logps");
+        let out = chunked_logps_with(&model, &batch, &budget, RowLayout::TwoRows, Some(&extra))
+            .expect("logps");
         let (chosen, rejected) = out.extra.expect("extra");
         let logits = model.forward(batch.input_ids.clone(), batch.attention_mask.clone());
         let per_position = logits.sum_dim(2).squeeze_dim::<2>(2).slice([0..4, 0..11]);
@@ -356,12 +359,13 @@ fn engine_matches_the_pytorch_sdpo_gradient_goldens() {
                 bytes: 1,
                 max_buffer_bytes: 4 * 320 * 5,
             };
-            let (loss, grads) = policy_step(&policy, &batch, &budget, None, |l| {
-                let loss = objective(l.logps, &ref_logps, &config);
-                let value = host(loss.clone())[0];
-                Ok((loss, value))
-            })
-            .expect("step");
+            let (loss, grads) =
+                policy_step(&policy, &batch, &budget, RowLayout::TwoRows, None, |l| {
+                    let loss = objective(l.logps, &ref_logps, &config);
+                    let value = host(loss.clone())[0];
+                    Ok((loss, value))
+                })
+                .expect("step");
             let result = fixture["results"]
                 .as_array()
                 .expect("results")
@@ -478,14 +482,20 @@ fn smollm2_long_rows_logps_and_gradients_match_transformers() {
         }
 
         // The objective and its gradient.
-        let (objective_value, grads) =
-            policy_step(&policy, &batch(&completion), &budget, None, |l| {
+        let (objective_value, grads) = policy_step(
+            &policy,
+            &batch(&completion),
+            &budget,
+            RowLayout::TwoRows,
+            None,
+            |l| {
                 let loss = masked_sum(l.logps.chosen, l.logps.chosen_mask).sum()
                     + masked_sum(l.logps.rejected, l.logps.rejected_mask).sum();
                 let value = host(loss.clone())[0];
                 Ok((loss, value))
-            })
-            .expect("step");
+            },
+        )
+        .expect("step");
         let want_objective = fixture["objective_value"].as_f64().expect("objective") as f32;
         assert!(
             (objective_value - want_objective).abs() <= 0.5,
@@ -549,4 +559,156 @@ fn smollm2_long_rows_logps_and_gradients_match_transformers() {
             started.elapsed()
         );
     }
+}
+
+/// A small deterministic generator (64-bit LCG), for the random batches below.
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 33) % n.max(1) as u64) as usize
+    }
+}
+
+/// A random right-padded batch: 1-3 pairs, prompts of 0-6 tokens, completions of 1-6; one
+/// pair in three has prompts that differ after a few tokens (what `keep_end` truncation can
+/// leave). Ids below `vocab`.
+fn random_batch(rng: &mut Lcg, vocab: usize, device: &Device) -> DeviceBatch {
+    let pairs = 1 + rng.below(3);
+    let mut rows: Vec<(Vec<i64>, usize)> = vec![(Vec::new(), 0); 2 * pairs];
+    for i in 0..pairs {
+        let prompt: Vec<i64> = (0..rng.below(7)).map(|_| rng.below(vocab) as i64).collect();
+        let mut rejected_prompt = prompt.clone();
+        if rng.below(3) == 0 && !prompt.is_empty() {
+            let keep = rng.below(prompt.len());
+            rejected_prompt.truncate(keep);
+            rejected_prompt.extend((0..1 + rng.below(3)).map(|_| rng.below(vocab) as i64));
+        }
+        for (row, p) in [(i, &prompt), (pairs + i, &rejected_prompt)] {
+            let completion = (0..1 + rng.below(6)).map(|_| rng.below(vocab) as i64);
+            rows[row] = (p.iter().copied().chain(completion).collect(), p.len());
+        }
+    }
+    let seq = rows.iter().map(|(r, _)| r.len()).max().unwrap_or(2).max(2);
+    let (mut ids, mut attention, mut completion) = (Vec::new(), Vec::new(), Vec::new());
+    for (row, prompt) in &rows {
+        for t in 0..seq {
+            ids.push(row.get(t).copied().unwrap_or(0));
+            attention.push(i64::from(t < row.len()));
+            completion.push(i64::from(t >= *prompt && t < row.len()));
+        }
+    }
+    let upload =
+        |v: Vec<i64>| Tensor::<2, Int>::from_data(TensorData::new(v, [2 * pairs, seq]), device);
+    DeviceBatch {
+        batch_size: pairs,
+        seq_len: seq,
+        input_ids: upload(ids),
+        attention_mask: upload(attention),
+        completion_mask: upload(completion),
+    }
+}
+
+#[test]
+fn shared_prompt_rows_give_the_two_row_log_probs_and_gradients_on_random_batches() {
+    use sdpo_train::engine::{LogpsPath, layout_logps};
+    let config = LossConfig {
+        loss_type: LossTypes::Many(vec![LossType::Sigmoid, LossType::Sft]),
+        ..LossConfig::default()
+    };
+    let mut cases = 0;
+    for dev in sdpo_testkit::test_devices!() {
+        let train = dev.device.clone().autodiff();
+        let mut rng = Lcg(20261130);
+        for name in TINY_MODELS {
+            let plain = CausalLm::from_pretrained(model_dir(name), &dev.device).expect("load");
+            let vocab = plain.config().vocab_size;
+            let reference_model = CausalLm::from_config(plain.config(), 7, &dev.device);
+            for trial in 0..4 {
+                let batch = random_batch(&mut rng, vocab, &dev.device);
+                let reference = model_logps(&reference_model, &batch).expect("reference");
+                let policy = plain.clone().fork(&train).train();
+                // The plain path: two rows per pair through `CausalLm::forward`.
+                let want_logps = model_logps(&policy, &batch).expect("logps");
+                let want_values = [
+                    host(want_logps.chosen.clone()),
+                    host(want_logps.rejected.clone()),
+                    host(want_logps.chosen_logits_mean.clone()),
+                    host(want_logps.rejected_logits_mean.clone()),
+                ];
+                let want_loss = objective(want_logps, &reference, &config);
+                let want_grads = GradientsParams::from_grads(want_loss.backward(), &policy);
+                let (want, _) = grads_by_id(&policy, &want_grads);
+
+                // Shared prompt, whole graph: autodiff through the packed forward.
+                let shared = layout_logps(&policy, &batch, RowLayout::SharedPrompt, None)
+                    .expect("shared logps")
+                    .logps;
+                let shared_values = [
+                    host(shared.chosen.clone()),
+                    host(shared.rejected.clone()),
+                    host(shared.chosen_logits_mean.clone()),
+                    host(shared.rejected_logits_mean.clone()),
+                ];
+                let loss = objective(shared, &reference, &config);
+                let whole_grads = GradientsParams::from_grads(loss.backward(), &policy);
+                // Shared prompt through the memory-bounded engine, blocks and chunks of one.
+                let tiny = MemoryBudget {
+                    bytes: 1,
+                    max_buffer_bytes: 1,
+                };
+                let (bounded_values, bounded_grads) =
+                    policy_step(&policy, &batch, &tiny, RowLayout::SharedPrompt, None, |l| {
+                        let values = [
+                            host(l.logps.chosen.clone()),
+                            host(l.logps.rejected.clone()),
+                            host(l.logps.chosen_logits_mean.clone()),
+                            host(l.logps.rejected_logits_mean.clone()),
+                        ];
+                        Ok((objective(l.logps, &reference, &config), values))
+                    })
+                    .expect("engine step");
+                // The untracked entry points of both paths give the same log-probs.
+                let untracked = LogpsPath::WHOLE
+                    .with_layout(RowLayout::SharedPrompt)
+                    .logps(&policy.valid(), &batch, false)
+                    .expect("untracked");
+                assert_eq!(host(untracked.chosen), shared_values[0]);
+                for (path, values, grads) in [
+                    ("whole", &shared_values, &whole_grads),
+                    ("bounded", &bounded_values, &bounded_grads),
+                ] {
+                    let case = format!("[{}] {name} trial {trial} shared prompt {path}", dev.name);
+                    for (what, (got, want)) in [
+                        "chosen logps",
+                        "rejected logps",
+                        "logits/chosen",
+                        "logits/rejected",
+                    ]
+                    .iter()
+                    .zip(values.iter().zip(&want_values))
+                    {
+                        let d = max_abs_diff(got, want);
+                        assert!(d <= 1e-5, "{case}: {what} differ by {d}");
+                    }
+                    let (got, _) = grads_by_id(&policy, grads);
+                    assert_eq!(got.len(), want.len(), "{case}: parameters with a gradient");
+                    for (id, w) in &want {
+                        let g = got
+                            .get(id)
+                            .unwrap_or_else(|| panic!("{case}: missing {id}"));
+                        let d = max_abs_diff(g, w);
+                        assert!(d <= 1e-5, "{case}: a gradient differs by {d}");
+                    }
+                    cases += 1;
+                }
+            }
+        }
+        println!("[{}] shared prompt == two rows: {cases} cases", dev.name);
+    }
+    assert!(cases > 0);
 }

@@ -15,6 +15,7 @@ use sdpo_report::{
 use sdpo_testkit::{Tolerance, assert_close};
 use sdpo_train::engine::{LogpsPath, MemoryBudget};
 use sdpo_train::inspect::{InspectedPair, InspectedSequence, inspect_batch};
+use sdpo_train::layout::RowLayout;
 use sdpo_train::reference::{Reference, Split};
 use serde_json::Value;
 
@@ -286,12 +287,15 @@ fn inspect_equals_pytorch_on_the_sdpo_e2e_batch() {
     let host = sdpo_e2e_batch(&fixture);
     let want_text = render_inspect_text(&report(&want, &thresholds, beta), TextStyle::Plain)
         .expect("render the fixture's numbers");
+    let bounded = LogpsPath::bounded(MemoryBudget {
+        bytes: 1,
+        max_buffer_bytes: 1,
+    });
     let paths = [
-        LogpsPath::Whole,
-        LogpsPath::Bounded(MemoryBudget {
-            bytes: 1,
-            max_buffer_bytes: 1,
-        }),
+        LogpsPath::WHOLE,
+        LogpsPath::WHOLE.with_layout(RowLayout::SharedPrompt),
+        bounded,
+        bounded.with_layout(RowLayout::SharedPrompt),
     ];
     for (dev, path) in sdpo_testkit::test_devices!()
         .into_iter()

@@ -2,7 +2,8 @@
 //! `models/llama`, reference = tiny `models/llama_tied`): the whole-batch path (concatenated
 //! forward of policy and reference, per-token log-probs, SDPO selection, loss, autodiff
 //! backward) and the memory-bounded path of `gradient_checkpointing` (`engine::policy_step`
-//! with the trainer's `objective_from_logps`, blocks and chunks of one position). The loss must
+//! with the trainer's `objective_from_logps`, blocks and chunks of one position), each with two
+//! rows per pair and with the shared-prompt rows (`shared_prompt_forward`). The loss must
 //! equal the golden `loss_mean` and every policy gradient the golden gradient (PyTorch autograd).
 
 use burn::module::{Module, ModuleMapper, Param};
@@ -12,7 +13,8 @@ use sdpo_core::{LossConfig, LossType, LossTypes, PreferenceLoss};
 use sdpo_models::CausalLm;
 use sdpo_testkit::{Tolerance, assert_close};
 use sdpo_train::batch::DeviceBatch;
-use sdpo_train::engine::{LogpsPath, MemoryBudget, policy_step};
+use sdpo_train::engine::{LogpsPath, MemoryBudget, MemoryMode, policy_step};
+use sdpo_train::layout::RowLayout;
 use sdpo_train::objective::{batch_objective, objective_from_logps};
 use sdpo_train::reference::{Reference, Split};
 use serde_json::Value;
@@ -46,9 +48,12 @@ fn one_sdpo_step_matches_the_golden_loss_and_gradients() {
             bytes: 1,
             max_buffer_bytes: 1,
         };
+        let paths = [LogpsPath::WHOLE, LogpsPath::bounded(tiny)]
+            .into_iter()
+            .flat_map(|p| [p, p.with_layout(RowLayout::SharedPrompt)]);
         for (q, path) in [0.0, 0.6]
             .into_iter()
-            .flat_map(|q| [(q, LogpsPath::Whole), (q, LogpsPath::Bounded(tiny))])
+            .flat_map(|q| paths.clone().map(move |p| (q, p)))
         {
             let policy = CausalLm::from_pretrained(dir.join("models/llama"), &train_device)
                 .unwrap()
@@ -64,8 +69,8 @@ fn one_sdpo_step_matches_the_golden_loss_and_gradients() {
             })
             .unwrap();
             let device_batch = DeviceBatch::new(&host, &dev.device);
-            let (actual, grads) = match &path {
-                LogpsPath::Whole => {
+            let (actual, grads) = match &path.memory {
+                MemoryMode::Whole => {
                     let loss = batch_objective(
                         &policy,
                         &reference,
@@ -80,8 +85,8 @@ fn one_sdpo_step_matches_the_golden_loss_and_gradients() {
                     let value = loss.clone().into_scalar::<f64>();
                     (value, GradientsParams::from_grads(loss.backward(), &policy))
                 }
-                LogpsPath::Bounded(budget) => {
-                    policy_step(&policy, &device_batch, budget, None, |logps| {
+                MemoryMode::Bounded(budget) => {
+                    policy_step(&policy, &device_batch, budget, path.layout, None, |logps| {
                         let out = objective_from_logps(
                             logps.into_sided(),
                             &reference,
