@@ -94,7 +94,8 @@ def main():
                 f.write(json.dumps(row) + "\n")
         count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
         per_pair = sum(
-            min(seq, 2 * count(r["prompt"]) + count(r["chosen"]) + count(r["rejected"]))
+            min(seq, count(r["prompt"]) + count(r["chosen"]))
+            + min(seq, count(r["prompt"]) + count(r["rejected"]))
             for r in rows
         ) / len(rows)
         print(f"tokens per pair: {per_pair:.0f}")

@@ -3,6 +3,8 @@
 
 use burn::prelude::*;
 
+use crate::mask::MASKED;
+
 /// Repeats each key/value head `groups` times: kv head `j` serves query heads
 /// `j * groups .. (j + 1) * groups` (transformers' `repeat_kv`).
 ///
@@ -19,7 +21,12 @@ pub fn repeat_kv(x: Tensor<4>, groups: usize) -> Tensor<4> {
         .reshape([batch, kv_heads * groups, seq, head_dim])
 }
 
-/// `softmax(q·kᵀ · scale + bias) · v`, then heads merged back into the model width.
+/// `softmax((q · scale)·kᵀ, masked) · v`, then heads merged back into the model width.
+///
+/// The scale is applied to the queries (a `head_dim`-wide tensor) rather than to the
+/// `[seq, keys]` scores: the same bits when the scale is a power of two (`head_dim` 64 or 256),
+/// one rounding apart otherwise. Blocked scores are set to [`MASKED`], which `exp` turns into
+/// exactly 0 next to any real score, as transformers' additive mask does.
 ///
 /// The queries may be a block of the sequence and the keys a prefix of it (the forward in
 /// pieces, [`crate::StackContext`]).
@@ -27,20 +34,24 @@ pub fn repeat_kv(x: Tensor<4>, groups: usize) -> Tensor<4> {
 /// # Shapes
 /// - `q`: `[batch, heads, seq, head_dim]`
 /// - `k`, `v`: `[batch, kv_heads, keys, head_dim]` with `heads = kv_heads * groups`
-/// - `bias`: `[batch, 1, seq, keys]` (see [`crate::mask::attention_bias`])
+/// - `blocked`: `[batch, 1, seq, keys]`, true where a query may not see a key (see
+///   [`crate::mask::attention_blocked`])
 /// - output: `[batch, seq, heads * head_dim]`
 pub fn attend(
     q: Tensor<4>,
     k: Tensor<4>,
     v: Tensor<4>,
-    bias: Tensor<4>,
+    blocked: Tensor<4, Bool>,
     scale: f64,
     groups: usize,
 ) -> Tensor<3> {
     let [batch, heads, seq, head_dim] = q.dims();
     let k = repeat_kv(k, groups);
     let v = repeat_kv(v, groups);
-    let scores = q.matmul(k.swap_dims(2, 3)) * scale + bias;
+    let keys = k.dims()[2];
+    let scores = (q * scale)
+        .matmul(k.swap_dims(2, 3))
+        .mask_fill(blocked.expand([batch, heads, seq, keys]), MASKED);
     let weights = softmax_same_on_every_path(scores);
     weights
         .matmul(v)

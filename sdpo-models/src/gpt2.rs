@@ -14,7 +14,7 @@ use crate::config::{Activation, ModelConfig};
 use crate::init::Init;
 use crate::lora::linear::{Adaptable, adapted_forward};
 use crate::lora::{AttachedAdapter, LoraBranch, TrainedCopy};
-use crate::mask::attention_bias;
+use crate::mask::attention_blocked;
 use crate::output::{CausalLmOutput, tied_logits};
 
 /// Hugging Face's `Conv1D`: a linear layer with the weight stored `[in, out]`, with an optional
@@ -128,7 +128,7 @@ impl Gpt2Block {
         }
     }
 
-    fn forward(&self, x: Tensor<3>, bias: Tensor<4>, c: &ModelConfig) -> Tensor<3> {
+    fn forward(&self, x: Tensor<3>, blocked: Tensor<4, Bool>, c: &ModelConfig) -> Tensor<3> {
         let h = c.hidden_size;
         let qkv = self
             .attn
@@ -141,7 +141,7 @@ impl Gpt2Block {
                 c.head_dim,
             )
         };
-        let out = attend(heads(0), heads(1), heads(2), bias, c.attention_scale, 1);
+        let out = attend(heads(0), heads(1), heads(2), blocked, c.attention_scale, 1);
         let x = x + self.attn.c_proj.forward(out);
         let inner = self
             .mlp
@@ -222,14 +222,14 @@ impl Gpt2LmHeadModel {
         let c = &self.config;
         let [_, seq] = input_ids.dims();
         let device = input_ids.device();
-        let bias = attention_bias(attention_mask);
+        let blocked = attention_blocked(attention_mask);
         let positions = Tensor::<1, Int>::arange(0..seq as i64, &device).unsqueeze::<2>();
         let t = &self.transformer;
         let mut x = t.wte.forward(input_ids) + t.wpe.forward(positions);
         let mut hidden_states = vec![x.clone()];
         let last = t.h.len().saturating_sub(1);
         for (i, block) in t.h.iter().enumerate() {
-            x = block.forward(x, bias.clone(), c);
+            x = block.forward(x, blocked.clone(), c);
             if i < last {
                 hidden_states.push(x.clone());
             }

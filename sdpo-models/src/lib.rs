@@ -54,7 +54,7 @@ pub use causal_lm::CausalLm;
 pub use config::{Activation, Architecture, ModelConfig, RopeConfig, RopeScaling};
 pub use error::{ModelError, ShapeMismatch};
 pub use hf_config::{HfConfig, HfRopeParameters};
-pub use mask::attention_bias;
+pub use mask::{attention_bias, attention_blocked};
 pub use output::CausalLmOutput;
 pub use rope::inverse_frequencies;
 pub use stack::{AttentionInputs, PackedRows, StackContext};

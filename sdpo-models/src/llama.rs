@@ -15,7 +15,7 @@ use crate::attention::{attend, split_heads};
 use crate::config::ModelConfig;
 use crate::init::Init;
 use crate::lora::{AttachedAdapter, LoraLinear};
-use crate::mask::attention_bias;
+use crate::mask::attention_blocked;
 use crate::output::{CausalLmOutput, tied_logits};
 use crate::rope::{apply_rope, rope_tables};
 
@@ -48,7 +48,7 @@ impl LlamaAttention {
         &self,
         x: Tensor<3>,
         rope: &(Tensor<2>, Tensor<2>),
-        bias: Tensor<4>,
+        blocked: Tensor<4, Bool>,
         c: &ModelConfig,
     ) -> Tensor<3> {
         let q = split_heads(
@@ -65,7 +65,7 @@ impl LlamaAttention {
         let (cos, sin) = rope;
         let q = apply_rope(q, cos.clone(), sin.clone());
         let k = apply_rope(k, cos.clone(), sin.clone());
-        let out = attend(q, k, v, bias, c.attention_scale, c.kv_groups());
+        let out = attend(q, k, v, blocked, c.attention_scale, c.kv_groups());
         self.o_proj.forward(out)
     }
 }
@@ -123,12 +123,12 @@ impl LlamaDecoderLayer {
         &self,
         x: Tensor<3>,
         rope: &(Tensor<2>, Tensor<2>),
-        bias: Tensor<4>,
+        blocked: Tensor<4, Bool>,
         c: &ModelConfig,
     ) -> Tensor<3> {
-        let attn = self
-            .self_attn
-            .forward(self.input_layernorm.forward(x.clone()), rope, bias, c);
+        let attn =
+            self.self_attn
+                .forward(self.input_layernorm.forward(x.clone()), rope, blocked, c);
         let x = x + attn;
         let mlp = self
             .mlp
@@ -200,7 +200,7 @@ impl LlamaForCausalLm {
         attention_mask: Tensor<2, Int>,
     ) -> CausalLmOutput {
         let c = &self.config;
-        let bias = attention_bias(attention_mask);
+        let blocked = attention_blocked(attention_mask);
         let [_, seq] = input_ids.dims();
         let device = input_ids.device();
         let rope = c
@@ -218,7 +218,7 @@ impl LlamaForCausalLm {
         let mut hidden_states = vec![x.clone()];
         let last = self.model.layers.len().saturating_sub(1);
         for (i, layer) in self.model.layers.iter().enumerate() {
-            x = layer.forward(x, &rope, bias.clone(), c);
+            x = layer.forward(x, &rope, blocked.clone(), c);
             if i < last {
                 hidden_states.push(x.clone());
             }

@@ -7,16 +7,13 @@ use burn::prelude::*;
 /// row with every key masked gives a uniform softmax instead of NaN).
 pub const MASKED: f32 = -1.0e9;
 
-/// Bias `[batch, 1, seq, seq]`: 0 where query `i` may attend to key `j` (`j <= i` and
-/// `attention_mask[b, j] == 1`), [`MASKED`] elsewhere.
-///
-/// A padded query position therefore attends to the earlier valid tokens, as transformers
-/// does; only a row whose first token is padding has no allowed key at all.
+/// Which keys each query may not see, `[batch, 1, seq, seq]`: true unless key `j` is at or
+/// before query `i` and `attention_mask[b, j] == 1`.
 ///
 /// # Shapes
 /// - `attention_mask`: `[batch, seq]`, 1 for real tokens and 0 for padding
 /// - output: `[batch, 1, seq, seq]`
-pub fn attention_bias(attention_mask: Tensor<2, Int>) -> Tensor<4> {
+pub fn attention_blocked(attention_mask: Tensor<2, Int>) -> Tensor<4, Bool> {
     let device = attention_mask.device();
     let [batch, seq] = attention_mask.dims();
     // `tril_mask` is true strictly above the diagonal, i.e. on the future keys.
@@ -27,6 +24,22 @@ pub fn attention_bias(attention_mask: Tensor<2, Int>) -> Tensor<4> {
         .equal_elem(0)
         .reshape([batch, 1, 1, seq])
         .expand([batch, 1, seq, seq]);
-    let blocked = future.bool_or(padded_key);
-    Tensor::<4>::zeros([batch, 1, seq, seq], &device).mask_fill(blocked, MASKED)
+    future.bool_or(padded_key)
+}
+
+/// Bias `[batch, 1, seq, seq]`: 0 where query `i` may attend to key `j` (`j <= i` and
+/// `attention_mask[b, j] == 1`), [`MASKED`] elsewhere ([`attention_blocked`] as an additive
+/// bias, the form transformers uses).
+///
+/// A padded query position therefore attends to the earlier valid tokens, as transformers
+/// does; only a row whose first token is padding has no allowed key at all.
+///
+/// # Shapes
+/// - `attention_mask`: `[batch, seq]`, 1 for real tokens and 0 for padding
+/// - output: `[batch, 1, seq, seq]`
+pub fn attention_bias(attention_mask: Tensor<2, Int>) -> Tensor<4> {
+    let device = attention_mask.device();
+    let [batch, seq] = attention_mask.dims();
+    Tensor::<4>::zeros([batch, 1, seq, seq], &device)
+        .mask_fill(attention_blocked(attention_mask), MASKED)
 }

@@ -36,7 +36,6 @@ use crate::attention::{attend, split_heads};
 use crate::causal_lm::CausalLm;
 use crate::config::{Activation, ModelConfig};
 use crate::gpt2::layer_norm;
-use crate::mask::MASKED;
 use crate::output::tied_logits;
 use crate::rope::{apply_rope_tables, rope_tables};
 
@@ -71,6 +70,8 @@ pub struct StackContext {
     rope: Option<(Tensor<4>, Tensor<4>)>,
     seq_len: usize,
     query_block: usize,
+    /// [`StackContext::block_mask`] of every query block, built once for all layers.
+    block_masks: Vec<Tensor<4, Bool>>,
 }
 
 impl StackContext {
@@ -87,6 +88,11 @@ impl StackContext {
     /// The same context with another query block size (clamped to `1..=T`).
     pub fn with_query_block(mut self, query_block: usize) -> Self {
         self.query_block = query_block.clamp(1, self.seq_len.max(1));
+        self.block_masks = self
+            .query_blocks()
+            .into_iter()
+            .map(|(s, e)| self.build_block_mask(s, e))
+            .collect();
         self
     }
 
@@ -98,14 +104,24 @@ impl StackContext {
             .collect()
     }
 
-    /// The `[rows]` × `[start, end)` queries' additive bias against keys `0..end`: 0 where the
+    /// Which keys `0..end` the `[rows]` × `[start, end)` queries may not see: true unless the
     /// key is at or before the query, is a real token and (packed rows) lies in the shared
-    /// prefix or the query's own branch, [`MASKED`] elsewhere (for plain rows, the rows
-    /// `start..end`, columns `0..end` of [`crate::attention_bias`]).
+    /// prefix or the query's own branch (for plain rows, the rows `start..end`, columns
+    /// `0..end` of [`crate::attention_blocked`]). The context's own query blocks are built once.
     ///
     /// # Shapes
     /// - output: `[rows, 1, end - start, end]`
-    pub fn block_bias(&self, start: usize, end: usize) -> Tensor<4> {
+    pub fn block_mask(&self, start: usize, end: usize) -> Tensor<4, Bool> {
+        let block = self.query_block.max(1);
+        let index = start / block;
+        let is_own_block = start % block == 0 && (start + block).min(self.seq_len) == end;
+        match self.block_masks.get(index) {
+            Some(mask) if is_own_block => mask.clone(),
+            _ => self.build_block_mask(start, end),
+        }
+    }
+
+    fn build_block_mask(&self, start: usize, end: usize) -> Tensor<4, Bool> {
         let device = self.attention_mask.device();
         let [rows, seq] = self.attention_mask.dims();
         let n = end - start;
@@ -139,7 +155,7 @@ impl StackContext {
                 .bool_and(key_branch.not_equal(query_branch));
             blocked = blocked.bool_or(other_branch);
         }
-        Tensor::<4>::zeros([rows, 1, n, end], &device).mask_fill(blocked, MASKED)
+        blocked
     }
 }
 
@@ -220,8 +236,10 @@ impl CausalLm {
             packed,
             rope,
             seq_len: seq,
-            query_block: query_block.clamp(1, seq.max(1)),
+            query_block: 1,
+            block_masks: Vec::new(),
         }
+        .with_query_block(query_block)
     }
 
     /// Input embeddings (GPT-2: token plus learned position embeddings for the context's
@@ -321,8 +339,8 @@ impl CausalLm {
     ) -> Tensor<3> {
         let c = self.config();
         let [_, _, n, _] = q.dims();
-        let bias = ctx.block_bias(start, start + n);
-        attend(q, k, v, bias, c.attention_scale, c.kv_groups())
+        let blocked = ctx.block_mask(start, start + n);
+        attend(q, k, v, blocked, c.attention_scale, c.kv_groups())
     }
 
     /// Causal attention over all positions, one query block ([`StackContext::query_block`]) at a

@@ -172,16 +172,30 @@ fn forward_rows(
     keep_layer_inputs: bool,
 ) -> Result<Forward, TrainError> {
     let c = model.config();
-    let positions = &rows.positions;
     let block = budget.query_block(rows.rows, c.num_attention_heads, rows.len);
     let ctx = rows.context(model, block, device);
-    let mut x = model.embed(rows.input_ids(device), &ctx);
+    forward_in_context(model, rows, &ctx, device, budget, extra, keep_layer_inputs)
+}
+
+/// [`forward_rows`] with the stack context given.
+fn forward_in_context(
+    model: &CausalLm,
+    rows: &HostRows,
+    ctx: &StackContext,
+    device: &Device,
+    budget: &MemoryBudget,
+    extra: Option<PositionExtra<'_>>,
+    keep_layer_inputs: bool,
+) -> Result<Forward, TrainError> {
+    let c = model.config();
+    let positions = &rows.positions;
+    let mut x = model.embed(rows.input_ids(device), ctx);
     let mut layer_inputs = Vec::new();
     for layer in 0..model.num_layers() {
         if keep_layer_inputs {
             layer_inputs.push(x.clone());
         }
-        x = model.layer_forward(layer, x, &ctx);
+        x = model.layer_forward(layer, x, ctx);
     }
     if keep_layer_inputs {
         layer_inputs.push(x.clone());
@@ -307,12 +321,17 @@ pub fn chunked_logps_with(
     sided(&forward, &rows, &batch)
 }
 
-/// The budget of the whole-graph path through the forward in pieces: one attention block
-/// unless a GPU buffer would overflow, head chunks of [`crate::batch::MAX_LOGITS_PER_PASS`].
+/// The budget of the whole-graph path through the forward in pieces: head chunks of
+/// [`crate::batch::MAX_LOGITS_PER_PASS`], attention blocks within one GPU buffer.
 const WHOLE_GRAPH_BUDGET: MemoryBudget = MemoryBudget {
     bytes: u64::MAX,
     max_buffer_bytes: crate::batch::MAX_LOGITS_PER_PASS as u64 * FLOAT_BYTES,
 };
+
+/// Query positions per attention block on the whole-graph path: block `[s, e)` scores only
+/// the keys `0..e`, so blocks skip most of the causally masked half of the scores (and the
+/// `exp` of masked scores, which is slow on the CPU).
+pub const WHOLE_GRAPH_QUERY_BLOCK: usize = 128;
 
 /// Per-token completion log-probs through the forward in pieces with the rows laid out as
 /// `layout` says, the output head only at the completion positions; on a tracked `model` the
@@ -328,7 +347,20 @@ pub fn layout_logps(
     let plain_batch = untracked_batch(batch);
     let rows = HostRows::read(&plain_batch, layout)?;
     let device = batch.input_ids.device();
-    let forward = forward_rows(model, &rows, &device, &WHOLE_GRAPH_BUDGET, extra, false)?;
+    let heads = model.config().num_attention_heads;
+    let block = WHOLE_GRAPH_BUDGET
+        .query_block(rows.rows, heads, rows.len)
+        .min(WHOLE_GRAPH_QUERY_BLOCK);
+    let ctx = rows.context(model, block, &device);
+    let forward = forward_in_context(
+        model,
+        &rows,
+        &ctx,
+        &device,
+        &WHOLE_GRAPH_BUDGET,
+        extra,
+        false,
+    )?;
     sided(&forward, &rows, &plain_batch)
 }
 

@@ -712,3 +712,84 @@ fn shared_prompt_rows_give_the_two_row_log_probs_and_gradients_on_random_batches
     }
     assert!(cases > 0);
 }
+
+/// The shared-prompt rows on the real SmolLM2 (fixtures README §5): each golden text split into
+/// a prompt (its first third) and two completions that are both prefixes of the rest (chosen:
+/// all of it; rejected: up to two thirds), so every completion log-prob of either side is one of
+/// transformers' `next_token_logp`. Both memory paths. Needs `SDPO_SMOLLM2_DIR`.
+#[test]
+#[ignore = "needs SDPO_SMOLLM2_DIR (tools/get-smollm2.sh)"]
+fn smollm2_shared_prompt_logps_match_transformers() {
+    use sdpo_train::engine::LogpsPath;
+    let dir = sdpo_testkit::smollm2_dir();
+    let golden: Value =
+        serde_json::from_str(&sdpo_testkit::read_fixture("smollm2/golden.json")).expect("json");
+    let texts: Vec<(Vec<i64>, Vec<f64>)> = golden["prompts"]
+        .as_array()
+        .expect("prompts")
+        .iter()
+        .map(|p| {
+            (
+                serde_json::from_value(p["input_ids"].clone()).expect("input_ids"),
+                serde_json::from_value(p["next_token_logp"].clone()).expect("next_token_logp"),
+            )
+        })
+        .collect();
+    let pairs = texts.len();
+    let seq = texts.iter().map(|(ids, _)| ids.len()).max().expect("texts");
+    // (row, prompt length, row length): chosen rows, then rejected rows.
+    let layout: Vec<(usize, usize, usize)> = (0..2 * pairs)
+        .map(|r| {
+            let n = texts[r % pairs].0.len();
+            (r % pairs, n / 3, if r < pairs { n } else { 2 * n / 3 })
+        })
+        .collect();
+    let (mut ids, mut attention, mut completion) = (Vec::new(), Vec::new(), Vec::new());
+    for &(text, prompt, len) in &layout {
+        for t in 0..seq {
+            ids.push(if t < len { texts[text].0[t] } else { 0 });
+            attention.push(i64::from(t < len));
+            completion.push(i64::from(t >= prompt && t < len));
+        }
+    }
+    for dev in sdpo_testkit::test_devices!() {
+        let model = CausalLm::from_pretrained(&dir, &dev.device).expect("load");
+        let upload = |v: &[i64]| {
+            Tensor::<2, Int>::from_data(TensorData::new(v.to_vec(), [2 * pairs, seq]), &dev.device)
+        };
+        let batch = DeviceBatch {
+            batch_size: pairs,
+            seq_len: seq,
+            input_ids: upload(&ids),
+            attention_mask: upload(&attention),
+            completion_mask: upload(&completion),
+        };
+        for path in [
+            LogpsPath::WHOLE,
+            LogpsPath::bounded(MemoryBudget::new(1 << 20)),
+        ] {
+            let path = path.with_layout(RowLayout::SharedPrompt);
+            let out = path.logps(&model, &batch, false).expect("logps");
+            let got = [host(out.chosen), host(out.rejected)].concat();
+            let (mut checked, mut worst) = (0, 0.0f64);
+            for (r, &(text, prompt, len)) in layout.iter().enumerate() {
+                for t in prompt.max(1)..len {
+                    let g = f64::from(got[r * (seq - 1) + t - 1]);
+                    let w = texts[text].1[t - 1];
+                    let d = (g - w).abs();
+                    assert!(
+                        d <= 1e-3 && g.is_finite(),
+                        "[{}] {path:?} row {r} position {t}: {g} vs transformers {w}",
+                        dev.name
+                    );
+                    worst = worst.max(d);
+                    checked += 1;
+                }
+            }
+            println!(
+                "[{}] SmolLM2 shared prompt {:?}: {checked} log-probs, worst {worst:.1e}",
+                dev.name, path.memory
+            );
+        }
+    }
+}
