@@ -114,7 +114,7 @@ impl StackContext {
     pub fn block_mask(&self, start: usize, end: usize) -> Tensor<4, Bool> {
         let block = self.query_block.max(1);
         let index = start / block;
-        let is_own_block = start % block == 0 && (start + block).min(self.seq_len) == end;
+        let is_own_block = start.is_multiple_of(block) && (start + block).min(self.seq_len) == end;
         match self.block_masks.get(index) {
             Some(mask) if is_own_block => mask.clone(),
             _ => self.build_block_mask(start, end),
