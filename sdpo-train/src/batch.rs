@@ -10,7 +10,8 @@ use sdpo_models::CausalLm;
 
 use crate::error::TrainError;
 
-/// A [`PreferenceBatch`] as tensors: `2B` rows, chosen first, then rejected.
+/// A [`PreferenceBatch`] as tensors: `2B` rows, chosen first, then rejected, each right
+/// padded (real tokens, then padding; completion tokens only on real tokens).
 #[derive(Debug, Clone)]
 pub struct DeviceBatch {
     /// Pairs in the batch (`B`).

@@ -154,6 +154,14 @@ pub enum TrainError {
         /// The step.
         step: usize,
     },
+    /// A batch row the forward pass cannot lay out (rows must be right padded).
+    #[error("batch row {row}: {reason}")]
+    BatchLayout {
+        /// The row (`0..2B`, chosen rows first).
+        row: usize,
+        /// What is wrong.
+        reason: String,
+    },
     /// Reading a tensor back from the device failed.
     #[error("reading {tensor} back from the device: {reason}")]
     DeviceRead {

@@ -151,6 +151,7 @@ impl HostBatch<'_> {
                 reason: format!("a sequence of {seq} token(s) has no next-token target"),
             }));
         }
+        self.check_right_padded()?;
         match layout {
             RowLayout::TwoRows => Ok(HostRows {
                 rows: 2 * self.pairs,
@@ -162,6 +163,32 @@ impl HostBatch<'_> {
             }),
             RowLayout::SharedPrompt => Ok(self.shared_prompt_rows()),
         }
+    }
+
+    /// Every row is real tokens then padding, with completion tokens only on real tokens (the
+    /// collator's layout; positions `0..len` and the packed rows rely on it).
+    fn check_right_padded(&self) -> Result<(), TrainError> {
+        for r in 0..2 * self.pairs {
+            let row = r * self.seq..(r + 1) * self.seq;
+            let attention = &self.attention_mask[row.clone()];
+            let len = self.row_len(r);
+            if let Some(pos) = attention[..len].iter().position(|&m| m == 0) {
+                return Err(TrainError::BatchLayout {
+                    row: r,
+                    reason: format!(
+                        "padding at position {pos} before a real token: rows must be right padded"
+                    ),
+                });
+            }
+            let completion = &self.completion_mask[row];
+            if let Some(pos) = completion[len..].iter().position(|&m| m != 0) {
+                return Err(TrainError::BatchLayout {
+                    row: r,
+                    reason: format!("completion token at padding position {}", len + pos),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Length of the prefix pair `i` shares: the common leading tokens that are prompt tokens
@@ -361,6 +388,33 @@ mod tests {
             let column = rows.positions.target[k] % 7;
             assert_eq!(positions[source as usize], column, "position {k}");
         }
+    }
+
+    #[test]
+    fn a_left_padded_row_is_an_error_naming_the_row() {
+        let mut b = batch();
+        // Row 1 (chosen of pair 1) moved to the right: padding first.
+        let row = 8..16;
+        b.0[row.clone()].rotate_right(4);
+        b.1[row.clone()].rotate_right(4);
+        b.2[row].rotate_right(4);
+        for layout in [RowLayout::TwoRows, RowLayout::SharedPrompt] {
+            let err = host(&b).rows(layout).expect_err("left padding");
+            assert!(
+                err.to_string()
+                    .starts_with("batch row 1: padding at position 0"),
+                "{err}"
+            );
+        }
+        let mut b = batch();
+        b.2[7] = 1;
+        let err = host(&b)
+            .rows(RowLayout::SharedPrompt)
+            .expect_err("completion on padding");
+        assert_eq!(
+            err.to_string(),
+            "batch row 0: completion token at padding position 7"
+        );
     }
 
     #[test]
