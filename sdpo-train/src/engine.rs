@@ -110,12 +110,14 @@ impl MemoryBudget {
     }
 
     /// Query positions per attention block for `rows` rows, `heads` query heads and `seq`
-    /// keys (at least 1, at most `seq`).
+    /// keys (at least 1, at most [`MAX_QUERY_BLOCK`] and `seq`).
     pub fn query_block(&self, rows: usize, heads: usize, seq: usize) -> usize {
         let row = FLOAT_BYTES * (rows.max(1) * heads.max(1) * seq.max(1)) as u64;
         let by_budget = self.bytes / (ATTENTION_COPIES * row);
         let by_buffer = self.max_buffer_bytes / row;
-        (by_budget.min(by_buffer).max(1) as usize).min(seq.max(1))
+        (by_budget.min(by_buffer).max(1) as usize)
+            .min(MAX_QUERY_BLOCK)
+            .min(seq.max(1))
     }
 }
 
@@ -328,10 +330,12 @@ const WHOLE_GRAPH_BUDGET: MemoryBudget = MemoryBudget {
     max_buffer_bytes: crate::batch::MAX_LOGITS_PER_PASS as u64 * FLOAT_BYTES,
 };
 
-/// Query positions per attention block on the whole-graph path: block `[s, e)` scores only
-/// the keys `0..e`, so blocks skip most of the causally masked half of the scores (and the
-/// `exp` of masked scores, which is slow on the CPU).
-pub const WHOLE_GRAPH_QUERY_BLOCK: usize = 128;
+/// The most query positions of one attention block, on every path: block `[s, e)` scores
+/// only the keys `0..e`, so small blocks skip most of the causally masked half of the scores
+/// (and the `exp` of masked scores, which is slow on the CPU). Measured on SmolLM2 at 1024
+/// tokens with the shared-prompt rows, where large blocks also score much of the other
+/// completion: docs/benchmarks.md.
+pub const MAX_QUERY_BLOCK: usize = 128;
 
 /// Per-token completion log-probs through the forward in pieces with the rows laid out as
 /// `layout` says, the output head only at the completion positions; on a tracked `model` the
@@ -348,9 +352,7 @@ pub fn layout_logps(
     let rows = HostRows::read(&plain_batch, layout)?;
     let device = batch.input_ids.device();
     let heads = model.config().num_attention_heads;
-    let block = WHOLE_GRAPH_BUDGET
-        .query_block(rows.rows, heads, rows.len)
-        .min(WHOLE_GRAPH_QUERY_BLOCK);
+    let block = WHOLE_GRAPH_BUDGET.query_block(rows.rows, heads, rows.len);
     let ctx = rows.context(model, block, &device);
     let forward = forward_in_context(
         model,
