@@ -60,6 +60,7 @@ fn batch(pairs: usize, seq: usize, vocab: usize, device: &Device) -> DeviceBatch
         input_ids: upload(ids),
         attention_mask: upload(attention),
         completion_mask: upload(completion),
+        host: None,
     }
 }
 

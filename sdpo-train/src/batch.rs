@@ -24,6 +24,10 @@ pub struct DeviceBatch {
     pub attention_mask: Tensor<2, Int>,
     /// `[2B, T]` 1 on completion tokens.
     pub completion_mask: Tensor<2, Int>,
+    /// The same batch on the host when it was uploaded from one ([`DeviceBatch::new`]): the
+    /// row layouts of [`crate::layout`] read it instead of reading the tensors back from the
+    /// device. `None` for a batch built from tensors.
+    pub host: Option<std::sync::Arc<PreferenceBatch>>,
 }
 
 impl DeviceBatch {
@@ -39,6 +43,7 @@ impl DeviceBatch {
             input_ids: upload(&batch.input_ids),
             attention_mask: upload(&batch.attention_mask),
             completion_mask: upload(&batch.completion_mask),
+            host: Some(std::sync::Arc::new(batch.clone())),
         }
     }
 

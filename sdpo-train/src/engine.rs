@@ -175,21 +175,7 @@ fn forward_rows(
 ) -> Result<Forward, TrainError> {
     let c = model.config();
     let block = budget.query_block(rows.rows, c.num_attention_heads, rows.len);
-    let ctx = rows.context(model, block, device);
-    forward_in_context(model, rows, &ctx, device, budget, extra, keep_layer_inputs)
-}
-
-/// [`forward_rows`] with the stack context given.
-fn forward_in_context(
-    model: &CausalLm,
-    rows: &HostRows,
-    ctx: &StackContext,
-    device: &Device,
-    budget: &MemoryBudget,
-    extra: Option<PositionExtra<'_>>,
-    keep_layer_inputs: bool,
-) -> Result<Forward, TrainError> {
-    let c = model.config();
+    let ctx = &rows.context(model, block, device);
     let positions = &rows.positions;
     let mut x = model.embed(rows.input_ids(device), ctx);
     let mut layer_inputs = Vec::new();
@@ -351,18 +337,7 @@ pub fn layout_logps(
     let plain_batch = untracked_batch(batch);
     let rows = HostRows::read(&plain_batch, layout)?;
     let device = batch.input_ids.device();
-    let heads = model.config().num_attention_heads;
-    let block = WHOLE_GRAPH_BUDGET.query_block(rows.rows, heads, rows.len);
-    let ctx = rows.context(model, block, &device);
-    let forward = forward_in_context(
-        model,
-        &rows,
-        &ctx,
-        &device,
-        &WHOLE_GRAPH_BUDGET,
-        extra,
-        false,
-    )?;
+    let forward = forward_rows(model, &rows, &device, &WHOLE_GRAPH_BUDGET, extra, false)?;
     sided(&forward, &rows, &plain_batch)
 }
 
@@ -374,6 +349,7 @@ fn untracked_batch(batch: &DeviceBatch) -> DeviceBatch {
         input_ids: batch.input_ids.clone().without_autodiff(),
         attention_mask: batch.attention_mask.clone().without_autodiff(),
         completion_mask: batch.completion_mask.clone().without_autodiff(),
+        host: batch.host.clone(),
     }
 }
 

@@ -274,8 +274,19 @@ fn read_ints(t: Tensor<2, Int>, what: &'static str) -> Result<Vec<i64>, TrainErr
 }
 
 impl HostRows {
-    /// The rows of `batch` in `layout` (reads the batch's three integer matrices back).
+    /// The rows of `batch` in `layout`, from its host copy (or, for a batch built from
+    /// tensors, its three integer matrices read back from the device).
     pub fn read(batch: &DeviceBatch, layout: RowLayout) -> Result<Self, TrainError> {
+        if let Some(host) = &batch.host {
+            return HostBatch {
+                pairs: host.batch_size,
+                seq: host.seq_len,
+                input_ids: &host.input_ids,
+                attention_mask: &host.attention_mask,
+                completion_mask: &host.completion_mask,
+            }
+            .rows(layout);
+        }
         let input_ids = read_ints(batch.input_ids.clone(), "input_ids")?;
         let attention_mask = read_ints(batch.attention_mask.clone(), "attention_mask")?;
         let completion_mask = read_ints(batch.completion_mask.clone(), "completion_mask")?;

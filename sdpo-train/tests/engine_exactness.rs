@@ -75,6 +75,7 @@ fn tiny_batch(vocab: usize, device: &Device) -> DeviceBatch {
         input_ids: upload(ids),
         attention_mask: upload(attention),
         completion_mask: upload(completion),
+        host: None,
     }
 }
 
@@ -327,6 +328,7 @@ fn fixture_batch(chosen: &Value, rejected: &Value, device: &Device) -> DeviceBat
         input_ids: ids,
         attention_mask: field("attention_mask"),
         completion_mask: field("completion_mask"),
+        host: None,
     }
 }
 
@@ -457,6 +459,7 @@ fn smollm2_long_rows_logps_and_gradients_match_transformers() {
             input_ids: upload(&ids),
             attention_mask: upload(&attention),
             completion_mask: upload(completion),
+            host: None,
         };
         let budget = MemoryBudget::default();
 
@@ -610,6 +613,7 @@ fn random_batch(rng: &mut Lcg, vocab: usize, device: &Device) -> DeviceBatch {
         input_ids: upload(ids),
         attention_mask: upload(attention),
         completion_mask: upload(completion),
+        host: None,
     }
 }
 
@@ -763,6 +767,7 @@ fn smollm2_shared_prompt_logps_match_transformers() {
             input_ids: upload(&ids),
             attention_mask: upload(&attention),
             completion_mask: upload(&completion),
+            host: None,
         };
         for path in [
             LogpsPath::WHOLE,
