@@ -17,6 +17,7 @@ use crate::gpt2::Gpt2LmHeadModel;
 use crate::init::Init;
 use crate::llama::LlamaForCausalLm;
 use crate::output::CausalLmOutput;
+use crate::precision::MatmulPrecision;
 
 /// A causal language model of any supported architecture.
 ///
@@ -128,6 +129,17 @@ impl CausalLm {
             Self::Llama(m) | Self::Qwen2(m) => m.config(),
             Self::Gpt2(m) => m.config(),
         }
+    }
+
+    /// The same model with its matrix products in `precision` (bfloat16 or float16 with float32
+    /// everywhere else, as PyTorch's autocast; see [`MatmulPrecision`]). The parameters keep
+    /// their dtype; float32 is the default.
+    pub fn with_matmul_precision(mut self, precision: MatmulPrecision) -> Self {
+        match &mut self {
+            Self::Llama(m) | Self::Qwen2(m) => m.set_matmul_precision(precision),
+            Self::Gpt2(m) => m.set_matmul_precision(precision),
+        }
+        self
     }
 
     /// Logits for every position.

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::error::ModelError;
 use crate::hf_config::{HfConfig, HfRopeParameters};
+use crate::precision::MatmulPrecision;
 
 /// Which module implementation a config selects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +105,9 @@ pub struct ModelConfig {
     pub initializer_range: f64,
     /// The mirror this was resolved from (written back by `save_pretrained`).
     pub hf: HfConfig,
+    /// The dtype matrix products run in (float32 unless set with
+    /// [`crate::CausalLm::with_matmul_precision`]); not part of `config.json`.
+    pub matmul_precision: MatmulPrecision,
 }
 
 impl ModelConfig {
@@ -288,6 +292,7 @@ fn resolve_llama_family(hf: &HfConfig, model_type: &str) -> Result<ModelConfig, 
         attention_scale: (head_dim as f64).powf(-0.5),
         initializer_range: hf.initializer_range.unwrap_or(0.02),
         hf: hf.clone(),
+        matmul_precision: MatmulPrecision::F32,
     })
 }
 
@@ -347,6 +352,7 @@ fn resolve_gpt2(hf: &HfConfig) -> Result<ModelConfig, ModelError> {
         },
         initializer_range: hf.initializer_range.unwrap_or(0.02),
         hf: hf.clone(),
+        matmul_precision: MatmulPrecision::F32,
     })
 }
 

@@ -15,7 +15,8 @@ use crate::init::Init;
 use crate::lora::linear::{Adaptable, adapted_forward};
 use crate::lora::{AttachedAdapter, LoraBranch, TrainedCopy};
 use crate::mask::attention_blocked;
-use crate::output::{CausalLmOutput, tied_logits};
+use crate::output::{CausalLmOutput, embed, head_logits};
+use crate::precision::MatmulPrecision;
 
 /// Hugging Face's `Conv1D`: a linear layer with the weight stored `[in, out]`, with an optional
 /// LoRA branch (PEFT's `fan_in_fan_out` case).
@@ -41,12 +42,12 @@ impl Conv1D {
         }
     }
 
-    /// `x W + b`, plus the adapter's update when one is attached.
+    /// `x W + b`, plus the adapter's update when one is attached; the products in `precision`.
     ///
     /// # Shapes
     /// - `x`: `[batch, seq, in]`; output `[batch, seq, out]`
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        adapted_forward(self, x)
+    pub fn forward(&self, x: Tensor<3>, precision: MatmulPrecision) -> Tensor<3> {
+        adapted_forward(self, x, precision)
     }
 }
 
@@ -130,10 +131,10 @@ impl Gpt2Block {
 
     fn forward(&self, x: Tensor<3>, blocked: Tensor<4, Bool>, c: &ModelConfig) -> Tensor<3> {
         let h = c.hidden_size;
-        let qkv = self
-            .attn
-            .c_attn
-            .forward(layer_norm(&self.ln_1, x.clone(), c.norm_eps));
+        let qkv = self.attn.c_attn.forward(
+            layer_norm(&self.ln_1, x.clone(), c.norm_eps),
+            c.matmul_precision,
+        );
         let heads = |i: usize| {
             split_heads(
                 qkv.clone().narrow(2, i * h, h),
@@ -142,16 +143,16 @@ impl Gpt2Block {
             )
         };
         let out = attend(heads(0), heads(1), heads(2), blocked, c.attention_scale, 1);
-        let x = x + self.attn.c_proj.forward(out);
-        let inner = self
-            .mlp
-            .c_fc
-            .forward(layer_norm(&self.ln_2, x.clone(), c.norm_eps));
+        let x = x + self.attn.c_proj.forward(out, c.matmul_precision);
+        let inner = self.mlp.c_fc.forward(
+            layer_norm(&self.ln_2, x.clone(), c.norm_eps),
+            c.matmul_precision,
+        );
         let inner = match c.activation {
             Activation::Gelu => gelu(inner),
             Activation::GeluTanh | Activation::Silu => gelu_approximate(inner),
         };
-        x + self.mlp.c_proj.forward(inner)
+        x + self.mlp.c_proj.forward(inner, c.matmul_precision)
     }
 }
 
@@ -208,6 +209,10 @@ impl Gpt2LmHeadModel {
         &self.config
     }
 
+    pub(crate) fn set_matmul_precision(&mut self, precision: MatmulPrecision) {
+        self.config.matmul_precision = precision;
+    }
+
     /// Logits for every position plus transformers' hidden states (see
     /// [`CausalLmOutput::hidden_states`]). `seq` must not exceed `n_positions`.
     ///
@@ -225,7 +230,7 @@ impl Gpt2LmHeadModel {
         let blocked = attention_blocked(attention_mask);
         let positions = Tensor::<1, Int>::arange(0..seq as i64, &device).unsqueeze::<2>();
         let t = &self.transformer;
-        let mut x = t.wte.forward(input_ids) + t.wpe.forward(positions);
+        let mut x = embed(&t.wte, input_ids) + embed(&t.wpe, positions);
         let mut hidden_states = vec![x.clone()];
         let last = t.h.len().saturating_sub(1);
         for (i, block) in t.h.iter().enumerate() {
@@ -236,10 +241,7 @@ impl Gpt2LmHeadModel {
         }
         let x = layer_norm(&t.ln_f, x, c.norm_eps);
         hidden_states.push(x.clone());
-        let logits = match &self.lm_head {
-            Some(head) => head.forward(x),
-            None => tied_logits(x, &t.wte),
-        };
+        let logits = head_logits(x, self.lm_head.as_ref(), &t.wte, c.matmul_precision);
         CausalLmOutput {
             logits,
             hidden_states,

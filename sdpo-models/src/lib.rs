@@ -47,6 +47,7 @@ pub mod llama;
 pub mod lora;
 mod mask;
 mod output;
+mod precision;
 mod rope;
 mod stack;
 
@@ -56,5 +57,6 @@ pub use error::{ModelError, ShapeMismatch};
 pub use hf_config::{HfConfig, HfRopeParameters};
 pub use mask::{attention_bias, attention_blocked};
 pub use output::CausalLmOutput;
+pub use precision::{MatmulPrecision, store_matrices_as};
 pub use rope::inverse_frequencies;
 pub use stack::{AttentionInputs, PackedRows, StackContext};

@@ -16,7 +16,8 @@ use crate::config::ModelConfig;
 use crate::init::Init;
 use crate::lora::{AttachedAdapter, LoraLinear};
 use crate::mask::attention_blocked;
-use crate::output::{CausalLmOutput, tied_logits};
+use crate::output::{CausalLmOutput, embed, head_logits};
+use crate::precision::MatmulPrecision;
 use crate::rope::{apply_rope, rope_tables};
 
 /// `self_attn`: q/k/v/o projections.
@@ -52,21 +53,25 @@ impl LlamaAttention {
         c: &ModelConfig,
     ) -> Tensor<3> {
         let q = split_heads(
-            self.q_proj.forward(x.clone()),
+            self.q_proj.forward(x.clone(), c.matmul_precision),
             c.num_attention_heads,
             c.head_dim,
         );
         let k = split_heads(
-            self.k_proj.forward(x.clone()),
+            self.k_proj.forward(x.clone(), c.matmul_precision),
             c.num_key_value_heads,
             c.head_dim,
         );
-        let v = split_heads(self.v_proj.forward(x), c.num_key_value_heads, c.head_dim);
+        let v = split_heads(
+            self.v_proj.forward(x, c.matmul_precision),
+            c.num_key_value_heads,
+            c.head_dim,
+        );
         let (cos, sin) = rope;
         let q = apply_rope(q, cos.clone(), sin.clone());
         let k = apply_rope(k, cos.clone(), sin.clone());
         let out = attend(q, k, v, blocked, c.attention_scale, c.kv_groups());
-        self.o_proj.forward(out)
+        self.o_proj.forward(out, c.matmul_precision)
     }
 }
 
@@ -90,9 +95,10 @@ impl LlamaMlp {
         }
     }
 
-    pub(crate) fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let gated = silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x);
-        self.down_proj.forward(gated)
+    pub(crate) fn forward(&self, x: Tensor<3>, precision: MatmulPrecision) -> Tensor<3> {
+        let gated =
+            silu(self.gate_proj.forward(x.clone(), precision)) * self.up_proj.forward(x, precision);
+        self.down_proj.forward(gated, precision)
     }
 }
 
@@ -130,9 +136,10 @@ impl LlamaDecoderLayer {
             self.self_attn
                 .forward(self.input_layernorm.forward(x.clone()), rope, blocked, c);
         let x = x + attn;
-        let mlp = self
-            .mlp
-            .forward(self.post_attention_layernorm.forward(x.clone()));
+        let mlp = self.mlp.forward(
+            self.post_attention_layernorm.forward(x.clone()),
+            c.matmul_precision,
+        );
         x + mlp
     }
 }
@@ -187,6 +194,10 @@ impl LlamaForCausalLm {
         &self.config
     }
 
+    pub(crate) fn set_matmul_precision(&mut self, precision: MatmulPrecision) {
+        self.config.matmul_precision = precision;
+    }
+
     /// Logits for every position plus the hidden states transformers reports
     /// (`output_hidden_states=True`): the embeddings, the output of each block but the last, and
     /// the last block's output after the final norm.
@@ -214,7 +225,7 @@ impl LlamaForCausalLm {
                     Tensor::zeros([seq, c.head_dim], &device),
                 )
             });
-        let mut x = self.model.embed_tokens.forward(input_ids);
+        let mut x = embed(&self.model.embed_tokens, input_ids);
         let mut hidden_states = vec![x.clone()];
         let last = self.model.layers.len().saturating_sub(1);
         for (i, layer) in self.model.layers.iter().enumerate() {
@@ -225,10 +236,12 @@ impl LlamaForCausalLm {
         }
         let x = self.model.norm.forward(x);
         hidden_states.push(x.clone());
-        let logits = match &self.lm_head {
-            Some(head) => head.forward(x),
-            None => tied_logits(x, &self.model.embed_tokens),
-        };
+        let logits = head_logits(
+            x,
+            self.lm_head.as_ref(),
+            &self.model.embed_tokens,
+            c.matmul_precision,
+        );
         CausalLmOutput {
             logits,
             hidden_states,

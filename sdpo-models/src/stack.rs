@@ -36,7 +36,7 @@ use crate::attention::{attend, split_heads};
 use crate::causal_lm::CausalLm;
 use crate::config::{Activation, ModelConfig};
 use crate::gpt2::layer_norm;
-use crate::output::tied_logits;
+use crate::output::{embed, head_logits};
 use crate::rope::{apply_rope_tables, rope_tables};
 
 /// Rows that pack a shared prefix and branches continuing it: for a preference pair, the prompt
@@ -249,7 +249,7 @@ impl CausalLm {
     /// - `input_ids`: `[rows, T]`; output `[rows, T, hidden]`
     pub fn embed(&self, input_ids: Tensor<2, Int>, ctx: &StackContext) -> Tensor<3> {
         match self {
-            Self::Llama(m) | Self::Qwen2(m) => m.model.embed_tokens.forward(input_ids),
+            Self::Llama(m) | Self::Qwen2(m) => embed(&m.model.embed_tokens, input_ids),
             Self::Gpt2(m) => {
                 let [_, seq] = input_ids.dims();
                 let device = input_ids.device();
@@ -258,7 +258,7 @@ impl CausalLm {
                     None => Tensor::<1, Int>::arange(0..seq as i64, &device).unsqueeze::<2>(),
                 };
                 let t = &m.transformer;
-                t.wte.forward(input_ids) + t.wpe.forward(positions)
+                embed(&t.wte, input_ids) + embed(&t.wpe, positions)
             }
         }
     }
@@ -284,16 +284,20 @@ impl CausalLm {
                 let a = &l.self_attn;
                 let x = l.input_layernorm.forward(x);
                 let q = split_heads(
-                    a.q_proj.forward(x.clone()),
+                    a.q_proj.forward(x.clone(), c.matmul_precision),
                     c.num_attention_heads,
                     c.head_dim,
                 );
                 let k = split_heads(
-                    a.k_proj.forward(x.clone()),
+                    a.k_proj.forward(x.clone(), c.matmul_precision),
                     c.num_key_value_heads,
                     c.head_dim,
                 );
-                let v = split_heads(a.v_proj.forward(x), c.num_key_value_heads, c.head_dim);
+                let v = split_heads(
+                    a.v_proj.forward(x, c.matmul_precision),
+                    c.num_key_value_heads,
+                    c.head_dim,
+                );
                 let (q, k) = match &ctx.rope {
                     Some((cos, sin)) => (
                         apply_rope_tables(q, cos.clone(), sin.clone()),
@@ -306,7 +310,10 @@ impl CausalLm {
             Self::Gpt2(m) => {
                 let b = &m.transformer.h[layer];
                 let h = c.hidden_size;
-                let qkv = b.attn.c_attn.forward(layer_norm(&b.ln_1, x, c.norm_eps));
+                let qkv = b
+                    .attn
+                    .c_attn
+                    .forward(layer_norm(&b.ln_1, x, c.norm_eps), c.matmul_precision);
                 let heads = |i: usize| {
                     split_heads(
                         qkv.clone().narrow(2, i * h, h),
@@ -389,19 +396,22 @@ impl CausalLm {
         match self {
             Self::Llama(m) | Self::Qwen2(m) => {
                 let l = &m.model.layers[layer];
-                let x = x + l.self_attn.o_proj.forward(attention);
-                let mlp = l.mlp.forward(l.post_attention_layernorm.forward(x.clone()));
+                let x = x + l.self_attn.o_proj.forward(attention, c.matmul_precision);
+                let mlp = l.mlp.forward(
+                    l.post_attention_layernorm.forward(x.clone()),
+                    c.matmul_precision,
+                );
                 x + mlp
             }
             Self::Gpt2(m) => {
                 let b = &m.transformer.h[layer];
-                let x = x + b.attn.c_proj.forward(attention);
-                let inner = b
-                    .mlp
-                    .c_fc
-                    .forward(layer_norm(&b.ln_2, x.clone(), c.norm_eps));
+                let x = x + b.attn.c_proj.forward(attention, c.matmul_precision);
+                let inner = b.mlp.c_fc.forward(
+                    layer_norm(&b.ln_2, x.clone(), c.norm_eps),
+                    c.matmul_precision,
+                );
                 let inner = gpt2_activation(c, inner);
-                x + b.mlp.c_proj.forward(inner)
+                x + b.mlp.c_proj.forward(inner, c.matmul_precision)
             }
         }
     }
@@ -433,15 +443,12 @@ impl CausalLm {
     /// # Shapes
     /// - `x`: `[rows, n, hidden]`; output `[rows, n, vocab]`
     pub fn lm_head(&self, x: Tensor<3>) -> Tensor<3> {
+        let precision = self.config().matmul_precision;
         match self {
-            Self::Llama(m) | Self::Qwen2(m) => match &m.lm_head {
-                Some(head) => head.forward(x),
-                None => tied_logits(x, &m.model.embed_tokens),
-            },
-            Self::Gpt2(m) => match &m.lm_head {
-                Some(head) => head.forward(x),
-                None => tied_logits(x, &m.transformer.wte),
-            },
+            Self::Llama(m) | Self::Qwen2(m) => {
+                head_logits(x, m.lm_head.as_ref(), &m.model.embed_tokens, precision)
+            }
+            Self::Gpt2(m) => head_logits(x, m.lm_head.as_ref(), &m.transformer.wte, precision),
         }
     }
 }

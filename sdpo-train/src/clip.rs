@@ -42,6 +42,11 @@ pub fn global_grad_norm<M: Module>(model: &M, grads: &GradientsParams) -> Option
     visitor.total.map(Tensor::sqrt)
 }
 
+/// Multiplies every gradient by `factor` (undoing `fp16`'s loss scale).
+pub fn scale_grads<M: Module>(model: &M, grads: &mut GradientsParams, factor: f64) {
+    model.visit(&mut Scale { grads, factor });
+}
+
 /// Scales every gradient by `max_norm / (norm + 1e-6)` when `norm > max_norm` (torch's rule).
 pub fn clip_grad_norm<M: Module>(model: &M, grads: &mut GradientsParams, norm: f64, max_norm: f64) {
     if max_norm > 0.0 && norm.is_finite() {

@@ -33,6 +33,39 @@ pub enum LrSchedulerType {
     ConstantWithWarmup,
 }
 
+/// The dtype a frozen reference model keeps its matrices in (`ref_dtype`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RefDtype {
+    /// float32, as loaded.
+    Float32,
+    /// bfloat16: half the memory, rounded weights.
+    Bfloat16,
+    /// float16: half the memory, rounded weights (range up to 65504).
+    Float16,
+}
+
+impl RefDtype {
+    /// The burn dtype.
+    pub fn dtype(self) -> burn::tensor::FloatDType {
+        use burn::tensor::FloatDType;
+        match self {
+            Self::Float32 => FloatDType::F32,
+            Self::Bfloat16 => FloatDType::BF16,
+            Self::Float16 => FloatDType::F16,
+        }
+    }
+
+    /// The name in a configuration file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Float32 => "float32",
+            Self::Bfloat16 => "bfloat16",
+            Self::Float16 => "float16",
+        }
+    }
+}
+
 /// Everything `sdpo train` needs. Unknown keys are an error (a typo must not silently train
 /// with a default); a key of the wrong type is named in the error.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,6 +151,19 @@ pub struct TrainConfig {
     /// two rows per pair as TRL's concatenated forward. Same log-probs and gradients either
     /// way (within float rounding).
     pub shared_prompt_forward: bool,
+    /// Mixed precision as TRL's `bf16`: matrix products in bfloat16, everything else (norms,
+    /// softmax, log-probs, SDPO selection, the loss, master weights, gradients and AdamW's
+    /// state) in float32, as PyTorch's autocast. Where the backend has no bfloat16 arithmetic
+    /// (flex, wgpu) the run warns and trains in float32 (see `docs/backends.md`).
+    pub bf16: bool,
+    /// Mixed precision as TRL's `fp16`: matrix products in float16, with dynamic loss scaling
+    /// (a step whose gradients overflow is skipped and the scale halved). Where the backend has
+    /// no float16 arithmetic the run warns and trains in float32.
+    pub fp16: bool,
+    /// The dtype the frozen reference model keeps its matrices in (sdpo-rs key; TRL loads its
+    /// reference with `model_init_kwargs`' dtype): `"bfloat16"` or `"float16"` halve its
+    /// memory; unset = float32. Its products run in the run's precision (`bf16`/`fp16`).
+    pub ref_dtype: Option<RefDtype>,
     /// With `gradient_checkpointing`: MiB for one attention query block or one output-head
     /// chunk, including what the backward keeps of it (sdpo-rs extension).
     pub memory_budget_mib: u64,
@@ -192,6 +238,9 @@ impl Default for TrainConfig {
             precompute_ref_batch_size: None,
             gradient_checkpointing: false,
             shared_prompt_forward: true,
+            bf16: false,
+            fp16: false,
+            ref_dtype: None,
             memory_budget_mib: crate::engine::DEFAULT_MEMORY_BUDGET_BYTES >> 20,
             max_buffer_mib: crate::engine::DEFAULT_MAX_BUFFER_BYTES >> 20,
             use_peft: false,
@@ -314,6 +363,16 @@ impl TrainConfig {
             return Err(bad(
                 "num_train_epochs",
                 "must be > 0 when max_steps is not set",
+            ));
+        }
+        if self.bf16 && self.fp16 {
+            return Err(bad("fp16", "and bf16 are both true; choose one"));
+        }
+        if self.ref_dtype.is_some() && self.use_peft {
+            return Err(bad(
+                "ref_dtype",
+                "has no effect with use_peft = true: the reference is the policy's own frozen \
+                 base (adapters disabled), not a separate copy",
             ));
         }
         if self.precompute_ref_log_probs && self.loss.reference_free {

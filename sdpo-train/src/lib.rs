@@ -28,13 +28,14 @@ pub mod manifest;
 pub mod objective;
 pub mod observer;
 pub mod optimizer;
+pub mod precision;
 pub mod reference;
 pub mod resume;
 pub mod schedule;
 mod startup;
 pub mod trainer;
 
-pub use config::{LrSchedulerType, TrainConfig};
+pub use config::{LrSchedulerType, RefDtype, TrainConfig};
 pub use device::training_device;
 pub use error::TrainError;
 pub use observer::{MetricsRecord, SilentObserver, StepProgress, TrainObserver, read_metrics};

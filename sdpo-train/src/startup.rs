@@ -11,7 +11,7 @@ use sdpo_data::{
     BatchSampler, Collator, DEFAULT_MEGABATCH_FACTOR, Fnv1a, PreferenceProcessor,
     PreferenceTokenizer, TokenizedDataset, TokenizerInfo,
 };
-use sdpo_models::{CausalLm, ModelConfig};
+use sdpo_models::{CausalLm, MatmulPrecision, ModelConfig, store_matrices_as};
 
 use crate::cache::RefLogpsCache;
 use crate::checkpoint::{TrainerState, assign_param_ids, list_checkpoints, read_trainer_state};
@@ -292,9 +292,22 @@ pub(crate) fn build_reference(
             }
             let model = CausalLm::from_pretrained(dir, device).map_err(model_error(dir))?;
             data.check_model(&model, dir, config)?;
-            model
+            model.with_matmul_precision(initial.config().matmul_precision)
         }
         None => initial.valid().without_adapters(),
+    };
+    let model = match config.ref_dtype {
+        Some(dtype) if !device.supports_dtype(dtype.dtype()) => {
+            observer.on_message(&format!(
+                "warning: ref_dtype = \"{}\", but this backend cannot hold {} tensors: the \
+                 reference stays float32",
+                dtype.as_str(),
+                dtype.as_str()
+            ));
+            model
+        }
+        Some(dtype) => store_matrices_as(model, dtype.dtype()),
+        None => model,
     };
     if !config.precompute_ref_log_probs {
         return Ok(Reference::Model(Box::new(model)));
@@ -389,6 +402,13 @@ fn cached_or_computed(
     if config.shared_prompt_forward {
         // The shared-prompt rows agree with two rows per pair to rounding only.
         h.write_str("layout=shared_prompt");
+    }
+    let precision = model.config().matmul_precision;
+    if precision != MatmulPrecision::F32 {
+        h.write_str(&format!("matmul_precision={}", precision.name()));
+    }
+    if let Some(dtype) = config.ref_dtype {
+        h.write_str(&format!("ref_dtype={}", dtype.as_str()));
     }
     h.write_u64(fingerprint);
     let key = h.finish();

@@ -5,7 +5,9 @@
 //! A step is applied only when everything it read back is finite: the loss, the gradient norm
 //! and the log-probs of the scored tokens. Otherwise training stops with
 //! [`TrainError::NonFinite`] before the optimizer runs, so neither the weights nor the last
-//! checkpoint ever hold what a diverged step computed.
+//! checkpoint ever hold what a diverged step computed. The one exception is `fp16`'s loss
+//! scaling: a step whose gradient norm alone overflowed is skipped (weights untouched) and the
+//! scale halved ([`crate::precision::LossScale`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,7 +26,7 @@ use crate::checkpoint::{
     self, OPTIMIZER, TrainerState, checkpoint_dir, commit_dir, copy_tokenizer_files, param_ids,
     rotate, write_json,
 };
-use crate::clip::{clip_grad_norm, global_grad_norm};
+use crate::clip::{clip_grad_norm, global_grad_norm, scale_grads};
 use crate::config::TrainConfig;
 use crate::device::training_device;
 use crate::engine::{MemoryMode, PositionExtra, policy_step, wpo_log_sum_sq_probs};
@@ -36,6 +38,7 @@ use crate::objective::{
 };
 use crate::observer::{MetricsFile, MetricsRecord, StepProgress, TrainObserver};
 use crate::optimizer::adamw;
+use crate::precision::{LossScale, gradients_overflowed, run_precision};
 use crate::reference::{Reference, Split};
 use crate::schedule::LrSchedule;
 use crate::startup::{
@@ -74,6 +77,8 @@ pub struct Trainer {
     metrics: Option<MetricsFile>,
     /// A fresh start (not a resume): `train` warns about checkpoints of another run.
     fresh: bool,
+    /// `fp16`'s dynamic loss scale (off otherwise).
+    loss_scale: LossScale,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -92,6 +97,8 @@ const CHECKS: [&str; 2] = [POLICY_LOGPS_CHECK, REFERENCE_LOGPS_CHECK];
 struct StepOutcome {
     values: BTreeMap<String, f64>,
     tokens: usize,
+    /// Said to the observer (an `fp16` step skipped for overflowing gradients).
+    warning: Option<String>,
 }
 
 impl Trainer {
@@ -127,7 +134,11 @@ impl Trainer {
             Start::Fresh => None,
         };
 
-        let initial = load_initial_policy(&config, device)?;
+        let (precision, warning) = run_precision(&config, device);
+        if let Some(warning) = warning {
+            observer.on_message(&warning);
+        }
+        let initial = load_initial_policy(&config, device)?.with_matmul_precision(precision);
         data.check_model(&initial, &config.model_name_or_path, &config)?;
         let initial = attach_adapters(&config, initial)?;
         let reference = build_reference(&config, &initial, &data, device, observer)?;
@@ -151,7 +162,7 @@ impl Trainer {
             }
             _ => (initial.fork(&train_device), 0),
         };
-        let policy = policy.train();
+        let policy = policy.with_matmul_precision(precision).train();
         let mut optimizer = adamw(&config, &policy);
         if let Some(point) = &resume {
             let path = point.dir.join(OPTIMIZER);
@@ -169,6 +180,7 @@ impl Trainer {
             global_step,
             metrics: None,
             fresh: matches!(start, Start::Fresh),
+            loss_scale: LossScale::for_precision(precision),
         })
     }
 
@@ -270,7 +282,14 @@ impl Trainer {
         let mut records = Vec::new();
         while self.global_step < stop {
             let started = Instant::now();
-            let StepOutcome { values, tokens } = self.train_step()?;
+            let StepOutcome {
+                values,
+                tokens,
+                warning,
+            } = self.train_step()?;
+            if let Some(warning) = warning {
+                observer.on_message(&warning);
+            }
             let seconds = started.elapsed().as_secs_f64().max(1e-9);
             observer.on_step(&StepProgress {
                 step: self.global_step,
@@ -362,6 +381,7 @@ impl Trainer {
         let mut tokens = 0;
         let mut objective = self.loss.clone();
         let path = self.config.logps_path();
+        let loss_scale = self.loss_scale.scale();
         for indices in &batches {
             let host = self
                 .data
@@ -370,6 +390,9 @@ impl Trainer {
             tokens += DeviceBatch::num_tokens(&host);
             let batch = DeviceBatch::new(&host, &self.device);
             let weight = indices.len() as f64 / total_pairs as f64;
+            // With fp16 the loss (and so every gradient) is multiplied by the loss scale;
+            // the metrics keep the weight alone.
+            let loss_weight = weight * loss_scale;
             let (out_metrics, out_checks, grads) = match &path.memory {
                 MemoryMode::Whole => {
                     let out: BatchObjective = batch_objective(
@@ -381,7 +404,7 @@ impl Trainer {
                         &batch,
                         &mut objective,
                     )?;
-                    let grads = (out.loss * weight).backward();
+                    let grads = (out.loss * loss_weight).backward();
                     let grads = GradientsParams::from_grads(grads, &self.policy);
                     (out.metrics, out.checks, grads)
                 }
@@ -401,7 +424,7 @@ impl Trainer {
                                 &batch,
                                 objective,
                             )?;
-                            Ok((out.loss * weight, (out.metrics, out.checks)))
+                            Ok((out.loss * loss_weight, (out.metrics, out.checks)))
                         })?;
                     (metrics, checks, grads)
                 }
@@ -416,6 +439,9 @@ impl Trainer {
         }
         metrics.extend(checks);
         let host = read_metrics(metrics).map_err(TrainError::Compute)?;
+        if self.loss_scale.enabled() && gradients_overflowed(&host) {
+            return Ok(self.skip_overflowed_step(host, tokens));
+        }
         for (name, value) in &host {
             if !value.is_finite() {
                 return Err(TrainError::NonFinite {
@@ -432,13 +458,53 @@ impl Trainer {
             .filter(|(name, _)| !CHECKS.contains(name))
             .map(|(k, v)| (k.to_string(), v))
             .collect();
+        if self.loss_scale.enabled() {
+            scale_grads(&self.policy, &mut grads, 1.0 / loss_scale);
+            if let Some(norm) = values.get_mut("grad_norm") {
+                *norm /= loss_scale;
+            }
+            self.loss_scale.on_finite_step();
+        }
         let norm = values.get("grad_norm").copied().unwrap_or(0.0);
         clip_grad_norm(&self.policy, &mut grads, norm, self.config.max_grad_norm);
         let lr = self.schedule().lr(step);
         self.policy = self.optimizer.step(lr, self.policy.clone(), grads);
         self.global_step += 1;
         values.insert("learning_rate".into(), lr);
-        Ok(StepOutcome { values, tokens })
+        Ok(StepOutcome {
+            values,
+            tokens,
+            warning: None,
+        })
+    }
+
+    /// An `fp16` step whose gradients overflowed at the current loss scale: the weights, AdamW
+    /// and the loss state stay as they were, the step counts (as in transformers), and the
+    /// scale is halved for the next one.
+    fn skip_overflowed_step(
+        &mut self,
+        host: Vec<(&'static str, f64)>,
+        tokens: usize,
+    ) -> StepOutcome {
+        let step = self.global_step + 1;
+        let scale = self.loss_scale.scale();
+        self.loss_scale.on_overflow();
+        let mut values: BTreeMap<String, f64> = host
+            .into_iter()
+            .filter(|(name, _)| !CHECKS.contains(name) && *name != "grad_norm")
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        values.insert("learning_rate".into(), self.schedule().lr(self.global_step));
+        self.global_step += 1;
+        StepOutcome {
+            values,
+            tokens,
+            warning: Some(format!(
+                "warning: step {step}: float16 gradients overflowed at loss scale {scale}; the \
+                 step is skipped (weights unchanged) and the scale is now {}",
+                self.loss_scale.scale()
+            )),
+        }
     }
 
     /// Evaluates the policy on the eval split (if any): weighted means with the `eval_` prefix.

@@ -8,9 +8,10 @@
 
 use burn::module::{Module, ModuleMapper, Param};
 use burn::optim::GradientsParams;
-use burn::tensor::Tensor;
+use burn::tensor::{Device, FloatDType, Tensor};
 use sdpo_core::{LossConfig, LossType, LossTypes, PreferenceLoss};
-use sdpo_models::CausalLm;
+use sdpo_data::PreferenceBatch;
+use sdpo_models::{CausalLm, MatmulPrecision};
 use sdpo_testkit::{Tolerance, assert_close};
 use sdpo_train::batch::DeviceBatch;
 use sdpo_train::engine::{LogpsPath, MemoryBudget, MemoryMode, policy_step};
@@ -33,6 +34,116 @@ impl ModuleMapper for GradientsAsParams<'_> {
     }
 }
 
+/// One step of the trainer's objective on the e2e batch: the loss and the policy's gradients.
+fn sdpo_step(
+    device: &Device,
+    fixture: &Value,
+    host: &PreferenceBatch,
+    path: LogpsPath,
+    q: f64,
+    precision: MatmulPrecision,
+) -> (f64, GradientsParams, CausalLm) {
+    let dir = sdpo_testkit::fixtures_dir();
+    let train_device = device.clone().autodiff();
+    let policy = CausalLm::from_pretrained(dir.join("models/llama"), &train_device)
+        .unwrap()
+        .with_matmul_precision(precision)
+        .train();
+    let reference = Reference::Model(Box::new(
+        CausalLm::from_pretrained(dir.join("models/llama_tied"), device)
+            .unwrap()
+            .with_matmul_precision(precision),
+    ));
+    let mut objective = PreferenceLoss::new(LossConfig {
+        loss_type: LossTypes::One(LossType::Sdpo),
+        beta: fixture["beta"].as_f64().unwrap(),
+        sdpo_threshold: q,
+        ..LossConfig::default()
+    })
+    .unwrap();
+    let device_batch = DeviceBatch::new(host, device);
+    let (loss, grads) = match &path.memory {
+        MemoryMode::Whole => {
+            let loss = batch_objective(
+                &policy,
+                &reference,
+                &path,
+                Split::Train,
+                host,
+                &device_batch,
+                &mut objective,
+            )
+            .unwrap()
+            .loss;
+            let value = loss.clone().into_scalar::<f64>();
+            (value, GradientsParams::from_grads(loss.backward(), &policy))
+        }
+        MemoryMode::Bounded(budget) => {
+            policy_step(&policy, &device_batch, budget, path.layout, None, |logps| {
+                let out = objective_from_logps(
+                    logps.into_sided(),
+                    &reference,
+                    &path,
+                    Split::Train,
+                    host,
+                    &device_batch,
+                    &mut objective,
+                )?;
+                let value = out.loss.clone().into_scalar::<f64>();
+                Ok((out.loss, value))
+            })
+            .unwrap()
+        }
+    };
+    (loss, grads, policy)
+}
+
+/// The golden `loss_mean` at threshold `q`.
+fn golden_loss(fixture: &Value, q: f64) -> f64 {
+    fixture["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["threshold"].as_f64() == Some(q))
+        .unwrap()["loss_mean"]
+        .as_f64()
+        .unwrap()
+}
+
+/// `(name, ours, golden)` for every gradient the golden file holds at threshold `q`.
+fn gradients_with_goldens(
+    policy: &CausalLm,
+    grads: &GradientsParams,
+    golden: &safetensors::SafeTensors<'_>,
+    q: f64,
+) -> Vec<(String, Vec<f32>, Vec<f32>)> {
+    let as_model = policy.valid().map(&mut GradientsAsParams(grads));
+    let tmp = tempfile::tempdir().unwrap();
+    as_model.save_pretrained(tmp.path()).unwrap();
+    let ours_bytes = std::fs::read(tmp.path().join("model.safetensors")).unwrap();
+    let ours = safetensors::SafeTensors::deserialize(&ours_bytes).unwrap();
+    let f32s = |bytes: &[u8]| -> Vec<f32> {
+        bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    };
+    let prefix = format!("q{q:?}/");
+    let mut out = Vec::new();
+    for (name, view) in golden.tensors() {
+        let Some(param) = name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let got_view = ours
+            .tensor(param)
+            .unwrap_or_else(|_| panic!("no gradient for {param}"));
+        assert_eq!(got_view.shape(), view.shape(), "{param} shape");
+        out.push((param.to_string(), f32s(got_view.data()), f32s(view.data())));
+    }
+    assert!(out.len() > 10, "only {} gradients checked", out.len());
+    out
+}
+
 #[test]
 fn one_sdpo_step_matches_the_golden_loss_and_gradients() {
     let dir = sdpo_testkit::fixtures_dir();
@@ -42,7 +153,6 @@ fn one_sdpo_step_matches_the_golden_loss_and_gradients() {
     let golden = safetensors::SafeTensors::deserialize(&golden_bytes).unwrap();
     let host = batch(&fixture);
     for dev in sdpo_testkit::test_devices!() {
-        let train_device = dev.device.clone().autodiff();
         // One-position attention blocks and head chunks: every split the engine can make.
         let tiny = MemoryBudget {
             bytes: 1,
@@ -55,105 +165,99 @@ fn one_sdpo_step_matches_the_golden_loss_and_gradients() {
             .into_iter()
             .flat_map(|q| paths.clone().map(move |p| (q, p)))
         {
-            let policy = CausalLm::from_pretrained(dir.join("models/llama"), &train_device)
-                .unwrap()
-                .train();
-            let reference = Reference::Model(Box::new(
-                CausalLm::from_pretrained(dir.join("models/llama_tied"), &dev.device).unwrap(),
-            ));
-            let mut objective = PreferenceLoss::new(LossConfig {
-                loss_type: LossTypes::One(LossType::Sdpo),
-                beta: fixture["beta"].as_f64().unwrap(),
-                sdpo_threshold: q,
-                ..LossConfig::default()
-            })
-            .unwrap();
-            let device_batch = DeviceBatch::new(&host, &dev.device);
-            let (actual, grads) = match &path.memory {
-                MemoryMode::Whole => {
-                    let loss = batch_objective(
-                        &policy,
-                        &reference,
-                        &path,
-                        Split::Train,
-                        &host,
-                        &device_batch,
-                        &mut objective,
-                    )
-                    .unwrap()
-                    .loss;
-                    let value = loss.clone().into_scalar::<f64>();
-                    (value, GradientsParams::from_grads(loss.backward(), &policy))
-                }
-                MemoryMode::Bounded(budget) => {
-                    policy_step(&policy, &device_batch, budget, path.layout, None, |logps| {
-                        let out = objective_from_logps(
-                            logps.into_sided(),
-                            &reference,
-                            &path,
-                            Split::Train,
-                            &host,
-                            &device_batch,
-                            &mut objective,
-                        )?;
-                        let value = out.loss.clone().into_scalar::<f64>();
-                        Ok((out.loss, value))
-                    })
-                    .unwrap()
-                }
-            };
+            let (actual, grads, policy) =
+                sdpo_step(&dev.device, &fixture, &host, path, q, MatmulPrecision::F32);
             let dev_name = format!("{} {path:?}", dev.name);
-            let expected = fixture["results"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|r| r["threshold"].as_f64() == Some(q))
-                .unwrap()["loss_mean"]
-                .as_f64()
-                .unwrap();
             assert_close(
                 &[actual],
-                &[expected],
+                &[golden_loss(&fixture, q)],
                 Tolerance::absolute(1e-5),
                 &format!("[{dev_name}] q={q} loss vs golden"),
             );
-
-            let as_model = policy.valid().map(&mut GradientsAsParams(&grads));
-            let tmp = tempfile::tempdir().unwrap();
-            as_model.save_pretrained(tmp.path()).unwrap();
-            let ours_bytes = std::fs::read(tmp.path().join("model.safetensors")).unwrap();
-            let ours = safetensors::SafeTensors::deserialize(&ours_bytes).unwrap();
-            let prefix = format!("q{q:?}/");
-            let mut checked = 0;
-            for (name, view) in golden.tensors() {
-                let Some(param) = name.strip_prefix(&prefix) else {
-                    continue;
-                };
-                let want: Vec<f32> = view
-                    .data()
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect();
-                let got_view = ours
-                    .tensor(param)
-                    .unwrap_or_else(|_| panic!("no gradient for {param}"));
-                assert_eq!(got_view.shape(), view.shape(), "{param} shape");
-                let got: Vec<f32> = got_view
-                    .data()
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect();
+            let gradients = gradients_with_goldens(&policy, &grads, &golden, q);
+            for (param, got, want) in &gradients {
                 // The fixture README: 1e-4 relative to the tensor's max |value|.
                 assert_close(
-                    &got,
-                    &want,
+                    got,
+                    want,
                     Tolerance::relative_to_max(1e-4),
                     &format!("[{dev_name}] q={q} gradient of {param}"),
                 );
-                checked += 1;
             }
-            assert!(checked > 10, "only {checked} gradients checked");
-            println!("[{dev_name}] q={q}: loss and {checked} parameter gradients match");
+            println!(
+                "[{dev_name}] q={q}: loss and {} parameter gradients match",
+                gradients.len()
+            );
+        }
+    }
+}
+
+/// Loss tolerance of a step with bfloat16 products against the float32 goldens.
+const BF16_LOSS_TOLERANCE: f64 = 2e-2;
+/// Gradient tolerance (relative to the tensor's max |value|) of the same step.
+const BF16_GRAD_TOLERANCE: f64 = 5e-2;
+
+/// `bf16 = true`: the products in bfloat16, the rest in float32. The loss and every gradient
+/// stay within the stated tolerances of the float32 goldens (bfloat16 keeps 8 significant
+/// bits), on every backend that has bfloat16 tensors (flex converts them for its products;
+/// the rounding is the same), and the products really are rounded: the gradients are not the
+/// float32 ones.
+#[test]
+fn one_sdpo_step_with_bf16_products_stays_near_the_golden_loss_and_gradients() {
+    let dir = sdpo_testkit::fixtures_dir();
+    let fixture: Value =
+        serde_json::from_str(&sdpo_testkit::read_fixture("sdpo_e2e.json")).unwrap();
+    let golden_bytes = std::fs::read(dir.join("sdpo_e2e_grads.safetensors")).unwrap();
+    let golden = safetensors::SafeTensors::deserialize(&golden_bytes).unwrap();
+    let host = batch(&fixture);
+    for dev in sdpo_testkit::test_devices!() {
+        if !dev.device.supports_dtype(FloatDType::BF16) {
+            println!(
+                "[{}] skipped: no bfloat16 tensors on this backend",
+                dev.name
+            );
+            continue;
+        }
+        for (q, path) in [0.0, 0.6].into_iter().flat_map(|q| {
+            [
+                LogpsPath::WHOLE,
+                LogpsPath::WHOLE.with_layout(RowLayout::SharedPrompt),
+            ]
+            .map(move |p| (q, p))
+        }) {
+            let dev_name = format!("{} {path:?} bf16", dev.name);
+            let (actual, grads, policy) =
+                sdpo_step(&dev.device, &fixture, &host, path, q, MatmulPrecision::Bf16);
+            let loss_error = (actual - golden_loss(&fixture, q)).abs();
+            assert!(
+                loss_error <= BF16_LOSS_TOLERANCE,
+                "[{dev_name}] q={q}: loss {actual} is {loss_error} from the golden"
+            );
+            let gradients = gradients_with_goldens(&policy, &grads, &golden, q);
+            let mut worst = 0.0f64;
+            let mut all_equal = true;
+            for (param, got, want) in &gradients {
+                let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs() as f64));
+                for (g, w) in got.iter().zip(want) {
+                    let error = (*g as f64 - *w as f64).abs();
+                    assert!(
+                        error <= BF16_GRAD_TOLERANCE * scale.max(1e-12),
+                        "[{dev_name}] q={q} gradient of {param}: {g} vs {w} (max |golden| {scale})"
+                    );
+                    worst = worst.max(error / scale.max(1e-12));
+                    all_equal &= g.to_bits() == w.to_bits();
+                }
+            }
+            let (f32_loss, _, _) =
+                sdpo_step(&dev.device, &fixture, &host, path, q, MatmulPrecision::F32);
+            assert!(
+                !all_equal && actual != f32_loss,
+                "[{dev_name}] q={q}: bf16 gave exactly the float32 numbers; were the products rounded?"
+            );
+            println!(
+                "[{dev_name}] q={q}: loss {loss_error:.2e} from the golden, gradients within \
+                 {worst:.2e} of max |golden|"
+            );
         }
     }
 }

@@ -512,3 +512,76 @@ fn group_by_length_batches_pairs_of_similar_length() {
     let first = |records| series(records, "logps/chosen")[0];
     assert_ne!(first(&a), first(&b), "grouping changed no batch");
 }
+
+/// Collects the observer's messages.
+struct Messages(Vec<String>);
+
+impl sdpo_train::TrainObserver for Messages {
+    fn on_message(&mut self, m: &str) {
+        self.0.push(m.to_string());
+    }
+}
+
+#[test]
+fn bf16_and_fp16_train_where_the_backend_computes_in_them_and_fall_back_with_a_warning() {
+    use burn::tensor::FloatDType;
+    use sdpo_train::RefDtype;
+    use sdpo_train::precision::computes_in;
+    for dev in sdpo_testkit::test_devices!() {
+        for (key, dtype) in [("bf16", FloatDType::BF16), ("fp16", FloatDType::F16)] {
+            let tmp = tempfile::tempdir().unwrap();
+            let mut config = tiny_config(tmp.path());
+            config.max_steps = 12;
+            config.logging_steps = 1;
+            config.save_steps = 0;
+            if key == "bf16" {
+                config.bf16 = true;
+            } else {
+                config.fp16 = true;
+                config.ref_dtype = Some(RefDtype::Float16);
+            }
+            let mut messages = Messages(Vec::new());
+            let mut trainer =
+                Trainer::new(config, &dev.device, Start::Fresh, &mut messages).expect("trainer");
+            let records = trainer.train(None, &mut messages).expect("train");
+            let native = computes_in(&dev.device, dtype);
+            let fell_back = messages.0.iter().any(|m| m.contains("training in float32"));
+            assert_eq!(fell_back, !native, "[{}] {key}: {:?}", dev.name, messages.0);
+            let losses = series(&records, "loss");
+            assert_eq!(losses.len(), 12, "[{}] {key}: a record per step", dev.name);
+            assert!(
+                losses.iter().all(|(_, l)| l.is_finite()),
+                "[{}] {key}: {losses:?}",
+                dev.name
+            );
+            let skipped = messages
+                .0
+                .iter()
+                .filter(|m| m.contains("overflowed"))
+                .count();
+            if key == "bf16" || !native {
+                assert_eq!(skipped, 0, "[{}] {key}: {:?}", dev.name, messages.0);
+            }
+            assert!(skipped < 12, "[{}] {key}: every step overflowed", dev.name);
+            if native && key == "bf16" {
+                // Policy and reference (without `ref_dtype`) round the same float32 weights for
+                // their products: the same bits at the first step, every score exactly 0.
+                assert_eq!(
+                    series(&records, "sdpo/chosen_kept_fraction")[0],
+                    (1, 1.0),
+                    "[{}] {key}",
+                    dev.name
+                );
+            }
+            println!(
+                "[{}] {key}: {} ({skipped} fp16 steps skipped for overflow)",
+                dev.name,
+                if native {
+                    "trained in low precision"
+                } else {
+                    "fell back to float32"
+                }
+            );
+        }
+    }
+}

@@ -9,7 +9,8 @@
 use burn::module::{Module, Param};
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use burn::tensor::module::linear;
+
+use crate::precision::MatmulPrecision;
 
 use crate::init::SplitMix64;
 
@@ -91,11 +92,11 @@ impl LoraBranch {
         [r, d_in, d_out]
     }
 
-    /// `scale · B (A dropout(x))`.
+    /// `scale · B (A dropout(x))`, the products in `precision`.
     ///
     /// # Shapes
     /// - `x`: `[batch, seq, in]`; output `[batch, seq, out]`
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+    pub fn forward(&self, x: Tensor<3>, precision: MatmulPrecision) -> Tensor<3> {
         let x = if self.dropout > 0.0 && x.device().is_autodiff() {
             let keep = 1.0 - self.dropout;
             let mask = x.random_like(Distribution::Bernoulli(keep));
@@ -103,7 +104,8 @@ impl LoraBranch {
         } else {
             x
         };
-        linear(linear(x, self.lora_a.val(), None), self.lora_b.val(), None) * self.scale
+        let down = precision.linear(x, self.lora_a.val(), None);
+        precision.linear(down, self.lora_b.val(), None) * self.scale
     }
 
     /// The dense update `scale · (B A)ᵀ` `[in, out]`, for merging.
@@ -154,12 +156,12 @@ impl LoraLinear {
         }
     }
 
-    /// `x W + b`, plus the adapter's update when one is attached.
+    /// `x W + b`, plus the adapter's update when one is attached; the products in `precision`.
     ///
     /// # Shapes
     /// - `x`: `[batch, seq, in]`; output `[batch, seq, out]`
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        adapted_forward(self, x)
+    pub fn forward(&self, x: Tensor<3>, precision: MatmulPrecision) -> Tensor<3> {
+        adapted_forward(self, x, precision)
     }
 }
 
@@ -208,14 +210,18 @@ impl Adaptable for LoraLinear {
 
 /// The forward pass of every LoRA-capable layer: the trainable copy when there is one, else the
 /// base; then the adapter's update.
-pub(crate) fn adapted_forward<L: Adaptable>(layer: &L, x: Tensor<3>) -> Tensor<3> {
+pub(crate) fn adapted_forward<L: Adaptable>(
+    layer: &L,
+    x: Tensor<3>,
+    precision: MatmulPrecision,
+) -> Tensor<3> {
     let branch_input = layer.lora().map(|_| x.clone());
     let base = match layer.trained() {
-        Some(copy) => linear(x, copy.weight.val(), copy.bias.as_ref().map(Param::val)),
-        None => linear(x, layer.weight().val(), layer.bias().map(Param::val)),
+        Some(copy) => precision.linear(x, copy.weight.val(), copy.bias.as_ref().map(Param::val)),
+        None => precision.linear(x, layer.weight().val(), layer.bias().map(Param::val)),
     };
     match (layer.lora(), branch_input) {
-        (Some(lora), Some(x)) => base + lora.forward(x),
+        (Some(lora), Some(x)) => base + lora.forward(x, precision),
         _ => base,
     }
 }

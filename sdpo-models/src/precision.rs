@@ -1,0 +1,107 @@
+//! Mixed precision: matrix products in bfloat16 or float16, everything else in float32.
+//!
+//! [`MatmulPrecision`] is what PyTorch's `torch.autocast` does for a causal LM (and so what TRL's
+//! `bf16 = True` / `fp16 = True` mean) for the products that hold the parameters: the operands
+//! of every linear layer, the LoRA branch and the output head are cast to the low-precision
+//! dtype, the product runs there, and its result comes back as float32. Norms, RoPE,
+//! activations, residual sums, the attention (scores, softmax, weighted sum), and the
+//! log-softmax over the vocabulary stay in float32, as do the parameters themselves (the
+//! "master weights") and therefore their gradients: `cast` is differentiable and its backward
+//! casts the gradient back.
+//!
+//! The attention products stay in float32 unlike autocast's: they are a small share of the
+//! products at these lengths, and casting the `[queries, keys]` scores to and from the low
+//! dtype cost more than the faster product saved (SmolLM2-135M, 512-token rows, LibTorch on the
+//! CPU: 12.9 s per step with float32 attention, 13.6 s with bfloat16; docs/benchmarks.md).
+//!
+//! With [`MatmulPrecision::F32`] every cast is a no-op and the forward is bit-for-bit the plain
+//! float32 forward.
+//!
+//! [`store_matrices_as`] is the other half: it keeps a frozen model's matrices (linear weights,
+//! embeddings) in a low-precision dtype in memory (`ref_dtype`), half the bytes; the forward casts
+//! them to the dtype each product needs.
+
+use burn::module::{Module, ModuleMapper, Param};
+use burn::prelude::*;
+use burn::tensor::FloatDType;
+use burn::tensor::module::linear;
+
+/// The dtype matrix products run in; everything else runs in float32.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MatmulPrecision {
+    /// Everything in float32 (the default).
+    #[default]
+    F32,
+    /// Products in bfloat16 (TRL's `bf16`).
+    Bf16,
+    /// Products in float16 (TRL's `fp16`).
+    F16,
+}
+
+impl MatmulPrecision {
+    /// The dtype products run in.
+    pub fn dtype(self) -> FloatDType {
+        match self {
+            Self::F32 => FloatDType::F32,
+            Self::Bf16 => FloatDType::BF16,
+            Self::F16 => FloatDType::F16,
+        }
+    }
+
+    /// The name used in configuration files and logs: `float32`, `bfloat16`, `float16`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "float32",
+            Self::Bf16 => "bfloat16",
+            Self::F16 => "float16",
+        }
+    }
+
+    /// `a · b` with both operands in this precision, the result in float32.
+    pub fn matmul<const D: usize>(self, a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
+        let dtype = self.dtype();
+        a.cast(dtype).matmul(b.cast(dtype)).cast(FloatDType::F32)
+    }
+
+    /// `x · w + b` (`w` stored `[in, out]`, as burn's `linear`) with the product in this
+    /// precision and the bias added in float32.
+    pub fn linear(self, x: Tensor<3>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<3> {
+        match self {
+            Self::F32 => linear(
+                x,
+                weight.cast(FloatDType::F32),
+                bias.map(|b| b.cast(FloatDType::F32)),
+            ),
+            _ => {
+                let dtype = self.dtype();
+                let out = linear(x.cast(dtype), weight.cast(dtype), None).cast(FloatDType::F32);
+                match bias {
+                    Some(b) => out + b.cast(FloatDType::F32).unsqueeze::<3>(),
+                    None => out,
+                }
+            }
+        }
+    }
+}
+
+/// Keeps every matrix parameter (linear weights, embeddings; two or more dimensions) in `dtype`
+/// and the vectors (norm scales, biases) in float32: the storage of a frozen reference model
+/// held in low precision (`ref_dtype`). The forward casts each matrix to the dtype its product
+/// runs in ([`MatmulPrecision`]), so the model computes as before with rounded weights.
+pub fn store_matrices_as<M: Module>(module: M, dtype: FloatDType) -> M {
+    module.map(&mut MatrixCast { dtype })
+}
+
+struct MatrixCast {
+    dtype: FloatDType,
+}
+
+impl ModuleMapper for MatrixCast {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        if D < 2 {
+            return param;
+        }
+        let dtype = self.dtype;
+        param.map(|tensor| tensor.cast(dtype))
+    }
+}
