@@ -10,13 +10,18 @@
 #   cached    shared + precompute_ref_log_probs = true (no reference forward during training;
 #             TRL cannot use its cache for SDPO, whose selection needs per-token log-probs)
 # TRL (sigmoid DPO, live reference) runs with its default gradient_checkpointing = true and with
-# it off.
+# it off, at each of TRL_PRECISIONS.
 #
 # Usage: bench/speed_bench.sh SMOLLM2_DIR TRL_VENV [RATIOS] [STEPS] [ROW]
 #   RATIOS  space-separated prompt:completion ratios (default "1:3 1:1 3:1")
 #   STEPS   optimizer steps per run (default 3; the first includes warm-up and is not counted)
 #   ROW     tokens of prompt + completion (default 512)
-# Environment: SDPO_BIN as in bench/train_bench.sh; SDPO_ONLY=1 skips TRL.
+# Environment: SDPO_BIN as in bench/train_bench.sh; SDPO_ONLY=1 skips TRL; SDPO_DEVICE picks
+# the backend (default flex; tch needs a binary built with --features tch and torch's lib/ on
+# LD_LIBRARY_PATH); SDPO_MODES limits the sdpo-rs runs (default "two-rows shared cached");
+# SDPO_PRECISION=bf16 (or fp16) trains sdpo-rs with TRL's `bf16 = true` (or `fp16`), default
+# float32; TRL_PRECISIONS lists TRL's precisions (default "bf16", TRL's own default: autocast
+# to bfloat16 on the CPU; "fp32" = `bf16 = False`); TRL_CHECKPOINTING (default "on off").
 #
 # Prints seconds per step (mean over the steps after the first) and tokens per second, where a
 # pair's tokens are what TRL's two-row forward processes (prompt twice, both completions), the
@@ -49,7 +54,7 @@ report() { # NAME SECONDS TOKENS_PER_STEP
         printf "  %-28s %6.1f s/step  %6.0f tokens/s\n", name, s, tok / s }'
 }
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(date -u +%F)"
-echo "sdpo: $("$BIN" --version)"
+echo "sdpo: $("$BIN" --version), device ${SDPO_DEVICE:-flex}, precision ${SDPO_PRECISION:-fp32}"
 for ratio in $RATIOS; do
     p=${ratio%%:*}; c=${ratio##*:}
     prompt=$((ROW * p / (p + c))); completion=$((ROW - prompt))
@@ -60,7 +65,7 @@ for ratio in $RATIOS; do
     tokens=$((2 * per_pair))
     echo "ratio $ratio: prompt ~$prompt, completions ~$completion tokens; $per_pair tokens per pair (prompt twice)"
     declare -A seconds=()
-    for mode in two-rows shared cached; do
+    for mode in ${SDPO_MODES:-two-rows shared cached}; do
         case $mode in
         two-rows) shared=false; cache=false ;;
         shared) shared=true; cache=false ;;
@@ -82,23 +87,27 @@ max_length = 1024
 gradient_checkpointing = false
 shared_prompt_forward = $shared
 precompute_ref_log_probs = $cache
+bf16 = $([ "${SDPO_PRECISION:-fp32}" = bf16 ] && echo true || echo false)
+fp16 = $([ "${SDPO_PRECISION:-fp32}" = fp16 ] && echo true || echo false)
 TOML
         rm -rf "$WORK/out"
-        "$BIN" train --config "$WORK/run.toml" --device flex 2>&1 | stamp > "$WORK/sdpo.log" || true
+        "$BIN" train --config "$WORK/run.toml" --device "${SDPO_DEVICE:-flex}" 2>&1 | stamp > "$WORK/sdpo.log" || true
         seconds[$mode]=$(step_seconds "$WORK/sdpo.log")
         report "sdpo-rs $mode" "${seconds[$mode]}" "$tokens"
         [ "${seconds[$mode]}" = nan ] && tail -n 3 "$WORK/sdpo.log"
     done
     [ "${SDPO_ONLY:-0}" = 1 ] && continue
-    for gc in on off; do
-        "$VENV/bin/python" "$ROOT/bench/trl_step_bench.py" "$DIR" 1024 "$gc" "$STEPS" \
-            --data "$data" 2>&1 | stamp > "$WORK/trl.log" || true
-        s=$(trl_step_seconds "$WORK/trl.log")
-        report "TRL 1.16 (checkpointing $gc)" "$s" "$tokens"
-        [ "$s" = nan ] && tail -n 3 "$WORK/trl.log" && continue
-        for mode in two-rows shared cached; do
-            awk -v a="$s" -v b="${seconds[$mode]}" -v m="$mode" -v g="$gc" 'BEGIN {
-                if (b != "nan") printf "    sdpo-rs %s throughput / TRL (checkpointing %s): %.2fx\n", m, g, a / b }'
+    for precision in ${TRL_PRECISIONS:-bf16}; do
+        for gc in ${TRL_CHECKPOINTING:-on off}; do
+            "$VENV/bin/python" "$ROOT/bench/trl_step_bench.py" "$DIR" 1024 "$gc" "$STEPS" \
+                --data "$data" --precision "$precision" 2>&1 | stamp > "$WORK/trl.log" || true
+            s=$(trl_step_seconds "$WORK/trl.log")
+            report "TRL 1.16 ($precision, checkpointing $gc)" "$s" "$tokens"
+            [ "$s" = nan ] && tail -n 3 "$WORK/trl.log" && continue
+            for mode in ${SDPO_MODES:-two-rows shared cached}; do
+                awk -v a="$s" -v b="${seconds[$mode]}" -v m="$mode" -v g="$gc" -v p="$precision" 'BEGIN {
+                    if (b != "nan") printf "    sdpo-rs %s throughput / TRL (%s, checkpointing %s): %.2fx\n", m, p, g, a / b }'
+            done
         done
     done
 done

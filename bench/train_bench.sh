@@ -12,6 +12,9 @@
 #   MODES        any of: gc (gradient_checkpointing on, both sides), nogc (off, both sides),
 #                lora (LoRA r 16 all-linear, checkpointing on, both sides) (default "gc nogc")
 # Environment: SDPO_ONLY=1: skip TRL (e.g. at lengths where it does not fit in memory).
+#              SDPO_DEVICE: sdpo-rs' backend (default flex); SDPO_PRECISION=bf16|fp16: sdpo-rs
+#              with TRL's `bf16`/`fp16` (default float32); TRL_PRECISION: bf16 (TRL's default,
+#              autocast to bfloat16 on the CPU) or fp32.
 #              SDPO_BIN: the `sdpo` binary (default: $CARGO_TARGET_DIR/release/sdpo, built with
 #              `cargo build --release -p sdpo-cli` when missing; the binary ci/backends.sh builds
 #              also serves, with LD_LIBRARY_PATH set to torch's lib/ as that script does).
@@ -74,6 +77,8 @@ lora_r = 16
 lora_alpha = 32
 lora_dropout = 0.05
 lora_target_modules = "all-linear"
+bf16 = $([ "${SDPO_PRECISION:-fp32}" = bf16 ] && echo true || echo false)
+fp16 = $([ "${SDPO_PRECISION:-fp32}" = fp16 ] && echo true || echo false)
 TOML
         if [ "$lora" = false ]; then
             sed -i '/^lora_/d' "$WORK/run.toml"
@@ -82,7 +87,7 @@ TOML
         # A run that fails (e.g. killed for memory) is reported with its exit status and its
         # last lines, and the benchmark goes on.
         if /usr/bin/time -v -o "$WORK/time.log" "$BIN" train --config "$WORK/run.toml" \
-            --device flex 2>&1 | stamp > "$WORK/sdpo.log"; then
+            --device "${SDPO_DEVICE:-flex}" 2>&1 | stamp > "$WORK/sdpo.log"; then
             echo "T=$T $mode  sdpo-rs: $(step_time "$WORK/sdpo.log")/step, peak RSS $(peak "$WORK/time.log")"
         else
             echo "T=$T $mode  sdpo-rs: FAILED, peak RSS $(peak "$WORK/time.log")"; tail -n 3 "$WORK/sdpo.log"
@@ -90,6 +95,7 @@ TOML
         [ "${SDPO_ONLY:-0}" = 1 ] && continue
         if /usr/bin/time -v -o "$WORK/time.log" "$VENV/bin/python" "$ROOT/bench/trl_step_bench.py" \
             "$DIR" "$T" "$trl_gc" "$STEPS" --data "$data" $([ "$lora" = true ] && echo --lora) \
+            --precision "${TRL_PRECISION:-bf16}" \
             2>&1 | stamp > "$WORK/trl.log"; then
             echo "T=$T $mode  TRL 1.16: $(trl_step_time "$WORK/trl.log")/step, peak RSS $(peak "$WORK/time.log")"
         else

@@ -3,6 +3,7 @@ SmolLM2-135M-Instruct at a length.
 
 Usage: trl_step_bench.py SMOLLM2_DIR T on|off STEPS [--data FILE.jsonl] [--write-data FILE.jsonl]
                          [--lora] [--prompt-tokens P] [--completion-tokens C]
+                         [--precision bf16|fp32]
   --write-data  only write the generated pairs (prompt/chosen/rejected JSONL) and exit, so that
                 `sdpo train` can read the very same rows; prints the mean tokens per pair
                 (prompt twice, both completions) as "tokens per pair: N"
@@ -11,8 +12,11 @@ Usage: trl_step_bench.py SMOLLM2_DIR T on|off STEPS [--data FILE.jsonl] [--write
   --prompt-tokens, --completion-tokens
                 lengths of the generated prompt and completions (default T/4 and T; the
                 completions are then cut by max_length = T)
+  --precision   bf16 (default): TRL's own default, `bf16 = True`, which on the CPU is
+                torch.autocast to bfloat16 (matrix products in bf16, f32 master weights);
+                fp32: `bf16 = False`, everything in float32
 
-Same shape of work as sdpo-train's `engine_step` example: 2 pairs per step, fp32 on the CPU,
+Same shape of work as sdpo-train's `engine_step` example: 2 pairs per step, f32 weights on the CPU,
 live reference (a copy of the policy), rows of T tokens (prompt T/4, completion to T after
 truncation), TRL's sigmoid DPO loss (TRL has no SDPO), gradient checkpointing on (TRL's default)
 or off. Prints the seconds of every optimizer step and the peak RSS (ru_maxrss).
@@ -65,6 +69,7 @@ def main():
     parser.add_argument("--lora", action="store_true")
     parser.add_argument("--prompt-tokens", type=int)
     parser.add_argument("--completion-tokens", type=int)
+    parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
     args = parser.parse_args()
     model_dir, seq, gc, steps = args.model_dir, args.seq, args.gc, args.steps
     torch.set_num_threads(2)
@@ -113,6 +118,7 @@ def main():
         use_cpu=True,
         learning_rate=5e-7,
         dataloader_num_workers=0,
+        bf16=args.precision == "bf16",
     )
     peft_config = None
     if args.lora:
@@ -129,7 +135,9 @@ def main():
         processing_class=tokenizer,
         callbacks=[StepTimer()],
     )
-    print(f"TRL T={seq} gradient_checkpointing={gc} lora={args.lora}", flush=True)
+    print(
+        f"TRL T={seq} gradient_checkpointing={gc} lora={args.lora} bf16={config.bf16}", flush=True
+    )
     trainer.train()
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 

@@ -127,6 +127,14 @@ for backend in $BACKENDS; do
         step "$backend: sdpo train, 2 steps" smoke "$backend" "$bin"
     fi
 done
+if [ -n "${SDPO_SMOLLM2_DIR:-}" ]; then
+    # The memory engine's oracle at the length where it matters (issue 10): two 1024-token
+    # SmolLM2 rows, transformers' log-probs and the gradient of all 272 tensors, through the
+    # memory-bounded engine and the whole graph, on flex in this release build (a debug build
+    # takes ~20 min; .ci/run's debug test stage skips it for that reason).
+    step "flex: SmolLM2 1024-token oracle" env SDPO_TEST_BACKENDS=flex "${CARGO_TEST[@]}" \
+        --test engine_exactness -- --ignored smollm2_long_rows_logps_and_gradients_match_transformers
+fi
 echo
 echo "ci/backends.sh timings:"
 printf '  %s\n' "${TIMINGS[@]}"
