@@ -14,7 +14,8 @@
 # Environment: SDPO_ONLY=1: skip TRL (e.g. at lengths where it does not fit in memory).
 #              SDPO_DEVICE: sdpo-rs' backend (default flex); SDPO_PRECISION=bf16|fp16: sdpo-rs
 #              with TRL's `bf16`/`fp16` (default float32); TRL_PRECISION: bf16 (TRL's default,
-#              autocast to bfloat16 on the CPU) or fp32.
+#              autocast to bfloat16 on the CPU) or fp32; SDPO_TOML: extra lines for sdpo-rs'
+#              run.toml (e.g. "shared_prompt_forward = false").
 #              SDPO_BIN: the `sdpo` binary (default: $CARGO_TARGET_DIR/release/sdpo, built with
 #              `cargo build --release -p sdpo-cli` when missing; the binary ci/backends.sh builds
 #              also serves, with LD_LIBRARY_PATH set to torch's lib/ as that script does).
@@ -79,6 +80,7 @@ lora_dropout = 0.05
 lora_target_modules = "all-linear"
 bf16 = $([ "${SDPO_PRECISION:-fp32}" = bf16 ] && echo true || echo false)
 fp16 = $([ "${SDPO_PRECISION:-fp32}" = fp16 ] && echo true || echo false)
+${SDPO_TOML:-}
 TOML
         if [ "$lora" = false ]; then
             sed -i '/^lora_/d' "$WORK/run.toml"

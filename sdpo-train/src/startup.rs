@@ -399,7 +399,7 @@ fn cached_or_computed(
             config.memory_budget_mib, config.max_buffer_mib
         ));
     }
-    if config.shared_prompt_forward {
+    if config.uses_shared_prompt() {
         // The shared-prompt rows agree with two rows per pair to rounding only.
         h.write_str("layout=shared_prompt");
     }
