@@ -98,6 +98,13 @@ fn sdpo_step(
     (loss, grads, policy)
 }
 
+/// `sdpo_e2e.json` and the bytes of `sdpo_e2e_grads.safetensors`.
+fn e2e_fixture() -> (Value, Vec<u8>) {
+    let fixture = serde_json::from_str(&sdpo_testkit::read_fixture("sdpo_e2e.json")).unwrap();
+    let grads = sdpo_testkit::fixtures_dir().join("sdpo_e2e_grads.safetensors");
+    (fixture, std::fs::read(grads).unwrap())
+}
+
 /// The golden `loss_mean` at threshold `q`.
 fn golden_loss(fixture: &Value, q: f64) -> f64 {
     fixture["results"]
@@ -146,10 +153,7 @@ fn gradients_with_goldens(
 
 #[test]
 fn one_sdpo_step_matches_the_golden_loss_and_gradients() {
-    let dir = sdpo_testkit::fixtures_dir();
-    let fixture: Value =
-        serde_json::from_str(&sdpo_testkit::read_fixture("sdpo_e2e.json")).unwrap();
-    let golden_bytes = std::fs::read(dir.join("sdpo_e2e_grads.safetensors")).unwrap();
+    let (fixture, golden_bytes) = e2e_fixture();
     let golden = safetensors::SafeTensors::deserialize(&golden_bytes).unwrap();
     let host = batch(&fixture);
     for dev in sdpo_testkit::test_devices!() {
@@ -204,10 +208,7 @@ const BF16_GRAD_TOLERANCE: f64 = 5e-2;
 /// float32 ones.
 #[test]
 fn one_sdpo_step_with_bf16_products_stays_near_the_golden_loss_and_gradients() {
-    let dir = sdpo_testkit::fixtures_dir();
-    let fixture: Value =
-        serde_json::from_str(&sdpo_testkit::read_fixture("sdpo_e2e.json")).unwrap();
-    let golden_bytes = std::fs::read(dir.join("sdpo_e2e_grads.safetensors")).unwrap();
+    let (fixture, golden_bytes) = e2e_fixture();
     let golden = safetensors::SafeTensors::deserialize(&golden_bytes).unwrap();
     let host = batch(&fixture);
     for dev in sdpo_testkit::test_devices!() {
@@ -229,25 +230,25 @@ fn one_sdpo_step_with_bf16_products_stays_near_the_golden_loss_and_gradients() {
             let (actual, grads, policy) =
                 sdpo_step(&dev.device, &fixture, &host, path, q, MatmulPrecision::Bf16);
             let loss_error = (actual - golden_loss(&fixture, q)).abs();
-            assert!(
-                loss_error <= BF16_LOSS_TOLERANCE,
-                "[{dev_name}] q={q}: loss {actual} is {loss_error} from the golden"
+            assert_close(
+                &[actual],
+                &[golden_loss(&fixture, q)],
+                Tolerance::absolute(BF16_LOSS_TOLERANCE),
+                &format!("[{dev_name}] q={q} loss vs golden"),
             );
             let gradients = gradients_with_goldens(&policy, &grads, &golden, q);
             let mut worst = 0.0f64;
-            let mut all_equal = true;
             for (param, got, want) in &gradients {
-                let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs() as f64));
-                for (g, w) in got.iter().zip(want) {
-                    let error = (*g as f64 - *w as f64).abs();
-                    assert!(
-                        error <= BF16_GRAD_TOLERANCE * scale.max(1e-12),
-                        "[{dev_name}] q={q} gradient of {param}: {g} vs {w} (max |golden| {scale})"
-                    );
-                    worst = worst.max(error / scale.max(1e-12));
-                    all_equal &= g.to_bits() == w.to_bits();
-                }
+                assert_close(
+                    got,
+                    want,
+                    Tolerance::relative_to_max(BF16_GRAD_TOLERANCE),
+                    &format!("[{dev_name}] q={q} gradient of {param}"),
+                );
+                let scale = sdpo_testkit::max_abs_diff(want, &vec![0.0f32; want.len()]);
+                worst = worst.max(sdpo_testkit::max_abs_diff(got, want) / scale.max(1e-12));
             }
+            let all_equal = gradients.iter().all(|(_, got, want)| got == want);
             let (f32_loss, _, _) =
                 sdpo_step(&dev.device, &fixture, &host, path, q, MatmulPrecision::F32);
             assert!(
