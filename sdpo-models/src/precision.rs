@@ -9,10 +9,13 @@
 //! "master weights") and therefore their gradients: `cast` is differentiable and its backward
 //! casts the gradient back.
 //!
-//! The attention products stay in float32 unlike autocast's: they are a small share of the
-//! products at these lengths, and casting the `[queries, keys]` scores to and from the low
-//! dtype cost more than the faster product saved (SmolLM2-135M, 512-token rows, LibTorch on the
-//! CPU: 12.9 s per step with float32 attention, 13.6 s with bfloat16; docs/benchmarks.md).
+//! The blocked attention's products stay in float32 unlike autocast's: they are a small share
+//! of the products at these lengths, and casting the `[queries, keys]` scores to and from the
+//! low dtype cost more than the faster product saved (SmolLM2-135M, 512-token rows, LibTorch on
+//! the CPU: 12.9 s per step with float32 attention, 13.6 s with bfloat16; docs/benchmarks.md).
+//! The fused attention (LibTorch's CPU device, [`crate::FusedAttention`]) runs in the low dtype
+//! as autocast runs PyTorch's `scaled_dot_product_attention`: only the queries, keys and values
+//! are cast there, never the scores.
 //!
 //! With [`MatmulPrecision::F32`] every cast is a no-op and the forward is bit-for-bit the plain
 //! float32 forward.
@@ -25,6 +28,8 @@ use burn::module::{Module, ModuleMapper, Param};
 use burn::prelude::*;
 use burn::tensor::FloatDType;
 use burn::tensor::module::linear;
+
+use crate::CausalLm;
 
 /// The dtype matrix products run in; everything else runs in float32.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -90,6 +95,40 @@ impl MatmulPrecision {
 /// runs in ([`MatmulPrecision`]), so the model computes as before with rounded weights.
 pub fn store_matrices_as<M: Module>(module: M, dtype: FloatDType) -> M {
     module.map(&mut MatrixCast { dtype })
+}
+
+/// Keeps the matrices every use of which is a product, the decoder layers' weights and an
+/// untied output head's, in `dtype`; embedding tables (their rows are read as float32) and
+/// vectors stay as they are. On a model whose products run in `dtype`
+/// ([`MatmulPrecision`]) this changes no result, bit for bit: each product casts its weight to
+/// `dtype` anyway, and now finds it there. It saves that cast on every forward and half the
+/// memory of those weights (SmolLM2-135M: 215 of 540 MB) for a frozen model, e.g. the
+/// reference of a `bf16` run.
+pub fn store_product_weights_as(model: CausalLm, dtype: FloatDType) -> CausalLm {
+    match model {
+        CausalLm::Llama(mut m) => {
+            m.model.layers = store_each_as(m.model.layers, dtype);
+            m.lm_head = m.lm_head.map(|head| store_matrices_as(head, dtype));
+            CausalLm::Llama(m)
+        }
+        CausalLm::Qwen2(mut m) => {
+            m.model.layers = store_each_as(m.model.layers, dtype);
+            m.lm_head = m.lm_head.map(|head| store_matrices_as(head, dtype));
+            CausalLm::Qwen2(m)
+        }
+        CausalLm::Gpt2(mut m) => {
+            m.transformer.h = store_each_as(m.transformer.h, dtype);
+            m.lm_head = m.lm_head.map(|head| store_matrices_as(head, dtype));
+            CausalLm::Gpt2(m)
+        }
+    }
+}
+
+fn store_each_as<M: Module>(modules: Vec<M>, dtype: FloatDType) -> Vec<M> {
+    modules
+        .into_iter()
+        .map(|module| store_matrices_as(module, dtype))
+        .collect()
 }
 
 struct MatrixCast {

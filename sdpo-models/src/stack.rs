@@ -35,6 +35,7 @@ use burn::tensor::activation::{gelu, gelu_approximate};
 use crate::attention::{attend, split_heads};
 use crate::causal_lm::CausalLm;
 use crate::config::{Activation, ModelConfig};
+use crate::fused::FusedAttention;
 use crate::gpt2::layer_norm;
 use crate::output::{embed, head_logits};
 use crate::rope::{apply_rope_tables, rope_tables};
@@ -72,6 +73,9 @@ pub struct StackContext {
     query_block: usize,
     /// [`StackContext::block_mask`] of every query block, built once for all layers.
     block_masks: Vec<Tensor<4, Bool>>,
+    /// Plain rows whose real tokens are a prefix of the row, on a device with a fused causal
+    /// attention kernel (LibTorch's CPU device): the attention may run fused ([`crate::fused`]).
+    fused_causal: bool,
 }
 
 impl StackContext {
@@ -93,6 +97,23 @@ impl StackContext {
             .into_iter()
             .map(|(s, e)| self.build_block_mask(s, e))
             .collect();
+        self
+    }
+
+    /// Whether the attention of this context runs fused ([`CausalLm::attention_with_state`]):
+    /// plain right-padded rows on LibTorch's CPU device.
+    pub fn fused_attention(&self) -> bool {
+        self.fused_causal
+    }
+
+    /// The same context with the fused attention allowed (`true`, the default where it can
+    /// run) or not (`false`: the attention always runs in query blocks, e.g. to compare the
+    /// two).
+    pub fn with_fused_attention(mut self, allowed: bool) -> Self {
+        self.fused_causal = allowed
+            && self.packed.is_none()
+            && crate::fused::available(&self.attention_mask)
+            && real_tokens_lead(&self.attention_mask);
         self
     }
 
@@ -231,6 +252,9 @@ impl CausalLm {
                 (at(cos), at(sin))
             }
         });
+        let fused_causal = packed.is_none()
+            && crate::fused::available(&attention_mask)
+            && real_tokens_lead(&attention_mask);
         StackContext {
             attention_mask,
             packed,
@@ -238,6 +262,7 @@ impl CausalLm {
             seq_len: seq,
             query_block: 1,
             block_masks: Vec::new(),
+            fused_causal,
         }
         .with_query_block(query_block)
     }
@@ -350,12 +375,45 @@ impl CausalLm {
         attend(q, k, v, blocked, c.attention_scale, c.kv_groups())
     }
 
-    /// Causal attention over all positions, one query block ([`StackContext::query_block`]) at a
-    /// time.
+    /// Causal attention over all positions: fused where [`CausalLm::attention_with_state`] can
+    /// run it so, else one query block ([`StackContext::query_block`]) at a time.
     ///
     /// # Shapes
     /// - see [`AttentionInputs`]; output `[rows, T, heads * head_dim]`
     pub fn attention(&self, inputs: AttentionInputs, ctx: &StackContext) -> Tensor<3> {
+        self.attention_with_state(inputs, ctx).0
+    }
+
+    /// [`CausalLm::attention`], plus what its backward needs when it ran fused (PyTorch's
+    /// flash-attention kernels on LibTorch's CPU device, for plain right-padded rows and
+    /// untracked inputs; see [`FusedAttention`]). Otherwise the attention runs in query blocks
+    /// and the state is `None`.
+    ///
+    /// # Shapes
+    /// - see [`AttentionInputs`]; output `[rows, T, heads * head_dim]`
+    pub fn attention_with_state(
+        &self,
+        inputs: AttentionInputs,
+        ctx: &StackContext,
+    ) -> (Tensor<3>, Option<FusedAttention>) {
+        if ctx.fused_causal {
+            let c = self.config();
+            let fused = crate::fused::causal_attention(
+                &inputs.q,
+                &inputs.k,
+                &inputs.v,
+                c.attention_scale,
+                c.kv_groups(),
+                c.matmul_precision,
+            );
+            if let Some((output, state)) = fused {
+                return (output, Some(state));
+            }
+        }
+        (self.blocked_attention(inputs, ctx), None)
+    }
+
+    fn blocked_attention(&self, inputs: AttentionInputs, ctx: &StackContext) -> Tensor<3> {
         let AttentionInputs { q, k, v } = inputs;
         let [rows, heads, seq, head_dim] = q.dims();
         let [_, kv_heads, _, _] = k.dims();
@@ -459,4 +517,20 @@ fn gpt2_activation(c: &ModelConfig, x: Tensor<3>) -> Tensor<3> {
         Activation::Gelu => gelu(x),
         Activation::GeluTanh | Activation::Silu => gelu_approximate(x),
     }
+}
+
+/// Whether every row's real tokens (`attention_mask == 1`) come before its padding.
+fn real_tokens_lead(attention_mask: &Tensor<2, Int>) -> bool {
+    let [_, seq] = attention_mask.dims();
+    let Ok(values) = attention_mask
+        .clone()
+        .into_data()
+        .convert::<i64>()
+        .try_into_vec::<i64>()
+    else {
+        return false;
+    };
+    values
+        .chunks(seq.max(1))
+        .all(|row| row.windows(2).all(|w| w[0] != 0 || w[1] == 0))
 }

@@ -26,8 +26,9 @@ fn pieces_logits(
     ids: Tensor<2, Int>,
     mask: Tensor<2, Int>,
     block: usize,
+    fused: bool,
 ) -> Tensor<3> {
-    let ctx = model.stack_context(mask, block);
+    let ctx = model.stack_context(mask, block).with_fused_attention(fused);
     let mut x = model.embed(ids, &ctx);
     for layer in 0..model.num_layers() {
         x = model.layer_forward(layer, x, &ctx);
@@ -44,21 +45,38 @@ fn pieces_compose_to_the_forward_pass_for_every_query_block() {
             let vocab = model.config().vocab_size;
             let (ids, mask, mask_host) = batch(&dev.device);
             let want = host(model.forward(ids.clone(), mask.clone()));
-            for block in [1, 2, 4, 5, 9, usize::MAX] {
-                let got = host(pieces_logits(&model, ids.clone(), mask.clone(), block));
-                // Every position, padding included: a padded query attends to the earlier real
-                // tokens in both, and no row starts with padding.
-                let d = max_abs_diff_masked(&got, &want, &vec![1; mask_host.len()], vocab);
+            // The fused attention (LibTorch's CPU device) and the blocked one.
+            for (block, fused) in [1, 2, 4, 5, 9, usize::MAX]
+                .into_iter()
+                .flat_map(|b| [(b, false), (b, true)])
+            {
+                let got = host(pieces_logits(
+                    &model,
+                    ids.clone(),
+                    mask.clone(),
+                    block,
+                    fused,
+                ));
+                // Blocked: every position, padding included (a padded query attends to the
+                // earlier real tokens in both, and no row starts with padding). Fused: the real
+                // positions (a padded query also sees the padded keys before it there; nothing
+                // reads its output).
+                let rows = if fused {
+                    mask_host.clone()
+                } else {
+                    vec![1; mask_host.len()]
+                };
+                let d = max_abs_diff_masked(&got, &want, &rows, vocab);
                 assert!(
                     d <= 2e-5,
-                    "[{}] {name} block {block}: logits differ by {d}",
+                    "[{}] {name} block {block} fused {fused}: logits differ by {d}",
                     dev.name
                 );
                 checked += 1;
             }
         }
         println!(
-            "[{}] pieces == forward: {checked} (model, block) cases",
+            "[{}] pieces == forward: {checked} (model, block, fused) cases",
             dev.name
         );
     }
@@ -72,8 +90,10 @@ fn pieces_give_the_same_bits_tracked_and_untracked() {
             let plain = CausalLm::from_pretrained(model_dir(name), &dev.device).expect("load");
             let policy = plain.clone().fork(&tracked_device).train();
             let (ids, mask, _) = batch(&dev.device);
-            let untracked = host(pieces_logits(&plain, ids.clone(), mask.clone(), 4));
-            let tracked = host(pieces_logits(&policy, ids, mask, 4).without_autodiff());
+            // The fused attention runs only untracked, so it is off on both sides here (where
+            // it runs, the policy's pass 1 and the reference both run it untracked).
+            let untracked = host(pieces_logits(&plain, ids.clone(), mask.clone(), 4, false));
+            let tracked = host(pieces_logits(&policy, ids, mask, 4, false).without_autodiff());
             // NaN counts as +inf here, so it cannot pass as 0.
             let worst = common::max_abs_diff(&untracked, &tracked);
             assert_eq!(

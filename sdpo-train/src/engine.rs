@@ -17,12 +17,13 @@
 //!    `[chunk, vocab]` logits exist at a time.
 //! 2. **The loss** on those log-probs as autodiff leaves, by the caller's closure; its backward
 //!    gives `dL/dlogp`.
-//! 3. **Head**: per chunk, the head recomputed under autodiff from the saved final-norm output,
-//!    backward of `sum(logp * dL/dlogp)`: the head's weight gradient and `dL/dh`; then the
-//!    final norm recomputed from the last layer's output: its gradient and the gradient of the
-//!    last layer's output.
+//! 3. **Head**: per chunk, the logits recomputed under autodiff from the saved final-norm
+//!    output and seeded with `dL/dlogp · (onehot(label) - softmax)`: the head's weight gradient
+//!    and `dL/dh`; then the final norm recomputed from the last layer's output: its gradient
+//!    and the gradient of the last layer's output.
 //! 4. **Layers, top down**: layer `i` recomputed from its saved input in three tracked pieces
-//!    (q/k/v; the attention, one query block at a time; output projection and MLP), each piece's
+//!    (q/k/v; the attention, one query block at a time, or on LibTorch's CPU device the fused
+//!    kernel's backward, [`sdpo_models::FusedAttention`]; output projection and MLP), each piece's
 //!    backward seeded with the gradient of its output (the surrogate `sum(out * g)`), giving the
 //!    layer's parameter gradients and the gradient of its input.
 //! 5. **Embedding**: backward of `sum(x0 * g0)`.
@@ -44,6 +45,7 @@
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::{
     Bool, Device, GradientCheckpointingStrategy, Gradients, IndexingUpdateOp, Int, Tensor,
     TensorData,
@@ -172,6 +174,7 @@ fn forward_rows(
     budget: &MemoryBudget,
     extra: Option<PositionExtra<'_>>,
     keep_layer_inputs: bool,
+    head: HeadLogps,
 ) -> Result<Forward, TrainError> {
     let c = model.config();
     let block = budget.query_block(rows.rows, c.num_attention_heads, rows.len);
@@ -207,11 +210,14 @@ fn forward_rows(
         if let Some(f) = extra {
             extras.push(f(logits.clone().detach().reshape([n, vocab])));
         }
-        logps.push(
-            token_logps(logits, labels)
+        logps.push(match head {
+            HeadLogps::Composed => token_logps(logits, labels)
                 .map_err(TrainError::Compute)?
                 .reshape([n]),
-        );
+            HeadLogps::Fused => log_softmax(logits.reshape([n, vocab]), 1)
+                .gather(1, labels.reshape([n, 1]))
+                .reshape([n]),
+        });
     }
     let cat = |parts: Vec<Tensor<1>>| {
         if parts.is_empty() {
@@ -228,6 +234,17 @@ fn forward_rows(
         extra: extra.map(|_| cat(extras)),
         vocab,
     })
+}
+
+/// How pass 1 turns a chunk of logits into log-probs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HeadLogps {
+    /// [`token_logps`], from primitive operations: the same bits tracked and untracked (the
+    /// whole-graph shared-prompt path, whose policy is tracked and reference is not).
+    Composed,
+    /// The backend's fused log-softmax (one kernel on LibTorch and flex), untracked: the
+    /// memory-bounded path, where the policy's pass 1 and the reference both run untracked.
+    Fused,
 }
 
 /// Scatters pass 1's per-position values into [`ChunkedLogps`] (`[B, T-1]` per side).
@@ -305,7 +322,15 @@ pub fn chunked_logps_with(
     let batch = untracked_batch(batch);
     let rows = HostRows::read(&batch, layout)?;
     let device = batch.input_ids.device();
-    let forward = forward_rows(&model, &rows, &device, budget, extra, false)?;
+    let forward = forward_rows(
+        &model,
+        &rows,
+        &device,
+        budget,
+        extra,
+        false,
+        HeadLogps::Fused,
+    )?;
     sided(&forward, &rows, &batch)
 }
 
@@ -337,7 +362,15 @@ pub fn layout_logps(
     let plain_batch = untracked_batch(batch);
     let rows = HostRows::read(&plain_batch, layout)?;
     let device = batch.input_ids.device();
-    let forward = forward_rows(model, &rows, &device, &WHOLE_GRAPH_BUDGET, extra, false)?;
+    let forward = forward_rows(
+        model,
+        &rows,
+        &device,
+        &WHOLE_GRAPH_BUDGET,
+        extra,
+        false,
+        HeadLogps::Composed,
+    )?;
     sided(&forward, &rows, &plain_batch)
 }
 
@@ -437,7 +470,15 @@ pub fn policy_step<M>(
     let plain_device = batch.input_ids.device();
 
     // Pass 1: untracked forward, keeping layer inputs.
-    let forward = forward_rows(&plain, &host_rows, &plain_device, budget, extra, true)?;
+    let forward = forward_rows(
+        &plain,
+        &host_rows,
+        &plain_device,
+        budget,
+        extra,
+        true,
+        HeadLogps::Fused,
+    )?;
     let mut inputs = sided(&forward, &host_rows, &batch)?;
 
     // Pass 2: the loss on the log-probs as a leaf.
@@ -484,16 +525,23 @@ pub fn policy_step<M>(
         let n = e - s;
         let source = ints1(&positions.source[s..e], &device);
         let h = leaf(forward.normed.clone().select(0, source.clone()), tracking);
-        let logits = policy.lm_head(h.clone().reshape([1, n, hidden]));
-        let labels = Tensor::<2, Int>::from_data(
-            TensorData::new(positions.labels[s..e].to_vec(), [1, n]),
-            &device,
-        );
-        let lp = token_logps(logits, labels)
-            .map_err(TrainError::Compute)?
-            .reshape([n]);
-        let g = leaf_constant(dlogp_flat.clone().narrow(0, s, e - s), tracking);
-        let grads = (lp * g).sum().backward();
+        let logits = policy
+            .lm_head(h.clone().reshape([1, n, hidden]))
+            .reshape([n, vocab]);
+        // d log p(label) / d logits = onehot(label) - softmax(logits), so the gradient of the
+        // logits is dL/dlogp · (onehot - p), built untracked and fed to the head's backward.
+        let g = dlogp_flat.clone().narrow(0, s, n);
+        let probs = softmax(logits.clone().without_autodiff(), 1);
+        let at_labels: Vec<i64> = positions.labels[s..e]
+            .iter()
+            .enumerate()
+            .map(|(i, &label)| i as i64 * vocab as i64 + label)
+            .collect();
+        let dlogits = (probs * g.clone().neg().reshape([n, 1]))
+            .reshape([n * vocab])
+            .select_assign(0, ints1(&at_labels, &device), g, IndexingUpdateOp::Add)
+            .reshape([n, vocab]);
+        let grads = (logits * leaf_constant(dlogits, tracking)).sum().backward();
         let dh = grad_or_zeros(&h, &grads);
         collector.add(grads);
         dnormed = dnormed.select_assign(0, source, dh, IndexingUpdateOp::Add);
@@ -548,7 +596,8 @@ fn leaf_constant<const D: usize>(value: Tensor<D>, tracking: Tracking) -> Tensor
 
 /// Recomputes layer `layer` from its input `x_in` under autodiff, backpropagates `g_out` (the
 /// gradient of its output), adds the parameter gradients to `collector` and returns the
-/// gradient of its input. The attention is differentiated one query block at a time.
+/// gradient of its input. The attention is differentiated by the fused kernel's backward where
+/// it ran fused, else one query block at a time.
 #[allow(clippy::too_many_arguments)]
 fn layer_backward(
     policy: &CausalLm,
@@ -568,8 +617,9 @@ fn layer_backward(
         k: tracked.k.clone().without_autodiff(),
         v: tracked.v.clone().without_autodiff(),
     };
-    // The attention's value, untracked (the plain module computes the same bits).
-    let attention = plain.attention(
+    // The attention's value, untracked (the plain module computes the same bits); fused where
+    // the backend has a kernel for it, with what its backward needs.
+    let (attention, fused) = plain.attention_with_state(
         AttentionInputs {
             q: q.clone(),
             k: k.clone(),
@@ -587,7 +637,34 @@ fn layer_backward(
     let g_attention = grad_or_zeros(&attention_leaf, &grads);
     collector.add(grads);
 
-    // The attention, one query block at a time.
+    // The attention: the fused kernel's backward, or autodiff one query block at a time.
+    let fused_grads = fused.and_then(|state| state.backward(g_attention.clone()));
+    let (dq, dk, dv) = match fused_grads {
+        Some(grads) => grads,
+        None => blocked_attention_backward(policy, &q, &k, &v, g_attention, ctx, tracking),
+    };
+
+    // q/k/v projections, norm.
+    let surrogate = (tracked.q * leaf_constant(dq, tracking)).sum()
+        + (tracked.k * leaf_constant(dk, tracking)).sum()
+        + (tracked.v * leaf_constant(dv, tracking)).sum();
+    let grads = surrogate.backward();
+    g_in = g_in + grad_or_zeros(&x_a, &grads);
+    collector.add(grads);
+    g_in
+}
+
+/// The gradients of `q`, `k`, `v` (untracked) from `g_attention`, the gradient of the merged
+/// attention output: each query block recomputed under autodiff and its backward seeded.
+fn blocked_attention_backward(
+    policy: &CausalLm,
+    q: &Tensor<4>,
+    k: &Tensor<4>,
+    v: &Tensor<4>,
+    g_attention: Tensor<3>,
+    ctx: &StackContext,
+    tracking: Tracking,
+) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
     let [rows, heads, seq, head_dim] = q.dims();
     let [_, kv_heads, _, _] = k.dims();
     let width = heads * head_dim;
@@ -632,15 +709,7 @@ fn layer_backward(
     } else {
         Tensor::cat(dq_parts, 2)
     };
-
-    // q/k/v projections, norm.
-    let surrogate = (tracked.q * leaf_constant(dq, tracking)).sum()
-        + (tracked.k * leaf_constant(dk, tracking)).sum()
-        + (tracked.v * leaf_constant(dv, tracking)).sum();
-    let grads = surrogate.backward();
-    g_in = g_in + grad_or_zeros(&x_a, &grads);
-    collector.add(grads);
-    g_in
+    (dq, dk, dv)
 }
 
 /// WPO's `log(sum_v p_v^2)` of each position of one logits chunk `[n, vocab]` → `[n]`, as a

@@ -11,7 +11,9 @@ use sdpo_data::{
     BatchSampler, Collator, DEFAULT_MEGABATCH_FACTOR, Fnv1a, PreferenceProcessor,
     PreferenceTokenizer, TokenizedDataset, TokenizerInfo,
 };
-use sdpo_models::{CausalLm, MatmulPrecision, ModelConfig, store_matrices_as};
+use sdpo_models::{
+    CausalLm, MatmulPrecision, ModelConfig, store_matrices_as, store_product_weights_as,
+};
 
 use crate::cache::RefLogpsCache;
 use crate::checkpoint::{TrainerState, assign_param_ids, list_checkpoints, read_trainer_state};
@@ -307,6 +309,13 @@ pub(crate) fn build_reference(
             model
         }
         Some(dtype) => store_matrices_as(model, dtype.dtype()),
+        // The reference's products run in the low dtype already; holding their weights there
+        // changes no bit and saves the casts and half their memory. A LoRA reference shares
+        // its base weights with the policy, so a copy would add memory instead.
+        None if model.config().matmul_precision != MatmulPrecision::F32 && !config.use_peft => {
+            let dtype = model.config().matmul_precision.dtype();
+            store_product_weights_as(model, dtype)
+        }
         None => model,
     };
     if !config.precompute_ref_log_probs {

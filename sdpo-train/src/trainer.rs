@@ -67,7 +67,9 @@ pub enum Start<'a> {
 pub struct Trainer {
     config: TrainConfig,
     device: Device,
-    policy: CausalLm,
+    /// `None` only while the optimizer steps (it then owns the only handle on the weights, so
+    /// the update can reuse their memory instead of allocating a second copy).
+    policy: Option<CausalLm>,
     reference: Reference,
     loss: PreferenceLoss,
     optimizer: ModuleOptimizer,
@@ -171,7 +173,7 @@ impl Trainer {
         Ok(Self {
             config,
             device: device.clone(),
-            policy,
+            policy: Some(policy),
             reference,
             loss,
             optimizer,
@@ -196,7 +198,9 @@ impl Trainer {
 
     /// The policy being trained.
     pub fn policy(&self) -> &CausalLm {
-        &self.policy
+        self.policy
+            .as_ref()
+            .expect("the policy is only taken inside an optimizer step")
     }
 
     /// The run's configuration.
@@ -362,7 +366,7 @@ impl Trainer {
             return Err(TrainError::EmptyStep { step: step + 1 });
         }
         if self
-            .policy
+            .policy()
             .adapter()
             .is_some_and(|a| a.config.lora_dropout > 0.0)
         {
@@ -396,7 +400,7 @@ impl Trainer {
             let (out_metrics, out_checks, grads) = match &path.memory {
                 MemoryMode::Whole => {
                     let out: BatchObjective = batch_objective(
-                        &self.policy,
+                        self.policy(),
                         &self.reference,
                         &path,
                         Split::Train,
@@ -405,7 +409,7 @@ impl Trainer {
                         &mut objective,
                     )?;
                     let grads = (out.loss * loss_weight).backward();
-                    let grads = GradientsParams::from_grads(grads, &self.policy);
+                    let grads = GradientsParams::from_grads(grads, self.policy());
                     (out.metrics, out.checks, grads)
                 }
                 MemoryMode::Bounded(budget) => {
@@ -414,7 +418,7 @@ impl Trainer {
                     let reference = &self.reference;
                     let objective = &mut objective;
                     let ((metrics, checks), grads) =
-                        policy_step(&self.policy, &batch, budget, path.layout, extra, |logps| {
+                        policy_step(self.policy(), &batch, budget, path.layout, extra, |logps| {
                             let out = objective_from_logps(
                                 logps.into_sided(),
                                 reference,
@@ -429,12 +433,12 @@ impl Trainer {
                     (metrics, checks, grads)
                 }
             };
-            accumulator.accumulate(&self.policy, grads);
+            accumulator.accumulate(self.policy(), grads);
             accumulate_metrics(&mut metrics, out_metrics, weight);
             accumulate_metrics(&mut checks, out_checks, 1.0);
         }
         let mut grads = accumulator.grads();
-        if let Some(norm) = global_grad_norm(&self.policy, &grads) {
+        if let Some(norm) = global_grad_norm(self.policy(), &grads) {
             metrics.push(("grad_norm", norm.without_autodiff()));
         }
         metrics.extend(checks);
@@ -459,16 +463,20 @@ impl Trainer {
             .map(|(k, v)| (k.to_string(), v))
             .collect();
         if self.loss_scale.enabled() {
-            scale_grads(&self.policy, &mut grads, 1.0 / loss_scale);
+            scale_grads(self.policy(), &mut grads, 1.0 / loss_scale);
             if let Some(norm) = values.get_mut("grad_norm") {
                 *norm /= loss_scale;
             }
             self.loss_scale.on_finite_step();
         }
         let norm = values.get("grad_norm").copied().unwrap_or(0.0);
-        clip_grad_norm(&self.policy, &mut grads, norm, self.config.max_grad_norm);
+        clip_grad_norm(self.policy(), &mut grads, norm, self.config.max_grad_norm);
         let lr = self.schedule().lr(step);
-        self.policy = self.optimizer.step(lr, self.policy.clone(), grads);
+        let policy = self
+            .policy
+            .take()
+            .expect("the policy is only taken inside an optimizer step");
+        self.policy = Some(self.optimizer.step(lr, policy, grads));
         self.global_step += 1;
         values.insert("learning_rate".into(), lr);
         Ok(StepOutcome {
@@ -513,7 +521,7 @@ impl Trainer {
         let Some(eval) = &self.data.eval else {
             return Ok(None);
         };
-        let model = self.policy.valid();
+        let model = self.policy().valid();
         let indices: Vec<usize> = (0..eval.len()).collect();
         let mut weighted: Vec<Metric> = Vec::new();
         // Evaluation must not advance the bco_pair running mean of training.
@@ -572,7 +580,7 @@ impl Trainer {
                 epoch: self.global_step as f64 / self.plan.steps_per_epoch as f64,
                 max_steps: self.total_steps(),
                 running_moments: self.loss.running_moments(),
-                param_ids: param_ids(&self.policy),
+                param_ids: param_ids(self.policy()),
                 config: self.config.clone(),
             },
         )?;
@@ -585,7 +593,7 @@ impl Trainer {
     /// Refuses to save weights that are not all finite (an update can overflow even when every
     /// quantity of its step was finite).
     fn check_weights(&self) -> Result<(), TrainError> {
-        let count = non_finite_weights(&self.policy)?;
+        let count = non_finite_weights(self.policy())?;
         if count > 0 {
             return Err(TrainError::NonFinite {
                 step: self.global_step,
@@ -601,7 +609,7 @@ impl Trainer {
     /// with `model_name_or_path` as its base); plus the tokenizer files.
     fn write_model(&self, dir: &Path) -> Result<(), TrainError> {
         self.check_weights()?;
-        let policy = self.policy.valid();
+        let policy = self.policy().valid();
         if policy.adapter().is_some() {
             let base = self.config.model_name_or_path.to_string_lossy();
             policy
@@ -619,9 +627,9 @@ impl Trainer {
     pub fn save_final(&self) -> Result<(), TrainError> {
         let out = &self.config.output_dir;
         self.write_model(out)?;
-        if self.config.merge_adapter_at_end && self.policy.adapter().is_some() {
+        if self.config.merge_adapter_at_end && self.policy().adapter().is_some() {
             let dir = out.join(MERGED_DIR);
-            self.policy
+            self.policy()
                 .valid()
                 .merge_adapters()
                 .save_pretrained(&dir)

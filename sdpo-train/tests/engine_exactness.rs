@@ -211,8 +211,12 @@ fn engine_gradients_equal_the_plain_path_on_the_tiny_models() {
                         let d = max_abs_diff(got, want);
                         assert!(d <= 1e-5, "{case}: {what} differ by {d}");
                     }
+                    // Relative: the engine's log-softmax is the backend's fused kernel, whose
+                    // last-ulp rounding differs from the composed one; a loss of ~10 sums
+                    // hundreds of log-probs.
                     assert!(
-                        (loss_value - want_loss_value).abs() <= 1e-6,
+                        (loss_value - want_loss_value).abs()
+                            <= 1e-6 * want_loss_value.abs().max(1.0),
                         "{case}: loss {loss_value} vs {want_loss_value}"
                     );
                     let (got, _) = grads_by_id(&policy, &got_grads);
