@@ -146,6 +146,18 @@ mod libtorch {
             .reshape([b, h * groups, t, d])
     }
 
+    /// `x` in `kind`, in memory of its own: burn may update a tensor it holds the only handle
+    /// on in place, so nothing handed to burn may share memory with what the backward keeps,
+    /// and nothing kept may share memory with burn's tensors (a cast to the same kind would
+    /// return the same memory).
+    fn owned(x: tch::Tensor, kind: Kind) -> tch::Tensor {
+        if x.kind() == kind {
+            x.copy()
+        } else {
+            x.to_kind(kind)
+        }
+    }
+
     fn dims(x: &tch::Tensor) -> [i64; 4] {
         let s = x.size();
         [s[0], s[1], s[2], s[3]]
@@ -167,9 +179,9 @@ mod libtorch {
             MatmulPrecision::F16 => Kind::Half,
         };
         let groups = groups as i64;
-        let q = q.to_kind(low);
-        let k = repeat_kv(&k, groups).to_kind(low);
-        let v = repeat_kv(&v, groups).to_kind(low);
+        let q = owned(q, low);
+        let k = owned(repeat_kv(&k, groups), low);
+        let v = owned(repeat_kv(&v, groups), low);
         let (out, logsumexp) = tch::Tensor::f_internal_scaled_dot_product_flash_attention_for_cpu(
             &q,
             &k,
@@ -181,7 +193,7 @@ mod libtorch {
         )
         .ok()?;
         let [b, h, t, d] = dims(&out);
-        let merged = out.transpose(1, 2).reshape([b, t, h * d]).to_kind(kind);
+        let merged = owned(out.transpose(1, 2).reshape([b, t, h * d]), kind);
         Some((
             from_tch(merged),
             Saved {

@@ -252,9 +252,6 @@ impl CausalLm {
                 (at(cos), at(sin))
             }
         });
-        let fused_causal = packed.is_none()
-            && crate::fused::available(&attention_mask)
-            && real_tokens_lead(&attention_mask);
         StackContext {
             attention_mask,
             packed,
@@ -262,9 +259,10 @@ impl CausalLm {
             seq_len: seq,
             query_block: 1,
             block_masks: Vec::new(),
-            fused_causal,
+            fused_causal: false,
         }
         .with_query_block(query_block)
+        .with_fused_attention(true)
     }
 
     /// Input embeddings (GPT-2: token plus learned position embeddings for the context's
