@@ -45,7 +45,6 @@
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{GradientsAccumulator, GradientsParams};
-use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::{
     Bool, Device, GradientCheckpointingStrategy, Gradients, IndexingUpdateOp, Int, Tensor,
     TensorData,
@@ -174,7 +173,6 @@ fn forward_rows(
     budget: &MemoryBudget,
     extra: Option<PositionExtra<'_>>,
     keep_layer_inputs: bool,
-    head: HeadLogps,
 ) -> Result<Forward, TrainError> {
     let c = model.config();
     let block = budget.query_block(rows.rows, c.num_attention_heads, rows.len);
@@ -210,14 +208,11 @@ fn forward_rows(
         if let Some(f) = extra {
             extras.push(f(logits.clone().detach().reshape([n, vocab])));
         }
-        logps.push(match head {
-            HeadLogps::Composed => token_logps(logits, labels)
+        logps.push(
+            token_logps(logits, labels)
                 .map_err(TrainError::Compute)?
                 .reshape([n]),
-            HeadLogps::Fused => log_softmax(logits.reshape([n, vocab]), 1)
-                .gather(1, labels.reshape([n, 1]))
-                .reshape([n]),
-        });
+        );
     }
     let cat = |parts: Vec<Tensor<1>>| {
         if parts.is_empty() {
@@ -234,17 +229,6 @@ fn forward_rows(
         extra: extra.map(|_| cat(extras)),
         vocab,
     })
-}
-
-/// How pass 1 turns a chunk of logits into log-probs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum HeadLogps {
-    /// [`token_logps`], from primitive operations: the same bits tracked and untracked (the
-    /// whole-graph shared-prompt path, whose policy is tracked and reference is not).
-    Composed,
-    /// The backend's fused log-softmax (one kernel on LibTorch and flex), untracked: the
-    /// memory-bounded path, where the policy's pass 1 and the reference both run untracked.
-    Fused,
 }
 
 /// Scatters pass 1's per-position values into [`ChunkedLogps`] (`[B, T-1]` per side).
@@ -322,15 +306,7 @@ pub fn chunked_logps_with(
     let batch = untracked_batch(batch);
     let rows = HostRows::read(&batch, layout)?;
     let device = batch.input_ids.device();
-    let forward = forward_rows(
-        &model,
-        &rows,
-        &device,
-        budget,
-        extra,
-        false,
-        HeadLogps::Fused,
-    )?;
+    let forward = forward_rows(&model, &rows, &device, budget, extra, false)?;
     sided(&forward, &rows, &batch)
 }
 
@@ -362,15 +338,7 @@ pub fn layout_logps(
     let plain_batch = untracked_batch(batch);
     let rows = HostRows::read(&plain_batch, layout)?;
     let device = batch.input_ids.device();
-    let forward = forward_rows(
-        model,
-        &rows,
-        &device,
-        &WHOLE_GRAPH_BUDGET,
-        extra,
-        false,
-        HeadLogps::Composed,
-    )?;
+    let forward = forward_rows(model, &rows, &device, &WHOLE_GRAPH_BUDGET, extra, false)?;
     sided(&forward, &rows, &plain_batch)
 }
 
@@ -470,15 +438,7 @@ pub fn policy_step<M>(
     let plain_device = batch.input_ids.device();
 
     // Pass 1: untracked forward, keeping layer inputs.
-    let forward = forward_rows(
-        &plain,
-        &host_rows,
-        &plain_device,
-        budget,
-        extra,
-        true,
-        HeadLogps::Fused,
-    )?;
+    let forward = forward_rows(&plain, &host_rows, &plain_device, budget, extra, true)?;
     let mut inputs = sided(&forward, &host_rows, &batch)?;
 
     // Pass 2: the loss on the log-probs as a leaf.
@@ -531,7 +491,11 @@ pub fn policy_step<M>(
         // d log p(label) / d logits = onehot(label) - softmax(logits), so the gradient of the
         // logits is dL/dlogp · (onehot - p), built untracked and fed to the head's backward.
         let g = dlogp_flat.clone().narrow(0, s, n);
-        let probs = softmax(logits.clone().without_autodiff(), 1);
+        // Softmax from primitives: flex's fused softmax kernel over [682, 49152] chunks put
+        // SmolLM2's layer-0 gradient norms 0.3 % off transformers' (the 1024-token oracle).
+        let values = logits.clone().without_autodiff();
+        let shifted = (values.clone() - values.max_dim(1)).exp();
+        let probs = shifted.clone() / shifted.sum_dim(1);
         let at_labels: Vec<i64> = positions.labels[s..e]
             .iter()
             .enumerate()
