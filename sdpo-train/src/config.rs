@@ -280,8 +280,14 @@ impl TrainConfig {
         if self.model_name_or_path.as_os_str().is_empty() {
             return Err(bad("model_name_or_path", "is required"));
         }
-        if self.train_file.as_os_str().is_empty() {
-            return Err(bad("train_file", "is required"));
+        if self.train_file.as_os_str().is_empty()
+            && self.data.dataset_name.is_none()
+            && self.data.datasets.is_none()
+        {
+            return Err(bad(
+                "train_file",
+                "is required (or dataset_name, or a datasets mixture)",
+            ));
         }
         if self.output_dir.as_os_str().is_empty() {
             return Err(bad("output_dir", "must not be empty"));
@@ -579,6 +585,10 @@ impl TrainConfig {
         let (mut loss, mut data, mut own) = (Map::new(), Map::new(), Map::new());
         for (key, value) in map {
             if loss_keys.contains(&key) {
+                // `trl_semantics` picks both the loss and the data pipeline.
+                if data_keys.contains(&key) {
+                    data.insert(key.clone(), value.clone());
+                }
                 loss.insert(key, value);
             } else if data_keys.contains(&key) {
                 data.insert(key, value);
