@@ -8,7 +8,8 @@ benches read (`cargo bench -p sdpo-data --bench data_pipeline`, SmolLM2 tokenize
 `self._tokenizer`) with a `DPOConfig`; the dataset comes from `datasets.load_dataset("json")`
 into a fresh cache. Timed: the load, and `_prepare_dataset` (prompt extraction check, EOS,
 chat template, tokenization of the three whole texts, the common-prefix split, the
-`keep_start` filter) with `dataset_num_proc` unset (TRL's default: one process) and with 2.
+`keep_start` filter) with `dataset_num_proc` unset (TRL's default: one process), and with 2
+given `--num-proc-2`.
 Printed: pairs kept, ids, and the id sum and sum of squares, which sdpo-data's bench prints too.
 
 Run with bench/data_prepare_bench.sh (it makes the venv and the files).
@@ -30,6 +31,8 @@ from trl import DPOConfig, DPOTrainer
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_LENGTH = 512
+# `dataset_num_proc`: TRL's default (None, one process), and 2 (this machine's cores) with --num-proc-2.
+NUM_PROCS = [None]
 
 
 def fixtures_dir() -> Path:
@@ -54,7 +57,10 @@ def checksums(dataset):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--num-proc-2", action="store_true", help="also time dataset_num_proc=2")
     args = parser.parse_args()
+    if args.num_proc_2:
+        NUM_PROCS.append(2)
     datasets.disable_progress_bars()
     tokenizer = AutoTokenizer.from_pretrained(str(fixtures_dir() / "smollm2"))
     trainer = SimpleNamespace(_tokenizer=tokenizer)
@@ -65,9 +71,9 @@ def main():
             path = bench_dir() / f"pairs_{name}.jsonl"
             if not path.exists():
                 raise SystemExit(f"{path} missing: run bench/data_prepare_bench.sh")
-            for num_proc in (None, 2):
+            for num_proc in NUM_PROCS:
                 config = DPOConfig(
-                    output_dir=out, max_length=MAX_LENGTH, dataset_num_proc=num_proc, report_to=[]
+                    output_dir=out, max_length=MAX_LENGTH, dataset_num_proc=num_proc, report_to=[], bf16=False, use_cpu=True
                 )
                 loads, prepares = [], []
                 for repeat in range(args.repeats):

@@ -667,6 +667,18 @@ mod tests {
     }
 
     #[test]
+    fn trl_semantics_picks_the_loss_and_the_data_pipeline() {
+        let config: TrainConfig = serde_json::from_str(r#"{"trl_semantics": "0.28"}"#).unwrap();
+        assert_eq!(config.loss.trl_semantics, sdpo_core::TrlSemantics::V0_28);
+        assert_eq!(config.data.trl_semantics, sdpo_data::TrlPipeline::V0_28);
+        assert_eq!(config.data.max_prompt_length(), Some(512));
+        let default = TrainConfig::default();
+        assert_eq!(default.data.trl_semantics, sdpo_data::TrlPipeline::V1);
+        let back: TrainConfig = serde_json::from_value(Value::Object(config.to_map())).unwrap();
+        assert_eq!(back, config);
+    }
+
+    #[test]
     fn every_key_sits_at_the_top_level_and_round_trips() {
         let mut config = TrainConfig::default();
         config.loss.beta = 0.25;

@@ -247,8 +247,9 @@ impl ChatTemplate {
 
 /// A message as the template sees it: `role`, `content`, then the other keys in their order;
 /// keys holding `null` are dropped (transformers' `_normalize_chat_messages`), and a reasoning
-/// text under `reasoning_content`, `thinking` or `reasoning` is also put under the other two
-/// names that transformers fills (`thinking` first, `reasoning_content` last).
+/// text under `reasoning_content`, `thinking` or `reasoning` is also put under `thinking` and
+/// `reasoning_content`, as transformers 5 fills them (`thinking` first, `reasoning_content`
+/// last).
 fn message_value(message: &Message) -> Value {
     let mut entries: Vec<(String, Value)> = Vec::with_capacity(2 + message.extra.len());
     entries.push(("role".into(), Value::from(message.role.as_str())));
@@ -267,11 +268,17 @@ fn message_value(message: &Message) -> Value {
                 .map(|(_, v)| v.clone())
         });
     if let Some(reasoning) = reasoning {
-        if let Some(slot) = entries.iter_mut().find(|(k, _)| k == "thinking") {
-            slot.1 = reasoning.clone();
-        } else {
-            entries.insert(0, ("thinking".into(), reasoning.clone()));
-        }
+        // `{"thinking": r, **message, "reasoning_content": r}`: `thinking` comes first and keeps
+        // the message's own value when it has one.
+        let own = entries
+            .iter()
+            .find(|(k, _)| k == "thinking")
+            .map(|(_, v)| v.clone());
+        entries.retain(|(k, _)| k != "thinking");
+        entries.insert(
+            0,
+            ("thinking".into(), own.unwrap_or_else(|| reasoning.clone())),
+        );
         match entries.iter_mut().find(|(k, _)| k == "reasoning_content") {
             Some(slot) => slot.1 = reasoning,
             None => entries.push(("reasoning_content".into(), reasoning)),
