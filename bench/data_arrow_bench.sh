@@ -5,13 +5,8 @@
 # datasets.load_dataset("parquet") + TRL-style map + collation (bench/data_arrow_bench.py).
 #   bench/data_arrow_bench.sh [--repeats N]     (about 10 min on 2 cores)
 set -euo pipefail
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-cd "$ROOT"
-export SDPO_DATA_BENCH_DIR="${SDPO_DATA_BENCH_DIR:-${TMPDIR:-/tmp}/sdpo-data-bench}"
-REPEATS=3
-if [ "${1:-}" = "--repeats" ]; then REPEATS="$2"; fi
+source "$(dirname "$0")/data_bench_env.sh" "$@"
 PY="$(tools/make_arrow_fixtures.sh --venv)"
-echo "== machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, load $(cut -d' ' -f1-3 /proc/loadavg), $(date -u +%FT%TZ)"
 SDPO_DATA_BENCH_PREPARE=1 cargo bench -q -p sdpo-data --bench data_pipeline
 HF_DATASETS_OFFLINE=1 "$PY" bench/data_arrow_bench.py --convert
 echo "== sdpo-data (release): JSONL and Parquet"

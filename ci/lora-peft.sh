@@ -15,7 +15,6 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${SDPO_CACHE:-$HOME/.cache/sdpo-rs}"
 VENV="$CACHE/lora-peft-venv"
-TORCH_VENV="$CACHE/torch-venv"
 PY="$VENV/bin/python"
 
 has_packages() {
@@ -31,15 +30,8 @@ if ! has_packages; then
     echo "lora-peft: preparing $VENV"
     mkdir -p "$CACHE"
     [ -x "$PY" ] || python3 -m venv "$VENV"
-    if [ -x "$TORCH_VENV/bin/python" ] &&
-        "$TORCH_VENV/bin/python" -c 'import torch; assert torch.__version__.startswith("2.9.0")' 2>/dev/null; then
-        # Reuse CI's torch instead of a second multi-GB install.
-        TORCH_SITE="$("$TORCH_VENV/bin/python" -c 'import torch, os; print(os.path.dirname(os.path.dirname(torch.__file__)))')"
-        SITE="$("$PY" -c 'import site; print(site.getsitepackages()[0])')"
-        echo "$TORCH_SITE" >"$SITE/sdpo-torch-venv.pth"
-    else
-        "$PY" -m pip install --quiet torch==2.9.0
-    fi
+    # Reuse CI's torch instead of a second multi-GB install.
+    SDPO_CACHE="$CACHE" "$ROOT/tools/venv-torch.sh" "$PY"
     "$PY" -m pip install --quiet transformers==5.24.0 peft==0.21.2 accelerate==1.15.0
     has_packages || { echo "lora-peft: the venv lacks the pinned packages" >&2; exit 1; }
 fi

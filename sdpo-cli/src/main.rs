@@ -66,8 +66,13 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Eval { common, checkpoint } => {
             let (config, device) = prepare(&common)?;
-            if config.eval_file.is_none() {
-                bail!("`eval` needs `eval_file` in the configuration (or --set eval_file=PATH)");
+            if config.eval_file.is_none()
+                && config.data.dataset_name.is_none()
+                && config.data.test_split_size.is_none()
+            {
+                bail!(
+                    "`eval` needs `eval_file` (or dataset_name with a test split, or a datasets mixture with test_split_size) in the configuration (or --set eval_file=PATH)"
+                );
             }
             let mut trainer = Trainer::new(
                 config,

@@ -1,5 +1,8 @@
 //! Pairs per second to read, tokenize and collate a generated 20k-pair file (standard and
-//! conversational), as JSONL and as Parquet, with the SmolLM2 tokenizer from `fixtures/`.
+//! conversational), as JSONL and as Parquet, with the SmolLM2 tokenizer from `fixtures/`:
+//! TRL 0.28's pipeline (`tokenize_and_collate_*`, `parquet_*`) and TRL 1.16's
+//! (`v1_prepare_*`: read and tokenize only, what TRL's `_prepare_dataset` does;
+//! `bench/data_prepare_bench.sh` runs TRL's own on the same files).
 //!
 //! `cargo bench -p sdpo-data --bench data_pipeline`. The JSONL files are generated
 //! deterministically into `$SDPO_DATA_BENCH_DIR` (default: the system temp dir) on first run
@@ -11,7 +14,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use divan::counter::ItemsCount;
-use sdpo_data::{BatchSampler, DataConfig, PreferenceProcessor, PreferenceTokenizer};
+use sdpo_data::{BatchSampler, DataConfig, PreferenceProcessor, PreferenceTokenizer, TrlPipeline};
 
 const PAIRS: usize = 20_000;
 const BATCH: usize = 8;
@@ -125,15 +128,51 @@ fn ensure_files() -> (PathBuf, PathBuf) {
     (standard, chat)
 }
 
+/// TRL 0.28's pipeline: `max_length` 512, `max_prompt_length` 256, `keep_end`.
 fn processor() -> PreferenceProcessor {
     let tokenizer =
         PreferenceTokenizer::from_dir(fixtures_dir().join("smollm2")).expect("tokenizer");
     let config = DataConfig {
         max_length: Some(512),
-        max_prompt_length: Some(256),
+        max_prompt_length: Some(Some(256)),
+        ..DataConfig::v0_28()
+    };
+    PreferenceProcessor::new(tokenizer, config).expect("processor")
+}
+
+/// TRL 1.16's pipeline: `max_length` 512, `keep_start` (its defaults but the length).
+fn processor_v1() -> PreferenceProcessor {
+    let tokenizer =
+        PreferenceTokenizer::from_dir(fixtures_dir().join("smollm2")).expect("tokenizer");
+    let config = DataConfig {
+        trl_semantics: TrlPipeline::V1,
+        max_length: Some(512),
         ..DataConfig::default()
     };
     PreferenceProcessor::new(tokenizer, config).expect("processor")
+}
+
+/// Reads and tokenizes (no collation: TRL's `_prepare_dataset` stops there too); prints the
+/// id count and two checksums the Python side prints for the same records.
+fn prepare(processor: &PreferenceProcessor, path: &PathBuf) -> usize {
+    let dataset = processor.process_file(path).expect("process");
+    let (mut ids, mut sum, mut sum_sq) = (0u64, 0u64, 0u64);
+    for pair in &dataset.pairs {
+        for list in [&pair.prompt_ids, &pair.chosen_ids, &pair.rejected_ids] {
+            for &id in list.iter() {
+                ids += 1;
+                sum += u64::from(id);
+                sum_sq = sum_sq.wrapping_add(u64::from(id) * u64::from(id));
+            }
+        }
+    }
+    eprintln!(
+        "{} (TRL 1.x): {} pairs kept of {}, {ids} ids, sum {sum}, sum of squares {sum_sq}",
+        path.display(),
+        dataset.len(),
+        dataset.report.records_read
+    );
+    dataset.len()
 }
 
 fn run(processor: &PreferenceProcessor, path: &PathBuf) -> usize {
@@ -208,4 +247,22 @@ fn parquet_tokenize_and_collate_chat(bencher: divan::Bencher) {
     bencher
         .counter(ItemsCount::new(PAIRS))
         .bench(|| run(&processor, &path));
+}
+
+#[divan::bench(sample_count = 5, sample_size = 1)]
+fn v1_prepare_standard(bencher: divan::Bencher) {
+    let (standard, _) = ensure_files();
+    let processor = processor_v1();
+    bencher
+        .counter(ItemsCount::new(PAIRS))
+        .bench(|| prepare(&processor, &standard));
+}
+
+#[divan::bench(sample_count = 5, sample_size = 1)]
+fn v1_prepare_chat(bencher: divan::Bencher) {
+    let (_, chat) = ensure_files();
+    let processor = processor_v1();
+    bencher
+        .counter(ItemsCount::new(PAIRS))
+        .bench(|| prepare(&processor, &chat));
 }

@@ -78,7 +78,7 @@ impl Collator {
         Ok(Self {
             pad_token_id,
             max_length: config.max_length,
-            truncation_mode: config.truncation_mode,
+            truncation_mode: config.truncation_mode(),
             pad_to_multiple_of: config.pad_to_multiple_of,
         })
     }

@@ -13,7 +13,10 @@
 //! * numbers and booleans are values of the wrong type, as in JSON; binary, temporal and other
 //!   non-JSON types are reported as such;
 //! * a null in the chosen/rejected column is [`DataError::NullValue`]; a null prompt means no
-//!   prompt (implicit prompt), as a JSON `null` does.
+//!   prompt (implicit prompt), as a JSON `null` does;
+//! * the `tools` and `chat_template_kwargs` columns, when the file has them, are read too. What
+//!   the chat template sees keeps the schema's field order and, below a message's own keys,
+//!   the nulls Arrow gives absent struct fields (as `datasets` hands them to TRL).
 
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -27,6 +30,7 @@ use arrow_array::types::{
 };
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::{DataType, Schema};
+use minijinja::value::Value as TemplateValue;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
@@ -73,6 +77,11 @@ fn projection(
     }
     if let Some(index) = find(&columns.prompt) {
         indices.push(index);
+    }
+    for name in &columns.template_fields {
+        if let Some(index) = find(name) {
+            indices.push(index);
+        }
     }
     indices.sort_unstable();
     Ok(Projection { indices })
@@ -247,25 +256,30 @@ where
         column(batch, &columns.chosen),
         column(batch, &columns.rejected),
     ];
-    let prompt = column(batch, &columns.prompt);
+    let optional: Vec<(&str, &dyn Array)> = std::iter::once(columns.prompt.as_str())
+        .chain(columns.template_fields.iter().map(String::as_str))
+        .filter(|name| !name.is_empty())
+        .filter_map(|name| column(batch, name))
+        .collect();
     for r in 0..batch.num_rows() {
         let origin = RecordOrigin {
             path: Arc::clone(path),
             location: location(r),
         };
-        on_record(row_record(&required, prompt, r, origin, columns))?;
+        on_record(row_record(&required, &optional, r, origin, columns))?;
     }
     Ok(())
 }
 
 fn row_record(
     required: &[Option<(&str, &dyn Array)>; 2],
-    prompt: Option<(&str, &dyn Array)>,
+    optional: &[(&str, &dyn Array)],
     row: usize,
     origin: RecordOrigin,
     columns: &ColumnNames,
 ) -> Result<PreferenceRecord, DataError> {
-    let mut object = Map::with_capacity(3);
+    let mut object = Map::with_capacity(3 + optional.len());
+    let mut twin = Vec::with_capacity(3 + optional.len());
     for (name, array) in required.iter().flatten() {
         if array.is_null(row) {
             return Err(DataError::NullValue {
@@ -273,27 +287,67 @@ fn row_record(
                 field: (*name).to_string(),
             });
         }
-        object.insert(
-            (*name).to_string(),
-            cell(origin.clone(), name, *array, row)?,
-        );
+        let value = cell(origin.clone(), name, *array, row)?;
+        object.insert((*name).to_string(), plain_json(&value));
+        twin.push(((*name).to_string(), value));
     }
-    if let Some((name, array)) = prompt
-        && !array.is_null(row)
-    {
-        object.insert(name.to_string(), cell(origin.clone(), name, array, row)?);
+    for (name, array) in optional {
+        if !array.is_null(row) {
+            let value = cell(origin.clone(), name, *array, row)?;
+            object.insert(name.to_string(), plain_json(&value));
+            twin.push((name.to_string(), value));
+        }
     }
-    PreferenceRecord::from_json_with_columns(Value::Object(object), origin, columns)
+    let twin = TemplateValue::from_iter(twin);
+    PreferenceRecord::from_json_ordered(Value::Object(object), Some(&twin), origin, columns)
 }
 
-/// One cell as JSON, or a [`DataError::WrongType`] naming the nested field whose Arrow type has
-/// no JSON counterpart.
+/// The JSON used to validate a cell: struct fields holding null are left out (a null field is
+/// an absent key).
+fn plain_json(value: &TemplateValue) -> Value {
+    use minijinja::value::ValueKind;
+    match value.kind() {
+        ValueKind::Bool => Value::Bool(value.is_true()),
+        ValueKind::Number => {
+            if let Ok(i) = i64::try_from(value.clone()) {
+                Value::from(i)
+            } else if let Ok(u) = u64::try_from(value.clone()) {
+                Value::from(u)
+            } else {
+                float(f64::try_from(value.clone()).unwrap_or(f64::NAN))
+            }
+        }
+        ValueKind::String => Value::String(value.as_str().unwrap_or_default().to_string()),
+        ValueKind::Seq => Value::Array(
+            value
+                .try_iter()
+                .map(|items| items.map(|v| plain_json(&v)).collect())
+                .unwrap_or_default(),
+        ),
+        ValueKind::Map => {
+            let mut object = Map::new();
+            if let Ok(keys) = value.try_iter() {
+                for key in keys {
+                    let item = value.get_item(&key).unwrap_or_default();
+                    if !item.is_none() {
+                        object.insert(key.to_string(), plain_json(&item));
+                    }
+                }
+            }
+            Value::Object(object)
+        }
+        _ => Value::Null,
+    }
+}
+
+/// One cell as a template value, or a [`DataError::WrongType`] naming the nested field whose
+/// Arrow type has no JSON counterpart.
 fn cell(
     origin: RecordOrigin,
     column: &str,
     array: &dyn Array,
     row: usize,
-) -> Result<Value, DataError> {
+) -> Result<TemplateValue, DataError> {
     to_json(array, row).map_err(|(suffix, found)| DataError::WrongType {
         field: format!("{column}{suffix}"),
         expected: if suffix.is_empty() {
@@ -306,42 +360,44 @@ fn cell(
     })
 }
 
-/// The JSON value of `array[row]`. On an Arrow type without a JSON counterpart, the path below
-/// the column (`[1].content`) and the type in words.
-fn to_json(array: &dyn Array, row: usize) -> Result<Value, (String, &'static str)> {
+/// The value of `array[row]` (struct fields in schema order, nulls kept). On an Arrow type
+/// without a JSON counterpart, the path below the column (`[1].content`) and the type in words.
+fn to_json(array: &dyn Array, row: usize) -> Result<TemplateValue, (String, &'static str)> {
     if array.is_null(row) {
-        return Ok(Value::Null);
+        return Ok(TemplateValue::from(()));
     }
     let value = match array.data_type() {
-        DataType::Utf8 => Value::String(array.as_string::<i32>().value(row).to_string()),
-        DataType::LargeUtf8 => Value::String(array.as_string::<i64>().value(row).to_string()),
-        DataType::Utf8View => Value::String(array.as_string_view().value(row).to_string()),
-        DataType::Boolean => Value::Bool(array.as_boolean().value(row)),
-        DataType::Int8 => Value::from(array.as_primitive::<Int8Type>().value(row)),
-        DataType::Int16 => Value::from(array.as_primitive::<Int16Type>().value(row)),
-        DataType::Int32 => Value::from(array.as_primitive::<Int32Type>().value(row)),
-        DataType::Int64 => Value::from(array.as_primitive::<Int64Type>().value(row)),
-        DataType::UInt8 => Value::from(array.as_primitive::<UInt8Type>().value(row)),
-        DataType::UInt16 => Value::from(array.as_primitive::<UInt16Type>().value(row)),
-        DataType::UInt32 => Value::from(array.as_primitive::<UInt32Type>().value(row)),
-        DataType::UInt64 => Value::from(array.as_primitive::<UInt64Type>().value(row)),
-        DataType::Float16 => float(f64::from(array.as_primitive::<Float16Type>().value(row))),
-        DataType::Float32 => float(f64::from(array.as_primitive::<Float32Type>().value(row))),
-        DataType::Float64 => float(array.as_primitive::<Float64Type>().value(row)),
+        DataType::Utf8 => TemplateValue::from(array.as_string::<i32>().value(row)),
+        DataType::LargeUtf8 => TemplateValue::from(array.as_string::<i64>().value(row)),
+        DataType::Utf8View => TemplateValue::from(array.as_string_view().value(row)),
+        DataType::Boolean => TemplateValue::from(array.as_boolean().value(row)),
+        DataType::Int8 => TemplateValue::from(array.as_primitive::<Int8Type>().value(row)),
+        DataType::Int16 => TemplateValue::from(array.as_primitive::<Int16Type>().value(row)),
+        DataType::Int32 => TemplateValue::from(array.as_primitive::<Int32Type>().value(row)),
+        DataType::Int64 => TemplateValue::from(array.as_primitive::<Int64Type>().value(row)),
+        DataType::UInt8 => TemplateValue::from(array.as_primitive::<UInt8Type>().value(row)),
+        DataType::UInt16 => TemplateValue::from(array.as_primitive::<UInt16Type>().value(row)),
+        DataType::UInt32 => TemplateValue::from(array.as_primitive::<UInt32Type>().value(row)),
+        DataType::UInt64 => TemplateValue::from(array.as_primitive::<UInt64Type>().value(row)),
+        DataType::Float16 => {
+            TemplateValue::from(f64::from(array.as_primitive::<Float16Type>().value(row)))
+        }
+        DataType::Float32 => {
+            TemplateValue::from(f64::from(array.as_primitive::<Float32Type>().value(row)))
+        }
+        DataType::Float64 => TemplateValue::from(array.as_primitive::<Float64Type>().value(row)),
         DataType::List(_) => list(array.as_list::<i32>().value(row).as_ref())?,
         DataType::LargeList(_) => list(array.as_list::<i64>().value(row).as_ref())?,
         DataType::FixedSizeList(_, _) => list(array.as_fixed_size_list().value(row).as_ref())?,
         DataType::Struct(fields) => {
             let strukt = array.as_struct();
-            let mut object = Map::with_capacity(fields.len());
+            let mut entries = Vec::with_capacity(fields.len());
             for (field, child) in fields.iter().zip(strukt.columns()) {
                 let value = to_json(child.as_ref(), row)
                     .map_err(|(suffix, found)| (format!(".{}{suffix}", field.name()), found))?;
-                if !value.is_null() {
-                    object.insert(field.name().clone(), value);
-                }
+                entries.push((field.name().clone(), value));
             }
-            Value::Object(object)
+            TemplateValue::from_iter(entries)
         }
         DataType::Dictionary(_, _) => {
             let dict = array
@@ -350,7 +406,7 @@ fn to_json(array: &dyn Array, row: usize) -> Result<Value, (String, &'static str
             let key = dict.normalized_keys()[row];
             to_json(dict.values().as_ref(), key)?
         }
-        DataType::Null => Value::Null,
+        DataType::Null => TemplateValue::from(()),
         DataType::Binary
         | DataType::LargeBinary
         | DataType::BinaryView
@@ -376,9 +432,9 @@ fn float(x: f64) -> Value {
     serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number)
 }
 
-fn list(items: &dyn Array) -> Result<Value, (String, &'static str)> {
+fn list(items: &dyn Array) -> Result<TemplateValue, (String, &'static str)> {
     (0..items.len())
         .map(|i| to_json(items, i).map_err(|(suffix, found)| (format!("[{i}]{suffix}"), found)))
         .collect::<Result<Vec<_>, _>>()
-        .map(Value::Array)
+        .map(TemplateValue::from)
 }

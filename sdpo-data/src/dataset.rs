@@ -1,6 +1,8 @@
 //! The tokenized dataset: [`TokenizedPair`]s in file order, the [`DataReport`] of what was
 //! skipped or truncated, and a stable content hash usable as a cache key.
 
+use serde::{Deserialize, Serialize};
+
 use crate::config::TruncationMode;
 use crate::error::{DataError, RecordOrigin};
 use crate::hash::Fnv1a;
@@ -36,8 +38,10 @@ impl TokenizedPair {
     }
 }
 
-/// Counts of what happened to the input, with the first few reasons verbatim.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Counts of what happened to the input, with the first few reasons verbatim: the data summary
+/// of one split (serialisable, so a trainer can write it into its run directory as it is).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct DataReport {
     /// Records seen (valid or not).
     pub records_read: usize,
@@ -46,14 +50,22 @@ pub struct DataReport {
     /// Records skipped because they were invalid (bad JSON, field, role, UTF-8, template,
     /// tokenizer); only non-zero with `skip_invalid_records`.
     pub skipped_invalid: usize,
-    /// Pairs dropped because `max_length` truncation would leave no completion token; only
-    /// non-zero with `skip_invalid_records`.
+    /// Pairs dropped because their prompt alone fills `max_length` under `keep_start`, so
+    /// truncation would leave no completion token. TRL 1.x drops them (always counted here);
+    /// under TRL 0.28 semantics such a pair is an error unless `skip_invalid_records`.
     pub dropped_truncated: usize,
     /// Pairs dropped because a completion has no scored token after the next-token shift and
     /// truncation ([`DataError::NoScoredToken`]); only non-zero with `skip_invalid_records`.
     pub dropped_unscored: usize,
-    /// Kept pairs whose prompt was cut to `max_prompt_length`.
+    /// Kept pairs whose prompt was cut to `max_prompt_length` (TRL 0.28).
     pub prompts_truncated: usize,
+    /// Kept pairs whose tokenized prompt was not a prefix of the tokenized prompt + completion
+    /// (TRL 1.x; the template renders the prompt alone differently, or tokens merge across the
+    /// boundary), so the prompt's diverging tail is not in the pair. TRL warns once.
+    pub prompts_not_prefix: usize,
+    /// Kept pairs with a completion that has no scored token after the next-token shift and
+    /// `max_length` truncation (TRL 1.x keeps them; they add nothing to the loss's gradient).
+    pub pairs_unscored: usize,
     /// Kept pairs with a side longer than `max_length` (cut when collated).
     pub pairs_over_max_length: usize,
     /// The first `max_reported_reasons` skip/drop messages, each naming file, line and field.

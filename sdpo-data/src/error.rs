@@ -186,13 +186,19 @@ pub enum DataError {
         field: String,
     },
 
-    /// The chat template failed while rendering a record (e.g. it called `raise_exception`).
-    #[error("{origin}: field `{field}`: chat template failed to render: {source}")]
+    /// The chat template failed while rendering a record (it called `raise_exception`, misused
+    /// an undefined value, ran out of its instruction budget or recursion depth, wrote too much).
+    #[error(
+        "{origin}: field `{field}`: chat template failed to render{}: {source}",
+        template_line(line)
+    )]
     TemplateRender {
         /// File and line/index.
         origin: RecordOrigin,
         /// The field whose rendering failed (`prompt`, `chosen` or `rejected`).
         field: String,
+        /// The template line the error is at, when the engine knows it.
+        line: Option<usize>,
         /// The template engine's error.
         #[source]
         source: minijinja::Error,
@@ -270,10 +276,12 @@ pub enum DataError {
     },
 
     /// The chat template does not parse.
-    #[error("{}: chat template does not compile: {source}", path.display())]
+    #[error("{}: chat template does not compile{}: {source}", path.display(), template_line(line))]
     TemplateSyntax {
         /// Where the template came from.
         path: PathBuf,
+        /// The template line of the syntax error, when known.
+        line: Option<usize>,
         /// The template engine's error.
         #[source]
         source: minijinja::Error,
@@ -325,6 +333,10 @@ pub enum DataError {
         /// Why, in words.
         reason: String,
     },
+}
+
+fn template_line(line: &Option<usize>) -> String {
+    line.map_or_else(String::new, |l| format!(" at template line {l}"))
 }
 
 fn field_prefix(field: &Option<String>) -> String {

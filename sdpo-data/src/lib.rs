@@ -50,31 +50,43 @@
 
 #![warn(missing_docs)]
 
+mod card;
 mod collate;
 mod columnar;
 mod config;
 mod dataset;
+mod dataset_source;
 mod error;
 mod hash;
+mod mixture;
+mod pipeline;
 mod processor;
 mod reader;
 mod record;
 mod sampler;
 mod source;
 mod template;
+mod templates;
 mod tokenizer;
 
+pub use card::{CardConfig, README, read_card_configs};
 pub use collate::{Collator, PreferenceBatch, scored_completion_tokens};
-pub use config::{DataConfig, TruncationMode};
+pub use config::{DEFAULT_MAX_PROMPT_LENGTH_V0_28, DataConfig, TrlPipeline, TruncationMode};
 pub use dataset::{DataReport, TokenizedDataset, TokenizedPair};
+pub use dataset_source::{dataset_has_split, dataset_split_names, resolve_dataset};
 pub use error::{DataError, RecordLocation, RecordOrigin};
 pub use hash::Fnv1a;
+pub use mixture::{DataFilesArg, DatasetMixture, MIXTURE_SPLIT_SEED, MixtureEntry, PatternList};
 pub use processor::PreferenceProcessor;
-pub use reader::{FileLayout, read_data, read_file, read_records};
-pub use record::{ColumnNames, KNOWN_ROLES, Message, PairBody, PreferenceRecord};
+pub use reader::{FileLayout, RecordReader, read_data, read_file, read_records};
+pub use record::{ColumnNames, KNOWN_ROLES, Message, PairBody, PreferenceRecord, TEMPLATE_FIELDS};
 pub use sampler::{BatchSampler, DEFAULT_MEGABATCH_FACTOR};
 pub use source::{DataFile, FileKind, resolve_data_files};
-pub use template::{ChatTemplate, TemplateTokens};
+pub use template::{
+    ChatTemplate, RESERVED_TEMPLATE_KWARGS, RenderInput, TEMPLATE_FUEL, TEMPLATE_MAX_OUTPUT_BYTES,
+    TEMPLATE_RECURSION_LIMIT, TemplateClock, TemplateTokens,
+};
+pub use templates::{ADDITIONAL_TEMPLATES_DIR, ChatTemplates};
 pub use tokenizer::{PreferenceTokenizer, SpecialToken, TokenizerInfo};
 
 /// Reads every valid record of a file into memory (no tokenization).

@@ -1,27 +1,20 @@
-//! [`PreferenceProcessor`]: records to [`TokenizedPair`]s, the way TRL 0.28's `DPOTrainer`
-//! prepares its dataset, in parallel with rayon.
-//!
-//! * Standard records: prompt, chosen and rejected are tokenized separately (no post-processor
-//!   specials) and EOS is appended to each completion unless it already ends with EOS.
-//! * Conversational records: the prompt is rendered with the generation prompt (or, when it
-//!   ends with an assistant turn, as a continuation of that turn); prompt + chosen and
-//!   prompt + rejected are rendered whole, and each completion is the rendering's suffix after
-//!   the prompt (TRL's `apply_chat_template`, taking the common prefix of the three renderings
-//!   as the prompt). Nothing is appended: the template closes the turn.
-//! * BOS is prepended to the prompt only when `add_bos_token` is set and it is not already there.
-//! * `max_prompt_length` cuts the prompt (by `truncation_mode`); a pair whose completion would be
-//!   cut away entirely by `max_length` is an error, or a counted drop when skipping is allowed.
+//! [`PreferenceProcessor`]: records to [`TokenizedPair`]s, the way the configured TRL version's
+//! `DPOTrainer` prepares its dataset (see `pipeline`), in parallel with rayon, from any data
+//! source: data paths, a dataset directory with its configs, or a mixture of datasets.
 
 use std::path::Path;
 
 use rayon::prelude::*;
 
-use crate::collate::{Collator, scored_completion_tokens};
-use crate::config::{DataConfig, TruncationMode};
+use crate::collate::Collator;
+use crate::config::{DataConfig, TrlPipeline};
 use crate::dataset::{DataReport, TokenizedDataset, TokenizedPair};
-use crate::error::{DataError, RecordOrigin};
-use crate::reader::read_data;
-use crate::record::{ColumnNames, Message, PairBody, PreferenceRecord};
+use crate::dataset_source::resolve_dataset;
+use crate::error::DataError;
+use crate::mixture::DatasetMixture;
+use crate::pipeline::{Outcome, v0_28, v1};
+use crate::reader::{RecordReader, read_data};
+use crate::record::{ColumnNames, PreferenceRecord};
 use crate::tokenizer::PreferenceTokenizer;
 
 /// How many records are parsed before a parallel tokenization pass; bounds memory held as text.
@@ -33,12 +26,6 @@ pub struct PreferenceProcessor {
     tokenizer: PreferenceTokenizer,
     config: DataConfig,
     columns: ColumnNames,
-}
-
-/// A pair plus what truncation did to it.
-struct Tokenized {
-    pair: TokenizedPair,
-    prompt_truncated: bool,
 }
 
 impl PreferenceProcessor {
@@ -130,10 +117,83 @@ impl PreferenceProcessor {
         paths: &[P],
         split: &str,
     ) -> Result<TokenizedDataset, DataError> {
+        self.process_with(|on_record| {
+            let mut files = Vec::new();
+            for path in paths {
+                let read = read_data(path.as_ref(), split, &self.columns, &mut *on_record)?;
+                files.extend(read.into_iter().map(|f| f.path));
+            }
+            Ok(files)
+        })
+    }
+
+    /// Reads and tokenizes split `split` of the dataset `dataset` as `datasets.load_dataset`
+    /// would load it: a dataset directory whose `README.md` declares `configs:` (the config
+    /// `dataset_config`, else the default one), a `save_to_disk` directory, a Hub-layout
+    /// directory or a data file (see [`crate::resolve_dataset`]). This is what `dataset_name`
+    /// reads; a Hub id is resolved to its local snapshot directory before it gets here.
+    ///
+    /// # Errors
+    /// As [`Self::process_file`], and [`DataError::DataSource`] when the dataset has no such
+    /// split or config.
+    pub fn process_dataset(
+        &self,
+        dataset: impl AsRef<Path>,
+        split: &str,
+    ) -> Result<TokenizedDataset, DataError> {
+        let files = resolve_dataset(
+            dataset.as_ref(),
+            self.config.dataset_config.as_deref(),
+            split,
+        )?;
+        self.process_with(|on_record| {
+            for file in &files {
+                crate::reader::read_file(file, &self.columns, &mut &mut *on_record)?;
+            }
+            Ok(files.iter().map(|f| f.path.clone()).collect())
+        })
+    }
+
+    /// Whether the dataset `dataset` has split `split` (for an optional evaluation split).
+    ///
+    /// # Errors
+    /// [`DataError::DataSource`] or [`DataError::Io`] when the dataset itself cannot be read.
+    pub fn dataset_has_split(
+        &self,
+        dataset: impl AsRef<Path>,
+        split: &str,
+    ) -> Result<bool, DataError> {
+        crate::dataset_source::dataset_has_split(
+            dataset.as_ref(),
+            self.config.dataset_config.as_deref(),
+            split,
+        )
+    }
+
+    /// Reads and tokenizes split `split` (`train`, or `test` with `test_split_size`) of a
+    /// mixture of datasets, as TRL's `get_dataset` builds it.
+    ///
+    /// # Errors
+    /// As [`Self::process_dataset`] for each entry, and [`DataError::Config`] for a split the
+    /// mixture does not have.
+    pub fn process_mixture(
+        &self,
+        mixture: &DatasetMixture,
+        split: &str,
+    ) -> Result<TokenizedDataset, DataError> {
+        self.process_with(|on_record| mixture.read(split, &self.columns, on_record))
+    }
+
+    /// Runs `read` (which hands every record to its callback and returns the files it read),
+    /// tokenizing in parallel chunks of [`CHUNK`] records.
+    fn process_with(
+        &self,
+        read: impl FnOnce(&mut RecordReader<'_>) -> Result<Vec<std::path::PathBuf>, DataError>,
+    ) -> Result<TokenizedDataset, DataError> {
         let mut out = self.empty_dataset();
         let mut chunk = Vec::with_capacity(CHUNK);
-        for path in paths {
-            let files = read_data(path.as_ref(), split, &self.columns, |record| {
+        let files = {
+            let mut on_record = |record: Result<PreferenceRecord, DataError>| {
                 out.report.records_read += 1;
                 match record {
                     Ok(record) => chunk.push(record),
@@ -144,9 +204,10 @@ impl PreferenceProcessor {
                     chunk.clear();
                 }
                 Ok(())
-            })?;
-            out.report.files.extend(files.into_iter().map(|f| f.path));
-        }
+            };
+            read(&mut on_record)?
+        };
+        out.report.files.extend(files);
         self.tokenize_chunk(&chunk, &mut out)?;
         Ok(out)
     }
@@ -172,15 +233,18 @@ impl PreferenceProcessor {
     /// # Errors
     /// [`DataError::NoChatTemplate`], [`DataError::TemplateRender`], [`DataError::Tokenize`],
     /// [`DataError::InvalidRecord`] (a completion renders to nothing) or
-    /// [`DataError::CompletionTruncatedAway`].
+    /// [`DataError::CompletionTruncatedAway`] (the pair's TRL version would drop it).
     pub fn tokenize_record(&self, record: &PreferenceRecord) -> Result<TokenizedPair, DataError> {
-        self.tokenize(record).map(|t| t.pair)
+        match self.tokenize(record)? {
+            Outcome::Kept { pair, .. } => Ok(pair),
+            Outcome::Dropped(reason) => Err(reason),
+        }
     }
 
     fn empty_dataset(&self) -> TokenizedDataset {
         TokenizedDataset {
             max_length: self.config.max_length,
-            truncation_mode: self.config.truncation_mode,
+            truncation_mode: self.config.truncation_mode(),
             ..Default::default()
         }
     }
@@ -201,202 +265,39 @@ impl PreferenceProcessor {
         chunk: &[PreferenceRecord],
         out: &mut TokenizedDataset,
     ) -> Result<(), DataError> {
-        let results: Vec<Result<Tokenized, DataError>> =
+        let results: Vec<Result<Outcome, DataError>> =
             chunk.par_iter().map(|r| self.tokenize(r)).collect();
         for (record, result) in chunk.iter().zip(results) {
             match result {
-                Ok(t) => {
+                Ok(Outcome::Kept { pair, notes }) => {
                     let report = &mut out.report;
                     report.pairs_kept += 1;
-                    report.prompts_truncated += usize::from(t.prompt_truncated);
+                    report.prompts_truncated += usize::from(notes.prompt_truncated);
+                    report.prompts_not_prefix += usize::from(notes.prompt_not_prefix);
+                    report.pairs_unscored += usize::from(notes.unscored);
                     if let Some(max) = self.config.max_length
-                        && t.pair.chosen_len().max(t.pair.rejected_len()) > max
+                        && pair.chosen_len().max(pair.rejected_len()) > max
                     {
                         report.pairs_over_max_length += 1;
                     }
-                    out.pairs.push(t.pair);
+                    out.pairs.push(pair);
                     out.origins.push(record.origin.clone());
                 }
+                Ok(Outcome::Dropped(reason)) => out
+                    .report
+                    .note_skip(&reason, self.config.max_reported_reasons),
                 Err(err) => self.skip_or_fail(&mut out.report, err)?,
             }
         }
         Ok(())
     }
 
-    fn tokenize(&self, record: &PreferenceRecord) -> Result<Tokenized, DataError> {
-        let origin = &record.origin;
-        let info = self.tokenizer.info();
-        let (mut prompt_ids, mut chosen_ids, mut rejected_ids) = match &record.body {
-            PairBody::Standard {
-                prompt,
-                chosen,
-                rejected,
-            } => {
-                let mut chosen_ids = self.encode(chosen, &self.columns.chosen, origin)?;
-                let mut rejected_ids = self.encode(rejected, &self.columns.rejected, origin)?;
-                if let Some(eos) = info.eos_token_id() {
-                    for ids in [&mut chosen_ids, &mut rejected_ids] {
-                        if ids.last() != Some(&eos) {
-                            ids.push(eos);
-                        }
-                    }
-                }
-                (
-                    self.encode(prompt, &self.columns.prompt, origin)?,
-                    chosen_ids,
-                    rejected_ids,
-                )
-            }
-            PairBody::Conversational {
-                prompt,
-                chosen,
-                rejected,
-            } => {
-                let (prompt, chosen, rejected) =
-                    self.render_conversation(prompt, chosen, rejected, origin)?;
-                (
-                    self.encode(&prompt, &self.columns.prompt, origin)?,
-                    self.encode(&chosen, &self.columns.chosen, origin)?,
-                    self.encode(&rejected, &self.columns.rejected, origin)?,
-                )
-            }
-        };
-        if info.add_bos_token
-            && let Some(bos) = info.bos_token_id()
-            && prompt_ids.first() != Some(&bos)
-        {
-            prompt_ids.insert(0, bos);
-        }
-        for (ids, field) in [
-            (&mut chosen_ids, &self.columns.chosen),
-            (&mut rejected_ids, &self.columns.rejected),
-        ] {
-            if ids.is_empty() {
-                return Err(DataError::InvalidRecord {
-                    origin: origin.clone(),
-                    field: field.clone(),
-                    reason: "the completion tokenizes to no tokens".into(),
-                });
+    fn tokenize(&self, record: &PreferenceRecord) -> Result<Outcome, DataError> {
+        match self.config.trl_semantics {
+            TrlPipeline::V1 => v1::tokenize(&self.tokenizer, &self.config, &self.columns, record),
+            TrlPipeline::V0_28 => {
+                v0_28::tokenize(&self.tokenizer, &self.config, &self.columns, record)
             }
         }
-        let mode = self.config.truncation_mode;
-        let mut prompt_truncated = false;
-        if let Some(max) = self.config.max_prompt_length
-            && prompt_ids.len() > max
-        {
-            prompt_truncated = true;
-            match mode {
-                TruncationMode::KeepEnd => {
-                    prompt_ids.drain(..prompt_ids.len() - max);
-                }
-                TruncationMode::KeepStart => prompt_ids.truncate(max),
-            }
-        }
-        if let Some(max) = self.config.max_length
-            && mode == TruncationMode::KeepStart
-            && prompt_ids.len() >= max
-        {
-            return Err(DataError::CompletionTruncatedAway {
-                origin: origin.clone(),
-                field: self.columns.prompt.clone(),
-                prompt_len: prompt_ids.len(),
-                max_length: max,
-                mode: mode.as_str(),
-            });
-        }
-        for (ids, field) in [(&chosen_ids, "chosen"), (&rejected_ids, "rejected")] {
-            let max = self.config.max_length;
-            if scored_completion_tokens(prompt_ids.len(), ids.len(), max, mode) == 0 {
-                return Err(DataError::NoScoredToken {
-                    origin: origin.clone(),
-                    field: field.into(),
-                    prompt_len: prompt_ids.len(),
-                    completion_len: ids.len(),
-                    max_length: max.map_or("none".into(), |m| m.to_string()),
-                    mode: mode.as_str(),
-                });
-            }
-        }
-        Ok(Tokenized {
-            pair: TokenizedPair {
-                prompt_ids,
-                chosen_ids,
-                rejected_ids,
-            },
-            prompt_truncated,
-        })
     }
-
-    fn encode(
-        &self,
-        text: &str,
-        field: &str,
-        origin: &RecordOrigin,
-    ) -> Result<Vec<u32>, DataError> {
-        self.tokenizer
-            .encode(text)
-            .map_err(|source| DataError::Tokenize {
-                origin: origin.clone(),
-                field: field.into(),
-                source,
-            })
-    }
-
-    /// Returns (prompt text, chosen text, rejected text) as TRL's `apply_chat_template` does.
-    fn render_conversation(
-        &self,
-        prompt: &[Message],
-        chosen: &[Message],
-        rejected: &[Message],
-        origin: &RecordOrigin,
-    ) -> Result<(String, String, String), DataError> {
-        let continue_final = prompt.last().is_some_and(|m| m.role == "assistant");
-        let render = |messages: &[Message], generation: bool, cont: bool, field: &str| match self
-            .tokenizer
-            .apply_chat_template(messages, generation, cont)
-        {
-            None => Err(DataError::NoChatTemplate {
-                origin: origin.clone(),
-                field: field.into(),
-            }),
-            Some(Err(source)) => Err(DataError::TemplateRender {
-                origin: origin.clone(),
-                field: field.into(),
-                source,
-            }),
-            Some(Ok(text)) => Ok(text),
-        };
-        let prompt_text = render(
-            prompt,
-            !continue_final,
-            continue_final,
-            &self.columns.prompt,
-        )?;
-        let mut joined = Vec::with_capacity(prompt.len() + chosen.len().max(rejected.len()));
-        joined.extend_from_slice(prompt);
-        joined.extend_from_slice(chosen);
-        let full_chosen = render(&joined, false, false, &self.columns.chosen)?;
-        joined.truncate(prompt.len());
-        joined.extend_from_slice(rejected);
-        let full_rejected = render(&joined, false, false, &self.columns.rejected)?;
-        // Some templates (DeepSeek-R1) add markup with the generation prompt that the full
-        // rendering lacks; the shared prefix is the prompt, as in TRL.
-        let split = common_prefix_len(&prompt_text, &full_chosen)
-            .min(common_prefix_len(&prompt_text, &full_rejected));
-        let mut prompt_text = prompt_text;
-        prompt_text.truncate(split);
-        Ok((
-            prompt_text,
-            full_chosen[split..].to_string(),
-            full_rejected[split..].to_string(),
-        ))
-    }
-}
-
-/// Length in bytes of the longest common prefix, on a character boundary of both strings.
-fn common_prefix_len(a: &str, b: &str) -> usize {
-    a.char_indices()
-        .zip(b.chars())
-        .find(|((_, x), y)| x != y)
-        .map_or(a.len().min(b.len()), |((i, _), _)| i)
 }

@@ -5,7 +5,11 @@
 //! The layout is sniffed from the first non-blank byte (`[` means a JSON array, anything else
 //! JSONL), so a `.json` file written one object per line (as `datasets.Dataset.to_json` does) is
 //! read correctly. Neither layout is read into memory whole: JSONL is read line by line and
-//! arrays are deserialized element by element from a buffered reader.
+//! arrays are deserialized element by element from a buffered reader. Gzip-compressed JSON
+//! (`.jsonl.gz`, `.json.gz`, as the Hub stores some datasets) is decompressed as it is read.
+//!
+//! A record whose message keys, tools or template arguments reach a chat template is also
+//! parsed into an order-preserving value (see [`PreferenceRecord::from_json_ordered`]).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -14,11 +18,16 @@ use std::sync::Arc;
 
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::columnar::{read_arrow_ipc, read_parquet};
 use crate::error::{DataError, RecordLocation, RecordOrigin};
-use crate::record::{ColumnNames, PreferenceRecord};
+use crate::record::{ColumnNames, PreferenceRecord, needs_ordered_twin};
 use crate::source::{DataFile, FileKind, resolve_data_files};
+
+/// The callback a reader hands each record (or its error) to: `Err` stops reading.
+pub type RecordReader<'a> =
+    dyn FnMut(Result<PreferenceRecord, DataError>) -> Result<(), DataError> + 'a;
 
 /// The file layouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +80,8 @@ where
     F: FnMut(Result<PreferenceRecord, DataError>) -> Result<(), DataError>,
 {
     match file.kind {
-        FileKind::Json => read_json(&file.path, columns, on_record),
+        FileKind::Json => read_json(&file.path, false, columns, on_record),
+        FileKind::JsonGzip => read_json(&file.path, true, columns, on_record),
         FileKind::Parquet => {
             read_parquet(&file.path, columns, on_record)?;
             Ok(FileLayout::Parquet)
@@ -107,6 +117,7 @@ where
 
 fn read_json<F>(
     path: &Path,
+    gzip: bool,
     columns: &ColumnNames,
     on_record: &mut F,
 ) -> Result<FileLayout, DataError>
@@ -118,7 +129,12 @@ where
         source,
     };
     let file = File::open(path).map_err(io_error)?;
-    let mut reader = BufReader::with_capacity(1 << 16, file);
+    let source: Box<dyn Read> = if gzip {
+        Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(file)))
+    } else {
+        Box::new(file)
+    };
+    let mut reader = BufReader::with_capacity(1 << 16, source);
     let shared_path: Arc<Path> = Arc::from(path);
     let layout = sniff_layout(&mut reader).map_err(io_error)?;
     match layout {
@@ -205,12 +221,27 @@ fn parse_line(
         }
     };
     match serde_json::from_str::<Value>(text) {
-        Ok(value) => PreferenceRecord::from_json_with_columns(value, origin, columns),
+        Ok(value) => record_from_text(value, text, origin, columns),
         Err(err) => Err(DataError::MalformedJson {
             origin,
             message: json_message(&err, true),
         }),
     }
+}
+
+/// Validates a parsed record, with an order-preserving parse of `text` when it matters.
+fn record_from_text(
+    value: Value,
+    text: &str,
+    origin: RecordOrigin,
+    columns: &ColumnNames,
+) -> Result<PreferenceRecord, DataError> {
+    let twin = if needs_ordered_twin(&value) {
+        serde_json::from_str::<minijinja::Value>(text).ok()
+    } else {
+        None
+    };
+    PreferenceRecord::from_json_ordered(value, twin.as_ref(), origin, columns)
 }
 
 /// Which field of a JSONL line holds the invalid bytes: parse the line with invalid sequences
@@ -312,16 +343,15 @@ where
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(value) = seq.next_element::<Value>()? {
+        while let Some(raw) = seq.next_element::<Box<RawValue>>()? {
             let origin = RecordOrigin {
                 path: Arc::clone(self.path),
                 location: RecordLocation::Index(self.index),
             };
-            if let Err(err) = (self.on_record)(PreferenceRecord::from_json_with_columns(
-                value,
-                origin,
-                self.columns,
-            )) {
+            let text = raw.get();
+            let value: Value = serde_json::from_str(text).map_err(de::Error::custom)?;
+            if let Err(err) = (self.on_record)(record_from_text(value, text, origin, self.columns))
+            {
                 self.stopped = Some(err);
                 return Err(de::Error::custom("stopped by the caller"));
             }

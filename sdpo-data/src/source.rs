@@ -2,9 +2,10 @@
 //!
 //! A data path is one of
 //!
-//! * a file: JSON/JSONL, Parquet or Arrow IPC, by extension (`.json`, `.jsonl`, `.ndjson`;
-//!   `.parquet`, `.pq`; `.arrow`, `.ipc`, `.feather`), else by its first bytes (`PAR1` is
-//!   Parquet, `ARROW1` or an IPC stream header is Arrow, anything else JSON/JSONL);
+//! * a file: JSON/JSONL, Parquet or Arrow IPC, by extension (`.json`, `.jsonl`, `.ndjson`, each
+//!   optionally `.gz`; `.parquet`, `.pq`; `.arrow`, `.ipc`, `.feather`), else by its first
+//!   bytes (`PAR1` is Parquet, `ARROW1` or an IPC stream header is Arrow, the gzip magic is
+//!   gzipped JSON, anything else JSON/JSONL);
 //! * a glob (`data/train-*.parquet`): every matching file, in name order;
 //! * a `datasets` `save_to_disk` directory: a `Dataset` (`state.json` lists its Arrow files) or
 //!   a `DatasetDict` (`dataset_dict.json` lists its splits, each a `Dataset` directory);
@@ -26,6 +27,8 @@ use crate::error::DataError;
 pub enum FileKind {
     /// JSON array or JSONL (the layout is sniffed when reading).
     Json,
+    /// Gzip-compressed JSON array or JSONL (`.jsonl.gz`, `.json.gz`).
+    JsonGzip,
     /// Apache Parquet.
     Parquet,
     /// Arrow IPC, stream (what `datasets` writes) or file format.
@@ -37,14 +40,22 @@ impl FileKind {
     pub fn name(self) -> &'static str {
         match self {
             FileKind::Json => "JSON",
+            FileKind::JsonGzip => "gzipped JSON",
             FileKind::Parquet => "Parquet",
             FileKind::ArrowIpc => "Arrow IPC",
         }
     }
 
     /// The kind a file name's extension says, if it says one.
-    fn from_extension(path: &Path) -> Option<Self> {
+    pub(crate) fn from_extension(path: &Path) -> Option<Self> {
         let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+        if ext == "gz" {
+            let inner = Path::new(path.file_stem()?);
+            return match Self::from_extension(inner)? {
+                FileKind::Json => Some(FileKind::JsonGzip),
+                _ => None,
+            };
+        }
         match ext.as_str() {
             "json" | "jsonl" | "ndjson" => Some(FileKind::Json),
             "parquet" | "pq" => Some(FileKind::Parquet),
@@ -77,6 +88,8 @@ impl FileKind {
         let head = &head[..filled];
         Ok(if head.starts_with(b"PAR1") {
             FileKind::Parquet
+        } else if head.starts_with(&[0x1f, 0x8b]) {
+            FileKind::JsonGzip
         } else if head.starts_with(b"ARROW1") || head.starts_with(&[0xFF, 0xFF, 0xFF, 0xFF]) {
             FileKind::ArrowIpc
         } else {
@@ -189,7 +202,7 @@ fn resolve_glob(pattern: &Path, split: &str) -> Result<Vec<DataFile>, DataError>
     Ok(files)
 }
 
-fn is_metadata(path: &Path) -> bool {
+pub(crate) fn is_metadata(path: &Path) -> bool {
     path.file_name()
         .and_then(|n| n.to_str())
         .is_some_and(|n| METADATA_FILES.contains(&n))
@@ -206,7 +219,51 @@ fn read_manifest(path: &Path) -> Result<serde_json::Value, DataError> {
     })
 }
 
-fn resolve_dir(dir: &Path, split: &str) -> Result<Vec<DataFile>, DataError> {
+/// The splits of a dataset directory as its layout names them: a `DatasetDict`'s splits, `train`
+/// for a `save_to_disk` `Dataset`, the split names of Hub-layout files, or `train` for a
+/// directory of shards whose names carry no split.
+///
+/// # Errors
+/// As [`resolve_data_files`] on a directory.
+pub(crate) fn dir_split_names(dir: &Path) -> Result<Vec<String>, DataError> {
+    let dict = dir.join("dataset_dict.json");
+    if dict.is_file() {
+        let manifest = read_manifest(&dict)?;
+        return manifest
+            .get("splits")
+            .and_then(|s| s.as_array())
+            .map(|s| {
+                s.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .ok_or_else(|| DataError::DataSource {
+                path: dict.clone(),
+                reason: "has no `splits` list".into(),
+            });
+    }
+    if dir.join("state.json").is_file() {
+        return Ok(vec!["train".into()]);
+    }
+    let (_, found) = hub_layout_files(dir)?;
+    let mut names: Vec<String> = found.iter().map(|rel| split_name(rel)).collect();
+    names.sort_unstable();
+    names.dedup();
+    if names.is_empty() || !names_a_split(&names) {
+        return Ok(vec!["train".into()]);
+    }
+    Ok(names)
+}
+
+/// Whether some of `names` read as split names (`train`, `test_prefs`, `validation-0`, ...).
+fn names_a_split(names: &[String]) -> bool {
+    names.iter().any(|name| {
+        name.split(['-', '_', '.', ' '])
+            .any(|word| KNOWN_SPLITS.contains(&word.to_ascii_lowercase().as_str()))
+    })
+}
+
+pub(crate) fn resolve_dir(dir: &Path, split: &str) -> Result<Vec<DataFile>, DataError> {
     // `DatasetDict.save_to_disk`: {"splits": ["train", "test"]}, one directory per split.
     let dict = dir.join("dataset_dict.json");
     if dict.is_file() {
@@ -261,15 +318,7 @@ fn resolve_dir(dir: &Path, split: &str) -> Result<Vec<DataFile>, DataError> {
             })
             .collect());
     }
-    // Hub layout: data files under data/ when it exists.
-    let root = if dir.join("data").is_dir() {
-        dir.join("data")
-    } else {
-        dir.to_path_buf()
-    };
-    let mut found = Vec::new();
-    collect_data_files(&root, &root, 0, &mut found)?;
-    found.sort();
+    let (root, found) = hub_layout_files(dir)?;
     if found.is_empty() {
         return Err(DataError::DataSource {
             path: root,
@@ -287,11 +336,7 @@ fn resolve_dir(dir: &Path, split: &str) -> Result<Vec<DataFile>, DataError> {
         let mut names: Vec<String> = found.iter().map(|rel| split_name(rel)).collect();
         names.sort_unstable();
         names.dedup();
-        let names_splits = names.iter().any(|name| {
-            name.split(['-', '_', '.', ' '])
-                .any(|word| KNOWN_SPLITS.contains(&word.to_ascii_lowercase().as_str()))
-        });
-        if names_splits {
+        if names_a_split(&names) {
             return Err(DataError::DataSource {
                 path: dir.to_path_buf(),
                 reason: format!(
@@ -325,6 +370,20 @@ fn resolve_dir(dir: &Path, split: &str) -> Result<Vec<DataFile>, DataError> {
         }
     }
     Ok(files)
+}
+
+/// The Hub layout's root (`dir/data` when it exists, else `dir`) and its data files, relative
+/// to the root, sorted.
+fn hub_layout_files(dir: &Path) -> Result<(PathBuf, Vec<PathBuf>), DataError> {
+    let root = if dir.join("data").is_dir() {
+        dir.join("data")
+    } else {
+        dir.to_path_buf()
+    };
+    let mut found = Vec::new();
+    collect_data_files(&root, &root, 0, &mut found)?;
+    found.sort();
+    Ok((root, found))
 }
 
 /// Data files under `dir`, as paths relative to `root`; hidden entries (`.cache`, `.git`) and

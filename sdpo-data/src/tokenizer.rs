@@ -1,6 +1,7 @@
 //! [`PreferenceTokenizer`]: a HF tokenizer directory (`tokenizer.json`, `tokenizer_config.json`,
-//! optional `chat_template.jinja`) loaded offline, and [`TokenizerInfo`], the facts about it
-//! that must agree between a policy and its reference model.
+//! optional `chat_template.jinja` and `additional_chat_templates/*.jinja`) loaded offline, and
+//! [`TokenizerInfo`], the facts about it that must agree between a policy and its reference
+//! model.
 
 use std::path::{Path, PathBuf};
 
@@ -8,8 +9,8 @@ use serde_json::Value;
 use tokenizers::Tokenizer;
 
 use crate::error::DataError;
-use crate::record::Message;
-use crate::template::{ChatTemplate, TemplateTokens};
+use crate::template::{ChatTemplate, RenderInput, TemplateTokens};
+use crate::templates::ChatTemplates;
 
 /// One special token: its text and its id in the vocabulary.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -94,20 +95,21 @@ impl TokenizerInfo {
     }
 }
 
-/// A tokenizer with its special tokens and chat template, loaded from a HF directory.
-#[derive(Debug)]
+/// A tokenizer with its special tokens and chat templates, loaded from a HF directory.
+#[derive(Debug, Clone)]
 pub struct PreferenceTokenizer {
     tokenizer: Tokenizer,
     info: TokenizerInfo,
-    template: Option<ChatTemplate>,
+    templates: ChatTemplates,
     dir: PathBuf,
 }
 
 impl PreferenceTokenizer {
-    /// Loads `dir/tokenizer.json` and `dir/tokenizer_config.json`. The chat template is
-    /// `dir/chat_template.jinja` when that file exists (transformers 5 prefers it), else
-    /// `chat_template` from the config (a string, or a list of `{name, template}` from which
-    /// `default` is taken). Never touches the network.
+    /// Loads `dir/tokenizer.json` and `dir/tokenizer_config.json`. The chat templates are, as
+    /// transformers 5 loads them, `dir/chat_template.jinja` (the default) and
+    /// `dir/additional_chat_templates/NAME.jinja` (named ones) when those files exist, else
+    /// `chat_template` from the config (a string, or a list of `{name, template}`). Never
+    /// touches the network.
     ///
     /// # Errors
     /// [`DataError::Io`], [`DataError::TokenizerLoad`], [`DataError::TokenizerConfig`] (bad
@@ -150,25 +152,8 @@ impl PreferenceTokenizer {
                 });
             }
         };
-        let tokens = TemplateTokens {
-            bos_token: bos.as_ref().map(|t| t.content.clone()),
-            eos_token: eos.as_ref().map(|t| t.content.clone()),
-            pad_token: pad.as_ref().map(|t| t.content.clone()),
-            unk_token: unk.as_ref().map(|t| t.content.clone()),
-        };
-        let jinja_path = dir.join("chat_template.jinja");
-        let template = if jinja_path.exists() {
-            let source = std::fs::read_to_string(&jinja_path).map_err(|source| DataError::Io {
-                path: jinja_path.clone(),
-                source,
-            })?;
-            Some(ChatTemplate::new(&source, tokens, &jinja_path)?)
-        } else {
-            match config_template(&config, &config_path)? {
-                Some(source) => Some(ChatTemplate::new(&source, tokens, &config_path)?),
-                None => None,
-            }
-        };
+        let tokens = template_tokens(&config);
+        let templates = ChatTemplates::load(dir, &config, &config_path, &tokens)?;
         let info = TokenizerInfo {
             vocab_size: tokenizer.get_vocab_size(true),
             bos,
@@ -176,34 +161,41 @@ impl PreferenceTokenizer {
             pad,
             unk,
             add_bos_token,
-            has_chat_template: template.is_some(),
+            has_chat_template: !templates.is_empty(),
         };
         Ok(Self {
             tokenizer,
             info,
-            template,
+            templates,
             dir: dir.to_path_buf(),
         })
     }
 
-    /// Replaces the chat template (e.g. a user-supplied `--chat-template` file).
+    /// Replaces the chat templates with one (e.g. a user-supplied `--chat-template` file, or
+    /// `tokenizer.chat_template = ...` in Python).
     ///
     /// # Errors
     /// [`DataError::TemplateSyntax`] when `source` does not parse.
     pub fn with_chat_template(mut self, source: &str) -> Result<Self, DataError> {
-        let tokens = TemplateTokens {
-            bos_token: self.info.bos.as_ref().map(|t| t.content.clone()),
-            eos_token: self.info.eos.as_ref().map(|t| t.content.clone()),
-            pad_token: self.info.pad.as_ref().map(|t| t.content.clone()),
-            unk_token: self.info.unk.as_ref().map(|t| t.content.clone()),
-        };
-        self.template = Some(ChatTemplate::new(
-            source,
-            tokens,
-            &self.dir.join("<chat template override>"),
-        )?);
+        let tokens = self.templates.tokens().clone();
+        let template =
+            ChatTemplate::new(source, tokens, &self.dir.join("<chat template override>"))?;
+        self.templates = ChatTemplates::single(template);
         self.info.has_chat_template = true;
         Ok(self)
+    }
+
+    /// As [`Self::with_chat_template`] for an already compiled template (one made with
+    /// [`ChatTemplate::with_clock`], for example).
+    pub fn with_compiled_chat_template(mut self, template: ChatTemplate) -> Self {
+        self.templates = ChatTemplates::single(template);
+        self.info.has_chat_template = true;
+        self
+    }
+
+    /// The special tokens a chat template sees (those `tokenizer_config.json` names).
+    pub fn template_tokens(&self) -> &TemplateTokens {
+        self.templates.tokens()
     }
 
     /// Sizes and special tokens.
@@ -216,9 +208,14 @@ impl PreferenceTokenizer {
         &self.dir
     }
 
-    /// The chat template, if any.
+    /// The default chat template, if any.
     pub fn chat_template(&self) -> Option<&ChatTemplate> {
-        self.template.as_ref()
+        self.templates.default_template()
+    }
+
+    /// All chat templates (the default and named ones).
+    pub fn chat_templates(&self) -> &ChatTemplates {
+        &self.templates
     }
 
     /// The underlying `tokenizers` tokenizer.
@@ -266,17 +263,49 @@ impl PreferenceTokenizer {
             .to_vec())
     }
 
-    /// Renders a conversation with the chat template (see [`ChatTemplate::render`]); `None`
-    /// when the tokenizer has no template.
+    /// Renders a conversation with the chat template transformers would pick (the `tool_use`
+    /// template when there are tools and one exists, else the default; see
+    /// [`ChatTemplate::render`]); `None` when the tokenizer has no template.
     pub fn apply_chat_template(
         &self,
-        messages: &[Message],
+        input: &RenderInput<'_>,
+    ) -> Option<Result<String, minijinja::Error>> {
+        self.templates
+            .select(input.tools.is_some())
+            .map(|template| template.and_then(|t| t.render(input)))
+    }
+
+    /// [`Self::apply_chat_template`] on a bare conversation (no tools, no template arguments).
+    pub fn render_messages(
+        &self,
+        messages: &[crate::record::Message],
         add_generation_prompt: bool,
         continue_final_message: bool,
     ) -> Option<Result<String, minijinja::Error>> {
-        self.template
-            .as_ref()
-            .map(|t| t.render(messages, add_generation_prompt, continue_final_message))
+        self.apply_chat_template(&RenderInput {
+            messages,
+            add_generation_prompt,
+            continue_final_message,
+            ..RenderInput::default()
+        })
+    }
+}
+
+/// transformers' `special_tokens_map`: the named special tokens the config sets, as strings.
+fn template_tokens(config: &Value) -> TemplateTokens {
+    let token = |key: &str| match config.get(key) {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Object(o)) => o.get("content").and_then(Value::as_str).map(str::to_string),
+        _ => None,
+    };
+    TemplateTokens {
+        bos_token: token("bos_token"),
+        eos_token: token("eos_token"),
+        unk_token: token("unk_token"),
+        sep_token: token("sep_token"),
+        pad_token: token("pad_token"),
+        cls_token: token("cls_token"),
+        mask_token: token("mask_token"),
     }
 }
 
@@ -307,30 +336,5 @@ fn special_token(
         None => Err(bad(format!(
             "`{content}` is not in tokenizer.json's vocabulary"
         ))),
-    }
-}
-
-/// `chat_template` as a string, or HF's named list (the `default` entry).
-fn config_template(config: &Value, config_path: &Path) -> Result<Option<String>, DataError> {
-    let bad = |reason: &str| DataError::TokenizerConfig {
-        path: config_path.to_path_buf(),
-        field: "chat_template".into(),
-        reason: reason.into(),
-    };
-    match config.get("chat_template") {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(Value::Array(items)) => {
-            for item in items {
-                if item.get("name").and_then(Value::as_str) == Some("default") {
-                    return match item.get("template") {
-                        Some(Value::String(s)) => Ok(Some(s.clone())),
-                        _ => Err(bad("the `default` entry has no string `template`")),
-                    };
-                }
-            }
-            Err(bad("a list of named templates without a `default` entry"))
-        }
-        Some(_) => Err(bad("expected a string or a list of {name, template}")),
     }
 }

@@ -280,8 +280,14 @@ impl TrainConfig {
         if self.model_name_or_path.as_os_str().is_empty() {
             return Err(bad("model_name_or_path", "is required"));
         }
-        if self.train_file.as_os_str().is_empty() {
-            return Err(bad("train_file", "is required"));
+        if self.train_file.as_os_str().is_empty()
+            && self.data.dataset_name.is_none()
+            && self.data.datasets.is_none()
+        {
+            return Err(bad(
+                "train_file",
+                "is required (or dataset_name, or a datasets mixture)",
+            ));
         }
         if self.output_dir.as_os_str().is_empty() {
             return Err(bad("output_dir", "must not be empty"));
@@ -579,6 +585,10 @@ impl TrainConfig {
         let (mut loss, mut data, mut own) = (Map::new(), Map::new(), Map::new());
         for (key, value) in map {
             if loss_keys.contains(&key) {
+                // `trl_semantics` picks both the loss and the data pipeline.
+                if data_keys.contains(&key) {
+                    data.insert(key.clone(), value.clone());
+                }
                 loss.insert(key, value);
             } else if data_keys.contains(&key) {
                 data.insert(key, value);
@@ -654,6 +664,18 @@ mod tests {
             "keys without a row in {}: {missing:?}",
             path.display()
         );
+    }
+
+    #[test]
+    fn trl_semantics_picks_the_loss_and_the_data_pipeline() {
+        let config: TrainConfig = serde_json::from_str(r#"{"trl_semantics": "0.28"}"#).unwrap();
+        assert_eq!(config.loss.trl_semantics, sdpo_core::TrlSemantics::V0_28);
+        assert_eq!(config.data.trl_semantics, sdpo_data::TrlPipeline::V0_28);
+        assert_eq!(config.data.max_prompt_length(), Some(512));
+        let default = TrainConfig::default();
+        assert_eq!(default.data.trl_semantics, sdpo_data::TrlPipeline::V1);
+        let back: TrainConfig = serde_json::from_value(Value::Object(config.to_map())).unwrap();
+        assert_eq!(back, config);
     }
 
     #[test]

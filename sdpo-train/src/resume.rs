@@ -33,7 +33,11 @@ const RUN_DEFINING_KEYS: [&str; 17] = [
 ];
 
 /// Data keys that change no token the model sees.
-const NEUTRAL_DATA_KEYS: [&str; 2] = ["pad_to_multiple_of", "max_reported_reasons"];
+const NEUTRAL_DATA_KEYS: [&str; 3] = [
+    "pad_to_multiple_of",
+    "max_reported_reasons",
+    "dataset_streaming",
+];
 
 /// How the current configuration differs from a checkpoint's.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -37,6 +37,10 @@ pub(crate) fn model_error(path: &Path) -> impl FnOnce(sdpo_models::ModelError) -
 pub(crate) struct RunData {
     /// Where the tokenizer files come from (copied into checkpoints).
     pub tokenizer_dir: PathBuf,
+    /// What the training pairs were read from (`train_file`, `dataset_name` or `datasets`).
+    pub train_source: PathBuf,
+    /// What the evaluation pairs were read from, if any.
+    pub eval_source: Option<PathBuf>,
     /// The tokenizer's vocabulary and special tokens.
     pub tokenizer: TokenizerInfo,
     /// The training pairs.
@@ -57,23 +61,22 @@ impl RunData {
         let tokenizer = PreferenceTokenizer::from_dir(&tokenizer_dir)?;
         let info = tokenizer.info().clone();
         let processor = PreferenceProcessor::new(tokenizer, config.data.clone())?;
-        let train = processor.process_file(&config.train_file)?;
-        report_data(observer, "train", &config.train_file, &train);
+        let (train_source, train, eval) = read_splits(config, &processor, observer)?;
+        report_data(observer, "train", &train_source, &train);
         if train.is_empty() {
-            return Err(TrainError::NoData {
-                path: config.train_file.clone(),
-            });
+            return Err(TrainError::NoData { path: train_source });
         }
-        let eval = match &config.eval_file {
-            Some(path) => {
-                let eval = processor.process_eval_file(path)?;
-                report_data(observer, "eval", path, &eval);
-                Some(eval)
-            }
-            None => None,
+        if let Some((path, eval)) = &eval {
+            report_data(observer, "eval", path, eval);
+        }
+        let (eval_source, eval) = match eval {
+            Some((path, eval)) => (Some(path), Some(eval)),
+            None => (None, None),
         };
         Ok(Self {
             tokenizer_dir,
+            train_source,
+            eval_source,
             tokenizer: info,
             collator: processor.collator()?,
             train,
@@ -128,6 +131,75 @@ impl RunData {
     }
 }
 
+/// The train split and the optional eval split, from `train_file`/`eval_file`, else a
+/// `datasets` mixture (eval: its held-out `test` split), else `dataset_name` (eval: its
+/// `dataset_test_split` when the dataset has one). `eval_file` always wins for evaluation.
+#[allow(clippy::type_complexity)]
+fn read_splits(
+    config: &TrainConfig,
+    processor: &PreferenceProcessor,
+    observer: &mut dyn TrainObserver,
+) -> Result<
+    (
+        PathBuf,
+        TokenizedDataset,
+        Option<(PathBuf, TokenizedDataset)>,
+    ),
+    TrainError,
+> {
+    let data = &config.data;
+    let eval_file = || -> Result<Option<(PathBuf, TokenizedDataset)>, TrainError> {
+        match &config.eval_file {
+            Some(path) => Ok(Some((path.clone(), processor.process_eval_file(path)?))),
+            None => Ok(None),
+        }
+    };
+    if !config.train_file.as_os_str().is_empty() {
+        let train = processor.process_file(&config.train_file)?;
+        return Ok((config.train_file.clone(), train, eval_file()?));
+    }
+    if let Some(mixture) = data.mixture()? {
+        if data.dataset_name.is_some() {
+            observer.on_message(
+                "warning: both `datasets` and `dataset_name` are set: the `datasets` mixture is read and `dataset_name` is ignored (as TRL does)",
+            );
+        }
+        let train = processor.process_mixture(&mixture, "train")?;
+        let eval = match eval_file()? {
+            Some(eval) => Some(eval),
+            None if mixture.split_names().contains(&"test") => Some((
+                PathBuf::from("datasets mixture (held-out test split)"),
+                processor.process_mixture(&mixture, "test")?,
+            )),
+            None => None,
+        };
+        return Ok((PathBuf::from("datasets mixture"), train, eval));
+    }
+    let Some(name) = &data.dataset_name else {
+        return Err(TrainError::Config {
+            key: "train_file".into(),
+            reason: "is required (or dataset_name, or a datasets mixture)".into(),
+        });
+    };
+    let dataset = PathBuf::from(name);
+    let train = processor.process_dataset(&dataset, &data.dataset_train_split)?;
+    let eval = match eval_file()? {
+        Some(eval) => Some(eval),
+        None if processor.dataset_has_split(&dataset, &data.dataset_test_split)? => Some((
+            dataset.clone(),
+            processor.process_dataset(&dataset, &data.dataset_test_split)?,
+        )),
+        None => {
+            observer.on_message(&format!(
+                "dataset `{name}` has no `{}` split: no evaluation (set dataset_test_split or eval_file)",
+                data.dataset_test_split
+            ));
+            None
+        }
+    };
+    Ok((dataset, train, eval))
+}
+
 fn report_data(
     observer: &mut dyn TrainObserver,
     split: &str,
@@ -153,6 +225,18 @@ fn report_data(
     }
     if r.prompts_truncated > 0 {
         msg.push_str(&format!("; {} prompts truncated", r.prompts_truncated));
+    }
+    if r.prompts_not_prefix > 0 {
+        msg.push_str(&format!(
+            "; {} prompts whose tokens are not a prefix of prompt + completion (the diverging end of the prompt is left out, as TRL 1.x does)",
+            r.prompts_not_prefix
+        ));
+    }
+    if r.pairs_unscored > 0 {
+        msg.push_str(&format!(
+            "; warning: {} pairs have a completion with no token left to score after truncation to max_length (kept, as TRL 1.x keeps them)",
+            r.pairs_unscored
+        ));
     }
     observer.on_message(&msg);
 }
@@ -396,8 +480,8 @@ fn cached_or_computed(
     h.write_str(&format!(
         "max_length={:?};max_prompt_length={:?};truncation_mode={}",
         config.data.max_length,
-        config.data.max_prompt_length,
-        config.data.truncation_mode.as_str()
+        config.data.max_prompt_length(),
+        config.data.truncation_mode().as_str()
     ));
     if config.gradient_checkpointing {
         // The engine's chunked forward and the whole-batch forward agree to rounding only (and

@@ -235,11 +235,11 @@ impl Trainer {
     pub fn data_reports(&self) -> Vec<(&'static str, &Path, &sdpo_data::DataReport)> {
         let mut out = vec![(
             "train",
-            self.config.train_file.as_path(),
+            self.data.train_source.as_path(),
             &self.data.train.report,
         )];
-        if let (Some(eval), Some(file)) = (&self.data.eval, &self.config.eval_file) {
-            out.push(("eval", file.as_path(), &eval.report));
+        if let (Some(eval), Some(source)) = (&self.data.eval, &self.data.eval_source) {
+            out.push(("eval", source.as_path(), &eval.report));
         }
         out
     }

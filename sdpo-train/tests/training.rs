@@ -585,3 +585,41 @@ fn bf16_and_fp16_train_where_the_backend_computes_in_them_and_fall_back_with_a_w
         }
     }
 }
+
+#[test]
+fn dataset_name_trains_and_evaluates_on_a_dataset_directory() {
+    // TRL's `dataset_name`: a dataset in the Hub's layout gives the train split and, when it has
+    // one, the `dataset_test_split` for evaluation; no train_file or eval_file.
+    for dev in sdpo_testkit::test_devices!() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dataset = tmp.path().join("dataset");
+        std::fs::create_dir_all(dataset.join("data")).unwrap();
+        write_pairs(&dataset.join("data/train-00000-of-00001.jsonl"), 8, 0);
+        write_pairs(&dataset.join("data/test-00000-of-00001.jsonl"), 4, 100);
+        let mut config = tiny_config(tmp.path());
+        config.train_file = std::path::PathBuf::new();
+        config.eval_file = None;
+        config.data.dataset_name = Some(dataset.to_string_lossy().into_owned());
+        config.max_steps = 1;
+        let mut trainer =
+            Trainer::new(config, &dev.device, Start::Fresh, &mut SilentObserver).expect("trainer");
+        let reports: Vec<(String, std::path::PathBuf, usize)> = trainer
+            .data_reports()
+            .into_iter()
+            .map(|(split, path, report)| (split.to_string(), path.to_path_buf(), report.pairs_kept))
+            .collect();
+        assert_eq!(
+            reports,
+            vec![
+                ("train".to_string(), dataset.clone(), 8),
+                ("eval".to_string(), dataset.clone(), 4)
+            ]
+        );
+        let records = trainer.train(None, &mut SilentObserver).expect("train");
+        assert!(
+            !series(&records, "eval_loss").is_empty(),
+            "[{}] evaluated",
+            dev.name
+        );
+    }
+}

@@ -271,7 +271,7 @@ fn processor_for(case: &Case, skip: bool) -> PreferenceProcessor {
         "template_render.jsonl" => tokenizer = tokenizer.with_chat_template(ALTERNATING).unwrap(),
         "prompt_fills_max_length.jsonl" => {
             config.max_length = Some(6);
-            config.truncation_mode = TruncationMode::KeepStart;
+            config.truncation_mode = Some(TruncationMode::KeepStart);
         }
         _ => {}
     }

@@ -13,9 +13,9 @@ fn pair(prompt: &[u32], chosen: &[u32], rejected: &[u32]) -> TokenizedPair {
 fn collator(max_length: Option<usize>, mode: TruncationMode, multiple: Option<usize>) -> Collator {
     let config = DataConfig {
         max_length,
-        truncation_mode: mode,
+        truncation_mode: Some(mode),
         pad_to_multiple_of: multiple,
-        ..DataConfig::default()
+        ..DataConfig::v0_28()
     };
     Collator::new(&config, 0).unwrap()
 }
@@ -62,7 +62,7 @@ fn pads_with_the_pad_id_to_a_multiple() {
     let config = DataConfig {
         max_length: None,
         pad_to_multiple_of: Some(4),
-        ..DataConfig::default()
+        ..DataConfig::v0_28()
     };
     let batch = Collator::new(&config, 99).unwrap().collate(&[&pairs[0]]);
     assert_eq!(batch.seq_len, 4);

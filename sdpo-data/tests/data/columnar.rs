@@ -465,7 +465,7 @@ fn config_keys_for_columns_and_splits() {
     .unwrap();
     assert_eq!(config.columns().chosen, "response_j");
     assert_eq!(config.dataset_test_split, "test_prefs");
-    let defaults = DataConfig::default();
+    let defaults = DataConfig::v0_28();
     assert_eq!(
         (
             defaults.prompt_column.as_str(),
@@ -495,8 +495,8 @@ fn quickstart_parquet_copy_has_the_quickstart_pairs() {
     // The quickstart's data settings (examples/quickstart/sdpo.toml).
     let config = DataConfig {
         max_length: Some(96),
-        max_prompt_length: Some(48),
-        ..DataConfig::default()
+        max_prompt_length: Some(Some(48)),
+        ..DataConfig::v0_28()
     };
     let p = processor(config);
     let parquet = quickstart.join("parquet");

@@ -26,12 +26,28 @@ pub fn processor(config: DataConfig) -> PreferenceProcessor {
     PreferenceProcessor::new(smollm2(), config).expect("processor")
 }
 
-/// A config with no length limits.
+/// A processor on the SmolLM2 tokenizer with `template` as its chat template, if given.
+pub fn processor_with(config: DataConfig, template: Option<&str>) -> PreferenceProcessor {
+    let mut tokenizer = smollm2();
+    if let Some(template) = template {
+        tokenizer = tokenizer.with_chat_template(template).expect("template");
+    }
+    PreferenceProcessor::new(tokenizer, config).expect("processor")
+}
+
+/// A JSON file, parsed (panics naming the file).
+pub fn read_json(path: &std::path::Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A TRL 0.28 config with no length limits.
 pub fn unlimited() -> DataConfig {
     DataConfig {
         max_length: None,
-        max_prompt_length: None,
-        ..DataConfig::default()
+        max_prompt_length: Some(None),
+        ..DataConfig::v0_28()
     }
 }
 

@@ -176,10 +176,10 @@ fn max_prompt_length_keep_end_and_keep_start() {
         (TruncationMode::KeepStart, full[..3].to_vec()),
     ] {
         let config = DataConfig {
-            max_prompt_length: Some(3),
+            max_prompt_length: Some(Some(3)),
             max_length: None,
-            truncation_mode: mode,
-            ..DataConfig::default()
+            truncation_mode: Some(mode),
+            ..DataConfig::v0_28()
         };
         let path = write_temp("long-prompt.jsonl", line.as_bytes());
         let dataset = processor(config).process_file(&path).unwrap();
@@ -199,9 +199,9 @@ fn completion_truncated_away_is_an_error_or_a_counted_drop() {
     let path = write_temp("fills.jsonl", lines.as_bytes());
     let config = DataConfig {
         max_length: Some(4),
-        max_prompt_length: None,
-        truncation_mode: TruncationMode::KeepStart,
-        ..DataConfig::default()
+        max_prompt_length: Some(None),
+        truncation_mode: Some(TruncationMode::KeepStart),
+        ..DataConfig::v0_28()
     };
     let err = processor(config.clone()).process_file(&path).unwrap_err();
     assert!(matches!(
@@ -228,8 +228,8 @@ fn completion_truncated_away_is_an_error_or_a_counted_drop() {
     // keep_end never empties a completion: the prompt's start is cut at collation instead.
     let keep_end = DataConfig {
         max_length: Some(4),
-        max_prompt_length: None,
-        ..DataConfig::default()
+        max_prompt_length: Some(None),
+        ..DataConfig::v0_28()
     };
     let dataset = processor(keep_end).process_file(&path).unwrap();
     assert_eq!(dataset.len(), 2);
@@ -315,8 +315,8 @@ fn content_hash_is_stable_and_sensitive() {
     assert_eq!(a.content_hash(), b.content_hash());
     let c = processor(DataConfig {
         max_length: Some(3),
-        max_prompt_length: None,
-        ..DataConfig::default()
+        max_prompt_length: Some(None),
+        ..DataConfig::v0_28()
     })
     .process_file(&path)
     .unwrap();
@@ -381,18 +381,18 @@ fn config_reads_trl_names_and_rejects_typos() {
     )
     .unwrap();
     assert_eq!(config.max_length, Some(256));
-    assert_eq!(config.max_prompt_length, None);
-    assert_eq!(config.truncation_mode, TruncationMode::KeepStart);
+    assert_eq!(config.max_prompt_length, Some(None));
+    assert_eq!(config.truncation_mode, Some(TruncationMode::KeepStart));
     assert_eq!(config.pad_to_multiple_of, Some(8));
     assert!(config.skip_invalid_records);
     let default: DataConfig = serde_json::from_str("{}").unwrap();
     assert_eq!(default, DataConfig::default());
-    assert_eq!(default.truncation_mode, TruncationMode::KeepEnd);
+    assert_eq!(default.truncation_mode(), TruncationMode::KeepStart);
     assert!(serde_json::from_str::<DataConfig>(r#"{"max_lenght": 3}"#).is_err());
     assert!(serde_json::from_str::<DataConfig>(r#"{"truncation_mode": "middle"}"#).is_err());
     let zero = DataConfig {
         pad_to_multiple_of: Some(0),
-        ..DataConfig::default()
+        ..DataConfig::v0_28()
     };
     assert!(PreferenceProcessor::new(smollm2(), zero).is_err());
 }
@@ -423,14 +423,11 @@ fn template_helpers_behave_like_transformers() {
         sdpo_data::Message::new("system", "s"),
         sdpo_data::Message::new("user", "  hi <b>  "),
     ];
-    let out = tok
-        .apply_chat_template(&msgs, false, false)
-        .unwrap()
-        .unwrap();
+    let out = tok.render_messages(&msgs, false, false).unwrap().unwrap();
     assert_eq!(out, r#"[hi <b>|{"role": "user", "content": "  hi <b>  "}]"#);
     let four = vec![sdpo_data::Message::new("user", "x"); 4];
     let err = tok
-        .apply_chat_template(&four, false, false)
+        .render_messages(&four, false, false)
         .unwrap()
         .unwrap_err();
     assert!(format!("{err:#}").contains("too many: 4"), "{err:#}");
@@ -460,7 +457,7 @@ fn chat_template_jinja_file_wins_over_config() {
     .unwrap();
     let tok = PreferenceTokenizer::from_dir(&dir).unwrap();
     let out = tok
-        .apply_chat_template(&[sdpo_data::Message::new("user", "q")], false, false)
+        .render_messages(&[sdpo_data::Message::new("user", "q")], false, false)
         .unwrap()
         .unwrap();
     assert_eq!(out, "<user>q<|im_end|>");

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::common::{fixtures_dir, processor, smollm2, smollm2_dir, unlimited};
+use crate::common::{fixtures_dir, processor, read_json, smollm2, smollm2_dir, unlimited};
 use sdpo_data::{Message, PairBody, PreferenceRecord, RecordOrigin};
 
 fn ids(value: &Value) -> Vec<u32> {
@@ -59,12 +59,6 @@ fn tokenizer_golden_every_case() {
     assert_eq!(checked, cases.len());
 }
 
-fn read_json(path: &std::path::Path) -> Value {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
 /// The prompt of `smollm2/golden.json` rendered from chat messages (the one with `messages`).
 fn chat_prompt() -> Value {
     let golden = read_json(&smollm2_dir().join("golden.json"));
@@ -96,10 +90,7 @@ fn chat_template_renders_and_tokenizes_like_transformers() {
     let chat = chat_prompt();
     let tok = smollm2();
     let msgs = messages(&chat["messages"]);
-    let rendered = tok
-        .apply_chat_template(&msgs, false, false)
-        .unwrap()
-        .unwrap();
+    let rendered = tok.render_messages(&msgs, false, false).unwrap().unwrap();
     assert_eq!(rendered, chat["text"].as_str().unwrap());
     assert_eq!(tok.encode(&rendered).unwrap(), ids(&chat["input_ids"]));
 }
@@ -130,6 +121,8 @@ fn conversational_pair_concatenates_to_the_golden_ids() {
             chosen: msgs[split..].to_vec(),
             rejected: vec![Message::new("assistant", &rejected_content)],
         },
+        tools: None,
+        chat_template_kwargs: Vec::new(),
     };
     let pair = processor(unlimited()).tokenize_record(&record).unwrap();
     let mut joined = pair.prompt_ids.clone();

@@ -48,9 +48,9 @@ proptest! {
     ) {
         let config = DataConfig {
             max_length,
-            truncation_mode: mode,
+            truncation_mode: Some(mode),
             pad_to_multiple_of: multiple,
-            ..DataConfig::default()
+            ..DataConfig::v0_28()
         };
         let refs: Vec<&TokenizedPair> = pairs.iter().collect();
         let batch = Collator::new(&config, PAD).unwrap().collate(&refs);

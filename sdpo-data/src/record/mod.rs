@@ -8,11 +8,24 @@
 //!   strings character by character, and a space just before the first difference goes to the
 //!   completion). A string `prompt` next to conversational `chosen`/`rejected` is ignored and the
 //!   prompt is extracted, as TRL's `maybe_extract_prompt` does.
+//!
+//! Next to the texts a record may carry what TRL passes to the chat template: `tools` (a JSON
+//! string, as TRL recommends, or a list of tool schemas) and `chat_template_kwargs` (an object
+//! of per-record template arguments such as Qwen3's `enable_thinking`). What reaches the
+//! template keeps the key order of the input (Python dicts are ordered, and templates write
+//! tool schemas with `tojson`), so a record may come with an order-preserving twin of its JSON
+//! (see [`PreferenceRecord::from_json_ordered`]).
 
-use serde::Serialize;
-use serde_json::{Map, Value};
+mod messages;
+mod template_fields;
+
+use minijinja::value::Value as TemplateValue;
+use serde_json::Value;
 
 use crate::error::{DataError, RecordOrigin};
+use messages::{as_messages, as_text, check_prompt_end, split_messages, split_text, take_field};
+pub use template_fields::{TEMPLATE_FIELDS, needs_ordered_twin};
+use template_fields::{chat_template_kwargs, tools};
 
 /// The roles a message may have.
 pub const KNOWN_ROLES: [&str; 5] = ["system", "user", "assistant", "tool", "developer"];
@@ -21,12 +34,22 @@ pub const KNOWN_ROLES: [&str; 5] = ["system", "user", "assistant", "tool", "deve
 /// of [`crate::DataConfig`]. Error messages name fields by these names.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ColumnNames {
-    /// The prompt column (absent in a file: implicit prompt). Default `prompt`.
+    /// The prompt column (absent in a file: implicit prompt). Default `prompt`; empty: the
+    /// prompt is never read (a mixture entry whose `columns` leave it out).
     pub prompt: String,
     /// The preferred completion column. Default `chosen`.
     pub chosen: String,
     /// The dispreferred completion column. Default `rejected`.
     pub rejected: String,
+    /// Which of [`TEMPLATE_FIELDS`] (`tools`, `chat_template_kwargs`) are read. Default both.
+    pub template_fields: Vec<String>,
+}
+
+impl ColumnNames {
+    /// Whether the template field `name` (`tools`, `chat_template_kwargs`) is read.
+    pub fn reads(&self, name: &str) -> bool {
+        self.template_fields.iter().any(|f| f == name)
+    }
 }
 
 impl Default for ColumnNames {
@@ -35,21 +58,32 @@ impl Default for ColumnNames {
             prompt: "prompt".into(),
             chosen: "chosen".into(),
             rejected: "rejected".into(),
+            template_fields: TEMPLATE_FIELDS.iter().map(|f| f.to_string()).collect(),
         }
     }
 }
 
-/// One chat message. Keys other than `role` and `content` (`name`, `tool_calls`, ...) are kept
-/// and passed to the chat template untouched.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One chat message. Keys other than `role` and `content` (`name`, `tool_calls`,
+/// `reasoning_content`, ...) are kept in their order and passed to the chat template untouched.
+#[derive(Debug, Clone)]
 pub struct Message {
     /// One of [`KNOWN_ROLES`].
     pub role: String,
     /// The message text.
     pub content: String,
-    /// Any other keys of the message object.
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    /// Any other keys of the message object, in input order.
+    pub extra: Vec<(String, TemplateValue)>,
+}
+
+/// Messages are equal as Python dicts are: same role, content and other keys, in any order.
+impl PartialEq for Message {
+    fn eq(&self, other: &Self) -> bool {
+        self.role == other.role
+            && self.content == other.content
+            && self.extra.len() == other.extra.len()
+            && TemplateValue::from_iter(self.extra.iter().cloned())
+                == TemplateValue::from_iter(other.extra.iter().cloned())
+    }
 }
 
 impl Message {
@@ -58,7 +92,7 @@ impl Message {
         Self {
             role: role.into(),
             content: content.into(),
-            extra: Map::new(),
+            extra: Vec::new(),
         }
     }
 }
@@ -86,16 +120,22 @@ pub enum PairBody {
     },
 }
 
-/// One validated preference pair and where it came from.
+/// One validated preference pair, what its chat template sees besides the messages, and where
+/// it came from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PreferenceRecord {
     /// File and line/index, for error messages.
     pub origin: RecordOrigin,
     /// The pair's text.
     pub body: PairBody,
+    /// The `tools` column: a list of tool schemas (parsed when given as a JSON string), or
+    /// `None`. Passed to the chat template of conversational records.
+    pub tools: Option<TemplateValue>,
+    /// The `chat_template_kwargs` column: template arguments, in input order.
+    pub chat_template_kwargs: Vec<(String, TemplateValue)>,
 }
 
-fn json_type(value: &Value) -> &'static str {
+pub(crate) fn json_type(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -108,7 +148,7 @@ fn json_type(value: &Value) -> &'static str {
 
 /// How `chosen` is written, which fixes how `rejected` and `prompt` must be written.
 #[derive(Clone, Copy, PartialEq)]
-enum Kind {
+pub(crate) enum Kind {
     Text,
     Messages,
 }
@@ -133,6 +173,21 @@ impl PreferenceRecord {
         origin: RecordOrigin,
         columns: &ColumnNames,
     ) -> Result<Self, DataError> {
+        Self::from_json_ordered(value, None, origin, columns)
+    }
+
+    /// As [`Self::from_json_with_columns`], with `ordered`, the same record parsed into an
+    /// order-preserving value: message keys, `tools` and `chat_template_kwargs` are taken from
+    /// it in their input order (without it, object keys come sorted).
+    ///
+    /// # Errors
+    /// A record-level [`DataError`] naming `origin` and the offending field.
+    pub fn from_json_ordered(
+        value: Value,
+        ordered: Option<&TemplateValue>,
+        origin: RecordOrigin,
+        columns: &ColumnNames,
+    ) -> Result<Self, DataError> {
         let found = json_type(&value);
         let Value::Object(mut object) = value else {
             return Err(DataError::WrongType {
@@ -147,9 +202,26 @@ impl PreferenceRecord {
             columns.chosen.as_str(),
             columns.rejected.as_str(),
         );
+        let field_twin = |key: &str| ordered.and_then(|o| o.get_attr(key).ok());
+        let mut template_field = |name: &str| {
+            if columns.reads(name) {
+                object.remove(name)
+            } else {
+                None
+            }
+        };
+        let tools_value = template_field("tools");
+        let kwargs_value = template_field("chat_template_kwargs");
+        let tools = tools(tools_value, field_twin("tools"), &origin)?;
+        let chat_template_kwargs =
+            chat_template_kwargs(kwargs_value, field_twin("chat_template_kwargs"), &origin)?;
         let chosen = take_field(&mut object, chosen_key, &origin)?;
         let rejected = take_field(&mut object, rejected_key, &origin)?;
-        let prompt = object.remove(prompt_key).filter(|p| !p.is_null());
+        let prompt = if prompt_key.is_empty() {
+            None
+        } else {
+            object.remove(prompt_key).filter(|p| !p.is_null())
+        };
 
         let kind = match &chosen {
             Value::String(_) => Kind::Text,
@@ -187,9 +259,16 @@ impl PreferenceRecord {
                 }
             }
             Kind::Messages => {
-                let chosen = as_messages(chosen, chosen_key, "a list of messages", &origin)?;
+                let chosen = as_messages(
+                    chosen,
+                    field_twin(chosen_key),
+                    chosen_key,
+                    "a list of messages",
+                    &origin,
+                )?;
                 let rejected = as_messages(
                     rejected,
+                    field_twin(rejected_key),
                     rejected_key,
                     "a list of messages, like `chosen`",
                     &origin,
@@ -201,6 +280,7 @@ impl PreferenceRecord {
                     Some(prompt) => {
                         let prompt = as_messages(
                             prompt,
+                            field_twin(prompt_key),
                             prompt_key,
                             "a list of messages, like `chosen`",
                             &origin,
@@ -217,194 +297,11 @@ impl PreferenceRecord {
         if let PairBody::Conversational { prompt, .. } = &body {
             check_prompt_end(prompt, prompt_key, &origin)?;
         }
-        Ok(Self { origin, body })
+        Ok(Self {
+            origin,
+            body,
+            tools,
+            chat_template_kwargs,
+        })
     }
-}
-
-fn take_field(
-    object: &mut Map<String, Value>,
-    field: &str,
-    origin: &RecordOrigin,
-) -> Result<Value, DataError> {
-    match object.remove(field) {
-        Some(Value::Null) | None => Err(DataError::MissingField {
-            origin: origin.clone(),
-            field: field.into(),
-        }),
-        Some(value) => Ok(value),
-    }
-}
-
-fn as_text(
-    value: Value,
-    field: &str,
-    may_be_empty: bool,
-    expected: &'static str,
-    origin: &RecordOrigin,
-) -> Result<String, DataError> {
-    match value {
-        Value::String(text) => {
-            if text.is_empty() && !may_be_empty {
-                return Err(DataError::EmptyField {
-                    origin: origin.clone(),
-                    field: field.into(),
-                });
-            }
-            Ok(text)
-        }
-        other => Err(DataError::WrongType {
-            origin: origin.clone(),
-            field: field.into(),
-            expected,
-            found: json_type(&other),
-        }),
-    }
-}
-
-fn as_messages(
-    value: Value,
-    field: &str,
-    expected: &'static str,
-    origin: &RecordOrigin,
-) -> Result<Vec<Message>, DataError> {
-    let Value::Array(items) = value else {
-        return Err(DataError::WrongType {
-            origin: origin.clone(),
-            field: field.into(),
-            expected,
-            found: json_type(&value),
-        });
-    };
-    if items.is_empty() {
-        return Err(DataError::EmptyField {
-            origin: origin.clone(),
-            field: field.into(),
-        });
-    }
-    items
-        .into_iter()
-        .enumerate()
-        .map(|(i, item)| as_message(item, &format!("{field}[{i}]"), origin))
-        .collect()
-}
-
-fn as_message(value: Value, field: &str, origin: &RecordOrigin) -> Result<Message, DataError> {
-    let found = json_type(&value);
-    let Value::Object(mut object) = value else {
-        return Err(DataError::WrongType {
-            origin: origin.clone(),
-            field: field.into(),
-            expected: "a message object with `role` and `content`",
-            found,
-        });
-    };
-    let mut string_key = |key: &str| -> Result<String, DataError> {
-        let field = format!("{field}.{key}");
-        match object.remove(key) {
-            Some(Value::String(text)) => Ok(text),
-            None => Err(DataError::MissingField {
-                origin: origin.clone(),
-                field,
-            }),
-            Some(other) => Err(DataError::WrongType {
-                origin: origin.clone(),
-                field,
-                expected: "a string",
-                found: json_type(&other),
-            }),
-        }
-    };
-    let role = string_key("role")?;
-    let content = string_key("content")?;
-    if !KNOWN_ROLES.contains(&role.as_str()) {
-        return Err(DataError::UnknownRole {
-            origin: origin.clone(),
-            field: format!("{field}.role"),
-            role,
-        });
-    }
-    Ok(Message {
-        role,
-        content,
-        extra: object,
-    })
-}
-
-/// TRL's `extract_prompt` on strings: the longest common prefix (by character), ending before
-/// the first difference; a space just before the difference belongs to the completions. When
-/// one string starts with the whole other, TRL's loop stops one character early; kept so the
-/// split matches TRL and both completions stay non-empty.
-fn split_text(chosen: String, rejected: String) -> PairBody {
-    let mut split = None;
-    let mut last = 0;
-    for ((byte, c), r) in chosen.char_indices().zip(rejected.chars()) {
-        last = byte;
-        if c != r {
-            split = Some(byte);
-            break;
-        }
-    }
-    let split = match split {
-        Some(split) if chosen[..split].ends_with(' ') => split - 1,
-        Some(split) => split,
-        None => last,
-    };
-    PairBody::Standard {
-        prompt: chosen[..split].to_string(),
-        rejected: rejected[split..].to_string(),
-        chosen: chosen[split..].to_string(),
-    }
-}
-
-/// TRL's `extract_prompt` on conversations: the shared leading messages.
-fn split_messages(
-    mut chosen: Vec<Message>,
-    mut rejected: Vec<Message>,
-    chosen_key: &str,
-    origin: &RecordOrigin,
-) -> Result<PairBody, DataError> {
-    let shortest = chosen.len().min(rejected.len());
-    let split = (0..shortest)
-        .find(|&i| chosen[i] != rejected[i])
-        .unwrap_or(shortest.saturating_sub(1));
-    if split == 0 {
-        return Err(DataError::InvalidRecord {
-            origin: origin.clone(),
-            field: chosen_key.into(),
-            reason: "there is no `prompt`, and `chosen` and `rejected` differ from their first message on, so no implicit prompt can be extracted".into(),
-        });
-    }
-    let prompt: Vec<Message> = chosen.drain(..split).collect();
-    rejected.drain(..split);
-    Ok(PairBody::Conversational {
-        prompt,
-        chosen,
-        rejected,
-    })
-}
-
-/// TRL renders a prompt ending in a user/tool turn with the generation prompt and one ending in
-/// an assistant turn as a continuation; any other last role is an error there, and here.
-fn check_prompt_end(
-    prompt: &[Message],
-    prompt_key: &str,
-    origin: &RecordOrigin,
-) -> Result<(), DataError> {
-    let Some(last) = prompt.last() else {
-        return Err(DataError::EmptyField {
-            origin: origin.clone(),
-            field: prompt_key.into(),
-        });
-    };
-    if matches!(last.role.as_str(), "user" | "tool" | "assistant") {
-        return Ok(());
-    }
-    Err(DataError::InvalidRecord {
-        origin: origin.clone(),
-        field: format!("{prompt_key}[{}].role", prompt.len() - 1),
-        reason: format!(
-            "the prompt's last message must be from user, tool or assistant, found `{}`",
-            last.role
-        ),
-    })
 }

@@ -1,0 +1,133 @@
+//! One record to one [`TokenizedPair`], the way each TRL version prepares its dataset:
+//! [`v1`] (TRL 1.16, `trl_semantics = "1.x"`) and [`v0_28`] (TRL 0.28), with the helpers they
+//! share (encoding, chat-template rendering with a record's `tools` and
+//! `chat_template_kwargs`).
+
+pub(crate) mod v0_28;
+pub(crate) mod v1;
+
+use crate::dataset::TokenizedPair;
+use crate::error::{DataError, RecordOrigin};
+use crate::record::{ColumnNames, Message, PreferenceRecord};
+use crate::template::RenderInput;
+use crate::tokenizer::PreferenceTokenizer;
+
+/// What became of one record.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// The pair goes into the dataset.
+    Kept {
+        /// The ids.
+        pair: TokenizedPair,
+        /// What happened on the way, for the report.
+        notes: PairNotes,
+    },
+    /// The record is left out as its TRL version leaves it out (TRL 1.x: the prompt fills
+    /// `max_length` under `keep_start`); counted in the report, never an error.
+    Dropped(DataError),
+}
+
+/// Facts about a kept pair that the report counts.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct PairNotes {
+    /// TRL 0.28: the prompt was cut to `max_prompt_length`.
+    pub prompt_truncated: bool,
+    /// TRL 1.x: the tokenized prompt was not a prefix of the tokenized prompt + completion, so
+    /// its diverging tail is not part of the pair (TRL warns once).
+    pub prompt_not_prefix: bool,
+    /// TRL 1.x: a completion has no token scored after the next-token shift and `max_length`
+    /// truncation (TRL keeps such pairs; they contribute no gradient).
+    pub unscored: bool,
+}
+
+/// Token ids of `text`, with the tokenizer's post-processor specials when `special`.
+pub(crate) fn encode(
+    tokenizer: &PreferenceTokenizer,
+    text: &str,
+    special: bool,
+    field: &str,
+    origin: &RecordOrigin,
+) -> Result<Vec<u32>, DataError> {
+    let result = if special {
+        tokenizer.encode_with_special_tokens(text, true)
+    } else {
+        tokenizer.encode(text)
+    };
+    result.map_err(|source| DataError::Tokenize {
+        origin: origin.clone(),
+        field: field.into(),
+        source,
+    })
+}
+
+/// Renders `messages` with the record's tools and template arguments; errors name the record,
+/// the field and the template line.
+fn render(
+    tokenizer: &PreferenceTokenizer,
+    record: &PreferenceRecord,
+    messages: &[Message],
+    add_generation_prompt: bool,
+    continue_final_message: bool,
+    field: &str,
+) -> Result<String, DataError> {
+    let input = RenderInput {
+        messages,
+        tools: record.tools.as_ref(),
+        kwargs: &record.chat_template_kwargs,
+        add_generation_prompt,
+        continue_final_message,
+    };
+    match tokenizer.apply_chat_template(&input) {
+        None => Err(DataError::NoChatTemplate {
+            origin: record.origin.clone(),
+            field: field.into(),
+        }),
+        Some(Err(source)) => Err(DataError::TemplateRender {
+            origin: record.origin.clone(),
+            field: field.into(),
+            line: source.line(),
+            source,
+        }),
+        Some(Ok(text)) => Ok(text),
+    }
+}
+
+/// The three renderings of a conversational pair: the prompt (with the generation prompt, or
+/// as a continuation of its last message when `continue_final`), prompt + chosen and
+/// prompt + rejected (neither).
+pub(crate) fn render_pair(
+    tokenizer: &PreferenceTokenizer,
+    columns: &ColumnNames,
+    record: &PreferenceRecord,
+    turns: (&[Message], &[Message], &[Message]),
+    continue_final: bool,
+) -> Result<(String, String, String), DataError> {
+    let (prompt, chosen, rejected) = turns;
+    let joined = |more: &[Message]| [prompt, more].concat();
+    Ok((
+        render(
+            tokenizer,
+            record,
+            prompt,
+            !continue_final,
+            continue_final,
+            &columns.prompt,
+        )?,
+        render(
+            tokenizer,
+            record,
+            &joined(chosen),
+            false,
+            false,
+            &columns.chosen,
+        )?,
+        render(
+            tokenizer,
+            record,
+            &joined(rejected),
+            false,
+            false,
+            &columns.rejected,
+        )?,
+    ))
+}

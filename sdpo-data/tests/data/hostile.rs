@@ -1,0 +1,99 @@
+//! Hostile data stays clean: templates that recurse or loop without end, write without end, a
+//! `tools` column that is not JSON, a `chat_template_kwargs` that is not an object. Each is an
+//! error naming the file, the line and the field, reached in bounded time and memory (the
+//! template's instruction budget, recursion limit and output cap; the test finishing is the
+//! proof that it is bounded).
+
+use crate::common::{processor_with, write_temp};
+use sdpo_data::{DataConfig, DataError};
+
+const USER_TURN: &str = r#""prompt": [{"role": "user", "content": "Hi"}], "chosen": [{"role": "assistant", "content": "Hello"}], "rejected": [{"role": "assistant", "content": "Go"}]"#;
+
+fn first_error(template: &str, extra_fields: &str) -> DataError {
+    let line = format!("{{{USER_TURN}{extra_fields}}}\n");
+    let path = write_temp("hostile.jsonl", format!("{}{line}", good_line()).as_bytes());
+    let processor = processor_with(DataConfig::default(), Some(template));
+    let err = processor.process_file(&path).expect_err("must fail");
+    let message = err.to_string();
+    assert!(
+        message.contains("hostile.jsonl: line 2"),
+        "names the record: {message}"
+    );
+    err
+}
+
+fn good_line() -> String {
+    format!("{{{USER_TURN}}}\n")
+}
+
+const PLAIN: &str = "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}";
+
+#[test]
+fn a_template_that_recurses_without_end_fails_on_its_record() {
+    let template = "{% macro down(n) %}{{ down(n + 1) }}{% endmacro %}{% if tools %}{{ down(0) }}{% endif %}{{ 'x' }}";
+    // The first record (no tools) renders; the second (with tools) recurses.
+    let err = first_error(template, r#", "tools": "[{\"type\": \"function\"}]""#);
+    let message = err.to_string();
+    assert!(matches!(err, DataError::TemplateRender { .. }), "{message}");
+    assert!(message.contains("recursion"), "{message}");
+}
+
+#[test]
+fn a_template_that_writes_without_end_is_cut_off() {
+    let template = "{% if big is defined %}{% for a in range(100000) %}{{ 'x' * 1000000 }}{% endfor %}{% endif %}ok";
+    let err = first_error(template, r#", "chat_template_kwargs": {"big": true}"#);
+    let message = err.to_string();
+    assert!(message.contains("MiB"), "{message}");
+}
+
+#[test]
+fn endless_loops_are_bounded_by_the_instruction_budget() {
+    let template = "{% if spin is defined %}{% for a in range(100000) %}{% for b in range(100000) %}{% set c = a * b %}{% endfor %}{% endfor %}{% endif %}ok";
+    let err = first_error(template, r#", "chat_template_kwargs": {"spin": 1}"#);
+    let message = err.to_string();
+    assert!(message.contains("fuel"), "{message}");
+}
+
+#[test]
+fn a_tools_column_that_is_not_json_names_the_record() {
+    let err = first_error(PLAIN, r#", "tools": "[{not json""#);
+    let message = err.to_string();
+    assert!(
+        message.contains("field `tools`") && message.contains("JSON"),
+        "{message}"
+    );
+    let err = first_error(PLAIN, r#", "tools": "{\"name\": \"x\"}""#);
+    assert!(err.to_string().contains("field `tools`"), "{err}");
+    let err = first_error(PLAIN, r#", "tools": [1]"#);
+    assert!(err.to_string().contains("field `tools[0]`"), "{err}");
+}
+
+#[test]
+fn chat_template_kwargs_must_be_an_object_of_template_arguments() {
+    let err = first_error(PLAIN, r#", "chat_template_kwargs": "enable_thinking""#);
+    let message = err.to_string();
+    assert!(
+        message.contains("field `chat_template_kwargs`") && message.contains("an object"),
+        "{message}"
+    );
+    let err = first_error(
+        PLAIN,
+        r#", "chat_template_kwargs": {"add_generation_prompt": false}"#,
+    );
+    assert!(
+        err.to_string()
+            .contains("chat_template_kwargs.add_generation_prompt"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_template_error_names_the_template_line() {
+    let template = "{% for m in messages %}\n{% if m.role == 'assistant' and tools %}\n{{ raise_exception('no tools here') }}\n{% endif %}{{ m.content }}{% endfor %}";
+    let err = first_error(template, r#", "tools": "[{\"type\": \"function\"}]""#);
+    let message = err.to_string();
+    assert!(
+        message.contains("no tools here") && message.contains("line 3"),
+        "{message}"
+    );
+}
