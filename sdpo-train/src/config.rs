@@ -513,11 +513,39 @@ impl TrainConfig {
     }
 }
 
-/// The keys a part of the configuration knows: the fields of its serialized default.
-pub(crate) fn keys_of<T: Serialize + Default>() -> BTreeSet<String> {
-    match serde_json::to_value(T::default()) {
-        Ok(Value::Object(map)) => map.into_iter().map(|(k, _)| k).collect(),
-        _ => BTreeSet::new(),
+/// The keys a part of the configuration knows: every field its `Deserialize` accepts, read from
+/// the field list serde hands to `deserialize_struct` (optional fields that are skipped when
+/// serialized, such as `truncation_mode`, are keys all the same).
+pub(crate) fn keys_of<T: DeserializeOwned>() -> BTreeSet<String> {
+    let mut fields = BTreeSet::new();
+    let _ = T::deserialize(FieldNames(&mut fields));
+    fields
+}
+
+/// A deserializer that records the field names of the struct asked of it and then gives up.
+struct FieldNames<'a>(&'a mut BTreeSet<String>);
+
+impl<'de> serde::Deserializer<'de> for FieldNames<'_> {
+    type Error = serde::de::value::Error;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+        Err(serde::de::Error::custom("only the field names are read"))
+    }
+
+    fn deserialize_struct<V: serde::de::Visitor<'de>>(
+        self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        self.0.extend(fields.iter().map(|field| field.to_string()));
+        self.deserialize_any(visitor)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+        ignored_any
     }
 }
 
@@ -683,6 +711,7 @@ mod tests {
         let mut config = TrainConfig::default();
         config.loss.beta = 0.25;
         config.data.max_length = Some(77);
+        config.data.truncation_mode = Some(sdpo_data::TruncationMode::KeepEnd);
         config.learning_rate = 3e-6;
         let map = config.to_map();
         for key in [
