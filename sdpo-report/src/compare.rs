@@ -13,7 +13,7 @@ use crate::error::ReportError;
 use crate::html::{escape, number, page};
 use crate::metrics::{EVAL_PREFIX, MetricPoint};
 use crate::run::RunReport;
-use crate::run_html::{REPORT_CHARTS, points, uncharted_metrics};
+use crate::run_html::{CHART_CSS, REPORT_CHARTS, points, uncharted_metrics};
 
 /// The size of one chart in pixels.
 const CHART_SIZE: (u32, u32) = (620, 340);
@@ -32,14 +32,6 @@ const COMPARED: &[&str] = &[
 ];
 
 const COMPARE_CSS: &str = "
-.charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(440px, 1fr)); gap: 14px; }
-figure.chart { margin: 0; background: #fff; border: 1px solid #dde1e7; border-radius: 8px;
-  padding: 6px; }
-figure.chart svg { width: 100%; height: auto; display: block; }
-.keys { display: flex; flex-wrap: wrap; justify-content: center; gap: 4px 16px; font-size: 12.5px;
-  color: #374151; padding: 0 0 4px; }
-.key { white-space: nowrap; }
-.swatch { display: inline-block; width: 24px; height: 0; vertical-align: middle; margin-right: 6px; }
 td { font-family: ui-monospace, 'DejaVu Sans Mono', Menlo, Consolas, monospace; }
 ";
 
@@ -108,7 +100,7 @@ impl RunComparison {
         Ok(page(
             &format!("Run comparison: {} runs", self.runs.len()),
             &subtitle,
-            COMPARE_CSS,
+            &format!("{CHART_CSS}{COMPARE_CSS}"),
             &main,
         ))
     }

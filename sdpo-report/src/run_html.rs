@@ -85,7 +85,8 @@ const HEADLINE: &[&str] = &[
     "grad_norm",
 ];
 
-const RUN_CSS: &str = "
+/// The CSS of the chart grid and the legends (the run report and the comparison page).
+pub(crate) const CHART_CSS: &str = "
 .charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(440px, 1fr)); gap: 14px; }
 figure.chart { margin: 0; background: #fff; border: 1px solid #dde1e7; border-radius: 8px;
   padding: 6px; }
@@ -94,6 +95,9 @@ figure.chart svg { width: 100%; height: auto; display: block; }
   color: #374151; padding: 0 0 4px; }
 .key { white-space: nowrap; }
 .swatch { display: inline-block; width: 24px; height: 0; vertical-align: middle; margin-right: 6px; }
+";
+
+const RUN_CSS: &str = "
 .kv td:first-child { color: #4a5566; white-space: nowrap; }
 .kv td { font-family: ui-monospace, 'DejaVu Sans Mono', Menlo, Consolas, monospace; }
 .kv-wrap { column-width: 420px; column-gap: 32px; }
@@ -133,7 +137,7 @@ pub(crate) fn render_run_report(report: &RunReport) -> Result<String, ReportErro
     Ok(page(
         &format!("Run report: {run}"),
         &subtitle,
-        RUN_CSS,
+        &format!("{CHART_CSS}{RUN_CSS}"),
         &main,
     ))
 }
