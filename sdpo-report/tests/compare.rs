@@ -2,7 +2,7 @@
 //! each chart, the configuration keys that differ, and the errors.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use sdpo_report::{ReportError, RunComparison};
 
@@ -90,7 +90,7 @@ fn fewer_than_two_runs_or_an_unreadable_run_is_an_error() {
         RunComparison::load(std::slice::from_ref(&a)),
         Err(ReportError::TooFewRuns { count: 1 })
     ));
-    let missing = PathBuf::from(tmp.path().join("nope"));
+    let missing = tmp.path().join("nope");
     let err = RunComparison::load(&[a, missing.clone()])
         .unwrap_err()
         .to_string();
