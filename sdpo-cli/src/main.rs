@@ -10,6 +10,7 @@ mod inspect;
 mod merge;
 mod progress;
 mod report;
+mod tracking;
 
 use std::process::ExitCode;
 
@@ -53,16 +54,25 @@ fn run(cli: Cli) -> Result<()> {
                 None => None,
             };
             let start = checkpoint.as_deref().map_or(Start::Fresh, Start::Resume);
+            // report_to is checked before any data or model is loaded.
+            let tracking = tracking::plan(&config)?;
             let mut trainer =
                 Trainer::new(config, &device, start, &mut view).context("cannot start training")?;
             report::write_run_files(&trainer)?;
-            let mut observer = report::ReportingObserver {
-                run_dir: trainer.config().output_dir.clone(),
-                inner: &mut view,
+            let mut tracked = tracking::start(tracking, &trainer, &mut view)?;
+            let result = {
+                let mut observer = report::ReportingObserver {
+                    run_dir: trainer.config().output_dir.clone(),
+                    inner: &mut tracked,
+                };
+                trainer.train(None, &mut observer)
             };
-            trainer
-                .train(None, &mut observer)
-                .context("training failed")?;
+            tracked.finish(if result.is_ok() {
+                sdpo_track::RunStatus::Finished
+            } else {
+                sdpo_track::RunStatus::Failed
+            });
+            result.context("training failed")?;
         }
         Command::Eval { common, checkpoint } => {
             let (config, device) = prepare(&common)?;

@@ -11,6 +11,8 @@ use sdpo_train::{MetricsRecord, StepProgress, TrainObserver};
 /// printed either way).
 pub struct TerminalProgress {
     bar: ProgressBar,
+    /// Real tokens and seconds of the steps since the last logged record (its tokens/s).
+    window: (usize, f64),
 }
 
 impl TerminalProgress {
@@ -19,16 +21,19 @@ impl TerminalProgress {
         let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
         bar.set_style(
             ProgressStyle::with_template(
-                "{spinner} step {pos}/{len} [{bar:30}] {msg} | {elapsed_precise} < ETA {eta_precise}",
+                "{spinner} step {pos}/{len} [{bar:30}] {msg} · {elapsed} elapsed, {eta} left",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
         );
-        Self { bar }
+        Self {
+            bar,
+            window: (0, 0.0),
+        }
     }
 
     fn line(&self, text: &str) {
-        if self.bar.is_hidden() {
+        if self.bar.is_hidden() || self.bar.is_finished() {
             eprintln!("{text}");
         } else {
             self.bar.println(text);
@@ -80,13 +85,20 @@ impl TrainObserver for TerminalProgress {
     fn on_step(&mut self, p: &StepProgress) {
         self.bar.set_position(p.step as u64);
         self.bar.set_message(format!(
-            "loss {:.4} acc {:.2} {:.0} tok/s",
+            "loss {:.4} · reward acc {:.2} · {:.0} tok/s",
             p.loss, p.accuracy, p.tokens_per_second
         ));
+        self.window.0 += p.tokens;
+        self.window.1 += p.seconds;
     }
 
     fn on_log(&mut self, record: &MetricsRecord) {
-        self.line(&format_record(record));
+        let (tokens, seconds) = std::mem::take(&mut self.window);
+        let mut line = format_record(record);
+        if seconds > 0.0 {
+            line.push_str(&format!(" | {:.0} tok/s", tokens as f64 / seconds));
+        }
+        self.line(&line);
     }
 
     fn on_eval(&mut self, record: &MetricsRecord) {

@@ -1,20 +1,23 @@
-//! `sdpo report RUN_DIR`: the run report of a run directory as one self-contained HTML file.
+//! `sdpo report RUN_DIR`: the run report of a run directory as one self-contained HTML file;
+//! `sdpo report RUN_A RUN_B ...`: several runs compared in one page.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use sdpo_report::RunReport;
+use sdpo_report::{RunComparison, RunReport};
 
 use crate::config_file::load_config;
 
 /// Options of `sdpo report`.
 #[derive(Debug, Args)]
 pub struct ReportArgs {
-    /// The run's `output_dir` (it holds `metrics.jsonl`).
-    #[arg(value_name = "RUN_DIR")]
-    pub run_dir: PathBuf,
-    /// Where to write the report [default: RUN_DIR/report.html].
+    /// The run's `output_dir` (it holds `metrics.jsonl`); several directories compare the runs
+    /// in one page (the same charts, one line per run).
+    #[arg(value_name = "RUN_DIR", required = true, num_args = 1..)]
+    pub run_dirs: Vec<PathBuf>,
+    /// Where to write the report [default: RUN_DIR/report.html; with several runs:
+    /// compare.html in the current directory].
     #[arg(long, short, value_name = "FILE")]
     pub out: Option<PathBuf>,
     /// Show this TOML configuration (with any `--set`) instead of the one the run saved (in
@@ -26,10 +29,14 @@ pub struct ReportArgs {
     pub overrides: Vec<String>,
 }
 
-/// Reads the run and writes the report.
+/// Reads the run (or runs) and writes the report.
 pub fn run(args: &ReportArgs) -> Result<()> {
-    let mut report = RunReport::load(&args.run_dir)
-        .with_context(|| format!("cannot report on `{}`", args.run_dir.display()))?;
+    if args.run_dirs.len() > 1 {
+        return compare(args);
+    }
+    let run_dir = &args.run_dirs[0];
+    let mut report = RunReport::load(run_dir)
+        .with_context(|| format!("cannot report on `{}`", run_dir.display()))?;
     if let Some(path) = &args.config {
         let config = load_config(path, &args.overrides)?;
         let values = serde_json::to_value(&config).context("cannot convert the configuration")?;
@@ -38,11 +45,34 @@ pub fn run(args: &ReportArgs) -> Result<()> {
     let out = args
         .out
         .clone()
-        .unwrap_or_else(|| args.run_dir.join("report.html"));
+        .unwrap_or_else(|| run_dir.join("report.html"));
     report
         .write_html(&out)
         .with_context(|| format!("cannot write the report to `{}`", out.display()))?;
     eprintln!("report written to {}", out.display());
+    Ok(())
+}
+
+/// Several runs in one page.
+fn compare(args: &ReportArgs) -> Result<()> {
+    if args.config.is_some() {
+        anyhow::bail!(
+            "--config shows one run's configuration; it cannot be used with several runs"
+        );
+    }
+    let comparison = RunComparison::load(&args.run_dirs).context("cannot compare the runs")?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("compare.html"));
+    comparison
+        .write_html(&out)
+        .with_context(|| format!("cannot write the comparison to `{}`", out.display()))?;
+    eprintln!(
+        "comparison of {} runs written to {}",
+        args.run_dirs.len(),
+        out.display()
+    );
     Ok(())
 }
 

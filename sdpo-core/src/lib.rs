@@ -13,7 +13,8 @@
 //!    semantics of TRL 1.x, [`trl1_loss`], or TRL 0.28, [`dpo_loss`], per
 //!    [`TrlSemantics`]), with LD-DPO and WPO, weighted into one scalar.
 //! 4. [`preference_metrics`] / [`read_metrics`]: TRL's metric names plus the SDPO kept
-//!    fractions and thresholds.
+//!    fractions and thresholds; [`token_entropy`] and [`label_is_top1`] give TRL 1.x's
+//!    `entropy` and `mean_token_accuracy` from a chunk of logits.
 //!
 //! ```no_run
 //! use sdpo_core::{LossConfig, PreferenceLoss, TokenLogps, read_metrics, preference_metrics};
@@ -34,6 +35,7 @@ pub mod metrics;
 pub mod numerics;
 pub mod quantile;
 pub mod selection;
+pub mod token_stats;
 
 pub use error::CoreError;
 pub use log_sum_sq_probs::{completion_log_sum_sq_probs, log_sum_sq_probs};
@@ -50,3 +52,4 @@ pub use metrics::{
 };
 pub use quantile::masked_quantile;
 pub use selection::{SequenceLogps, TokenLogps, TokenSelection, mask_unimportant_tokens};
+pub use token_stats::{completion_token_stats, label_is_top1, masked_mean, token_entropy};

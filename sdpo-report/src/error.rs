@@ -50,6 +50,12 @@ pub enum ReportError {
         /// The parser's message.
         reason: String,
     },
+    /// A comparison needs at least two runs.
+    #[error("a comparison needs at least two run directories, got {count}")]
+    TooFewRuns {
+        /// How many were given.
+        count: usize,
+    },
     /// An inspect report is inconsistent (lengths that do not match its thresholds, ...).
     #[error("inconsistent inspect report: {0}")]
     Inspect(String),

@@ -3,6 +3,7 @@
 //! (which tokens SDPO keeps, as HTML or terminal text).
 //!
 //! - [`write_run_report`] / [`RunReport`]: read a run directory (`output_dir`) and render it.
+//! - [`RunComparison`]: several runs in one page, the same charts with one line per run.
 //! - [`InspectReport`]: the data model of `sdpo inspect`, filled by the trainer from
 //!   `sdpo-core`'s selection; [`render_inspect_html`] and [`render_inspect_text`] render it.
 //!
@@ -11,6 +12,7 @@
 #![warn(missing_docs)]
 
 mod charts;
+mod compare;
 mod error;
 mod floats;
 mod html;
@@ -21,6 +23,7 @@ mod metrics;
 mod run;
 mod run_html;
 
+pub use compare::RunComparison;
 pub use error::ReportError;
 pub use inspect::{
     InspectPair, InspectReport, InspectToken, KeptToken, POSITION_BINS, PairSelection,
@@ -28,11 +31,14 @@ pub use inspect::{
 };
 pub use inspect_html::{render_inspect_html, write_inspect_html};
 pub use inspect_text::{TextStyle, render_inspect_text};
-pub use metrics::{EVAL_PREFIX, METRICS_FILE, MetricPoint, MetricsLog, read_metrics_file};
+pub use metrics::{
+    END_OF_RUN_METRICS, EVAL_PREFIX, METRICS_FILE, MetricPoint, MetricsLog, read_metrics_file,
+};
 pub use run::{
     CheckpointInfo, DATA_SUMMARY_FILE, DataSummary, RUN_CONFIG_FILE, RunConfig, RunReport,
     SplitSummary, TRAINER_STATE_FILE, write_run_report,
 };
+pub use run_html::{NOT_CHARTED, REPORT_CHARTS};
 
 impl RunReport {
     /// Renders the report as one self-contained HTML page.

@@ -15,6 +15,23 @@ pub const METRICS_FILE: &str = "metrics.jsonl";
 /// The prefix of evaluation metrics (TRL's).
 pub const EVAL_PREFIX: &str = "eval_";
 
+/// The metrics of transformers' end-of-run record (logged once, after the last step).
+pub const END_OF_RUN_METRICS: [&str; 5] = [
+    "train_runtime",
+    "train_samples_per_second",
+    "train_steps_per_second",
+    "total_flos",
+    "train_loss",
+];
+
+/// Which log a record belongs to: a resumed run replaces records of the same kind only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RecordKind {
+    Train,
+    Eval,
+    EndOfRun,
+}
+
 /// One value of one metric.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MetricPoint {
@@ -63,7 +80,7 @@ impl MetricsLog {
 struct Record {
     step: usize,
     epoch: f64,
-    is_eval: bool,
+    kind: RecordKind,
     values: Vec<(String, f64)>,
 }
 
@@ -112,7 +129,7 @@ pub fn read_metrics_file(path: &Path) -> Result<MetricsLog, ReportError> {
         if records.last().is_some_and(|last| last.step >= record.step) {
             let before = records.len();
             records.retain(|r| {
-                r.step < record.step || (r.step == record.step && r.is_eval != record.is_eval)
+                r.step < record.step || (r.step == record.step && r.kind != record.kind)
             });
             superseded += before - records.len();
         }
@@ -189,11 +206,18 @@ fn parse_record(line: &str) -> Result<Record, String> {
         };
         values.push((key.clone(), value));
     }
-    let is_eval = !values.is_empty() && values.iter().all(|(k, _)| k.starts_with(EVAL_PREFIX));
+    let all = |f: &dyn Fn(&str) -> bool| !values.is_empty() && values.iter().all(|(k, _)| f(k));
+    let kind = if all(&|k| k.starts_with(EVAL_PREFIX)) {
+        RecordKind::Eval
+    } else if all(&|k| END_OF_RUN_METRICS.contains(&k)) {
+        RecordKind::EndOfRun
+    } else {
+        RecordKind::Train
+    };
     Ok(Record {
         step,
         epoch,
-        is_eval,
+        kind,
         values,
     })
 }

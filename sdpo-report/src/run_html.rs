@@ -17,8 +17,9 @@ use crate::run::{DataSummary, RunReport};
 const CHART_SIZE: (u32, u32) = (620, 340);
 
 /// The charts of the report: a title and the metrics it draws (train names; the `eval_`
-/// counterparts join them on the same axes). Metrics not listed get a chart each.
-const CHARTS: &[(&str, &[&str])] = &[
+/// counterparts join them on the same axes). Metrics not listed get a chart each, except the
+/// [`NOT_CHARTED`] ones. TensorBoard's custom-scalars layout of a run shows the same charts.
+pub const REPORT_CHARTS: &[(&str, &[&str])] = &[
     ("Loss", &["loss"]),
     (
         "Reward accuracy (rewards/accuracies)",
@@ -47,6 +48,25 @@ const CHARTS: &[(&str, &[&str])] = &[
         "Mean logits (logits/chosen, logits/rejected)",
         &["logits/chosen", "logits/rejected"],
     ),
+    ("Entropy of the next-token distribution", &["entropy"]),
+    (
+        "Top-1 token accuracy, chosen (mean_token_accuracy)",
+        &["mean_token_accuracy"],
+    ),
+    ("Tokens trained on (num_tokens)", &["num_tokens"]),
+];
+
+/// Metrics shown as numbers rather than charts: the end-of-run record and evaluation's speed
+/// (`eval_` prefix removed).
+pub const NOT_CHARTED: &[&str] = &[
+    "train_runtime",
+    "train_samples_per_second",
+    "train_steps_per_second",
+    "total_flos",
+    "train_loss",
+    "runtime",
+    "samples_per_second",
+    "steps_per_second",
 ];
 
 /// The metrics of the "latest values" table, in order.
@@ -58,11 +78,15 @@ const HEADLINE: &[&str] = &[
     "rewards/rejected",
     "sdpo/chosen_kept_fraction",
     "sdpo/rejected_kept_fraction",
+    "entropy",
+    "mean_token_accuracy",
+    "num_tokens",
     "learning_rate",
     "grad_norm",
 ];
 
-const RUN_CSS: &str = "
+/// The CSS of the chart grid and the legends (the run report and the comparison page).
+pub(crate) const CHART_CSS: &str = "
 .charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(440px, 1fr)); gap: 14px; }
 figure.chart { margin: 0; background: #fff; border: 1px solid #dde1e7; border-radius: 8px;
   padding: 6px; }
@@ -71,6 +95,9 @@ figure.chart svg { width: 100%; height: auto; display: block; }
   color: #374151; padding: 0 0 4px; }
 .key { white-space: nowrap; }
 .swatch { display: inline-block; width: 24px; height: 0; vertical-align: middle; margin-right: 6px; }
+";
+
+const RUN_CSS: &str = "
 .kv td:first-child { color: #4a5566; white-space: nowrap; }
 .kv td { font-family: ui-monospace, 'DejaVu Sans Mono', Menlo, Consolas, monospace; }
 .kv-wrap { column-width: 420px; column-gap: 32px; }
@@ -79,7 +106,7 @@ figure.chart svg { width: 100%; height: auto; display: block; }
 ";
 
 /// The metric a series name belongs to, without the `eval_` prefix.
-fn base_name(name: &str) -> &str {
+pub(crate) fn base_name(name: &str) -> &str {
     name.strip_prefix(EVAL_PREFIX).unwrap_or(name)
 }
 
@@ -110,7 +137,7 @@ pub(crate) fn render_run_report(report: &RunReport) -> Result<String, ReportErro
     Ok(page(
         &format!("Run report: {run}"),
         &subtitle,
-        RUN_CSS,
+        &format!("{CHART_CSS}{RUN_CSS}"),
         &main,
     ))
 }
@@ -206,20 +233,54 @@ fn latest_section(metrics: &MetricsLog) -> String {
     if rows.is_empty() {
         return String::new();
     }
+    let mut summary = String::new();
+    for name in NOT_CHARTED {
+        for full in [name.to_string(), format!("{EVAL_PREFIX}{name}")] {
+            if let Some(p) = last_finite(metrics, &full) {
+                let _ = write!(
+                    summary,
+                    "<tr><td><code>{}</code></td><td class=\"num\">{}</td>\
+                     <td class=\"num note\">{}</td></tr>",
+                    escape(&full),
+                    number(p.value),
+                    p.step
+                );
+            }
+        }
+    }
+    if !summary.is_empty() {
+        summary = format!(
+            "<h3>Speed and totals</h3>\n<table>\n<tr><th>metric</th><th class=\"num\">value</th>\
+             <th class=\"num\">step</th></tr>\n{summary}\n</table>\n"
+        );
+    }
     format!(
         "<section id=\"latest\">\n<h2>Latest values</h2>\n<table>\n<tr><th>metric</th>\
          <th class=\"num\">train</th><th class=\"num\">step</th><th class=\"num\">eval</th>\
-         <th class=\"num\">step</th></tr>\n{rows}</table>\n</section>\n"
+         <th class=\"num\">step</th></tr>\n{rows}</table>\n{summary}</section>\n"
     )
 }
 
-fn points(series: &[MetricPoint]) -> Vec<(f64, f64)> {
+/// Metrics of `names` (series names) that no chart of [`REPORT_CHARTS`] draws and that are
+/// charted at all: each gets a chart of its own.
+pub(crate) fn uncharted_metrics<'a>(names: impl Iterator<Item = &'a str>) -> BTreeSet<&'a str> {
+    let known: BTreeSet<&str> = REPORT_CHARTS
+        .iter()
+        .flat_map(|(_, n)| n.iter().copied())
+        .collect();
+    names
+        .map(base_name)
+        .filter(|k| !known.contains(k) && !NOT_CHARTED.contains(k))
+        .collect()
+}
+
+pub(crate) fn points(series: &[MetricPoint]) -> Vec<(f64, f64)> {
     series.iter().map(|p| (p.step as f64, p.value)).collect()
 }
 
 /// The chart section and the number of charts drawn.
 fn charts_section(metrics: &MetricsLog) -> Result<(String, usize), ReportError> {
-    let mut groups: Vec<(String, Vec<String>)> = CHARTS
+    let mut groups: Vec<(String, Vec<String>)> = REPORT_CHARTS
         .iter()
         .map(|(title, names)| {
             (
@@ -228,13 +289,7 @@ fn charts_section(metrics: &MetricsLog) -> Result<(String, usize), ReportError> 
             )
         })
         .collect();
-    let known: BTreeSet<&str> = CHARTS.iter().flat_map(|(_, n)| n.iter().copied()).collect();
-    let others: BTreeSet<&str> = metrics
-        .series
-        .keys()
-        .map(|k| base_name(k))
-        .filter(|k| !known.contains(k))
-        .collect();
+    let others = uncharted_metrics(metrics.series.keys().map(String::as_str));
     groups.extend(
         others
             .into_iter()

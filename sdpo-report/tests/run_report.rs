@@ -405,3 +405,22 @@ fn hostile_input_gets_clear_errors() {
     let html = report.to_html().unwrap();
     assert!(html.contains("/nonexistent/train.jsonl"));
 }
+
+#[test]
+fn the_end_of_run_record_is_a_number_table_not_a_chart() {
+    // transformers' end-of-run record follows the last train and eval records at the same
+    // step; it must not replace them, and its values are shown as numbers.
+    let mut text = sdpo_run(10);
+    text += "{\"step\":10,\"epoch\":1.0,\"total_flos\":12345.0,\"train_loss\":0.55,\
+             \"train_runtime\":3.2109,\"train_samples_per_second\":31.2,\
+             \"train_steps_per_second\":3.114}\n";
+    let dir = run_dir(&text);
+    let log = read_metrics_file(&dir.path().join("metrics.jsonl")).unwrap();
+    assert_eq!(log.superseded, 0);
+    assert_eq!(log.get("loss").unwrap().len(), 10);
+    assert_eq!(log.get("eval_loss").unwrap().len(), 2);
+    let html = RunReport::load(dir.path()).unwrap().to_html().unwrap();
+    assert_eq!(charts(&html), 9, "no chart for the end-of-run values");
+    assert!(html.contains("Speed and totals"));
+    assert!(html.contains("<code>train_runtime</code></td><td class=\"num\">3.2109</td>"));
+}

@@ -3,7 +3,8 @@
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 use sdpo_core::{
-    completion_log_sum_sq_probs, completion_logps, logits_mean_from_sums, masked_logit_sums,
+    completion_log_sum_sq_probs, completion_logps, completion_token_stats, logits_mean_from_sums,
+    masked_logit_sums, masked_mean,
 };
 use sdpo_data::PreferenceBatch;
 use sdpo_models::CausalLm;
@@ -68,6 +69,12 @@ pub struct SidedLogps {
     pub chosen_logits_mean: Tensor<1>,
     /// Mean rejected logit over completion positions (`logits/rejected`), `[1]`.
     pub rejected_logits_mean: Tensor<1>,
+    /// Mean entropy of the next-token distribution over the completion positions of both
+    /// sides (TRL's `entropy`), `[1]`, no gradient.
+    pub entropy: Tensor<1>,
+    /// Fraction of the chosen completion's tokens that are the most likely next token (TRL's
+    /// `mean_token_accuracy`), `[1]`, no gradient.
+    pub mean_token_accuracy: Tensor<1>,
     /// WPO's `log(sum_v p_v^2)` at the chosen completion positions, `[B, T-1]`, detached
     /// (only when asked for, see [`model_logps_chunked`]).
     pub chosen_log_sum_sq_probs: Option<Tensor<2>>,
@@ -104,6 +111,8 @@ pub fn model_logps_chunked(
     let mut mask_parts = Vec::new();
     let mut logit_sum_parts = Vec::new();
     let mut sum_sq_parts = Vec::new();
+    let mut entropy_parts = Vec::new();
+    let mut top1_parts = Vec::new();
     let mut vocab = 1;
     for start in (0..rows).step_by(chunk) {
         let end = (start + chunk).min(rows);
@@ -115,10 +124,14 @@ pub fn model_logps_chunked(
         vocab = logits.dims()[2];
         let (logps, mask) = completion_logps(
             logits.clone(),
-            ids,
+            ids.clone(),
             batch.completion_mask.clone().slice([start..end, 0..t]),
         )
         .map_err(TrainError::Compute)?;
+        let (entropy, top1) = completion_token_stats(logits.clone(), ids, mask.clone())
+            .map_err(TrainError::Compute)?;
+        entropy_parts.push(entropy);
+        top1_parts.push(top1);
         if log_sum_sq_probs {
             sum_sq_parts.push(
                 completion_log_sum_sq_probs(logits.clone(), mask.clone())
@@ -144,7 +157,13 @@ pub fn model_logps_chunked(
         )
     };
     let sum_sq = (!sum_sq_parts.is_empty()).then(|| Tensor::cat(sum_sq_parts, 0));
+    let top1 = Tensor::cat(top1_parts, 0);
     Ok(SidedLogps {
+        entropy: masked_mean(Tensor::cat(entropy_parts, 0), mask.clone()),
+        mean_token_accuracy: masked_mean(
+            top1.slice([0..b, 0..t - 1]),
+            mask.clone().slice([0..b, 0..t - 1]),
+        ),
         chosen_log_sum_sq_probs: sum_sq.clone().map(|x| x.slice([0..b, 0..t - 1])),
         rejected_log_sum_sq_probs: sum_sq.map(|x| x.slice([b..rows, 0..t - 1])),
         chosen: logps.clone().slice([0..b, 0..t - 1]),

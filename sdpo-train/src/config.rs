@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 use sdpo_core::LossConfig;
 use sdpo_data::DataConfig;
 use sdpo_models::lora::{LoraConfig, TargetModules};
+use sdpo_track::ReportTo;
 
 use crate::error::TrainError;
 
@@ -126,6 +127,15 @@ pub struct TrainConfig {
     pub eval_steps: Option<usize>,
     /// Save a checkpoint every this many steps (0: only the final model).
     pub save_steps: usize,
+    /// Where the logged metrics go besides `metrics.jsonl` (transformers' `report_to`):
+    /// `"none"`, `"all"`, `"tensorboard"`, `"mlflow"` or a list. The `sdpo` command starts
+    /// them ([`sdpo_track`]); an unknown or unavailable integration is an error.
+    pub report_to: ReportTo,
+    /// The run's name in MLflow (transformers' `run_name`; unset: the server picks one).
+    pub run_name: Option<String>,
+    /// TensorBoard's directory (unset: `TENSORBOARD_LOGGING_DIR`, else
+    /// `output_dir/runs/<date>_<host>`, as transformers).
+    pub logging_dir: Option<PathBuf>,
     /// Keep at most this many `checkpoint-N` directories (oldest removed first).
     pub save_total_limit: Option<usize>,
     /// Compute the reference's per-token log-probs once, cache them, and train without
@@ -234,6 +244,9 @@ impl Default for TrainConfig {
             logging_steps: 10,
             eval_steps: None,
             save_steps: 500,
+            report_to: ReportTo::None,
+            run_name: None,
+            logging_dir: None,
             save_total_limit: None,
             precompute_ref_log_probs: false,
             group_by_length: false,

@@ -50,7 +50,9 @@ use burn::tensor::{
     TensorData,
 };
 
-use sdpo_core::{masked_sum, next_token_targets, token_logps};
+use sdpo_core::{
+    label_is_top1, masked_mean, masked_sum, next_token_targets, token_entropy, token_logps,
+};
 use sdpo_models::{AttentionInputs, CausalLm, StackContext};
 
 use crate::batch::{DeviceBatch, SidedLogps};
@@ -157,9 +159,12 @@ struct Forward {
     layer_inputs: Vec<Tensor<3>>,
     /// Final-norm output flattened to `[rows * T, hidden]` (untracked).
     normed: Tensor<2>,
-    /// `[N]` log-probs, logit sums and extras at the completion positions, in position order.
+    /// `[N]` log-probs, logit sums, entropies, top-1 hits (1.0 / 0.0) and extras at the
+    /// completion positions, in position order.
     logps: Tensor<1>,
     logit_sums: Tensor<1>,
+    entropy: Tensor<1>,
+    top1: Tensor<1>,
     extra: Option<Tensor<1>>,
     vocab: usize,
 }
@@ -194,6 +199,7 @@ fn forward_rows(
     let vocab = c.vocab_size;
     let chunk = budget.head_chunk(vocab);
     let (mut logps, mut sums, mut extras) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut entropies, mut top1s) = (Vec::new(), Vec::new());
     for (s, e) in positions.chunks(chunk) {
         let n = e - s;
         let h = normed
@@ -205,8 +211,15 @@ fn forward_rows(
             device,
         );
         sums.push(logits.clone().detach().sum_dim(2).reshape([n]));
+        // TRL's `entropy` and `mean_token_accuracy` from the same chunk (no gradient).
+        let values = logits.clone().detach().reshape([n, vocab]);
+        entropies.push(token_entropy::<2, 1>(values.clone()).map_err(TrainError::Compute)?);
+        top1s.push(
+            label_is_top1::<2, 1>(values.clone(), labels.clone().reshape([n]))
+                .map_err(TrainError::Compute)?,
+        );
         if let Some(f) = extra {
-            extras.push(f(logits.clone().detach().reshape([n, vocab])));
+            extras.push(f(values));
         }
         logps.push(
             token_logps(logits, labels)
@@ -226,6 +239,8 @@ fn forward_rows(
         normed,
         logps: cat(logps),
         logit_sums: cat(sums),
+        entropy: cat(entropies),
+        top1: cat(top1s),
         extra: extra.map(|_| cat(extras)),
         vocab,
     })
@@ -262,8 +277,15 @@ fn sided(
         )
     });
     let (chosen_logits_mean, rejected_logits_mean) = (logits_mean(0..b), logits_mean(b..rows));
+    let entropy = scatter(forward.entropy.clone(), &positions.target, rows, seq);
+    let top1 = scatter(forward.top1.clone(), &positions.target, rows, seq);
     Ok(ChunkedLogps {
         logps: SidedLogps {
+            entropy: masked_mean(entropy, mask.clone()),
+            mean_token_accuracy: masked_mean(
+                top1.slice([0..b, 0..seq - 1]),
+                mask.clone().slice([0..b, 0..seq - 1]),
+            ),
             chosen: logps.clone().slice([0..b, 0..seq - 1]),
             rejected: logps.slice([b..rows, 0..seq - 1]),
             chosen_mask: mask.clone().slice([0..b, 0..seq - 1]),

@@ -31,6 +31,7 @@ pub mod optimizer;
 pub mod precision;
 pub mod reference;
 pub mod resume;
+pub mod run_summary;
 pub mod schedule;
 mod startup;
 pub mod trainer;

@@ -21,7 +21,8 @@ use crate::reference::{Reference, Split, reference_logps};
 pub struct BatchObjective {
     /// The scalar loss, `[1]`.
     pub loss: Tensor<1>,
-    /// TRL's metrics (`loss`, `rewards/*`, `logps/*`, `logits/*`, `sdpo/*`), detached.
+    /// TRL's metrics (`loss`, `rewards/*`, `logps/*`, `logits/*`, `entropy`,
+    /// `mean_token_accuracy`, `sdpo/*`), detached.
     pub metrics: Vec<Metric>,
     /// Quantities that must be finite for the step to be applied: the sums of the policy's and
     /// the reference's log-probs over the scored tokens. A NaN anywhere in the scored tokens
@@ -113,6 +114,11 @@ pub fn objective_from_logps(
     metrics.push((
         "logits/rejected",
         policy.rejected_logits_mean.without_autodiff(),
+    ));
+    metrics.push(("entropy", policy.entropy.without_autodiff()));
+    metrics.push((
+        "mean_token_accuracy",
+        policy.mean_token_accuracy.without_autodiff(),
     ));
     Ok(BatchObjective {
         loss: out.loss,

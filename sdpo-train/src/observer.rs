@@ -81,6 +81,10 @@ pub struct StepProgress {
     pub accuracy: f64,
     /// Real (non-padding) tokens per second through policy and reference.
     pub tokens_per_second: f64,
+    /// Real (non-padding) tokens of the step.
+    pub tokens: usize,
+    /// Seconds the step took.
+    pub seconds: f64,
 }
 
 /// Receives the trainer's reports. Every method has an empty default.

@@ -40,6 +40,9 @@ use crate::observer::{MetricsFile, MetricsRecord, StepProgress, TrainObserver};
 use crate::optimizer::adamw;
 use crate::precision::{LossScale, gradients_overflowed, run_precision};
 use crate::reference::{Reference, Split};
+use crate::run_summary::{
+    Session, TokenCounts, end_of_run, eval_speed, non_embedding_params, total_flos,
+};
 use crate::schedule::LrSchedule;
 use crate::startup::{
     Plan, RunData, attach_adapters, build_reference, load_initial_policy, model_error,
@@ -81,6 +84,8 @@ pub struct Trainer {
     fresh: bool,
     /// `fp16`'s dynamic loss scale (off otherwise).
     loss_scale: LossScale,
+    /// Tokens trained on so far (`None` until counted: a resumed run replays its schedule).
+    counts: Option<TokenCounts>,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -95,10 +100,13 @@ impl std::fmt::Debug for Trainer {
 /// The names of the finiteness checks read back with a step's metrics (not logged).
 const CHECKS: [&str; 2] = [POLICY_LOGPS_CHECK, REFERENCE_LOGPS_CHECK];
 
-/// The metrics of one optimizer step as read back, and the real tokens it processed.
+/// The metrics of one optimizer step as read back, and the tokens it processed.
 struct StepOutcome {
     values: BTreeMap<String, f64>,
+    /// Real tokens of the step's rows.
     tokens: usize,
+    /// Positions of the step's padded rows.
+    padded: usize,
     /// Said to the observer (an `fp16` step skipped for overflowing gradients).
     warning: Option<String>,
 }
@@ -183,6 +191,7 @@ impl Trainer {
             metrics: None,
             fresh: matches!(start, Start::Fresh),
             loss_scale: LossScale::for_precision(precision),
+            counts: (global_step == 0).then(TokenCounts::default),
         })
     }
 
@@ -281,19 +290,31 @@ impl Trainer {
             let keep = (self.global_step > 0).then_some(self.global_step);
             self.metrics = Some(MetricsFile::open(&out, keep)?);
         }
+        let mut counts = match self.counts {
+            Some(counts) => counts,
+            None => self.replay_token_counts()?,
+        };
         observer.on_start(self.global_step, total);
         let mut window: Vec<BTreeMap<String, f64>> = Vec::new();
         let mut records = Vec::new();
+        let mut session = Session::start();
         while self.global_step < stop {
             let started = Instant::now();
             let StepOutcome {
-                values,
+                mut values,
                 tokens,
+                padded,
                 warning,
             } = self.train_step()?;
             if let Some(warning) = warning {
                 observer.on_message(&warning);
             }
+            counts.tokens += tokens as u64;
+            counts.padded += padded as u64;
+            self.counts = Some(counts);
+            values.insert("num_tokens".into(), counts.tokens as f64);
+            session.steps += 1;
+            session.loss_sum += values.get("loss").copied().unwrap_or(f64::NAN);
             let seconds = started.elapsed().as_secs_f64().max(1e-9);
             observer.on_step(&StepProgress {
                 step: self.global_step,
@@ -304,6 +325,8 @@ impl Trainer {
                     .copied()
                     .unwrap_or(f64::NAN),
                 tokens_per_second: tokens as f64 / seconds,
+                tokens,
+                seconds,
             });
             window.push(values);
             let step = self.global_step;
@@ -331,10 +354,41 @@ impl Trainer {
             }
         }
         if self.global_step == total {
+            if session.steps > 0 {
+                let flos = total_flos(non_embedding_params(self.policy()), counts.padded);
+                let values = end_of_run(
+                    &self.config,
+                    total,
+                    self.num_pairs(Split::Train),
+                    &session,
+                    flos,
+                );
+                let record = self.record(values, "");
+                self.write(&record)?;
+                observer.on_log(&record);
+                records.push(record);
+            }
             self.save_final()?;
             observer.on_finish(&self.config.output_dir);
         }
         Ok(records)
+    }
+
+    /// The tokens of the steps before `global_step`, from the run's deterministic schedule (a
+    /// resumed run goes on counting where the interrupted one stopped).
+    fn replay_token_counts(&self) -> Result<TokenCounts, TrainError> {
+        let mut counts = TokenCounts::default();
+        for step in 0..self.global_step {
+            for indices in self.step_batches(step) {
+                let host = self
+                    .data
+                    .collator
+                    .collate_indices(&self.data.train, &indices)?;
+                counts.tokens += DeviceBatch::num_tokens(&host) as u64;
+                counts.padded += host.input_ids.len() as u64;
+            }
+        }
+        Ok(counts)
     }
 
     fn write(&mut self, record: &MetricsRecord) -> Result<(), TrainError> {
@@ -382,7 +436,7 @@ impl Trainer {
         let mut accumulator = GradientsAccumulator::<CausalLm>::new();
         let mut metrics: Vec<Metric> = Vec::new();
         let mut checks: Vec<Metric> = Vec::new();
-        let mut tokens = 0;
+        let (mut tokens, mut padded) = (0, 0);
         let mut objective = self.loss.clone();
         let path = self.config.logps_path();
         let loss_scale = self.loss_scale.scale();
@@ -392,6 +446,7 @@ impl Trainer {
                 .collator
                 .collate_indices(&self.data.train, indices)?;
             tokens += DeviceBatch::num_tokens(&host);
+            padded += host.input_ids.len();
             let batch = DeviceBatch::new(&host, &self.device);
             let weight = indices.len() as f64 / total_pairs as f64;
             // With fp16 the loss (and so every gradient) is multiplied by the loss scale;
@@ -444,7 +499,7 @@ impl Trainer {
         metrics.extend(checks);
         let host = read_metrics(metrics).map_err(TrainError::Compute)?;
         if self.loss_scale.enabled() && gradients_overflowed(&host) {
-            return Ok(self.skip_overflowed_step(host, tokens));
+            return Ok(self.skip_overflowed_step(host, tokens, padded));
         }
         for (name, value) in &host {
             if !value.is_finite() {
@@ -482,6 +537,7 @@ impl Trainer {
         Ok(StepOutcome {
             values,
             tokens,
+            padded,
             warning: None,
         })
     }
@@ -493,6 +549,7 @@ impl Trainer {
         &mut self,
         host: Vec<(&'static str, f64)>,
         tokens: usize,
+        padded: usize,
     ) -> StepOutcome {
         let step = self.global_step + 1;
         let scale = self.loss_scale.scale();
@@ -507,6 +564,7 @@ impl Trainer {
         StepOutcome {
             values,
             tokens,
+            padded,
             warning: Some(format!(
                 "warning: step {step}: float16 gradients overflowed at loss scale {scale}; the \
                  step is skipped (weights unchanged) and the scale is now {}",
@@ -521,6 +579,7 @@ impl Trainer {
         let Some(eval) = &self.data.eval else {
             return Ok(None);
         };
+        let started = Instant::now();
         let model = self.policy().valid();
         let indices: Vec<usize> = (0..eval.len()).collect();
         let mut weighted: Vec<Metric> = Vec::new();
@@ -548,11 +607,18 @@ impl Trainer {
         if weighted.is_empty() {
             return Ok(None);
         }
-        let values = read_metrics(weighted)
+        let mut values: BTreeMap<String, f64> = read_metrics(weighted)
             .map_err(TrainError::Compute)?
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect();
+        // TRL logs the training token count with every evaluation too.
+        let tokens = self.counts.map_or(0, |c| c.tokens);
+        values.insert("num_tokens".into(), tokens as f64);
+        let batches = eval.len().div_ceil(self.config.per_device_eval_batch_size);
+        for (key, value) in eval_speed(started, eval.len(), batches) {
+            values.insert(key.into(), value);
+        }
         Ok(Some(self.record(values, "eval_")))
     }
 
@@ -714,9 +780,10 @@ fn average(window: &[BTreeMap<String, f64>]) -> BTreeMap<String, f64> {
             *out.entry(k.clone()).or_default() += v / window.len() as f64;
         }
     }
-    // The last step's learning rate and gradient norm, as transformers logs them.
+    // The last step's learning rate and gradient norm, as transformers logs them, and TRL's
+    // running token count.
     if let Some(last) = window.last() {
-        for key in ["learning_rate", "grad_norm"] {
+        for key in ["learning_rate", "grad_norm", "num_tokens"] {
             if let Some(v) = last.get(key) {
                 out.insert(key.into(), *v);
             }

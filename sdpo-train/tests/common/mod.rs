@@ -111,3 +111,19 @@ pub fn series(records: &[sdpo_train::MetricsRecord], key: &str) -> Vec<(usize, f
         .filter_map(|r| r.values.get(key).map(|v| (r.step, *v)))
         .collect()
 }
+
+/// `records` without what depends on the clock: the timing metrics
+/// ([`sdpo_train::run_summary::TIMING_METRICS`]) and the end-of-run record (its `train_loss`
+/// covers one `train` call, so a resumed run's differs too).
+pub fn without_timing(records: &[sdpo_train::MetricsRecord]) -> Vec<sdpo_train::MetricsRecord> {
+    records
+        .iter()
+        .filter(|r| !r.values.contains_key("train_runtime"))
+        .map(|r| {
+            let mut r = r.clone();
+            r.values
+                .retain(|k, _| !sdpo_train::run_summary::TIMING_METRICS.contains(&k.as_str()));
+            r
+        })
+        .collect()
+}
