@@ -67,7 +67,7 @@ fn resumed_run_equals_the_uninterrupted_run() {
         let tmp = tempfile::tempdir().unwrap();
         let mut config = tiny_config(tmp.path());
         config.max_steps = 4;
-        config.save_steps = 2;
+        config.save_steps = 2.into();
         config.loss.loss_type = sdpo_core::LossTypes::Many(vec![
             sdpo_core::LossType::Sdpo,
             sdpo_core::LossType::BcoPair,
@@ -532,8 +532,8 @@ fn bf16_and_fp16_train_where_the_backend_computes_in_them_and_fall_back_with_a_w
             let tmp = tempfile::tempdir().unwrap();
             let mut config = tiny_config(tmp.path());
             config.max_steps = 12;
-            config.logging_steps = 1;
-            config.save_steps = 0;
+            config.logging_steps = 1.into();
+            config.save_steps = 0.into();
             if key == "bf16" {
                 config.bf16 = true;
             } else {
