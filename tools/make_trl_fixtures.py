@@ -8,7 +8,8 @@
   the schedules and kwargs transformers refuses, and logging/eval/save steps given as ratios
   resolved by TrainerState.compute_steps.
 
-Run through tools/make_trl_fixtures.sh (which makes the venv).
+Run through tools/make_trl_fixtures.sh (which makes the venv); the fixture README says what each
+file holds.
 """
 
 import dataclasses
