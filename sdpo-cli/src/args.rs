@@ -52,10 +52,17 @@ pub enum Command {
 
 /// Options shared by every subcommand.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Any TRL flag sets the key of that name, as `trl dpo` reads it: \
+    `--learning_rate 5e-7`, `--gradient_checkpointing` (true), `--no_remove_unused_columns` \
+    (false), `--lora_target_modules q_proj v_proj` (a list). Flags win over the file, `--set` \
+    over both. docs/configuration.md lists every TRL key and what sdpo does with it."
+)]
 pub struct CommonArgs {
-    /// The TOML configuration file (TRL `DPOConfig` names; see docs/configuration.md).
+    /// The configuration file: TOML, or TRL's YAML (`.yaml`/`.yml`, as `trl dpo --config`).
+    /// Optional when the keys come as flags.
     #[arg(long, short, value_name = "FILE")]
-    pub config: PathBuf,
+    pub config: Option<PathBuf>,
     /// Override a configuration key, e.g. `--set learning_rate=1e-5` (TOML values; repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub overrides: Vec<String>,
@@ -63,4 +70,92 @@ pub struct CommonArgs {
     /// among those compiled in. Default: `BURN_DEVICE`, else the first compiled in.
     #[arg(long, env = "BURN_DEVICE", value_name = "BACKEND")]
     pub device: Option<String>,
+    /// TRL-style flags (`--key value...`), taken out of the command line before clap parses it
+    /// ([`split_trl_flags`]).
+    #[arg(skip)]
+    pub trl_flags: Vec<(String, Vec<String>)>,
+}
+
+/// Flags of `sdpo` itself that take a value (everything else of the form `--key` is a TRL key).
+const OWN_FLAGS_WITH_VALUE: [&str; 6] = [
+    "--config",
+    "-c",
+    "--set",
+    "--device",
+    "--resume-from-checkpoint",
+    "--checkpoint",
+];
+
+/// Flags of `sdpo` itself without a value.
+const OWN_SWITCHES: [&str; 4] = ["--help", "-h", "--version", "-V"];
+
+/// Splits the arguments of `sdpo train|eval|precompute-ref` into those clap parses and TRL-style
+/// flags: `--key`, `--key value`, `--key v1 v2 ...` (values up to the next `--`) and
+/// `--key=value`. Other subcommands are left alone.
+pub fn split_trl_flags(args: Vec<String>) -> (Vec<String>, Vec<(String, Vec<String>)>) {
+    let takes_trl = args
+        .get(1)
+        .is_some_and(|c| ["train", "eval", "precompute-ref"].contains(&c.as_str()));
+    if !takes_trl {
+        return (args, Vec::new());
+    }
+    let mut own = args[..2].to_vec();
+    let mut trl: Vec<(String, Vec<String>)> = Vec::new();
+    let mut rest = args.into_iter().skip(2).peekable();
+    while let Some(arg) = rest.next() {
+        let name = arg.split('=').next().unwrap_or(&arg).to_string();
+        if OWN_FLAGS_WITH_VALUE.contains(&name.as_str()) {
+            let inline = arg.contains('=');
+            own.push(arg);
+            if !inline && let Some(value) = rest.next() {
+                own.push(value);
+            }
+        } else if OWN_SWITCHES.contains(&arg.as_str()) || !arg.starts_with("--") {
+            own.push(arg);
+        } else if let Some((key, value)) = arg[2..].split_once('=') {
+            trl.push((key.to_string(), vec![value.to_string()]));
+        } else {
+            let mut values = Vec::new();
+            while let Some(next) = rest.next_if(|a| !a.starts_with("--")) {
+                values.push(next);
+            }
+            trl.push((arg[2..].to_string(), values));
+        }
+    }
+    (own, trl)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trl_flags_are_split_from_sdpos_own() {
+        let args: Vec<String> = "sdpo train --config run.yaml --learning_rate 5.0e-7 \
+            --no_remove_unused_columns --lora_target_modules q_proj v_proj --set beta=0.2 \
+            --output_dir=out --device flex --gradient_checkpointing"
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        let (own, trl) = split_trl_flags(args);
+        assert_eq!(
+            own,
+            [
+                "sdpo", "train", "--config", "run.yaml", "--set", "beta=0.2", "--device", "flex"
+            ]
+        );
+        let expected: Vec<(String, Vec<String>)> = [
+            ("learning_rate", vec!["5.0e-7"]),
+            ("no_remove_unused_columns", vec![]),
+            ("lora_target_modules", vec!["q_proj", "v_proj"]),
+            ("output_dir", vec!["out"]),
+            ("gradient_checkpointing", vec![]),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.into_iter().map(str::to_string).collect()))
+        .collect();
+        assert_eq!(trl, expected);
+        let other: Vec<String> = ["sdpo", "report", "--x"].map(str::to_string).to_vec();
+        assert_eq!(split_trl_flags(other.clone()).0, other);
+    }
 }

@@ -73,7 +73,7 @@ pub struct InspectArgs {
 
 /// Runs `sdpo inspect`.
 pub fn run(args: &InspectArgs) -> Result<()> {
-    let (mut config, device) = crate::prepare(&args.common)?;
+    let (mut config, device, _) = crate::prepare(&args.common, false)?;
     let (split, source) = match args.file.as_str() {
         "train" => (
             Split::Train,

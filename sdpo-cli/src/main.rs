@@ -6,23 +6,34 @@
 mod args;
 mod config_file;
 mod device;
+mod hub;
 mod inspect;
 mod merge;
 mod progress;
 mod report;
 mod tracking;
+mod trl_config;
+mod trl_keys;
+mod yaml;
 
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use sdpo_train::{Start, Trainer, checkpoint::resolve_checkpoint};
+use sdpo_train::{EvalStrategy, Start, Trainer, checkpoint::resolve_checkpoint};
 
 use crate::args::{Cli, Command, CommonArgs};
 use crate::progress::{TerminalProgress, format_record};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let (args, trl_flags) = args::split_trl_flags(std::env::args().collect());
+    let mut cli = Cli::parse_from(args);
+    if let Command::Train { common, .. }
+    | Command::Eval { common, .. }
+    | Command::PrecomputeRef { common } = &mut cli.command
+    {
+        common.trl_flags = trl_flags;
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -32,13 +43,39 @@ fn main() -> ExitCode {
     }
 }
 
+/// The configuration with its Hub ids resolved, the device, and TRL's `resume_from_checkpoint`.
 pub(crate) fn prepare(
     common: &CommonArgs,
-) -> Result<(sdpo_train::TrainConfig, burn::tensor::Device)> {
-    let config = config_file::load_config(&common.config, &common.overrides)?;
+    evaluating: bool,
+) -> Result<(
+    sdpo_train::TrainConfig,
+    burn::tensor::Device,
+    Option<String>,
+)> {
+    let loaded = config_file::load_config(
+        common.config.as_deref(),
+        &common.trl_flags,
+        &common.overrides,
+    )?;
+    for warning in &loaded.warnings {
+        eprintln!("warning: {warning}");
+    }
+    let mut config = loaded.config;
+    hub::resolve_hub_ids(&mut config)?;
+    if evaluating
+        && !matches!(
+            config.eval_strategy,
+            Some(EvalStrategy::Steps | EvalStrategy::Epoch)
+        )
+    {
+        // `sdpo eval` evaluates whatever the strategy: a dataset's test split is read as it is
+        // for `eval_strategy = "epoch"` (as `trl/scripts/dpo.py` reads it for any strategy
+        // but "no").
+        config.eval_strategy = Some(EvalStrategy::Epoch);
+    }
     let (backend, device) = device::select_device(common.device.as_deref())?;
     eprintln!("backend: {backend}");
-    Ok((config, device))
+    Ok((config, device, loaded.resume_from_checkpoint))
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -48,7 +85,9 @@ fn run(cli: Cli) -> Result<()> {
             common,
             resume_from_checkpoint,
         } => {
-            let (config, device) = prepare(&common)?;
+            let (config, device, trl_resume) = prepare(&common, false)?;
+            let resume_from_checkpoint =
+                resume_from_checkpoint.or_else(|| trl_resume.map(std::path::PathBuf::from));
             let checkpoint = match &resume_from_checkpoint {
                 Some(spec) => Some(resolve_checkpoint(&config.output_dir, spec)?),
                 None => None,
@@ -75,7 +114,7 @@ fn run(cli: Cli) -> Result<()> {
             result.context("training failed")?;
         }
         Command::Eval { common, checkpoint } => {
-            let (config, device) = prepare(&common)?;
+            let (config, device, _) = prepare(&common, true)?;
             if config.eval_file.is_none()
                 && config.data.dataset_name.is_none()
                 && config.data.test_split_size.is_none()
@@ -96,7 +135,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", serde_json::to_string(&record)?);
         }
         Command::PrecomputeRef { common } => {
-            let (mut config, device) = prepare(&common)?;
+            let (mut config, device, _) = prepare(&common, false)?;
             if config.loss.reference_free {
                 bail!("`precompute-ref` has nothing to do with reference_free = true");
             }

@@ -38,7 +38,7 @@ pub fn run(args: &ReportArgs) -> Result<()> {
     let mut report = RunReport::load(run_dir)
         .with_context(|| format!("cannot report on `{}`", run_dir.display()))?;
     if let Some(path) = &args.config {
-        let config = load_config(path, &args.overrides)?;
+        let config = load_config(Some(path.as_path()), &[], &args.overrides)?.config;
         let values = serde_json::to_value(&config).context("cannot convert the configuration")?;
         report = report.with_config(format!("--config {}", path.display()), values);
     }

@@ -18,21 +18,10 @@ use sdpo_models::lora::{LoraConfig, TargetModules};
 use sdpo_track::ReportTo;
 
 use crate::error::TrainError;
-
-/// The learning-rate schedule (`lr_scheduler_type`), as in transformers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LrSchedulerType {
-    /// Linear warm-up, then linear decay to 0 at the last step.
-    #[default]
-    Linear,
-    /// Linear warm-up, then half a cosine down to 0 at the last step.
-    Cosine,
-    /// The same learning rate at every step (warm-up ignored, as in transformers).
-    Constant,
-    /// Linear warm-up, then constant.
-    ConstantWithWarmup,
-}
+pub use crate::optimizer::Optimizer;
+pub use crate::schedule::LrSchedulerType;
+use crate::schedule::ScheduleParams;
+use crate::steps::{EvalStrategy, Steps};
 
 /// The dtype a frozen reference model keeps its matrices in (`ref_dtype`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,8 +84,9 @@ pub struct TrainConfig {
     pub learning_rate: f64,
     /// The schedule.
     pub lr_scheduler_type: LrSchedulerType,
-    /// Warm-up steps (wins over `warmup_ratio` when > 0).
-    pub warmup_steps: usize,
+    /// Warm-up steps, or (below 1) a fraction of the total steps, as transformers 5; wins over
+    /// `warmup_ratio` when > 0.
+    pub warmup_steps: Steps,
     /// Warm-up as a fraction of the total optimizer steps.
     pub warmup_ratio: f64,
     /// Decoupled weight decay of AdamW.
@@ -121,12 +111,14 @@ pub struct TrainConfig {
     pub max_steps: i64,
     /// Seed of data shuffling and random initialisation.
     pub seed: u64,
-    /// Log metrics every this many optimizer steps.
-    pub logging_steps: usize,
-    /// Evaluate every this many steps (unset: at the end of every epoch and of training).
-    pub eval_steps: Option<usize>,
-    /// Save a checkpoint every this many steps (0: only the final model).
-    pub save_steps: usize,
+    /// Log metrics every this many optimizer steps (below 1: a fraction of the run).
+    pub logging_steps: Steps,
+    /// Evaluate every this many steps (below 1: a fraction of the run); unset: at the end of
+    /// every epoch and of training (with `eval_strategy = "steps"`: `logging_steps`).
+    pub eval_steps: Option<Steps>,
+    /// Save a checkpoint every this many steps (below 1: a fraction of the run; 0: only the
+    /// final model).
+    pub save_steps: Steps,
     /// Where the logged metrics go besides `metrics.jsonl` (transformers' `report_to`):
     /// `"none"`, `"all"`, `"tensorboard"`, `"mlflow"` or a list. The `sdpo` command starts
     /// them ([`sdpo_track`]); an unknown or unavailable integration is an error.
@@ -208,6 +200,24 @@ pub struct TrainConfig {
     /// (sdpo-rs extension; TRL leaves merging to `merge_and_unload`).
     pub merge_adapter_at_end: bool,
 
+    // ---- TRL drop-in keys (issue 25): Hub revisions and datasets, the optimizer's name, the
+    // schedule's options, the data seed, the evaluation strategy. ----
+    /// The revision (branch, tag or commit id) of a Hub `model_name_or_path` (TRL's
+    /// `ModelConfig.model_revision`); an id may also carry one as `owner/name@revision`.
+    pub model_revision: String,
+    /// Options of `lr_scheduler_type` (`num_cycles`, `min_lr`, `min_lr_rate`, `lr_end`,
+    /// `power`, `timescale`, `num_decay_steps`, ...), as transformers' `lr_scheduler_kwargs`.
+    pub lr_scheduler_kwargs: Option<Map<String, Value>>,
+    /// The optimizer, by transformers' name: `adamw_torch` and `adamw_torch_fused` (its
+    /// default) are both this crate's AdamW.
+    pub optim: Optimizer,
+    /// Seed of the data shuffling; unset: `seed` (transformers' `data_seed`).
+    pub data_seed: Option<u64>,
+    /// When to evaluate: `"no"`, `"steps"` (every `eval_steps`, default `logging_steps`),
+    /// `"epoch"`; unset: every `eval_steps` if set, else every epoch, whenever there is eval
+    /// data.
+    pub eval_strategy: Option<EvalStrategy>,
+
     /// The loss: `loss_type`, `beta`, `sdpo_threshold`, ... (top-level keys in a file).
     #[serde(skip)]
     pub loss: LossConfig,
@@ -228,7 +238,7 @@ impl Default for TrainConfig {
             eval_file: None,
             learning_rate: 1e-6,
             lr_scheduler_type: LrSchedulerType::Linear,
-            warmup_steps: 0,
+            warmup_steps: Steps::Count(0),
             warmup_ratio: 0.0,
             weight_decay: 0.0,
             adam_beta1: 0.9,
@@ -241,9 +251,9 @@ impl Default for TrainConfig {
             num_train_epochs: 3.0,
             max_steps: -1,
             seed: 42,
-            logging_steps: 10,
+            logging_steps: Steps::Count(10),
             eval_steps: None,
-            save_steps: 500,
+            save_steps: Steps::Count(500),
             report_to: ReportTo::None,
             run_name: None,
             logging_dir: None,
@@ -267,6 +277,11 @@ impl Default for TrainConfig {
             use_rslora: false,
             peft_adapter_path: None,
             merge_adapter_at_end: false,
+            model_revision: "main".to_string(),
+            lr_scheduler_kwargs: None,
+            optim: Optimizer::AdamwTorchFused,
+            data_seed: None,
+            eval_strategy: None,
             loss: LossConfig::default(),
             data: DataConfig::default(),
         }
@@ -301,6 +316,15 @@ impl TrainConfig {
                 "train_file",
                 "is required (or dataset_name, or a datasets mixture)",
             ));
+        }
+        ScheduleParams::from_kwargs(
+            self.lr_scheduler_type,
+            self.learning_rate,
+            self.lr_scheduler_kwargs.as_ref(),
+        )
+        .map_err(|reason| bad("lr_scheduler_kwargs", reason))?;
+        if self.model_revision.trim().is_empty() {
+            return Err(bad("model_revision", "must not be empty"));
         }
         if self.output_dir.as_os_str().is_empty() {
             return Err(bad("output_dir", "must not be empty"));
@@ -352,7 +376,6 @@ impl TrainConfig {
                 "gradient_accumulation_steps",
                 self.gradient_accumulation_steps,
             ),
-            ("logging_steps", self.logging_steps),
         ] {
             if v == 0 {
                 return Err(bad(key, "must be at least 1"));
@@ -372,7 +395,13 @@ impl TrainConfig {
                 "must be at least 1 (or unset)",
             ));
         }
-        if self.eval_steps == Some(0) {
+        if self.logging_steps.is_zero() {
+            return Err(bad(
+                "logging_steps",
+                "must be at least 1 (or a fraction of the run)",
+            ));
+        }
+        if self.eval_steps.is_some_and(Steps::is_zero) {
             return Err(bad("eval_steps", "must be at least 1 (or unset)"));
         }
         if self.save_total_limit == Some(0) {

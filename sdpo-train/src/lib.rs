@@ -34,10 +34,12 @@ pub mod resume;
 pub mod run_summary;
 pub mod schedule;
 mod startup;
+pub mod steps;
 pub mod trainer;
 
-pub use config::{LrSchedulerType, RefDtype, TrainConfig};
+pub use config::{LrSchedulerType, Optimizer, RefDtype, TrainConfig};
 pub use device::training_device;
 pub use error::TrainError;
 pub use observer::{MetricsRecord, SilentObserver, StepProgress, TrainObserver, read_metrics};
+pub use steps::{EvalStrategy, Steps};
 pub use trainer::{MERGED_DIR, Start, Trainer};

@@ -5,7 +5,20 @@ use burn::module::{Module, ModuleVisitor, Param, ParamGroup, ParamId};
 use burn::optim::{AdamWConfig, ModuleOptimizer};
 use burn::tensor::Tensor;
 
+use serde::{Deserialize, Serialize};
+
 use crate::config::TrainConfig;
+
+/// The optimizer (`optim`), by transformers' name. Other transformers optimizers are refused by
+/// the command line with the reason (docs/configuration.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Optimizer {
+    /// `torch.optim.AdamW`: this crate's AdamW (decoupled weight decay).
+    AdamwTorch,
+    /// The fused kernel of the same AdamW (transformers 5's default): the same update here.
+    AdamwTorchFused,
+}
 
 /// Finds the parameters transformers exempts from weight decay: every `bias`, and every
 /// parameter of a normalisation layer (burn's `RmsNorm` / `LayerNorm`, HF's `*norm*` / `ln_*`).

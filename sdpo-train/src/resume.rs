@@ -11,13 +11,15 @@ use sdpo_data::DataConfig;
 use crate::config::{TrainConfig, keys_of};
 
 /// Keys of the trainer's own that decide which model is trained on which examples.
-const RUN_DEFINING_KEYS: [&str; 17] = [
+const RUN_DEFINING_KEYS: [&str; 18] = [
     "model_name_or_path",
     "ref_model_name_or_path",
     "tokenizer_name_or_path",
     "init_from_config",
     "train_file",
     "seed",
+    // issue 25: the seed of the data order.
+    "data_seed",
     "per_device_train_batch_size",
     "gradient_accumulation_steps",
     "group_by_length",

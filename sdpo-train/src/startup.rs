@@ -23,7 +23,8 @@ use crate::manifest::{ManifestStatus, verify_manifest};
 use crate::observer::TrainObserver;
 use crate::reference::{Reference, precompute, weights_fingerprint};
 use crate::resume::compare_configs;
-use crate::schedule::LrSchedule;
+use crate::schedule::{LrSchedule, ScheduleParams};
+use crate::steps::{EvalStrategy, RunIntervals, Steps};
 
 /// Wraps a model error with the directory it concerns.
 pub(crate) fn model_error(path: &Path) -> impl FnOnce(sdpo_models::ModelError) -> TrainError + '_ {
@@ -183,8 +184,15 @@ fn read_splits(
     };
     let dataset = PathBuf::from(name);
     let train = processor.process_dataset(&dataset, &data.dataset_train_split)?;
+    // As `trl/scripts/dpo.py`: the test split is evaluated only when `eval_strategy` asks for
+    // evaluation (TRL's default, "no", reads none).
+    let wants_eval = matches!(
+        config.eval_strategy,
+        Some(EvalStrategy::Steps | EvalStrategy::Epoch)
+    );
     let eval = match eval_file()? {
         Some(eval) => Some(eval),
+        None if !wants_eval => None,
         None if processor.dataset_has_split(&dataset, &data.dataset_test_split)? => Some((
             dataset.clone(),
             processor.process_dataset(&dataset, &data.dataset_test_split)?,
@@ -249,13 +257,16 @@ pub(crate) struct Plan {
     pub steps_per_epoch: usize,
     /// The learning rate at each step (and the run's length).
     pub schedule: LrSchedule,
+    /// When the run logs, evaluates and saves (ratios resolved against its length).
+    pub intervals: RunIntervals,
 }
 
 impl Plan {
     /// The plan for the training pairs `train`.
     pub fn new(config: &TrainConfig, train: &TokenizedDataset) -> Result<Self, TrainError> {
+        let data_seed = config.data_seed.unwrap_or(config.seed);
         let mut sampler =
-            BatchSampler::new(train.len(), config.per_device_train_batch_size, config.seed)?;
+            BatchSampler::new(train.len(), config.per_device_train_batch_size, data_seed)?;
         if config.group_by_length {
             sampler = sampler.with_length_grouping(train.lengths(), DEFAULT_MEGABATCH_FACTOR)?;
         }
@@ -268,19 +279,49 @@ impl Plan {
         } else {
             ((config.num_train_epochs * steps_per_epoch as f64).ceil() as usize).max(1)
         };
-        let schedule = LrSchedule::new(
-            config.lr_scheduler_type,
-            config.learning_rate,
-            config.warmup_steps,
-            config.warmup_ratio,
+        let schedule = run_schedule(config, total_steps)?;
+        let intervals = RunIntervals::resolve(
+            config.logging_steps,
+            config.eval_steps,
+            config.save_steps,
+            config.eval_strategy,
             total_steps,
         );
         Ok(Self {
             sampler,
             steps_per_epoch,
             schedule,
+            intervals,
         })
     }
+}
+
+/// The learning-rate schedule of a run of `total_steps`: `warmup_steps` (a ratio below 1 is a
+/// fraction of the run, rounded up, as transformers 5), else `warmup_ratio`.
+pub(crate) fn run_schedule(
+    config: &TrainConfig,
+    total_steps: usize,
+) -> Result<LrSchedule, TrainError> {
+    let warmup = match config.warmup_steps {
+        Steps::Count(0) => (config.warmup_ratio * total_steps as f64).ceil() as usize,
+        steps => steps.resolve(total_steps),
+    };
+    let params = ScheduleParams::from_kwargs(
+        config.lr_scheduler_type,
+        config.learning_rate,
+        config.lr_scheduler_kwargs.as_ref(),
+    )
+    .map_err(|reason| TrainError::Config {
+        key: "lr_scheduler_kwargs".into(),
+        reason,
+    })?;
+    Ok(LrSchedule::with_params(
+        config.lr_scheduler_type,
+        config.learning_rate,
+        warmup,
+        total_steps,
+        params,
+    ))
 }
 
 /// Loads the policy's starting weights (or builds them from the config) on `device`.

@@ -331,24 +331,21 @@ impl Trainer {
             window.push(values);
             let step = self.global_step;
             let epoch_end = step.is_multiple_of(self.plan.steps_per_epoch);
-            if step.is_multiple_of(self.config.logging_steps) || step == total {
+            if self.plan.intervals.log_at(step, total) {
                 let record = self.record(average(&window), "");
                 window.clear();
                 self.write(&record)?;
                 observer.on_log(&record);
                 records.push(record);
             }
-            let eval_now = match self.config.eval_steps {
-                Some(n) => step.is_multiple_of(n) || step == total,
-                None => epoch_end || step == total,
-            };
+            let eval_now = self.plan.intervals.eval_at(step, total, epoch_end);
             if eval_now && let Some(record) = self.evaluate()? {
                 warn_non_finite(&record, observer);
                 self.write(&record)?;
                 observer.on_eval(&record);
                 records.push(record);
             }
-            if self.config.save_steps > 0 && step.is_multiple_of(self.config.save_steps) {
+            if self.plan.intervals.save_at(step) {
                 let dir = self.save_checkpoint()?;
                 observer.on_checkpoint(&dir);
             }

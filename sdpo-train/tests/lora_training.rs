@@ -82,7 +82,7 @@ fn lora_trains_only_the_adapters_and_saves_them_in_peft_layout() {
     for dev in sdpo_testkit::test_devices!() {
         let tmp = tempfile::tempdir().unwrap();
         let mut config = lora_config(tmp.path());
-        config.save_steps = 2;
+        config.save_steps = 2.into();
         config.merge_adapter_at_end = true;
         let base = CausalLm::from_config(
             &ModelConfig::from_pretrained_dir(&config.model_name_or_path).unwrap(),
@@ -235,7 +235,7 @@ fn resumed_lora_run_equals_the_uninterrupted_run() {
         let tmp = tempfile::tempdir().unwrap();
         let mut config = lora_config(tmp.path());
         config.max_steps = 4;
-        config.save_steps = 2;
+        config.save_steps = 2.into();
         config.lora_dropout = 0.1; // dropout masks too must continue exactly
         config.loss.sdpo_threshold = 0.6;
         let full = run(config.clone(), &dev.device);

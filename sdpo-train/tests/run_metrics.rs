@@ -38,7 +38,7 @@ fn records_carry_trls_names_and_the_run_level_values() {
     let tmp = tempfile::tempdir().unwrap();
     let mut config = tiny_config(tmp.path());
     config.loss.loss_type = sdpo_core::LossTypes::One(sdpo_core::LossType::Sigmoid);
-    config.eval_steps = Some(2);
+    config.eval_steps = Some(2.into());
     let device = burn::tensor::Device::flex();
     let mut trainer = Trainer::new(config, &device, Start::Fresh, &mut SilentObserver).unwrap();
     let records = trainer.train(None, &mut SilentObserver).unwrap();

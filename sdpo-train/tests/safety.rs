@@ -54,7 +54,7 @@ fn new_trainer(config: &TrainConfig, start: Start<'_>) -> Result<Trainer, TrainE
 fn trained_checkpoint(root: &Path) -> (TrainConfig, PathBuf) {
     let mut config = tiny_config(root);
     config.max_steps = 4;
-    config.save_steps = 2;
+    config.save_steps = 2.into();
     let mut trainer = new_trainer(&config, Start::Fresh).unwrap();
     trainer.train(Some(2), &mut SilentObserver).unwrap();
     (config.clone(), checkpoint_dir(&config.output_dir, 2))
@@ -68,7 +68,7 @@ fn a_diverging_run_stops_before_the_update_and_its_last_checkpoint_resumes() {
     let mut config = tiny_config(tmp.path());
     config.learning_rate = 1e12;
     config.max_steps = 12;
-    config.save_steps = 1;
+    config.save_steps = 1.into();
     let mut trainer = new_trainer(&config, Start::Fresh).unwrap();
     let mut failure = None;
     let mut before = Vec::new();
@@ -166,8 +166,8 @@ fn resume_refuses_changes_to_the_loss_or_data_and_warns_on_others() {
     assert!(matches!(err, TrainError::ConfigChanged { .. }), "{err:?}");
 
     let mut cosmetic = config.clone();
-    cosmetic.logging_steps = 5;
-    cosmetic.eval_steps = Some(3);
+    cosmetic.logging_steps = 5.into();
+    cosmetic.eval_steps = Some(3.into());
     let mut messages = Messages::default();
     Trainer::new(
         cosmetic,

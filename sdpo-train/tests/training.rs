@@ -69,7 +69,7 @@ fn resumed_run_equals_the_uninterrupted_run() {
         let tmp = tempfile::tempdir().unwrap();
         let mut config = tiny_config(tmp.path());
         config.max_steps = 4;
-        config.save_steps = 2;
+        config.save_steps = 2.into();
         config.loss.loss_type = sdpo_core::LossTypes::Many(vec![
             sdpo_core::LossType::Sdpo,
             sdpo_core::LossType::BcoPair,
@@ -539,8 +539,8 @@ fn bf16_and_fp16_train_where_the_backend_computes_in_them_and_fall_back_with_a_w
             let tmp = tempfile::tempdir().unwrap();
             let mut config = tiny_config(tmp.path());
             config.max_steps = 12;
-            config.logging_steps = 1;
-            config.save_steps = 0;
+            config.logging_steps = 1.into();
+            config.save_steps = 0.into();
             if key == "bf16" {
                 config.bf16 = true;
             } else {
@@ -595,8 +595,9 @@ fn bf16_and_fp16_train_where_the_backend_computes_in_them_and_fall_back_with_a_w
 
 #[test]
 fn dataset_name_trains_and_evaluates_on_a_dataset_directory() {
-    // TRL's `dataset_name`: a dataset in the Hub's layout gives the train split and, when it has
-    // one, the `dataset_test_split` for evaluation; no train_file or eval_file.
+    // TRL's `dataset_name`: a dataset in the Hub's layout gives the train split and, when
+    // `eval_strategy` asks for evaluation and the dataset has one, the `dataset_test_split`
+    // (as trl/scripts/dpo.py); no train_file or eval_file. TRL's default strategy reads none.
     for dev in sdpo_testkit::test_devices!() {
         let tmp = tempfile::tempdir().unwrap();
         let dataset = tmp.path().join("dataset");
@@ -608,6 +609,21 @@ fn dataset_name_trains_and_evaluates_on_a_dataset_directory() {
         config.eval_file = None;
         config.data.dataset_name = Some(dataset.to_string_lossy().into_owned());
         config.max_steps = 1;
+        let without_strategy = Trainer::new(
+            config.clone(),
+            &dev.device,
+            Start::Fresh,
+            &mut SilentObserver,
+        )
+        .expect("trainer");
+        let splits: Vec<&str> = without_strategy
+            .data_reports()
+            .into_iter()
+            .map(|(split, _, _)| split)
+            .collect();
+        assert_eq!(splits, ["train"], "no eval_strategy: no eval split");
+        drop(without_strategy);
+        config.eval_strategy = Some(sdpo_train::EvalStrategy::Epoch);
         let mut trainer =
             Trainer::new(config, &dev.device, Start::Fresh, &mut SilentObserver).expect("trainer");
         let reports: Vec<(String, std::path::PathBuf, usize)> = trainer

@@ -234,8 +234,8 @@ fn run_config(
         weight_decay: 0.0,
         per_device_train_batch_size: BATCH,
         per_device_eval_batch_size: SELECTION_PAIRS.max(HELD_OUT_PAIRS),
-        logging_steps: 1_000_000,
-        save_steps: 0,
+        logging_steps: 1_000_000.into(),
+        save_steps: 0.into(),
         ..TrainConfig::default()
     };
     config.loss.beta = BETA;

@@ -80,8 +80,8 @@ pub fn tiny_config(root: &Path) -> TrainConfig {
         per_device_train_batch_size: 4,
         per_device_eval_batch_size: 4,
         max_steps: 3,
-        logging_steps: 1,
-        save_steps: 0,
+        logging_steps: 1.into(),
+        save_steps: 0.into(),
         data: sdpo_data::DataConfig {
             max_length: Some(64),
             ..Default::default()
