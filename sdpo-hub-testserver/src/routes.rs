@@ -30,9 +30,9 @@ enum Route {
 fn route(path: &str) -> Option<Route> {
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     if parts.first() == Some(&"api") {
-        let kind = match parts.get(1)? {
-            &"models" => RepoKind::Model,
-            &"datasets" => RepoKind::Dataset,
+        let kind = match *parts.get(1)? {
+            "models" => RepoKind::Model,
+            "datasets" => RepoKind::Dataset,
             _ => return None,
         };
         let id = format!("{}/{}", parts.get(2)?, parts.get(3)?);

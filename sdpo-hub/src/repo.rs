@@ -59,7 +59,7 @@ impl RepoRef {
             reason,
         };
         let (id, at) = match spec.split_once('@') {
-            Some((_, rev)) if rev.is_empty() => {
+            Some((_, "")) => {
                 return Err(invalid("the revision after `@` is empty".into()));
             }
             Some((id, rev)) => (id, Some(rev)),
