@@ -149,7 +149,7 @@ fn assert_grad(what: &str, actual: &[Vec<f64>], expected: &[Vec<f64>], mask: &[V
         .zip(mask.iter().flatten())
         .filter(|(_, m)| **m != 0.0)
         .map(|(e, _)| e.abs())
-        .fold(0.0, f64::max);
+        .fold(0.0, f64::max); // nan-checked: every element is asserted finite below
     let mut checked = 0;
     for (r, ((a_row, e_row), m_row)) in actual.iter().zip(expected).zip(mask).enumerate() {
         for (t, ((&a, &e), &m)) in a_row.iter().zip(e_row).zip(m_row).enumerate() {

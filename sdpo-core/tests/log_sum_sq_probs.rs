@@ -13,7 +13,7 @@ use serde_json::Value;
 fn reference(z: &[f64]) -> f64 {
     // f64::max skips a NaN: a non-finite logit must not reach the fold unnoticed.
     assert!(z.iter().all(|x| x.is_finite()), "non-finite golden logit");
-    let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max); // nan-checked
     let total: f64 = z.iter().map(|x| (x - max).exp()).sum();
     z.iter()
         .map(|x| {

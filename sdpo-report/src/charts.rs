@@ -217,7 +217,7 @@ fn draw_bins(
         .iter()
         .flat_map(|(_, _, v)| v.iter().copied())
         .filter(|v| v.is_finite())
-        .fold(0.0_f64, f64::max);
+        .fold(0.0_f64, f64::max); // nan-checked: non-finite values are filtered out above
     // Head room for the legend above the tallest bar.
     let top = if top > 0.0 { top * 1.45 } else { 1.0 };
     let mut ctx = ChartBuilder::on(root)

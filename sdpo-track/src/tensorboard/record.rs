@@ -44,6 +44,7 @@ pub fn unframe<'a>(bytes: &'a [u8], path: &Path) -> Result<Vec<&'a [u8]>, TrackE
         let header = bytes
             .get(at..at + 12)
             .ok_or_else(|| bad(at, "truncated header"))?;
+        // The header is 12 bytes (checked above): 8 of length, 4 of its checksum.
         let (len, rest) = header.split_at(8);
         let stored = u32::from_le_bytes(rest.try_into().expect("4 bytes"));
         if masked_crc32c(len) != stored {
@@ -54,9 +55,10 @@ pub fn unframe<'a>(bytes: &'a [u8], path: &Path) -> Result<Vec<&'a [u8]>, TrackE
         let start = at + 12;
         let end = start
             .checked_add(n)
-            .filter(|end| end + 4 <= bytes.len())
+            .filter(|end| end.checked_add(4).is_some_and(|tail| tail <= bytes.len()))
             .ok_or_else(|| bad(at, "truncated data"))?;
         let data = &bytes[start..end];
+        // `end + 4 <= bytes.len()` was checked above.
         let stored = u32::from_le_bytes(bytes[end..end + 4].try_into().expect("4 bytes"));
         if masked_crc32c(data) != stored {
             return Err(bad(at, "data checksum mismatch"));
