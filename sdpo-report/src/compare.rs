@@ -8,15 +8,12 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::charts::{Line, LineChart, PALETTE, line_chart_svg, line_legend_html};
+use crate::charts::{Line, PALETTE};
 use crate::error::ReportError;
 use crate::html::{escape, number, page};
 use crate::metrics::{EVAL_PREFIX, MetricPoint};
 use crate::run::RunReport;
-use crate::run_html::{CHART_CSS, REPORT_CHARTS, points, uncharted_metrics};
-
-/// The size of one chart in pixels.
-const CHART_SIZE: (u32, u32) = (620, 340);
+use crate::run_html::{CHART_CSS, REPORT_CHARTS, points, uncharted_metrics, write_line_figure};
 
 /// The metrics of the side-by-side table, in order.
 const COMPARED: &[&str] = &[
@@ -228,21 +225,9 @@ impl RunComparison {
                     }
                 }
             }
-            let chart = LineChart {
-                title: title.clone(),
-                x_label: "step".into(),
-                lines,
-            };
-            let Some(svg) = line_chart_svg(&chart, CHART_SIZE)? else {
-                continue;
-            };
-            drawn += 1;
-            let _ = writeln!(
-                figures,
-                "<figure class=\"chart\" data-metrics=\"{}\">{svg}{}</figure>",
-                escape(name),
-                line_legend_html(&chart)
-            );
+            if write_line_figure(&mut figures, title, lines, name)? {
+                drawn += 1;
+            }
         }
         Ok((
             format!("<div class=\"charts\" id=\"charts\">\n{figures}</div>\n<p></p>\n"),

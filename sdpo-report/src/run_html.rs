@@ -279,6 +279,31 @@ pub(crate) fn points(series: &[MetricPoint]) -> Vec<(f64, f64)> {
 }
 
 /// The chart section and the number of charts drawn.
+/// Draws `lines` against the step as one `<figure>` appended to `figures`, tagged with the
+/// metric names it shows; false when nothing finite was drawn.
+pub(crate) fn write_line_figure(
+    figures: &mut String,
+    title: &str,
+    lines: Vec<Line>,
+    metric_names: &str,
+) -> Result<bool, ReportError> {
+    let chart = LineChart {
+        title: title.to_string(),
+        x_label: "step".to_string(),
+        lines,
+    };
+    let Some(svg) = line_chart_svg(&chart, CHART_SIZE)? else {
+        return Ok(false);
+    };
+    let _ = writeln!(
+        figures,
+        "<figure class=\"chart\" data-metrics=\"{}\">{svg}{}</figure>",
+        escape(metric_names),
+        line_legend_html(&chart)
+    );
+    Ok(true)
+}
+
 fn charts_section(metrics: &MetricsLog) -> Result<(String, usize), ReportError> {
     let mut groups: Vec<(String, Vec<String>)> = REPORT_CHARTS
         .iter()
@@ -328,21 +353,9 @@ fn charts_section(metrics: &MetricsLog) -> Result<(String, usize), ReportError> 
         if lines.is_empty() {
             continue;
         }
-        let chart = LineChart {
-            title: title.clone(),
-            x_label: "step".to_string(),
-            lines,
-        };
-        let Some(svg) = line_chart_svg(&chart, CHART_SIZE)? else {
-            continue;
-        };
-        drawn += 1;
-        let _ = writeln!(
-            figures,
-            "<figure class=\"chart\" data-metrics=\"{}\">{svg}{}</figure>",
-            escape(&names.join(" ")),
-            line_legend_html(&chart)
-        );
+        if write_line_figure(&mut figures, title, lines, &names.join(" "))? {
+            drawn += 1;
+        }
     }
     if drawn == 0 {
         return Ok((
