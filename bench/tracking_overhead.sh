@@ -29,7 +29,7 @@ grep -v -E '^(eval_file|eval_steps|per_device_eval_batch_size|save_total_limit)'
 run() {
     local name=$1 report_to=$2
     "$SDPO" train --config "$WORK/run.toml" --set "model_name_or_path=\"$MODEL\"" \
-        --set "max_steps=$STEPS" --set logging_steps=1 --set save_steps=0 \
+        --set "max_steps=$STEPS" --set logging_steps=1 --set 'save_strategy="no"' \
         --set "report_to=$report_to" --set "output_dir=\"$WORK/$name\"" 2>"$WORK/$name.log"
     "$TRACKING_PY" - "$WORK/$name/metrics.jsonl" "$name" <<'PY'
 import json, sys

@@ -47,7 +47,7 @@ quickstart() {
     local out=$1
     shift
     "$SDPO" train --config examples/quickstart/sdpo.toml \
-        --set max_steps=6 --set logging_steps=2 --set eval_steps=3 --set save_steps=0 \
+        --set max_steps=6 --set logging_steps=2 --set eval_steps=3 --set 'save_strategy="no"' \
         --set 'report_to=["tensorboard", "mlflow"]' --set "output_dir=\"$out\"" "$@"
 }
 

@@ -50,7 +50,7 @@ trap cleanup EXIT
 # --- the stand-in repositories -------------------------------------------------------------
 MODEL=test-org/tiny-llama
 DATASET=test-org/tiny-prefs
-"$SDPO" train --config examples/quickstart/sdpo.toml --set max_steps=1 --set save_steps=0 \
+"$SDPO" train --config examples/quickstart/sdpo.toml --set max_steps=1 --set 'save_strategy="no"' \
     --set "output_dir=\"$WORK/seed\"" >/dev/null 2>&1
 mkdir -p "$WORK/hub/models/$MODEL" "$WORK/hub/datasets/$DATASET/data"
 cp "$WORK/seed"/{config.json,model.safetensors,tokenizer.json,tokenizer_config.json} "$WORK/hub/models/$MODEL/"

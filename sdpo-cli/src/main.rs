@@ -20,7 +20,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use sdpo_train::{EvalStrategy, Start, Trainer, checkpoint::resolve_checkpoint};
+use sdpo_train::{IntervalStrategy, Start, Trainer, checkpoint::resolve_checkpoint};
 
 use crate::args::{Cli, Command, CommonArgs};
 use crate::progress::{TerminalProgress, format_record};
@@ -65,13 +65,17 @@ pub(crate) fn prepare(
     if evaluating
         && !matches!(
             config.eval_strategy,
-            Some(EvalStrategy::Steps | EvalStrategy::Epoch)
+            Some(IntervalStrategy::Steps | IntervalStrategy::Epoch)
         )
     {
         // `sdpo eval` evaluates whatever the strategy: a dataset's test split is read as it is
         // for `eval_strategy = "epoch"` (as `trl/scripts/dpo.py` reads it for any strategy
         // but "no").
-        config.eval_strategy = Some(EvalStrategy::Epoch);
+        config.eval_strategy = Some(IntervalStrategy::Epoch);
+    }
+    if evaluating {
+        // Evaluation trains nothing: the saving keys' checks must not refuse it.
+        config.load_best_model_at_end = false;
     }
     let (backend, device) = device::select_device(common.device.as_deref())?;
     eprintln!("backend: {backend}");

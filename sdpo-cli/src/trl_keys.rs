@@ -101,8 +101,6 @@ const ONE_PROCESS: &str =
     "sdpo-rs trains in one process on one device; distributed training is not implemented";
 const NO_UPLOAD: &str =
     "sdpo-rs never uploads: push the output directory with `hf upload` (huggingface_hub's CLI)";
-const SECOND_PASS: &str =
-    "comes with issue 25's second pass, after the training loop's reshaping (issue 27)";
 const DATALOADER: &str = "data is tokenized up front on every core and batches are collated in memory: there is no DataLoader";
 const EVAL_AVERAGES: &str =
     "evaluation averages the DPO metrics batch by batch; there are no predictions to gather";
@@ -297,15 +295,9 @@ pub const TRL_KEYS: &[TrlKey] = &[
             "the batch size is not searched; set per_device_train_batch_size (gradient_checkpointing bounds the memory)",
         ),
     ),
-    k(
-        "logging_strategy",
-        Dpo,
-        S,
-        "\"steps\"",
-        Refused(SECOND_PASS),
-    ),
+    k("logging_strategy", Dpo, S, "\"steps\"", H),
     k("logging_steps", Dpo, ST, "10", H),
-    k("logging_first_step", Dpo, B, "false", Refused(SECOND_PASS)),
+    k("logging_first_step", Dpo, B, "false", H),
     k("log_on_each_node", Dpo, B, "true", Ignored(ONE_PROCESS)),
     k(
         "logging_nan_inf_filter",
@@ -350,7 +342,7 @@ pub const TRL_KEYS: &[TrlKey] = &[
     k("trackio_static_space_id", Dpo, Kind::Any, "null", Tracking),
     k("eval_strategy", Dpo, S, "\"no\"", H),
     k("eval_steps", Dpo, ST, "null", H),
-    k("eval_delay", Dpo, F, "0", Refused(SECOND_PASS)),
+    k("eval_delay", Dpo, F, "0", H),
     k("per_device_eval_batch_size", Dpo, I, "8", H),
     k(
         "prediction_loss_only",
@@ -359,7 +351,7 @@ pub const TRL_KEYS: &[TrlKey] = &[
         "false",
         Ignored(EVAL_AVERAGES),
     ),
-    k("eval_on_start", Dpo, B, "false", Refused(SECOND_PASS)),
+    k("eval_on_start", Dpo, B, "false", H),
     k(
         "eval_do_concat_batches",
         Dpo,
@@ -396,7 +388,7 @@ pub const TRL_KEYS: &[TrlKey] = &[
         "false",
         Refused("checkpoints always hold the optimizer state, so that a run can resume exactly"),
     ),
-    k("save_strategy", Dpo, S, "\"steps\"", Refused(SECOND_PASS)),
+    k("save_strategy", Dpo, S, "\"steps\"", H),
     k("save_steps", Dpo, ST, "500", H),
     k("save_on_each_node", Dpo, B, "false", Ignored(ONE_PROCESS)),
     k("save_total_limit", Dpo, I, "null", H),
@@ -416,21 +408,9 @@ pub const TRL_KEYS: &[TrlKey] = &[
     k("hub_strategy", Dpo, S, "\"every_save\"", Refused(NO_UPLOAD)),
     k("hub_always_push", Dpo, B, "false", Refused(NO_UPLOAD)),
     k("hub_revision", Dpo, S, "null", Refused(NO_UPLOAD)),
-    k(
-        "load_best_model_at_end",
-        Dpo,
-        B,
-        "false",
-        Refused(SECOND_PASS),
-    ),
-    k(
-        "metric_for_best_model",
-        Dpo,
-        S,
-        "null",
-        Refused(SECOND_PASS),
-    ),
-    k("greater_is_better", Dpo, B, "null", Refused(SECOND_PASS)),
+    k("load_best_model_at_end", Dpo, B, "false", H),
+    k("metric_for_best_model", Dpo, S, "null", H),
+    k("greater_is_better", Dpo, B, "null", H),
     k(
         "ignore_data_skip",
         Dpo,
@@ -677,21 +657,9 @@ pub const TRL_KEYS: &[TrlKey] = &[
             "the memory-bounded engine keeps only layer inputs; offloading them to the host is not implemented",
         ),
     ),
-    k("sync_ref_model", Dpo, B, "false", Refused(SECOND_PASS)),
-    k(
-        "ref_model_mixup_alpha",
-        Dpo,
-        F,
-        "0.6",
-        Ignored("only used with sync_ref_model"),
-    ),
-    k(
-        "ref_model_sync_steps",
-        Dpo,
-        I,
-        "512",
-        Ignored("only used with sync_ref_model"),
-    ),
+    k("sync_ref_model", Dpo, B, "false", H),
+    k("ref_model_mixup_alpha", Dpo, F, "0.6", H),
+    k("ref_model_sync_steps", Dpo, I, "512", H),
     k(
         "pad_token",
         Dpo,

@@ -105,9 +105,10 @@ fn train_writes_metrics_checkpoints_and_a_loadable_model() {
         assert!(checkpoint.join(file).is_file(), "checkpoint-2 lacks {file}");
     }
     assert!(
-        !run.join("checkpoint-3").exists(),
-        "save_steps = 2 saves at step 2 only"
+        run.join("checkpoint-3/trainer_state.json").is_file(),
+        "save_steps = 2 saves at step 2 and, as transformers, at the last step"
     );
+    assert!(!run.join("checkpoint-1").exists(), "no save at step 1");
     for file in ["model.safetensors", "config.json", "tokenizer.json"] {
         assert!(run.join(file).is_file(), "final model lacks {file}");
     }

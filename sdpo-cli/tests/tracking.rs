@@ -17,7 +17,7 @@ fn write_run(root: &Path, settings: &str) -> String {
         &format!(
             "output_dir = \"out\"\nloss_type = \"sdpo\"\nper_device_train_batch_size = 4\n\
              per_device_eval_batch_size = 4\nmax_steps = 3\nlogging_steps = 1\neval_steps = 2\n\
-             save_steps = 0\nmax_length = 64\n{settings}"
+             save_strategy = \"no\"\nmax_length = 64\n{settings}"
         ),
     );
     path.to_str().unwrap().to_string()

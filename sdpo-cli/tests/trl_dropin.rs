@@ -61,7 +61,7 @@ fn hub_root(work: &Path) -> PathBuf {
         &work.join("seed"),
         1,
         16,
-        "max_steps = 1\nsave_steps = 0\nper_device_train_batch_size = 4\noutput_dir = \"tiny\"\n",
+        "max_steps = 1\nsave_strategy = \"no\"\nper_device_train_batch_size = 4\noutput_dir = \"tiny\"\n",
     );
     let seeded = sdpo(
         &["train", "--config", &run.display().to_string()],

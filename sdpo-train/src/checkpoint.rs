@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use sdpo_core::RunningMoments;
 
+use crate::best::BestState;
 use crate::config::TrainConfig;
 use crate::error::{TrainError, io};
 
@@ -38,6 +39,9 @@ pub struct TrainerState {
     pub param_ids: Vec<u64>,
     /// The configuration of the run.
     pub config: TrainConfig,
+    /// The best checkpoint so far (`metric_for_best_model`).
+    #[serde(flatten)]
+    pub best: BestState,
 }
 
 /// The file names inside a checkpoint directory.
@@ -125,31 +129,25 @@ pub fn copy_tokenizer_files(from: &Path, to: &Path) -> Result<(), TrainError> {
     Ok(())
 }
 
+/// The generation settings transformers keeps next to a model's `config.json`.
+pub const GENERATION_CONFIG: &str = "generation_config.json";
+
+/// Copies the base model's `generation_config.json` (when it has one) into `to`, as
+/// transformers' `save_pretrained` writes the model's generation settings with its weights.
+pub fn copy_generation_config(base: &Path, to: &Path) -> Result<(), TrainError> {
+    let src = base.join(GENERATION_CONFIG);
+    if src.is_file() {
+        std::fs::copy(&src, to.join(GENERATION_CONFIG)).map_err(io("copy", &src))?;
+    }
+    Ok(())
+}
+
 /// Makes `tmp` the checkpoint `dir` (replacing an older one of the same step).
 pub fn commit_dir(tmp: &Path, dir: &Path) -> Result<(), TrainError> {
     if dir.exists() {
         std::fs::remove_dir_all(dir).map_err(io("remove old", dir))?;
     }
     std::fs::rename(tmp, dir).map_err(io("rename into place", dir))
-}
-
-/// Deletes the oldest checkpoints beyond `limit`. Each is first renamed out of the
-/// `checkpoint-N` namespace, so a crash mid-deletion never leaves a half-deleted checkpoint that
-/// `latest` could pick.
-pub fn rotate(output_dir: &Path, limit: Option<usize>) -> Result<Vec<PathBuf>, TrainError> {
-    let Some(limit) = limit else {
-        return Ok(Vec::new());
-    };
-    let all = list_checkpoints(output_dir)?;
-    let excess = all.len().saturating_sub(limit);
-    let mut removed = Vec::new();
-    for (step, dir) in all.into_iter().take(excess) {
-        let doomed = output_dir.join(format!(".deleting-checkpoint-{step}"));
-        std::fs::rename(&dir, &doomed).map_err(io("rename for removal", &dir))?;
-        std::fs::remove_dir_all(&doomed).map_err(io("remove", &doomed))?;
-        removed.push(dir);
-    }
-    Ok(removed)
 }
 
 struct CollectIds(Vec<u64>);

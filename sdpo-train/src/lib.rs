@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 
 pub mod batch;
+pub mod best;
 pub mod cache;
 pub mod checkpoint;
 pub mod clip;
@@ -25,10 +26,12 @@ pub mod error;
 pub mod inspect;
 pub mod layout;
 pub mod manifest;
+pub mod model_card;
 pub mod objective;
 pub mod observer;
 pub mod optimizer;
 pub mod precision;
+pub mod ref_sync;
 pub mod reference;
 pub mod resume;
 pub mod run_summary;
@@ -41,5 +44,5 @@ pub use config::{LrSchedulerType, Optimizer, RefDtype, TrainConfig};
 pub use device::training_device;
 pub use error::TrainError;
 pub use observer::{MetricsRecord, SilentObserver, StepProgress, TrainObserver, read_metrics};
-pub use steps::{EvalStrategy, Steps};
+pub use steps::{IntervalStrategy, SaveStrategy, Steps};
 pub use trainer::{MERGED_DIR, Start, Trainer};

@@ -11,7 +11,7 @@ use sdpo_data::DataConfig;
 use crate::config::{TrainConfig, keys_of};
 
 /// Keys of the trainer's own that decide which model is trained on which examples.
-const RUN_DEFINING_KEYS: [&str; 18] = [
+const RUN_DEFINING_KEYS: [&str; 19] = [
     "model_name_or_path",
     "ref_model_name_or_path",
     "tokenizer_name_or_path",
@@ -23,6 +23,8 @@ const RUN_DEFINING_KEYS: [&str; 18] = [
     "per_device_train_batch_size",
     "gradient_accumulation_steps",
     "group_by_length",
+    // TR-DPO: whether the checkpoint holds a moving reference.
+    "sync_ref_model",
     // LoRA: which parameters exist and are trained.
     "use_peft",
     "lora_r",

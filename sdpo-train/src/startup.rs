@@ -24,7 +24,7 @@ use crate::observer::TrainObserver;
 use crate::reference::{Reference, precompute, weights_fingerprint};
 use crate::resume::compare_configs;
 use crate::schedule::{LrSchedule, ScheduleParams};
-use crate::steps::{EvalStrategy, RunIntervals, Steps};
+use crate::steps::{IntervalStrategy, RunIntervals, Steps};
 
 /// Wraps a model error with the directory it concerns.
 pub(crate) fn model_error(path: &Path) -> impl FnOnce(sdpo_models::ModelError) -> TrainError + '_ {
@@ -188,7 +188,7 @@ fn read_splits(
     // evaluation (TRL's default, "no", reads none).
     let wants_eval = matches!(
         config.eval_strategy,
-        Some(EvalStrategy::Steps | EvalStrategy::Epoch)
+        Some(IntervalStrategy::Steps | IntervalStrategy::Epoch)
     );
     let eval = match eval_file()? {
         Some(eval) => Some(eval),
@@ -280,13 +280,7 @@ impl Plan {
             ((config.num_train_epochs * steps_per_epoch as f64).ceil() as usize).max(1)
         };
         let schedule = run_schedule(config, total_steps)?;
-        let intervals = RunIntervals::resolve(
-            config.logging_steps,
-            config.eval_steps,
-            config.save_steps,
-            config.eval_strategy,
-            total_steps,
-        );
+        let intervals = RunIntervals::resolve(&config.step_settings(), total_steps);
         Ok(Self {
             sampler,
             steps_per_epoch,

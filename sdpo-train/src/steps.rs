@@ -1,7 +1,7 @@
 //! Step counts that may be fractions of the run, as transformers 5 reads `warmup_steps`,
 //! `logging_steps`, `eval_steps` and `save_steps` (an integer, or a float in `[0, 1)` meaning
 //! that fraction of the total optimizer steps, rounded up), and when a run logs, evaluates and
-//! saves (`eval_strategy`).
+//! saves (`logging_strategy`, `eval_strategy`, `save_strategy`).
 
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -75,7 +75,7 @@ impl<'de> Deserialize<'de> for Steps {
 /// When to evaluate during training (`eval_strategy`, transformers' `IntervalStrategy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum EvalStrategy {
+pub enum IntervalStrategy {
     /// Never during training.
     No,
     /// Every `eval_steps` (default `logging_steps`) and at the last step.
@@ -84,72 +84,151 @@ pub enum EvalStrategy {
     Epoch,
 }
 
-/// When a run evaluates, resolved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EvalEvery {
-    /// Every this many steps and at the last step.
-    Steps(usize),
-    /// At the end of every epoch and at the last step.
+/// When to write checkpoints (`save_strategy`, transformers' `SaveStrategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SaveStrategy {
+    /// Only the final model.
+    No,
+    /// Every `save_steps`.
+    Steps,
+    /// At the end of every epoch.
     Epoch,
-    /// Not during training.
+    /// After every evaluation that improves `metric_for_best_model`.
+    Best,
+}
+
+/// How often something happens during training, resolved against the run's length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Every {
+    /// Every this many optimizer steps.
+    Steps(usize),
+    /// At the end of every epoch (a partial last epoch included).
+    Epoch,
+    /// Never during training.
     Never,
 }
 
-/// The logging, evaluation and saving steps of a run of known length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The strategies and step counts that decide when a run logs, evaluates and saves, as the
+/// configuration gives them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepSettings {
+    /// `logging_strategy`.
+    pub logging_strategy: IntervalStrategy,
+    /// `logging_steps`.
+    pub logging_steps: Steps,
+    /// `logging_first_step`.
+    pub logging_first_step: bool,
+    /// `eval_strategy` (unset: sdpo-rs' rule, see [`RunIntervals::resolve`]).
+    pub eval_strategy: Option<IntervalStrategy>,
+    /// `eval_steps`.
+    pub eval_steps: Option<Steps>,
+    /// `eval_delay`: steps (or epochs, with `eval_strategy = "epoch"`) before the first
+    /// evaluation.
+    pub eval_delay: f64,
+    /// `save_strategy`.
+    pub save_strategy: SaveStrategy,
+    /// `save_steps` (0: only the last step's checkpoint with the `steps` strategy).
+    pub save_steps: Steps,
+}
+
+/// When a run of known length logs, evaluates and saves: transformers' `DefaultFlowCallback`
+/// ([`RunIntervals::at_step_end`], then at an epoch's end [`RunIntervals::at_epoch_end`]), each
+/// carried out as `_maybe_log_save_evaluate` does ([`Actions`]: log, evaluate, save).
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RunIntervals {
-    /// Log every this many steps (and at the last step).
-    pub logging_steps: usize,
-    /// When to evaluate.
-    pub eval: EvalEvery,
-    /// Save a checkpoint every this many steps (0: only the final model).
-    pub save_steps: usize,
+    /// When to write a training record.
+    pub logging: Every,
+    /// Also after the first step.
+    pub logging_first_step: bool,
+    /// When to evaluate (with `steps`, also at the last step).
+    pub eval: Every,
+    /// No evaluation at a step (or, evaluating by epoch, an epoch) below this.
+    pub eval_delay: f64,
+    /// When to save a checkpoint (with `steps`, also at the last step; `Steps(0)`: only there);
+    /// `save_strategy =
+    /// "best"` is [`RunIntervals::save_best`].
+    pub save: Every,
+    /// `save_strategy = "best"`: save after each evaluation that improves the best metric.
+    pub save_best: bool,
 }
 
 impl RunIntervals {
-    /// Resolves ratios against `total_steps`. `eval_strategy` unset keeps sdpo-rs' rule
-    /// (`eval_steps` if set, else every epoch); `steps` falls back to `logging_steps` as
-    /// transformers does.
-    pub fn resolve(
-        logging_steps: Steps,
-        eval_steps: Option<Steps>,
-        save_steps: Steps,
-        eval_strategy: Option<EvalStrategy>,
-        total_steps: usize,
-    ) -> Self {
-        let logging = logging_steps.resolve(total_steps).max(1);
-        let every = |s: Steps| EvalEvery::Steps(s.resolve(total_steps).max(1));
-        let eval = match (eval_strategy, eval_steps) {
+    /// Resolves ratios against `total_steps` (`TrainerState.compute_steps`). `eval_strategy`
+    /// unset keeps sdpo-rs' rule (every `eval_steps` if set, else every epoch); `steps` without
+    /// `eval_steps` falls back to `logging_steps` as transformers does.
+    pub fn resolve(settings: &StepSettings, total_steps: usize) -> Self {
+        let every = |s: Steps| Every::Steps(s.resolve(total_steps).max(1));
+        let logging = match settings.logging_strategy {
+            IntervalStrategy::Steps => every(settings.logging_steps),
+            IntervalStrategy::Epoch => Every::Epoch,
+            IntervalStrategy::No => Every::Never,
+        };
+        // `eval_steps = 0` is unset, as transformers reads it.
+        let eval_steps = settings.eval_steps.filter(|s| !s.is_zero());
+        let eval = match (settings.eval_strategy, eval_steps) {
             (None, Some(s)) => every(s),
-            (None, None) | (Some(EvalStrategy::Epoch), _) => EvalEvery::Epoch,
-            (Some(EvalStrategy::No), _) => EvalEvery::Never,
-            (Some(EvalStrategy::Steps), s) => every(s.unwrap_or(logging_steps)),
+            (None, None) | (Some(IntervalStrategy::Epoch), _) => Every::Epoch,
+            (Some(IntervalStrategy::No), _) => Every::Never,
+            (Some(IntervalStrategy::Steps), s) => every(s.unwrap_or(settings.logging_steps)),
+        };
+        let save = match settings.save_strategy {
+            // `save_steps = 0`: only the last step, as transformers' end-of-training save.
+            SaveStrategy::Steps => Every::Steps(settings.save_steps.resolve(total_steps)),
+            SaveStrategy::Epoch => Every::Epoch,
+            SaveStrategy::No | SaveStrategy::Best => Every::Never,
         };
         Self {
-            logging_steps: logging,
+            logging,
+            logging_first_step: settings.logging_first_step,
             eval,
-            save_steps: save_steps.resolve(total_steps),
+            eval_delay: settings.eval_delay,
+            save,
+            save_best: settings.save_strategy == SaveStrategy::Best,
         }
     }
 
-    /// Whether step `step` (1-based) of `total` writes a training record.
-    pub fn log_at(&self, step: usize, total: usize) -> bool {
-        step.is_multiple_of(self.logging_steps) || step == total
-    }
-
-    /// Whether step `step` of `total` evaluates; `epoch_end` when it closes an epoch.
-    pub fn eval_at(&self, step: usize, total: usize, epoch_end: bool) -> bool {
-        match self.eval {
-            EvalEvery::Steps(n) => step.is_multiple_of(n) || step == total,
-            EvalEvery::Epoch => epoch_end || step == total,
-            EvalEvery::Never => false,
+    /// What step `step` (1-based) of `total` does when it ends (transformers'
+    /// `DefaultFlowCallback.on_step_end`): `logging_first_step`, the `steps` strategies, and at
+    /// the last step the evaluation and the checkpoint of the `steps` strategies.
+    pub fn at_step_end(&self, step: usize, total: usize) -> Actions {
+        let every = |every: Every| match every {
+            Every::Steps(n) => n > 0 && step.is_multiple_of(n),
+            _ => false,
+        };
+        let last = step >= total;
+        let steps_kind = |every: Every| matches!(every, Every::Steps(_));
+        Actions {
+            log: (self.logging_first_step && step == 1) || every(self.logging),
+            evaluate: steps_kind(self.eval)
+                && (every(self.eval) || last)
+                && self.eval_delay <= step as f64,
+            save: steps_kind(self.save) && (every(self.save) || last),
         }
     }
 
-    /// Whether step `step` saves a checkpoint.
-    pub fn save_at(&self, step: usize) -> bool {
-        self.save_steps > 0 && step.is_multiple_of(self.save_steps)
+    /// What the end of an epoch does (`on_epoch_end`), after the step's own actions; a run that
+    /// stops part-way through an epoch ends it at its last step. `epoch` is the fractional
+    /// epoch reached (`eval_delay` counts epochs here).
+    pub fn at_epoch_end(&self, epoch: f64) -> Actions {
+        Actions {
+            log: self.logging == Every::Epoch,
+            evaluate: self.eval == Every::Epoch && self.eval_delay <= epoch,
+            save: self.save == Every::Epoch,
+        }
     }
+}
+
+/// What a point of the training loop does, in this order: write a training record, evaluate,
+/// save a checkpoint (with `save_strategy = "best"`, the evaluation decides the save).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Actions {
+    /// Write a training record (never twice for one step).
+    pub log: bool,
+    /// Evaluate.
+    pub evaluate: bool,
+    /// Save a checkpoint.
+    pub save: bool,
 }
 
 #[cfg(test)]

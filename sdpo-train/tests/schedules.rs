@@ -6,7 +6,7 @@
 use sdpo_testkit::{Tolerance, assert_close, read_fixture};
 use sdpo_train::LrSchedulerType;
 use sdpo_train::schedule::{LrSchedule, ScheduleParams};
-use sdpo_train::steps::{EvalStrategy, RunIntervals, Steps};
+use sdpo_train::steps::{Every, IntervalStrategy, RunIntervals, SaveStrategy, StepSettings, Steps};
 use serde_json::Value;
 
 fn fixture() -> Value {
@@ -95,22 +95,22 @@ fn logging_eval_and_save_ratios_resolve_as_transformers() {
     for case in cases {
         let total = case["max_steps"].as_u64().unwrap() as usize;
         let eval = (!case["eval_steps"].is_null()).then(|| steps(&case["eval_steps"]));
-        let resolved = RunIntervals::resolve(
-            steps(&case["logging_steps"]),
-            eval,
-            steps(&case["save_steps"]),
-            Some(EvalStrategy::Steps),
-            total,
-        );
+        let settings = StepSettings {
+            logging_strategy: IntervalStrategy::Steps,
+            logging_steps: steps(&case["logging_steps"]),
+            logging_first_step: false,
+            eval_strategy: Some(IntervalStrategy::Steps),
+            eval_steps: eval,
+            eval_delay: 0.0,
+            save_strategy: SaveStrategy::Steps,
+            save_steps: steps(&case["save_steps"]),
+        };
+        let resolved = RunIntervals::resolve(&settings, total);
         let expected = &case["resolved"];
-        let expect = |key: &str| expected[key].as_u64().unwrap() as usize;
-        assert_eq!(resolved.logging_steps, expect("logging_steps"), "{case}");
-        assert_eq!(
-            resolved.eval,
-            sdpo_train::steps::EvalEvery::Steps(expect("eval_steps")),
-            "{case}"
-        );
-        assert_eq!(resolved.save_steps, expect("save_steps"), "{case}");
+        let expect = |key: &str| Every::Steps(expected[key].as_u64().unwrap() as usize);
+        assert_eq!(resolved.logging, expect("logging_steps"), "{case}");
+        assert_eq!(resolved.eval, expect("eval_steps"), "{case}");
+        assert_eq!(resolved.save, expect("save_steps"), "{case}");
     }
     println!("{} interval cases checked", cases.len());
 }

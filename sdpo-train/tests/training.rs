@@ -623,7 +623,7 @@ fn dataset_name_trains_and_evaluates_on_a_dataset_directory() {
             .collect();
         assert_eq!(splits, ["train"], "no eval_strategy: no eval split");
         drop(without_strategy);
-        config.eval_strategy = Some(sdpo_train::EvalStrategy::Epoch);
+        config.eval_strategy = Some(sdpo_train::IntervalStrategy::Epoch);
         let mut trainer =
             Trainer::new(config, &dev.device, Start::Fresh, &mut SilentObserver).expect("trainer");
         let reports: Vec<(String, std::path::PathBuf, usize)> = trainer

@@ -11,7 +11,7 @@ use sdpo_core::{LossType, LossTypes};
 use sdpo_models::{CausalLm, ModelConfig};
 use sdpo_train::inspect::InspectedPair;
 use sdpo_train::reference::Split;
-use sdpo_train::{SilentObserver, Start, TrainConfig, Trainer};
+use sdpo_train::{SaveStrategy, SilentObserver, Start, TrainConfig, Trainer};
 use serde_json::{Value, json};
 
 use crate::data::{self, COMPLETION_LEN, DECISIVE, Kind, Pair, Rng};
@@ -235,7 +235,7 @@ fn run_config(
         per_device_train_batch_size: BATCH,
         per_device_eval_batch_size: SELECTION_PAIRS.max(HELD_OUT_PAIRS),
         logging_steps: 1_000_000.into(),
-        save_steps: 0.into(),
+        save_strategy: SaveStrategy::No,
         ..TrainConfig::default()
     };
     config.loss.beta = BETA;
@@ -335,10 +335,11 @@ fn train_run(config: TrainConfig, device: &Device) -> Result<(Trainer, f64)> {
     let records = trainer
         .train(None, &mut SilentObserver)
         .with_context(|| format!("train {}", out.display()))?;
+    // The mean training loss of the run (transformers' end-of-run `train_loss`).
     let loss = records
         .iter()
         .rev()
-        .find_map(|r| r.values.get("loss").copied())
+        .find_map(|r| r.values.get("train_loss").copied())
         .unwrap_or(f64::NAN);
     Ok((trainer, loss))
 }

@@ -1,0 +1,197 @@
+//! What a run writes: atomic checkpoints (with the best-checkpoint state and, for TR-DPO, the
+//! moving reference), the final model with its generation settings and model card, and the
+//! end of training for the best checkpoint.
+
+use super::*;
+
+impl Trainer {
+    /// Writes `output_dir/checkpoint-N` (atomically, with its manifest written last) and
+    /// rotates old checkpoints.
+    pub fn save_checkpoint(&mut self) -> Result<PathBuf, TrainError> {
+        let out = &self.config.output_dir;
+        let dir = checkpoint_dir(out, self.global_step);
+        let tmp = out.join(format!(".tmp-checkpoint-{}", self.global_step));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(io("remove stale", &tmp))?;
+        }
+        self.write_model(&tmp)?;
+        if self.config.sync_ref_model {
+            ref_sync::save_reference(&self.reference, &tmp)?;
+        }
+        let opt_path = tmp.join(OPTIMIZER);
+        self.optimizer
+            .save(&opt_path)
+            .map_err(|e| TrainError::Optimizer {
+                path: opt_path.clone(),
+                reason: format!("{e:?}"),
+            })?;
+        write_json(
+            &tmp.join(checkpoint::TRAINER_STATE),
+            &TrainerState {
+                global_step: self.global_step,
+                epoch: self.global_step as f64 / self.plan.steps_per_epoch as f64,
+                max_steps: self.total_steps(),
+                running_moments: self.loss.running_moments(),
+                param_ids: param_ids(self.policy()),
+                config: self.config.clone(),
+                best: {
+                    self.best.state.after_save(out, self.global_step);
+                    self.best.state.clone()
+                },
+            },
+        )?;
+        write_manifest(&tmp)?;
+        commit_dir(&tmp, &dir)?;
+        let best = self.best.state.best_model_checkpoint.as_deref();
+        best::rotate(out, self.config.save_total_limit, best)?;
+        Ok(dir)
+    }
+
+    /// Refuses to save weights that are not all finite (an update can overflow even when every
+    /// quantity of its step was finite).
+    fn check_weights(&self) -> Result<(), TrainError> {
+        let count = non_finite_weights(self.policy())?;
+        if count > 0 {
+            return Err(TrainError::NonFinite {
+                step: self.global_step,
+                quantity: format!("the updated weights ({count} values)"),
+                value: f64::NAN,
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes the policy into `dir`: the full model in Hugging Face layout, or, for a LoRA run,
+    /// only the adapter in PEFT's layout (`adapter_config.json` + `adapter_model.safetensors`,
+    /// with `model_name_or_path` as its base); plus the tokenizer files.
+    fn write_model(&self, dir: &Path) -> Result<(), TrainError> {
+        self.check_weights()?;
+        let policy = self.policy().valid();
+        if policy.adapter().is_some() {
+            let base = self.config.model_name_or_path.to_string_lossy();
+            policy
+                .save_adapter(dir, Some(&*base))
+                .map_err(model_error(dir))?;
+        } else {
+            policy.save_pretrained(dir).map_err(model_error(dir))?;
+            copy_generation_config(&self.config.model_name_or_path, dir)?;
+        }
+        copy_tokenizer_files(&self.data.tokenizer_dir, dir)
+    }
+
+    /// The end of training for the best checkpoint: with `load_best_model_at_end` the policy
+    /// becomes the best checkpoint's weights (the final model is then the best one), and with
+    /// `save_total_limit = 1` only the best checkpoint is kept, as transformers does.
+    pub(super) fn finish_best(
+        &mut self,
+        observer: &mut dyn TrainObserver,
+    ) -> Result<(), TrainError> {
+        let Some(best) = self.best.state.best_model_checkpoint.clone() else {
+            return Ok(());
+        };
+        if self.config.load_best_model_at_end {
+            let precision = self.policy().config().matmul_precision;
+            let base = self.policy().valid();
+            let loaded = saved_policy(&best, &base, &training_device(&self.device))?;
+            self.policy = Some(loaded.with_matmul_precision(precision));
+            let name = best
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let metric = self.best.state.best_metric.unwrap_or(f64::NAN);
+            observer.on_message(&format!(
+                "load_best_model_at_end: the final model is {name} ({} = {metric})",
+                self.best
+                    .metric
+                    .as_ref()
+                    .map_or("metric", |m| m.key.as_str())
+            ));
+            self.best.loaded = Some((name, metric));
+        }
+        if self.config.save_total_limit == Some(1) {
+            best::keep_only(&self.config.output_dir, &best)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the final model (HF layout + tokenizer files) into `output_dir`; for a LoRA run
+    /// the adapter, and with `merge_adapter_at_end` also the merged full model into
+    /// `output_dir/merged`.
+    pub fn save_final(&self) -> Result<(), TrainError> {
+        let out = &self.config.output_dir;
+        self.write_model(out)?;
+        if self.config.merge_adapter_at_end && self.policy().adapter().is_some() {
+            let dir = out.join(MERGED_DIR);
+            self.policy()
+                .valid()
+                .merge_adapters()
+                .save_pretrained(&dir)
+                .map_err(model_error(&dir))?;
+            copy_tokenizer_files(&self.data.tokenizer_dir, &dir)?;
+            copy_generation_config(&self.config.model_name_or_path, &dir)?;
+        }
+        let metrics = out.join(MetricsFile::NAME);
+        let records = if metrics.is_file() {
+            crate::observer::read_metrics(&metrics)?
+        } else {
+            Vec::new()
+        };
+        let facts = CardFacts {
+            records,
+            backend: format!("{:?}", self.device),
+            best: self.best.loaded.clone(),
+        };
+        model_card::write(out, &self.config, &facts)
+    }
+}
+
+/// Loads the optimizer state of a checkpoint. burn's loader is not hardened against every
+/// corrupted file (a checkpoint without a manifest is not verified first), so a panic inside it
+/// is turned into an error naming the file.
+pub(super) fn load_optimizer(
+    optimizer: ModuleOptimizer,
+    path: &Path,
+) -> Result<ModuleOptimizer, TrainError> {
+    let bad = |reason: String| TrainError::Optimizer {
+        path: path.to_path_buf(),
+        reason,
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| optimizer.load(path))) {
+        Ok(Ok(optimizer)) => Ok(optimizer),
+        Ok(Err(e)) => Err(bad(format!("{e:?}"))),
+        Err(panic) => Err(bad(format!(
+            "unreadable ({})",
+            panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("the loader panicked")
+        ))),
+    }
+}
+
+/// Counts the non-finite values of every parameter of `model` (one read-back).
+fn non_finite_weights(model: &CausalLm) -> Result<u64, TrainError> {
+    struct Count(Option<Tensor<1, Int>>);
+    impl ModuleVisitor for Count {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let bad = param.val().inner().is_finite().bool_not().int().sum();
+            self.0 = Some(match self.0.take() {
+                Some(total) => total + bad,
+                None => bad,
+            });
+        }
+    }
+    let mut count = Count(None);
+    model.visit(&mut count);
+    match count.0 {
+        None => Ok(0),
+        Some(total) => total
+            .try_into_vec_as::<i64>()
+            .map(|v| v.first().copied().unwrap_or(0).max(0) as u64)
+            .map_err(|e| TrainError::DeviceRead {
+                tensor: "weights",
+                reason: format!("{e:?}"),
+            }),
+    }
+}
