@@ -7,15 +7,22 @@
 use burn::tensor::{DType, Tensor};
 
 /// `log(sigmoid(x)) = min(x, 0) - log1p(exp(-|x|))`, finite for every finite `x`.
+///
+/// `min(x, 0)` is written `x/2 - |x|/2` (the same value for every normal `x`): its gradient at
+/// `x = 0` is then `1/2`, the derivative of `log(sigmoid)` there, as PyTorch's `logsigmoid`
+/// gives it. A clamp passes the whole gradient at its boundary, which doubled the gradient of
+/// every pair whose logit is exactly 0 (a step where the reference equals the policy, such as
+/// the first step of a run).
 pub fn log_sigmoid<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    let neg_abs = x.clone().abs().neg();
-    x.clamp_max(0.0) - neg_abs.exp().log1p()
+    let abs = x.clone().abs();
+    x * 0.5 - abs.clone() * 0.5 - abs.neg().exp().log1p()
 }
 
-/// `log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|))`, finite for every finite `x`.
+/// `log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|))`, finite for every finite `x`; `max(x, 0)`
+/// is `x/2 + |x|/2`, so the gradient at 0 is `1/2` (see [`log_sigmoid`]).
 pub fn softplus<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    let neg_abs = x.clone().abs().neg();
-    x.clamp_min(0.0) + neg_abs.exp().log1p()
+    let abs = x.clone().abs();
+    x * 0.5 + abs.clone() * 0.5 + abs.neg().exp().log1p()
 }
 
 /// `sigmoid(x) = exp(log_sigmoid(x))`, stable at both tails.
