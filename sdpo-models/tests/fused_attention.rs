@@ -83,6 +83,8 @@ fn fused_attention_runs_only_where_it_is_exact() {
             dev.name,
             has_fused_kernel(dev.name)
         );
+        // Nothing above reads a tensor back: dropping `dev` waits for the device's queued
+        // work (sdpo-testkit's `TestDevice`), which lavapipe needs before the process exits.
     }
 }
 
