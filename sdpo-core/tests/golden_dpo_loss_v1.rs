@@ -191,7 +191,7 @@ fn every_dpo_loss_v1_case_matches_trl_1_16() {
     let cases = fixture["cases"].as_array().expect("cases");
     assert!(!cases.is_empty(), "no cases in dpo_loss_v1.json");
     for dev in sdpo_testkit::test_devices!() {
-        let device = dev.device.autodiff();
+        let device = dev.device.clone().autodiff();
         let (mut checked, mut metrics_checked, mut grads_checked, mut trl_failed) = (0, 0, 0, 0);
         for case in cases {
             let id = format!("[{}] {}", dev.name, case["id"].as_str().expect("id"));
@@ -293,7 +293,7 @@ fn trl_error_configurations_are_handled() {
         .find(|c| c["config"]["loss_type"][0] == "sft")
         .expect("an sft case");
     for dev in sdpo_testkit::test_devices!() {
-        let device = dev.device.autodiff();
+        let device = dev.device.clone().autodiff();
         let config = config_of(&errors[0]["config"]);
         let weighted = run_case(case, config.clone(), &device);
         let plain = run_case(

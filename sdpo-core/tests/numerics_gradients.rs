@@ -26,7 +26,7 @@ fn gradient(f: fn(Tensor<1>) -> Tensor<1>, device: &burn::tensor::Device) -> Vec
 #[test]
 fn log_sigmoid_and_softplus_have_their_derivatives_at_zero_too() {
     for dev in sdpo_testkit::test_devices!() {
-        let device = dev.device.autodiff();
+        let device = dev.device.clone().autodiff();
         let expected_ls: Vec<f32> = XS.iter().map(|&x| sigmoid(-x as f64) as f32).collect();
         let expected_sp: Vec<f32> = XS.iter().map(|&x| sigmoid(x as f64) as f32).collect();
         let tol = Tolerance::elementwise(1e-7, 1e-6);
