@@ -136,28 +136,10 @@ fn is_default(key: &TrlKey, value: &Value) -> bool {
     }
 }
 
-/// The closest known key to a misspelt one, when close enough to be a typo.
+/// The closest known key to a misspelt one, when close enough to be a typo (the same rule as
+/// a configuration file's keys: [`sdpo_train::config::closest_key`]).
 fn suggestion(unknown: &str, known: &BTreeSet<String>) -> Option<String> {
-    fn distance(a: &str, b: &str) -> usize {
-        let b: Vec<char> = b.chars().collect();
-        let mut row: Vec<usize> = (0..=b.len()).collect();
-        for (i, ca) in a.chars().enumerate() {
-            let mut prev = row[0];
-            row[0] = i + 1;
-            for (j, &cb) in b.iter().enumerate() {
-                let cur = row[j + 1];
-                row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
-                prev = cur;
-            }
-        }
-        row[b.len()]
-    }
-    known
-        .iter()
-        .map(|k| (distance(unknown, k), k))
-        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
-        .min()
-        .map(|(_, k)| k.clone())
+    sdpo_train::config::closest_key(unknown, known.iter().map(String::as_str)).map(str::to_string)
 }
 
 /// Applies the TRL catalogue to `input` (keys in the order they were given).

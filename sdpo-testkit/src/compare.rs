@@ -324,7 +324,7 @@ where
                 if d.is_nan() { f64::INFINITY } else { d }
             }
         })
-        .fold(0.0, f64::max)
+        .fold(0.0, f64::max) // nan-checked: a NaN difference is mapped to infinity above
 }
 
 #[cfg(test)]

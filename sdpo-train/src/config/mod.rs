@@ -22,6 +22,7 @@ use crate::steps::{IntervalStrategy, SaveStrategy, StepSettings, Steps};
 mod keys;
 mod validate;
 
+pub use keys::closest_key;
 pub(crate) use keys::keys_of;
 
 /// The dtype a frozen reference model keeps its matrices in (`ref_dtype`).
