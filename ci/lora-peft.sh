@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Loads LoRA adapters trained and saved by sdpo-models in Python PEFT 0.21.2 (+ transformers
 # 5.24.0, torch 2.9.0) and checks that PEFT's logits with the adapter on and disabled match ours
-# within 1e-4. Cases: Llama all-linear, Qwen2 rsLoRA with rank/alpha patterns and
-# modules_to_save, GPT-2 Conv1D (fan_in_fan_out) with modules_to_save.
+# within 1e-4, and that the merged model saved by save_pretrained loads in transformers with the
+# adapter-on logits (a saved checkpoint of every family exported). Cases: Llama all-linear, Qwen2 rsLoRA with rank/alpha patterns and
+# modules_to_save, Qwen3 with PEFT's default targets, Phi-3's fused qkv_proj/gate_up_proj with
+# modules_to_save, Gemma 3 all-linear, OLMo 2 named targets, GPT-2 Conv1D (fan_in_fan_out) with
+# modules_to_save.
 #
 # Idempotent. Python packages go into a venv under ${SDPO_CACHE:-$HOME/.cache/sdpo-rs}:
 # torch is taken from $SDPO_CACHE/torch-venv when that venv already has torch 2.9.0 (the tch
@@ -80,11 +83,23 @@ for case in cases:
         print(f"{case.name}: {key} max |PEFT - ours| = {diff:.2e} {'ok' if ok else 'FAIL'}")
         if not ok:
             failed.append(f"{case.name}/{key}")
+    # The merged model, saved by save_pretrained: a plain transformers checkpoint.
+    merged = AutoModelForCausalLM.from_pretrained(
+        str(case / "merged"), dtype=torch.float32, attn_implementation="eager"
+    ).eval()
+    with torch.no_grad():
+        plain = merged(**inputs).logits
+    diff = (plain - ours["logits"]).abs().max().item()
+    ok = diff <= TOL  # NaN fails
+    print(f"{case.name}: merged checkpoint max |transformers - ours| = {diff:.2e} {'ok' if ok else 'FAIL'}")
+    if not ok:
+        failed.append(f"{case.name}/merged")
     matters = (on - off).abs().max().item()
     print(f"{case.name}: adapter on vs off differ by {matters:.3f} in PEFT")
     if not matters > 10 * TOL:
         failed.append(f"{case.name}: the trained adapter does not change the logits")
 if failed:
     sys.exit("lora-peft: FAILED: " + ", ".join(failed))
-print(f"lora-peft: {len(cases)} adapters load in PEFT 0.21.2 with our logits (tol {TOL})")
+print(f"lora-peft: {len(cases)} adapters load in PEFT 0.21.2 and their merged checkpoints in "
+      f"transformers 5.24 with our logits (tol {TOL})")
 EOF

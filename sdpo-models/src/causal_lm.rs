@@ -11,11 +11,15 @@ use crate::checkpoint::{
     HfLayoutAdapter, WEIGHTS_FILE, check_tensors, expected_tensors, load_files, read_headers,
     weight_files,
 };
-use crate::config::{Architecture, ModelConfig};
+use crate::config::ModelConfig;
 use crate::error::ModelError;
-use crate::gpt2::Gpt2LmHeadModel;
+use crate::families::Decoder;
+use crate::families::gemma::GemmaForCausalLm;
+use crate::families::gpt2::Gpt2LmHeadModel;
+use crate::families::llama::LlamaForCausalLm;
+use crate::families::olmo2::Olmo2ForCausalLm;
+use crate::families::phi3::Phi3ForCausalLm;
 use crate::init::Init;
-use crate::llama::LlamaForCausalLm;
 use crate::output::CausalLmOutput;
 use crate::precision::MatmulPrecision;
 
@@ -23,25 +27,60 @@ use crate::precision::MatmulPrecision;
 ///
 /// Works on plain devices (inference, the frozen reference: call [`Module::valid`] on a
 /// trained copy) and on autodiff devices (training). Everything is tensor operations, so the
-/// same model runs on flex, wgpu and tch.
+/// same model runs on flex, wgpu and tch. Each variant is one family of `src/families/`.
 #[derive(Module, Debug)]
 pub enum CausalLm {
-    /// `LlamaForCausalLM` (and Mistral without sliding window).
+    /// `LlamaForCausalLM` (and `MistralForCausalLM`).
     Llama(LlamaForCausalLm),
-    /// `Qwen2ForCausalLM` (the Llama module with q/k/v biases).
+    /// `Qwen2ForCausalLM` (the Llama layer with q/k/v biases).
     Qwen2(LlamaForCausalLm),
     /// `GPT2LMHeadModel`.
     Gpt2(Gpt2LmHeadModel),
+    /// `Qwen3ForCausalLM` (the Llama layer with per-head query/key norms).
+    Qwen3(LlamaForCausalLm),
+    /// `SmolLM3ForCausalLM` (the Llama layer, some layers without RoPE).
+    SmolLm3(LlamaForCausalLm),
+    /// `Olmo2ForCausalLM`.
+    Olmo2(Olmo2ForCausalLm),
+    /// `Phi3ForCausalLM`.
+    Phi3(Phi3ForCausalLm),
+    /// `Gemma2ForCausalLM`.
+    Gemma2(GemmaForCausalLm),
+    /// `Gemma3ForCausalLM`.
+    Gemma3(GemmaForCausalLm),
+}
+
+/// Runs `$body` with `$m` bound to the variant's model, whatever the variant: the one place
+/// that lists the variants for generic module operations (loading, saving).
+macro_rules! with_family {
+    ($model:expr, $m:ident => $body:expr) => {
+        match $model {
+            CausalLm::Llama($m)
+            | CausalLm::Qwen2($m)
+            | CausalLm::Qwen3($m)
+            | CausalLm::SmolLm3($m) => $body,
+            CausalLm::Gpt2($m) => $body,
+            CausalLm::Olmo2($m) => $body,
+            CausalLm::Phi3($m) => $body,
+            CausalLm::Gemma2($m) | CausalLm::Gemma3($m) => $body,
+        }
+    };
 }
 
 impl CausalLm {
+    /// The model as its family's pieces.
+    pub(crate) fn decoder(&self) -> &dyn Decoder {
+        with_family!(self, m => m as &dyn Decoder)
+    }
+
+    /// [`CausalLm::decoder`], mutable.
+    pub(crate) fn decoder_mut(&mut self) -> &mut dyn Decoder {
+        with_family!(self, m => m as &mut dyn Decoder)
+    }
+
     /// Builds the module for `config` with `init`'s parameters.
     fn build(config: &ModelConfig, init: &mut Init) -> Self {
-        match config.architecture {
-            Architecture::Llama => Self::Llama(LlamaForCausalLm::new(config, init)),
-            Architecture::Qwen2 => Self::Qwen2(LlamaForCausalLm::new(config, init)),
-            Architecture::Gpt2 => Self::Gpt2(Gpt2LmHeadModel::new(config, init)),
-        }
+        (crate::families::by_architecture(config.architecture).build)(config, init)
     }
 
     /// A model with random weights drawn from `seed` (transformers' initialisation: linear and
@@ -66,16 +105,10 @@ impl CausalLm {
         let stored = read_headers(&files)?;
         let mut model = Self::build(&config, &mut Init::for_loading(device));
         let tied_head = config.tie_word_embeddings.then_some("lm_head.weight");
-        match &mut model {
-            Self::Llama(m) | Self::Qwen2(m) => {
-                check_tensors(dir, &expected_tensors(m), &stored, tied_head)?;
-                load_files(m, &files)?;
-            }
-            Self::Gpt2(m) => {
-                check_tensors(dir, &expected_tensors(m), &stored, tied_head)?;
-                load_files(m, &files)?;
-            }
-        }
+        with_family!(&mut model, m => {
+            check_tensors(dir, &expected_tensors(m), &stored, tied_head)?;
+            load_files(m, &files)?;
+        });
         Ok(model)
     }
 
@@ -113,10 +146,7 @@ impl CausalLm {
             .clear_metadata()
             .metadata("format", "pt")
             .overwrite(true);
-        let result = match self {
-            Self::Llama(m) | Self::Qwen2(m) => m.save_into(&mut store),
-            Self::Gpt2(m) => m.save_into(&mut store),
-        };
+        let result = with_family!(self, m => m.save_into(&mut store));
         result.map_err(|e| ModelError::Store {
             path: weights,
             message: e.to_string(),
@@ -125,20 +155,14 @@ impl CausalLm {
 
     /// The resolved configuration (vocabulary size, widths, ...).
     pub fn config(&self) -> &ModelConfig {
-        match self {
-            Self::Llama(m) | Self::Qwen2(m) => m.config(),
-            Self::Gpt2(m) => m.config(),
-        }
+        self.decoder().config()
     }
 
     /// The same model with its matrix products in `precision` (bfloat16 or float16 with float32
     /// everywhere else, as PyTorch's autocast; see [`MatmulPrecision`]). The parameters keep
     /// their dtype; float32 is the default.
     pub fn with_matmul_precision(mut self, precision: MatmulPrecision) -> Self {
-        match &mut self {
-            Self::Llama(m) | Self::Qwen2(m) => m.set_matmul_precision(precision),
-            Self::Gpt2(m) => m.set_matmul_precision(precision),
-        }
+        self.decoder_mut().config_mut().matmul_precision = precision;
         self
     }
 
@@ -170,11 +194,23 @@ impl CausalLm {
         input_ids: Tensor<2, Int>,
         attention_mask: Tensor<2, Int>,
     ) -> CausalLmOutput {
-        match self {
-            Self::Llama(m) | Self::Qwen2(m) => {
-                m.forward_with_hidden_states(input_ids, attention_mask)
+        let ctx = self
+            .stack_context(attention_mask, usize::MAX)
+            .with_fused_attention(false);
+        let mut x = self.embed(input_ids, &ctx);
+        let mut hidden_states = vec![x.clone()];
+        let layers = self.num_layers();
+        for layer in 0..layers {
+            x = self.layer_forward(layer, x, &ctx);
+            if layer + 1 < layers {
+                hidden_states.push(x.clone());
             }
-            Self::Gpt2(m) => m.forward_with_hidden_states(input_ids, attention_mask),
+        }
+        let x = self.final_norm(x);
+        hidden_states.push(x.clone());
+        CausalLmOutput {
+            logits: self.lm_head(x),
+            hidden_states,
         }
     }
 

@@ -10,15 +10,59 @@ use crate::error::ModelError;
 use crate::hf_config::{HfConfig, HfRopeParameters};
 use crate::precision::MatmulPrecision;
 
-/// Which module implementation a config selects.
+/// Which module implementation a config selects (one per file in `src/families/`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Architecture {
-    /// `LlamaForCausalLM` (also `model_type: mistral` without sliding window).
+    /// `LlamaForCausalLM` (also `MistralForCausalLM`, sliding window included).
     Llama,
     /// `Qwen2ForCausalLM`: Llama with q/k/v biases.
     Qwen2,
     /// `GPT2LMHeadModel`.
     Gpt2,
+    /// `Qwen3ForCausalLM`: Llama with per-head query/key norms.
+    Qwen3,
+    /// `SmolLM3ForCausalLM`: Llama with RoPE-free (NoPE) layers.
+    SmolLm3,
+    /// `Olmo2ForCausalLM`: norms after the sublayers, whole-width query/key norms.
+    Olmo2,
+    /// `Phi3ForCausalLM`: fused projections, partial RoPE.
+    Phi3,
+    /// `Gemma2ForCausalLM`: sandwich norms, soft-capping, alternating sliding windows.
+    Gemma2,
+    /// `Gemma3ForCausalLM` (`gemma3_text`): Gemma 2 with query/key norms and a local RoPE.
+    Gemma3,
+}
+
+/// Which rotary table a layer's attention uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerRope {
+    /// The model's RoPE ([`ModelConfig::rope`]).
+    Global,
+    /// The local RoPE of sliding-window layers ([`ModelConfig::local_rope`], Gemma 3).
+    Local,
+    /// No rotary embedding (SmolLM3's NoPE layers; GPT-2, which has learned positions).
+    None,
+}
+
+/// RMSNorm of the queries and keys before RoPE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QkNorm {
+    /// None (Llama, Qwen2, Mistral, Phi-3, Gemma 2, SmolLM3).
+    None,
+    /// Over each head's `head_dim` values (`q_norm`/`k_norm` of width `head_dim`: Qwen3, Gemma 3).
+    PerHead,
+    /// Over the whole projection (`heads * head_dim` wide: OLMo 2).
+    Whole,
+}
+
+/// How one decoder layer attends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerAttention {
+    /// Sliding window: a query sees itself and the `window - 1` positions before it; `None`
+    /// for full causal attention.
+    pub window: Option<usize>,
+    /// The rotary table applied to its queries and keys.
+    pub rope: LayerRope,
 }
 
 /// How RoPE frequencies are rescaled for long contexts.
@@ -101,6 +145,23 @@ pub struct ModelConfig {
     pub activation: Activation,
     /// Factor applied to `q·kᵀ` before the softmax.
     pub attention_scale: f64,
+    /// RMSNorm of queries and keys (`self_attn.q_norm`, `self_attn.k_norm`).
+    pub qk_norm: QkNorm,
+    /// Per layer: sliding window and rotary table (`num_hidden_layers` entries).
+    pub layers: Vec<LayerAttention>,
+    /// RoPE of the sliding-window layers when it differs from [`ModelConfig::rope`] (Gemma 3).
+    pub local_rope: Option<RopeConfig>,
+    /// Leading dimensions of each head that RoPE rotates (`head_dim` unless
+    /// `partial_rotary_factor` < 1).
+    pub rotary_dim: usize,
+    /// `cap · tanh(scores / cap)` on the attention scores before the mask (Gemma 2).
+    pub attn_logit_softcap: Option<f64>,
+    /// `cap · tanh(logits / cap)` on the output logits (Gemma 2).
+    pub final_logit_softcap: Option<f64>,
+    /// Factor on the token embeddings (Gemma: `sqrt(hidden_size)`).
+    pub embedding_scale: Option<f64>,
+    /// Added to every RMSNorm weight before it scales (Gemma's `x · (1 + w)`: 1; else 0).
+    pub norm_weight_offset: f64,
     /// Standard deviation used by [`crate::CausalLm::from_config`].
     pub initializer_range: f64,
     /// The mirror this was resolved from (written back by `save_pretrained`).
@@ -123,6 +184,56 @@ impl ModelConfig {
         Ok(())
     }
 
+    /// The layer-independent checks every family's resolution ends with: one attention
+    /// description per layer, windows of at least one token, a rotary table for every layer
+    /// that asks for one, and an even rotary width.
+    pub(crate) fn check_layers(&self) -> Result<(), ModelError> {
+        let invalid = |key: &str, reason: String| ModelError::InvalidConfig {
+            key: key.to_string(),
+            reason,
+        };
+        if self.layers.len() != self.num_hidden_layers {
+            return Err(invalid(
+                "layer_types",
+                format!(
+                    "{} entries for num_hidden_layers = {}",
+                    self.layers.len(),
+                    self.num_hidden_layers
+                ),
+            ));
+        }
+        if self.layers.iter().any(|l| l.window == Some(0)) {
+            return Err(invalid("sliding_window", "must be positive".into()));
+        }
+        let needs = |kind: LayerRope| self.layers.iter().any(|l| l.rope == kind);
+        if (needs(LayerRope::Global) && self.rope.is_none())
+            || (needs(LayerRope::Local) && self.local_rope.is_none())
+        {
+            return Err(invalid(
+                "rope_parameters",
+                "a layer uses RoPE but none is configured".into(),
+            ));
+        }
+        if !self.rotary_dim.is_multiple_of(2) || self.rotary_dim > self.head_dim {
+            return Err(invalid(
+                "partial_rotary_factor",
+                format!(
+                    "rotates {} of {} dimensions; RoPE rotates pairs within a head",
+                    self.rotary_dim, self.head_dim
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The attention of layer `layer`.
+    ///
+    /// # Panics
+    /// If `layer >= num_hidden_layers`.
+    pub fn layer_attention(&self, layer: usize) -> LayerAttention {
+        self.layers[layer]
+    }
+
     /// Checks that every id of a tokenizer with `tokens` entries is a row of the embedding.
     pub fn check_vocab_covers(&self, tokens: usize) -> Result<(), ModelError> {
         if self.vocab_size < tokens {
@@ -135,14 +246,18 @@ impl ModelConfig {
     }
 }
 
-fn require(value: Option<usize>, model_type: &str, key: &'static str) -> Result<usize, ModelError> {
+pub(crate) fn require(
+    value: Option<usize>,
+    model_type: &str,
+    key: &'static str,
+) -> Result<usize, ModelError> {
     value.ok_or_else(|| ModelError::MissingConfigKey {
         model_type: model_type.to_string(),
         key,
     })
 }
 
-fn unsupported(model_type: &str, option: &str, value: impl ToString) -> ModelError {
+pub(crate) fn unsupported(model_type: &str, option: &str, value: impl ToString) -> ModelError {
     ModelError::UnsupportedOption {
         model_type: model_type.to_string(),
         option: option.to_string(),
@@ -150,7 +265,7 @@ fn unsupported(model_type: &str, option: &str, value: impl ToString) -> ModelErr
     }
 }
 
-fn positive(key: &str, value: usize) -> Result<usize, ModelError> {
+pub(crate) fn positive(key: &str, value: usize) -> Result<usize, ModelError> {
     if value == 0 {
         return Err(ModelError::InvalidConfig {
             key: key.to_string(),
@@ -161,26 +276,47 @@ fn positive(key: &str, value: usize) -> Result<usize, ModelError> {
 }
 
 /// Resolves `rope_parameters` (v5) or `rope_theta` + `rope_scaling` (v4).
-fn resolve_rope(hf: &HfConfig, model_type: &str) -> Result<RopeConfig, ModelError> {
+pub(crate) fn resolve_rope(hf: &HfConfig, model_type: &str) -> Result<RopeConfig, ModelError> {
     let params: Option<&HfRopeParameters> =
         hf.rope_parameters.as_ref().or(hf.rope_scaling.as_ref());
+    let key = if hf.rope_parameters.is_some() {
+        "rope_parameters"
+    } else {
+        "rope_scaling"
+    };
+    if let Some(kind) = params.and_then(|p| {
+        ["full_attention", "sliding_attention"]
+            .into_iter()
+            .find(|k| p.extra.contains_key(*k))
+    }) {
+        // Per-layer-type RoPE (Gemma 3's layout) in a family that has one RoPE.
+        return Err(unsupported(
+            model_type,
+            &format!("{key}.{kind}"),
+            "per-layer-type RoPE",
+        ));
+    }
+    resolve_rope_params(hf, params, key, 10_000.0, model_type)
+}
+
+/// One set of RoPE parameters (`params`, read from `key`), `rope_theta` falling back to the
+/// top-level key and then to `default_theta`.
+pub(crate) fn resolve_rope_params(
+    hf: &HfConfig,
+    params: Option<&HfRopeParameters>,
+    key: &str,
+    default_theta: f64,
+    model_type: &str,
+) -> Result<RopeConfig, ModelError> {
     let theta = params
         .and_then(|p| p.rope_theta)
         .or(hf.rope_theta)
-        .unwrap_or(10_000.0);
-    if let Some(f) = hf.partial_rotary_factor.filter(|f| *f != 1.0) {
-        return Err(unsupported(model_type, "partial_rotary_factor", f));
-    }
+        .unwrap_or(default_theta);
     let Some(params) = params else {
         return Ok(RopeConfig {
             theta,
             scaling: RopeScaling::None,
         });
-    };
-    let key = if hf.rope_parameters.is_some() {
-        "rope_parameters"
-    } else {
-        "rope_scaling"
     };
     let need = |v: Option<f64>, name: &str| {
         v.ok_or_else(|| ModelError::InvalidConfig {
@@ -210,155 +346,23 @@ fn resolve_rope(hf: &HfConfig, model_type: &str) -> Result<RopeConfig, ModelErro
     Ok(RopeConfig { theta, scaling })
 }
 
-fn resolve_llama_family(hf: &HfConfig, model_type: &str) -> Result<ModelConfig, ModelError> {
-    let hidden_size = positive(
-        "hidden_size",
-        require(hf.hidden_size, model_type, "hidden_size")?,
-    )?;
-    let num_attention_heads = positive(
-        "num_attention_heads",
-        require(hf.num_attention_heads, model_type, "num_attention_heads")?,
-    )?;
-    let num_key_value_heads = hf.num_key_value_heads.unwrap_or(num_attention_heads);
-    if num_key_value_heads == 0 || num_attention_heads % num_key_value_heads != 0 {
-        return Err(ModelError::InvalidConfig {
-            key: "num_key_value_heads".into(),
-            reason: format!(
-                "{num_key_value_heads} does not divide num_attention_heads = {num_attention_heads}"
-            ),
-        });
-    }
-    let head_dim = positive(
-        "head_dim",
-        hf.head_dim.unwrap_or(hidden_size / num_attention_heads),
-    )?;
-    if head_dim % 2 != 0 {
-        return Err(ModelError::InvalidConfig {
-            key: "head_dim".into(),
-            reason: format!("{head_dim} is odd; RoPE rotates pairs"),
-        });
-    }
-    if let Some(act) = hf.hidden_act.as_deref().filter(|a| *a != "silu") {
-        return Err(unsupported(model_type, "hidden_act", act));
-    }
-    if let Some(tp) = hf.pretraining_tp().filter(|tp| *tp != 1) {
-        return Err(unsupported(model_type, "pretraining_tp", tp));
-    }
-    let is_qwen2 = model_type == "qwen2";
-    if is_qwen2 {
-        if hf.use_sliding_window == Some(true) {
-            return Err(unsupported(model_type, "use_sliding_window", true));
-        }
-        if let Some(kind) = hf
-            .layer_types
-            .iter()
-            .flatten()
-            .find(|k| k.as_str() != "full_attention")
-        {
-            return Err(unsupported(model_type, "layer_types", kind));
-        }
-    } else if let Some(window) = hf.sliding_window.as_ref().filter(|w| !w.is_null()) {
-        return Err(unsupported(model_type, "sliding_window", window));
-    }
-    let attention_bias = hf.attention_bias.unwrap_or(false);
-    Ok(ModelConfig {
-        architecture: if is_qwen2 {
-            Architecture::Qwen2
-        } else {
-            Architecture::Llama
-        },
-        vocab_size: positive(
-            "vocab_size",
-            require(hf.vocab_size, model_type, "vocab_size")?,
-        )?,
-        hidden_size,
-        intermediate_size: positive(
-            "intermediate_size",
-            require(hf.intermediate_size, model_type, "intermediate_size")?,
-        )?,
-        num_hidden_layers: require(hf.num_hidden_layers, model_type, "num_hidden_layers")?,
-        num_attention_heads,
-        num_key_value_heads,
-        head_dim,
-        max_position_embeddings: hf.max_position_embeddings.unwrap_or(2048),
-        norm_eps: hf.rms_norm_eps.unwrap_or(1e-6),
-        rope: Some(resolve_rope(hf, model_type)?),
-        tie_word_embeddings: hf.tie_word_embeddings.unwrap_or(false),
-        // Qwen2 hard-codes q/k/v biases and no o_proj bias; Llama's `attention_bias` covers all four.
-        qkv_bias: is_qwen2 || attention_bias,
-        o_bias: !is_qwen2 && attention_bias,
-        mlp_bias: !is_qwen2 && hf.mlp_bias.unwrap_or(false),
-        activation: Activation::Silu,
-        attention_scale: (head_dim as f64).powf(-0.5),
-        initializer_range: hf.initializer_range.unwrap_or(0.02),
-        hf: hf.clone(),
-        matmul_precision: MatmulPrecision::F32,
-    })
-}
-
-fn resolve_gpt2(hf: &HfConfig) -> Result<ModelConfig, ModelError> {
-    let model_type = "gpt2";
-    let hidden_size = positive("n_embd", require(hf.n_embd, model_type, "n_embd")?)?;
-    let heads = positive("n_head", require(hf.n_head, model_type, "n_head")?)?;
-    if hidden_size % heads != 0 {
-        return Err(ModelError::InvalidConfig {
-            key: "n_head".into(),
-            reason: format!("{heads} does not divide n_embd = {hidden_size}"),
-        });
-    }
-    let activation = match hf.activation_function.as_deref().unwrap_or("gelu_new") {
-        "gelu_new" | "gelu_pytorch_tanh" => Activation::GeluTanh,
-        "gelu" => Activation::Gelu,
-        other => return Err(unsupported(model_type, "activation_function", other)),
-    };
-    if hf.scale_attn_by_inverse_layer_idx == Some(true) {
-        return Err(unsupported(
-            model_type,
-            "scale_attn_by_inverse_layer_idx",
-            true,
-        ));
-    }
-    if hf.add_cross_attention == Some(true) {
-        return Err(unsupported(model_type, "add_cross_attention", true));
-    }
-    let head_dim = hidden_size / heads;
-    Ok(ModelConfig {
-        architecture: Architecture::Gpt2,
-        vocab_size: positive(
-            "vocab_size",
-            require(hf.vocab_size, model_type, "vocab_size")?,
-        )?,
-        hidden_size,
-        intermediate_size: hf.n_inner.unwrap_or(4 * hidden_size),
-        num_hidden_layers: require(hf.n_layer, model_type, "n_layer")?,
-        num_attention_heads: heads,
-        num_key_value_heads: heads,
-        head_dim,
-        max_position_embeddings: positive(
-            "n_positions",
-            require(hf.n_positions, model_type, "n_positions")?,
-        )?,
-        norm_eps: hf.layer_norm_epsilon.unwrap_or(1e-5),
-        rope: None,
-        tie_word_embeddings: hf.tie_word_embeddings.unwrap_or(true),
-        qkv_bias: true,
-        o_bias: true,
-        mlp_bias: true,
-        activation,
-        attention_scale: if hf.scale_attn_weights.unwrap_or(true) {
-            (head_dim as f64).powf(-0.5)
-        } else {
-            1.0
-        },
-        initializer_range: hf.initializer_range.unwrap_or(0.02),
-        hf: hf.clone(),
-        matmul_precision: MatmulPrecision::F32,
-    })
-}
-
 impl HfConfig {
-    fn pretraining_tp(&self) -> Option<u64> {
-        self.extra.get("pretraining_tp").and_then(Value::as_u64)
+    /// A key this mirror has no field for, as a number (`None` when absent or null).
+    pub(crate) fn extra_f64(&self, key: &str) -> Option<f64> {
+        self.extra.get(key).and_then(Value::as_f64)
+    }
+
+    /// A key this mirror has no field for, as a string.
+    pub(crate) fn extra_str(&self, key: &str) -> Option<&str> {
+        self.extra.get(key).and_then(Value::as_str)
+    }
+
+    /// A key this mirror has no field for, as an unsigned integer.
+    pub(crate) fn extra_usize(&self, key: &str) -> Option<usize> {
+        self.extra
+            .get(key)
+            .and_then(Value::as_u64)
+            .map(|v| v as usize)
     }
 }
 
@@ -373,11 +377,14 @@ impl TryFrom<HfConfig> for ModelConfig {
                 model_type: "any".into(),
                 key: "model_type",
             })?;
-        match model_type.as_str() {
-            "llama" | "mistral" | "qwen2" => resolve_llama_family(&hf, &model_type),
-            "gpt2" => resolve_gpt2(&hf),
-            _ => Err(ModelError::UnsupportedModelType { model_type }),
-        }
+        let family = crate::families::by_model_type(&model_type).ok_or(
+            ModelError::UnsupportedModelType {
+                model_type: model_type.clone(),
+            },
+        )?;
+        let config = (family.resolve)(&hf, &model_type)?;
+        config.check_layers()?;
+        Ok(config)
     }
 }
 

@@ -121,9 +121,17 @@ impl Init {
         embedding
     }
 
-    /// RMSNorm with unit weight.
-    pub(crate) fn rms_norm(&self, d: usize, eps: f64) -> RmsNorm {
-        RmsNormConfig::new(d).with_epsilon(eps).init(&self.device)
+    /// RMSNorm whose scale `weight + offset` is 1: weight 1, or 0 for Gemma's `x · (1 + w)`
+    /// (transformers' initialisation of each).
+    pub(crate) fn rms_norm(&self, d: usize, eps: f64, offset: f64) -> RmsNorm {
+        let mut norm = RmsNormConfig::new(d).with_epsilon(eps).init(&self.device);
+        if offset != 0.0 {
+            norm.gamma = Initializer::Constant {
+                value: 1.0 - offset,
+            }
+            .init([d], &self.device);
+        }
+        norm
     }
 
     /// LayerNorm with unit weight and zero bias.

@@ -40,25 +40,33 @@ mod causal_lm;
 pub mod checkpoint;
 mod config;
 mod error;
-mod fused;
-pub mod gpt2;
+mod families;
 mod hf_config;
 mod init;
-pub mod llama;
 pub mod lora;
-mod mask;
 mod output;
 mod precision;
 mod rope;
 mod stack;
 
+pub use attention::fused::FusedAttention;
+pub use attention::mask::{attention_bias, attention_blocked};
 pub use causal_lm::CausalLm;
-pub use config::{Activation, Architecture, ModelConfig, RopeConfig, RopeScaling};
+pub use config::{
+    Activation, Architecture, LayerAttention, LayerRope, ModelConfig, QkNorm, RopeConfig,
+    RopeScaling,
+};
 pub use error::{ModelError, ShapeMismatch};
-pub use fused::FusedAttention;
+pub use families::decoder::{DecoderLm, DecoderModel};
+pub use families::gemma::{GemmaDecoderLayer, GemmaForCausalLm};
+pub use families::gpt2::{Conv1D, Gpt2Attention, Gpt2Block, Gpt2LmHeadModel, Gpt2Mlp, Gpt2Model};
+pub use families::llama::{LlamaDecoderLayer, LlamaForCausalLm};
+pub use families::olmo2::{Olmo2DecoderLayer, Olmo2ForCausalLm};
+pub use families::parts::{GatedMlp, SelfAttention};
+pub use families::phi3::{Phi3Attention, Phi3DecoderLayer, Phi3ForCausalLm, Phi3Mlp};
+pub use families::supported_model_types;
 pub use hf_config::{HfConfig, HfRopeParameters};
-pub use mask::{attention_bias, attention_blocked};
 pub use output::CausalLmOutput;
 pub use precision::{MatmulPrecision, store_matrices_as, store_product_weights_as};
-pub use rope::inverse_frequencies;
+pub use rope::{RopeTables, inverse_frequencies};
 pub use stack::{AttentionInputs, PackedRows, StackContext};

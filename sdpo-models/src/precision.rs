@@ -104,31 +104,9 @@ pub fn store_matrices_as<M: Module>(module: M, dtype: FloatDType) -> M {
 /// `dtype` anyway, and now finds it there. It saves that cast on every forward and half the
 /// memory of those weights (SmolLM2-135M: 215 of 540 MB) for a frozen model, e.g. the
 /// reference of a `bf16` run.
-pub fn store_product_weights_as(model: CausalLm, dtype: FloatDType) -> CausalLm {
-    match model {
-        CausalLm::Llama(mut m) => {
-            m.model.layers = store_each_as(m.model.layers, dtype);
-            m.lm_head = m.lm_head.map(|head| store_matrices_as(head, dtype));
-            CausalLm::Llama(m)
-        }
-        CausalLm::Qwen2(mut m) => {
-            m.model.layers = store_each_as(m.model.layers, dtype);
-            m.lm_head = m.lm_head.map(|head| store_matrices_as(head, dtype));
-            CausalLm::Qwen2(m)
-        }
-        CausalLm::Gpt2(mut m) => {
-            m.transformer.h = store_each_as(m.transformer.h, dtype);
-            m.lm_head = m.lm_head.map(|head| store_matrices_as(head, dtype));
-            CausalLm::Gpt2(m)
-        }
-    }
-}
-
-fn store_each_as<M: Module>(modules: Vec<M>, dtype: FloatDType) -> Vec<M> {
-    modules
-        .into_iter()
-        .map(|module| store_matrices_as(module, dtype))
-        .collect()
+pub fn store_product_weights_as(mut model: CausalLm, dtype: FloatDType) -> CausalLm {
+    model.decoder_mut().store_product_weights_as(dtype);
+    model
 }
 
 struct MatrixCast {

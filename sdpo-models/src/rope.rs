@@ -56,7 +56,8 @@ pub fn inverse_frequencies(rope: &RopeConfig, head_dim: usize) -> Vec<f32> {
     inv
 }
 
-/// Cosine and sine tables `[seq_len, head_dim]` for positions `0..seq_len`.
+/// Cosine and sine tables `[seq_len, head_dim]` for positions `0..seq_len` (`head_dim`: the
+/// rotated width).
 pub fn rope_tables(
     rope: &RopeConfig,
     head_dim: usize,
@@ -83,19 +84,66 @@ pub fn rope_tables(
     )
 }
 
-/// Applies RoPE to `x` `[batch, heads, seq, head_dim]` with tables `[seq, head_dim]`.
-///
-/// `x * cos + rotate_half(x) * sin`, where `rotate_half([a, b]) = [-b, a]` on the two halves.
-pub fn apply_rope(x: Tensor<4>, cos: Tensor<2>, sin: Tensor<2>) -> Tensor<4> {
-    apply_rope_tables(x, cos.unsqueeze::<4>(), sin.unsqueeze::<4>())
+/// Cosine and sine tables `[1 or rows, 1, T, rotary_dim]` for the positions of one forward pass.
+#[derive(Debug, Clone)]
+pub struct RopeTables {
+    /// Cosines.
+    pub cos: Tensor<4>,
+    /// Sines.
+    pub sin: Tensor<4>,
 }
 
-/// [`apply_rope`] with tables `[1 or batch, 1, seq, head_dim]` (one set of positions per row).
-pub fn apply_rope_tables(x: Tensor<4>, cos: Tensor<4>, sin: Tensor<4>) -> Tensor<4> {
+impl RopeTables {
+    /// The tables of `rope` over `rotary_dim` dimensions for `positions`: `None` for plain rows
+    /// (positions `0..seq`), else `[rows, seq]` positions each below `seq`.
+    pub(crate) fn new(
+        rope: &RopeConfig,
+        rotary_dim: usize,
+        seq: usize,
+        positions: Option<&Tensor<2, Int>>,
+        device: &Device,
+    ) -> Self {
+        let (cos, sin) = rope_tables(rope, rotary_dim, seq, device);
+        match positions {
+            None => Self {
+                cos: cos.unsqueeze::<4>(),
+                sin: sin.unsqueeze::<4>(),
+            },
+            Some(p) => {
+                let [rows, _] = p.dims();
+                let at = |table: Tensor<2>| {
+                    table
+                        .select(0, p.clone().reshape([rows * seq]))
+                        .reshape([rows, 1, seq, rotary_dim])
+                };
+                Self {
+                    cos: at(cos),
+                    sin: at(sin),
+                }
+            }
+        }
+    }
+}
+
+/// Applies RoPE to `x` `[batch, heads, seq, head_dim]`: `x * cos + rotate_half(x) * sin`, where
+/// `rotate_half([a, b]) = [-b, a]` on the two halves, over the tables' leading `rotary_dim`
+/// dimensions; the rest pass unchanged (`partial_rotary_factor`).
+pub fn apply_rope_tables(x: Tensor<4>, tables: &RopeTables) -> Tensor<4> {
     let [_, _, _, head_dim] = x.dims();
-    let half = head_dim / 2;
+    let rotary_dim = tables.cos.dims()[3];
+    if rotary_dim < head_dim {
+        let rotated = rotate(x.clone().narrow(3, 0, rotary_dim), tables);
+        let passed = x.narrow(3, rotary_dim, head_dim - rotary_dim);
+        return Tensor::cat(vec![rotated, passed], 3);
+    }
+    rotate(x, tables)
+}
+
+fn rotate(x: Tensor<4>, tables: &RopeTables) -> Tensor<4> {
+    let [_, _, _, dim] = x.dims();
+    let half = dim / 2;
     let first = x.clone().narrow(3, 0, half);
     let second = x.clone().narrow(3, half, half);
     let rotated = Tensor::cat(vec![second.neg(), first], 3);
-    x * cos + rotated * sin
+    x * tables.cos.clone() + rotated * tables.sin.clone()
 }

@@ -1,44 +1,47 @@
-//! The forward pass one piece at a time, for memory-bounded training on long sequences.
+//! The forward pass one piece at a time: the only way through a model.
 //!
-//! [`CausalLm::forward`] runs the whole model as one graph: under autodiff every decoder layer
-//! keeps its `[rows, heads, T, T]` attention scores and the head keeps `[rows, T, vocab]`
-//! logits until the backward pass. A trainer that bounds memory (per-layer recomputation,
-//! chunked log-probs; see `sdpo_train::engine`) needs the pieces instead:
+//! [`CausalLm::forward`] composes these pieces with one query block covering the sequence (one
+//! graph: under autodiff every decoder layer keeps its `[rows, heads, T, T]` attention scores
+//! and the head keeps `[rows, T, vocab]` logits until the backward pass). A trainer that bounds
+//! memory (per-layer recomputation, chunked log-probs; see `sdpo_train::engine`) calls them
+//! itself:
 //!
-//! 1. [`CausalLm::stack_context`]: what every layer shares (attention mask, RoPE tables,
-//!    the query block of the attention); [`CausalLm::packed_stack_context`] for rows that
-//!    pack a shared prefix and several branches ([`PackedRows`]: a pair's prompt once, then
-//!    both completions);
+//! 1. [`CausalLm::stack_context`]: what every layer shares (attention mask, positions, RoPE
+//!    tables, the query block of the attention); [`CausalLm::packed_stack_context`] for rows
+//!    that pack a shared prefix and several branches ([`PackedRows`]: a pair's prompt once,
+//!    then both completions);
 //! 2. [`CausalLm::embed`]: token (GPT-2: plus position) embeddings;
 //! 3. [`CausalLm::layer_forward`]: one decoder layer, itself composed of
 //!    [`CausalLm::layer_attention_inputs`] (norm, q/k/v projections, RoPE),
 //!    [`CausalLm::attention`] (scaled dot-product attention in query blocks, each block
 //!    [`CausalLm::attention_block`]) and [`CausalLm::layer_after_attention`] (output
-//!    projection, residual, norm, MLP, residual);
+//!    projection, residual, norm, MLP, residual), each delegating the family's math to its file
+//!    in `src/families/`;
 //! 4. [`CausalLm::final_norm`] and [`CausalLm::lm_head`].
 //!
-//! Composed, they compute what `forward` computes with the same operations, except that the
-//! attention runs in blocks of query positions: block `[s, e)` scores its queries against the
-//! keys `0..e` only (the later keys are causally masked and contribute exact zeros to the
-//! softmax), so the largest attention tensor is `[rows, heads, query_block, T]` instead of
-//! `[rows, heads, T, T]`. Every query row is computed by the same per-row operations as in
-//! `forward`; results agree with it to float rounding (the matrix products see different
-//! shapes), and the pieces give bit-identical results tracked and untracked.
+//! Block `[s, e)` scores its queries against the keys `0..e` only (the later keys are causally
+//! masked and contribute exact zeros to the softmax), and a sliding-window layer only against
+//! the keys inside some query's window ([`StackContext::block_keys`]), so the largest attention
+//! tensor is `[rows, heads, query_block, keys]` instead of `[rows, heads, T, T]`, and a sliding
+//! layer's cost grows with its window instead of with `T`. Every query row is computed by the
+//! same per-row operations whatever the block size; results agree to float rounding (the matrix
+//! products see different shapes), and the pieces give bit-identical results tracked and
+//! untracked.
 //!
 //! Every method works on plain and on autodiff modules and tensors; the trainer runs them
 //! untracked (on `model.valid()`) for the forward pass and tracked, one layer or one block at a
 //! time, to recompute and differentiate.
 
-use burn::prelude::*;
-use burn::tensor::activation::{gelu, gelu_approximate};
+use std::ops::Range;
 
-use crate::attention::{attend, split_heads};
+use burn::prelude::*;
+
+use crate::attention::attend;
+use crate::attention::fused::{self, FusedAttention};
+use crate::attention::mask::{block_blocked, first_visible_key};
 use crate::causal_lm::CausalLm;
-use crate::config::{Activation, ModelConfig};
-use crate::fused::FusedAttention;
-use crate::gpt2::layer_norm;
-use crate::output::{embed, head_logits};
-use crate::rope::{apply_rope_tables, rope_tables};
+use crate::config::{LayerAttention, LayerRope};
+use crate::rope::RopeTables;
 
 /// Rows that pack a shared prefix and branches continuing it: for a preference pair, the prompt
 /// once and then the chosen and the rejected completion (the shared-prompt forward).
@@ -57,24 +60,31 @@ pub struct PackedRows {
     pub branches: Tensor<2, Int>,
 }
 
-/// What every layer of one forward pass shares: the key padding mask, the RoPE tables for
-/// the rows' positions, how the rows are packed, and how many query positions one attention
-/// block scores at once.
+/// What every layer of one forward pass shares: the key padding mask, the positions and RoPE
+/// tables, how the rows are packed, and how many query positions one attention block scores at
+/// once.
 #[derive(Debug, Clone)]
 pub struct StackContext {
     /// `[rows, seq]`, 1 on real tokens.
     attention_mask: Tensor<2, Int>,
     /// Positions and branches of packed rows; `None` for plain rows (positions `0..T`).
     packed: Option<PackedRows>,
-    /// RoPE cosine and sine tables `[1 or rows, 1, seq, head_dim]` (Llama, Qwen2); `None` for
-    /// GPT-2.
-    rope: Option<(Tensor<4>, Tensor<4>)>,
+    /// `[1 or rows, T]` position of each token.
+    positions: Tensor<2, Int>,
+    /// The model's RoPE tables; `None` when no layer rotates.
+    rope: Option<RopeTables>,
+    /// The sliding layers' own RoPE tables (Gemma 3).
+    local_rope: Option<RopeTables>,
     seq_len: usize,
     query_block: usize,
-    /// [`StackContext::block_mask`] of every query block, built once for all layers.
-    block_masks: Vec<Tensor<4, Bool>>,
+    /// The sliding windows of the model's layers (`None`: full attention), each once.
+    windows: Vec<Option<usize>>,
+    /// [`StackContext::block_mask`] of every query block for each of `windows`, built once for
+    /// all layers.
+    block_masks: Vec<Vec<Tensor<4, Bool>>>,
     /// Plain rows whose real tokens are a prefix of the row, on a device with a fused causal
-    /// attention kernel (LibTorch's CPU device): the attention may run fused ([`crate::fused`]).
+    /// attention kernel (LibTorch's CPU device): full-attention layers may run fused
+    /// ([`crate::FusedAttention`]).
     fused_causal: bool,
 }
 
@@ -93,15 +103,20 @@ impl StackContext {
     pub fn with_query_block(mut self, query_block: usize) -> Self {
         self.query_block = query_block.clamp(1, self.seq_len.max(1));
         self.block_masks = self
-            .query_blocks()
-            .into_iter()
-            .map(|(s, e)| self.build_block_mask(s, e))
+            .windows
+            .iter()
+            .map(|window| {
+                self.query_blocks()
+                    .into_iter()
+                    .map(|(s, e)| self.build_block_mask(s, e, *window))
+                    .collect()
+            })
             .collect();
         self
     }
 
-    /// Whether the attention of this context runs fused ([`CausalLm::attention_with_state`]):
-    /// plain right-padded rows on LibTorch's CPU device.
+    /// Whether the full-attention layers of this context run fused
+    /// ([`CausalLm::attention_with_state`]): plain right-padded rows on LibTorch's CPU device.
     pub fn fused_attention(&self) -> bool {
         self.fused_causal
     }
@@ -112,7 +127,7 @@ impl StackContext {
     pub fn with_fused_attention(mut self, allowed: bool) -> Self {
         self.fused_causal = allowed
             && self.packed.is_none()
-            && crate::fused::available(&self.attention_mask)
+            && fused::available(&self.attention_mask)
             && real_tokens_lead(&self.attention_mask);
         self
     }
@@ -125,58 +140,54 @@ impl StackContext {
             .collect()
     }
 
-    /// Which keys `0..end` the `[rows]` × `[start, end)` queries may not see: true unless the
-    /// key is at or before the query, is a real token and (packed rows) lies in the shared
-    /// prefix or the query's own branch (for plain rows, the rows `start..end`, columns
-    /// `0..end` of [`crate::attention_blocked`]). The context's own query blocks are built once.
+    /// The keys the queries `start..end` of a layer with sliding `window` attend over: `0..end`,
+    /// or for a sliding window in plain rows only those inside some query's window.
+    pub fn block_keys(&self, start: usize, end: usize, window: Option<usize>) -> Range<usize> {
+        first_visible_key(start, window, self.packed.is_some())..end
+    }
+
+    /// Which of the keys [`StackContext::block_keys`] the `[rows]` × `[start, end)` queries of a
+    /// layer with sliding `window` may not see: true unless the key is at or before the query,
+    /// inside its window, a real token and (packed rows) in the shared prefix or the query's own
+    /// branch. For plain rows and full attention these are rows `start..end`, columns `0..end`
+    /// of [`crate::attention_blocked`]. The context's own query blocks are built once.
     ///
     /// # Shapes
-    /// - output: `[rows, 1, end - start, end]`
-    pub fn block_mask(&self, start: usize, end: usize) -> Tensor<4, Bool> {
+    /// - output: `[rows, 1, end - start, keys]`
+    pub fn block_mask(&self, start: usize, end: usize, window: Option<usize>) -> Tensor<4, Bool> {
         let block = self.query_block.max(1);
         let index = start / block;
         let is_own_block = start.is_multiple_of(block) && (start + block).min(self.seq_len) == end;
-        match self.block_masks.get(index) {
+        let cached = self
+            .windows
+            .iter()
+            .position(|w| *w == window)
+            .and_then(|i| self.block_masks.get(i))
+            .and_then(|masks| masks.get(index));
+        match cached {
             Some(mask) if is_own_block => mask.clone(),
-            _ => self.build_block_mask(start, end),
+            _ => self.build_block_mask(start, end, window),
         }
     }
 
-    fn build_block_mask(&self, start: usize, end: usize) -> Tensor<4, Bool> {
-        let device = self.attention_mask.device();
-        let [rows, seq] = self.attention_mask.dims();
-        let n = end - start;
-        let future: Tensor<4, Bool> = Tensor::<2, Bool>::tril_mask([n, end], start as i64, &device)
-            .unsqueeze::<4>()
-            .expand([rows, 1, n, end]);
-        let padded_key: Tensor<4, Bool> = self
-            .attention_mask
-            .clone()
-            .slice([0..rows, 0..end.min(seq)])
-            .equal_elem(0)
-            .reshape([rows, 1, 1, end])
-            .expand([rows, 1, n, end]);
-        let mut blocked = future.bool_or(padded_key);
-        if let Some(packed) = &self.packed {
-            let query_branch = packed
-                .branches
-                .clone()
-                .slice([0..rows, start..end])
-                .reshape([rows, 1, n, 1])
-                .expand([rows, 1, n, end]);
-            let key_branch = packed
-                .branches
-                .clone()
-                .slice([0..rows, 0..end])
-                .reshape([rows, 1, 1, end])
-                .expand([rows, 1, n, end]);
-            let other_branch = key_branch
-                .clone()
-                .not_equal_elem(0)
-                .bool_and(key_branch.not_equal(query_branch));
-            blocked = blocked.bool_or(other_branch);
+    fn build_block_mask(&self, start: usize, end: usize, window: Option<usize>) -> Tensor<4, Bool> {
+        let keys = self.block_keys(start, end, window);
+        block_blocked(
+            &self.attention_mask,
+            self.packed.as_ref(),
+            (start, end),
+            keys.start,
+            window,
+        )
+    }
+
+    /// The RoPE tables a layer's attention uses.
+    fn rope_for(&self, attention: LayerAttention) -> Option<&RopeTables> {
+        match attention.rope {
+            LayerRope::Global => self.rope.as_ref(),
+            LayerRope::Local => self.local_rope.as_ref(),
+            LayerRope::None => None,
         }
-        blocked
     }
 }
 
@@ -194,10 +205,7 @@ pub struct AttentionInputs {
 impl CausalLm {
     /// Number of decoder layers.
     pub fn num_layers(&self) -> usize {
-        match self {
-            Self::Llama(m) | Self::Qwen2(m) => m.model.layers.len(),
-            Self::Gpt2(m) => m.transformer.h.len(),
-        }
+        self.decoder().num_layers()
     }
 
     /// The context shared by the layers of a forward pass over `attention_mask` (`[rows, T]`,
@@ -229,35 +237,34 @@ impl CausalLm {
         query_block: usize,
     ) -> StackContext {
         let c = self.config();
-        let [rows, seq] = attention_mask.dims();
+        let [_, seq] = attention_mask.dims();
         let device = attention_mask.device();
-        let tables = match (c.architecture, &c.rope) {
-            (crate::Architecture::Gpt2, _) => None,
-            (_, Some(r)) => Some(rope_tables(r, c.head_dim, seq, &device)),
-            // Unreachable for configs resolved by this crate; identity rotation as in `forward`.
-            (_, None) => Some((
-                Tensor::ones([seq, c.head_dim], &device),
-                Tensor::zeros([seq, c.head_dim], &device),
-            )),
-        };
+        let packed_positions = packed.as_ref().map(|p| &p.position_ids);
         // Positions never exceed the index in the row, so the tables for `0..T` cover them.
-        let rope = tables.map(|(cos, sin)| match &packed {
-            None => (cos.unsqueeze::<4>(), sin.unsqueeze::<4>()),
-            Some(p) => {
-                let at = |table: Tensor<2>| {
-                    table
-                        .select(0, p.position_ids.clone().reshape([rows * seq]))
-                        .reshape([rows, 1, seq, c.head_dim])
-                };
-                (at(cos), at(sin))
+        let tables = |rope: Option<&crate::RopeConfig>, kind: LayerRope| {
+            let used = c.layers.iter().any(|l| l.rope == kind);
+            rope.filter(|_| used)
+                .map(|r| RopeTables::new(r, c.rotary_dim, seq, packed_positions, &device))
+        };
+        let positions = match &packed {
+            Some(p) => p.position_ids.clone(),
+            None => Tensor::<1, Int>::arange(0..seq as i64, &device).unsqueeze::<2>(),
+        };
+        let mut windows: Vec<Option<usize>> = Vec::new();
+        for layer in &c.layers {
+            if !windows.contains(&layer.window) {
+                windows.push(layer.window);
             }
-        });
+        }
         StackContext {
+            rope: tables(c.rope.as_ref(), LayerRope::Global),
+            local_rope: tables(c.local_rope.as_ref(), LayerRope::Local),
             attention_mask,
             packed,
-            rope,
+            positions,
             seq_len: seq,
             query_block: 1,
+            windows,
             block_masks: Vec::new(),
             fused_causal: false,
         }
@@ -266,28 +273,16 @@ impl CausalLm {
     }
 
     /// Input embeddings (GPT-2: token plus learned position embeddings for the context's
-    /// positions, `0..T` for plain rows).
+    /// positions, `0..T` for plain rows; Gemma: scaled).
     ///
     /// # Shapes
     /// - `input_ids`: `[rows, T]`; output `[rows, T, hidden]`
     pub fn embed(&self, input_ids: Tensor<2, Int>, ctx: &StackContext) -> Tensor<3> {
-        match self {
-            Self::Llama(m) | Self::Qwen2(m) => embed(&m.model.embed_tokens, input_ids),
-            Self::Gpt2(m) => {
-                let [_, seq] = input_ids.dims();
-                let device = input_ids.device();
-                let positions = match &ctx.packed {
-                    Some(p) => p.position_ids.clone(),
-                    None => Tensor::<1, Int>::arange(0..seq as i64, &device).unsqueeze::<2>(),
-                };
-                let t = &m.transformer;
-                embed(&t.wte, input_ids) + embed(&t.wpe, positions)
-            }
-        }
+        self.decoder().embed(input_ids, ctx.positions.clone())
     }
 
     /// Layer `layer`'s attention inputs: pre-attention norm, q/k/v projections split into heads,
-    /// RoPE (Llama, Qwen2).
+    /// per-head norms, RoPE, as the family computes them.
     ///
     /// # Shapes
     /// - `x`: `[rows, T, hidden]` (the layer's input); see [`AttentionInputs`]
@@ -300,67 +295,32 @@ impl CausalLm {
         x: Tensor<3>,
         ctx: &StackContext,
     ) -> AttentionInputs {
-        let c = self.config();
-        match self {
-            Self::Llama(m) | Self::Qwen2(m) => {
-                let l = &m.model.layers[layer];
-                let a = &l.self_attn;
-                let x = l.input_layernorm.forward(x);
-                let q = split_heads(
-                    a.q_proj.forward(x.clone(), c.matmul_precision),
-                    c.num_attention_heads,
-                    c.head_dim,
-                );
-                let k = split_heads(
-                    a.k_proj.forward(x.clone(), c.matmul_precision),
-                    c.num_key_value_heads,
-                    c.head_dim,
-                );
-                let v = split_heads(
-                    a.v_proj.forward(x, c.matmul_precision),
-                    c.num_key_value_heads,
-                    c.head_dim,
-                );
-                let (q, k) = match &ctx.rope {
-                    Some((cos, sin)) => (
-                        apply_rope_tables(q, cos.clone(), sin.clone()),
-                        apply_rope_tables(k, cos.clone(), sin.clone()),
-                    ),
-                    None => (q, k),
-                };
-                AttentionInputs { q, k, v }
-            }
-            Self::Gpt2(m) => {
-                let b = &m.transformer.h[layer];
-                let h = c.hidden_size;
-                let qkv = b
-                    .attn
-                    .c_attn
-                    .forward(layer_norm(&b.ln_1, x, c.norm_eps), c.matmul_precision);
-                let heads = |i: usize| {
-                    split_heads(
-                        qkv.clone().narrow(2, i * h, h),
-                        c.num_attention_heads,
-                        c.head_dim,
-                    )
-                };
-                AttentionInputs {
-                    q: heads(0),
-                    k: heads(1),
-                    v: heads(2),
-                }
-            }
-        }
+        let rope = ctx.rope_for(self.config().layer_attention(layer));
+        self.decoder().attention_inputs(layer, x, rope)
     }
 
-    /// Attention of the queries `start..start + n` (`q` holds those `n` positions) against
-    /// the keys `0..start + n` (`k`, `v` hold exactly those), heads merged.
+    /// The keys the queries `start..end` of layer `layer` attend over (see
+    /// [`StackContext::block_keys`]): what [`CausalLm::attention_block`] takes.
+    pub fn attention_block_keys(
+        &self,
+        layer: usize,
+        ctx: &StackContext,
+        start: usize,
+        end: usize,
+    ) -> Range<usize> {
+        ctx.block_keys(start, end, self.config().layer_attention(layer).window)
+    }
+
+    /// Layer `layer`'s attention of the queries `start..start + n` (`q` holds those `n`
+    /// positions) against the keys [`CausalLm::attention_block_keys`] (`k`, `v` hold exactly
+    /// those), heads merged.
     ///
     /// # Shapes
-    /// - `q`: `[rows, heads, n, head_dim]`; `k`, `v`: `[rows, kv_heads, start + n, head_dim]`
+    /// - `q`: `[rows, heads, n, head_dim]`; `k`, `v`: `[rows, kv_heads, keys, head_dim]`
     /// - output: `[rows, n, heads * head_dim]`
     pub fn attention_block(
         &self,
+        layer: usize,
         q: Tensor<4>,
         k: Tensor<4>,
         v: Tensor<4>,
@@ -369,34 +329,45 @@ impl CausalLm {
     ) -> Tensor<3> {
         let c = self.config();
         let [_, _, n, _] = q.dims();
-        let blocked = ctx.block_mask(start, start + n);
-        attend(q, k, v, blocked, c.attention_scale, c.kv_groups())
+        let window = c.layer_attention(layer).window;
+        let blocked = ctx.block_mask(start, start + n, window);
+        let softcap = c.attn_logit_softcap;
+        attend(q, k, v, blocked, c.attention_scale, c.kv_groups(), softcap)
     }
 
-    /// Causal attention over all positions: fused where [`CausalLm::attention_with_state`] can
-    /// run it so, else one query block ([`StackContext::query_block`]) at a time.
+    /// Layer `layer`'s attention over all positions: fused where
+    /// [`CausalLm::attention_with_state`] can run it so, else one query block
+    /// ([`StackContext::query_block`]) at a time.
     ///
     /// # Shapes
     /// - see [`AttentionInputs`]; output `[rows, T, heads * head_dim]`
-    pub fn attention(&self, inputs: AttentionInputs, ctx: &StackContext) -> Tensor<3> {
-        self.attention_with_state(inputs, ctx).0
+    pub fn attention(
+        &self,
+        layer: usize,
+        inputs: AttentionInputs,
+        ctx: &StackContext,
+    ) -> Tensor<3> {
+        self.attention_with_state(layer, inputs, ctx).0
     }
 
     /// [`CausalLm::attention`], plus what its backward needs when it ran fused (PyTorch's
-    /// flash-attention kernels on LibTorch's CPU device, for plain right-padded rows and
-    /// untracked inputs; see [`FusedAttention`]). Otherwise the attention runs in query blocks
-    /// and the state is `None`.
+    /// flash-attention kernels on LibTorch's CPU device, for plain right-padded rows, untracked
+    /// inputs and a full-attention layer without soft-capping; see [`FusedAttention`]).
+    /// Otherwise the attention runs in query blocks and the state is `None`.
     ///
     /// # Shapes
     /// - see [`AttentionInputs`]; output `[rows, T, heads * head_dim]`
     pub fn attention_with_state(
         &self,
+        layer: usize,
         inputs: AttentionInputs,
         ctx: &StackContext,
     ) -> (Tensor<3>, Option<FusedAttention>) {
-        if ctx.fused_causal {
-            let c = self.config();
-            let fused = crate::fused::causal_attention(
+        let c = self.config();
+        let plain_causal =
+            c.layer_attention(layer).window.is_none() && c.attn_logit_softcap.is_none();
+        if ctx.fused_causal && plain_causal {
+            let fused = fused::causal_attention(
                 &inputs.q,
                 &inputs.k,
                 &inputs.v,
@@ -408,10 +379,15 @@ impl CausalLm {
                 return (output, Some(state));
             }
         }
-        (self.blocked_attention(inputs, ctx), None)
+        (self.blocked_attention(layer, inputs, ctx), None)
     }
 
-    fn blocked_attention(&self, inputs: AttentionInputs, ctx: &StackContext) -> Tensor<3> {
+    fn blocked_attention(
+        &self,
+        layer: usize,
+        inputs: AttentionInputs,
+        ctx: &StackContext,
+    ) -> Tensor<3> {
         let AttentionInputs { q, k, v } = inputs;
         let [rows, heads, seq, head_dim] = q.dims();
         let [_, kv_heads, _, _] = k.dims();
@@ -419,10 +395,13 @@ impl CausalLm {
             .query_blocks()
             .into_iter()
             .map(|(s, e)| {
+                let keys = self.attention_block_keys(layer, ctx, s, e);
                 self.attention_block(
+                    layer,
                     q.clone().slice([0..rows, 0..heads, s..e, 0..head_dim]),
-                    k.clone().slice([0..rows, 0..kv_heads, 0..e, 0..head_dim]),
-                    v.clone().slice([0..rows, 0..kv_heads, 0..e, 0..head_dim]),
+                    k.clone()
+                        .slice([0..rows, 0..kv_heads, keys.clone(), 0..head_dim]),
+                    v.clone().slice([0..rows, 0..kv_heads, keys, 0..head_dim]),
                     ctx,
                     s,
                 )
@@ -436,8 +415,8 @@ impl CausalLm {
         }
     }
 
-    /// The rest of layer `layer` after the attention: output projection, residual, norm, MLP,
-    /// residual.
+    /// The rest of layer `layer` after the attention: output projection, norms, MLP,
+    /// residuals, as the family computes them.
     ///
     /// # Shapes
     /// - `x`: the layer's input `[rows, T, hidden]`; `attention`: `[rows, T, heads * head_dim]`
@@ -448,28 +427,7 @@ impl CausalLm {
         x: Tensor<3>,
         attention: Tensor<3>,
     ) -> Tensor<3> {
-        let c = self.config();
-        match self {
-            Self::Llama(m) | Self::Qwen2(m) => {
-                let l = &m.model.layers[layer];
-                let x = x + l.self_attn.o_proj.forward(attention, c.matmul_precision);
-                let mlp = l.mlp.forward(
-                    l.post_attention_layernorm.forward(x.clone()),
-                    c.matmul_precision,
-                );
-                x + mlp
-            }
-            Self::Gpt2(m) => {
-                let b = &m.transformer.h[layer];
-                let x = x + b.attn.c_proj.forward(attention, c.matmul_precision);
-                let inner = b.mlp.c_fc.forward(
-                    layer_norm(&b.ln_2, x.clone(), c.norm_eps),
-                    c.matmul_precision,
-                );
-                let inner = gpt2_activation(c, inner);
-                x + b.mlp.c_proj.forward(inner, c.matmul_precision)
-            }
-        }
+        self.decoder().after_attention(layer, x, attention)
     }
 
     /// One decoder layer: [`CausalLm::layer_attention_inputs`], [`CausalLm::attention`],
@@ -479,41 +437,25 @@ impl CausalLm {
     /// - `x`: `[rows, T, hidden]`; output `[rows, T, hidden]`
     pub fn layer_forward(&self, layer: usize, x: Tensor<3>, ctx: &StackContext) -> Tensor<3> {
         let inputs = self.layer_attention_inputs(layer, x.clone(), ctx);
-        let attention = self.attention(inputs, ctx);
+        let attention = self.attention(layer, inputs, ctx);
         self.layer_after_attention(layer, x, attention)
     }
 
-    /// The final norm (Llama, Qwen2: `model.norm`; GPT-2: `transformer.ln_f`).
+    /// The final norm (`model.norm`; GPT-2: `transformer.ln_f`).
     ///
     /// # Shapes
     /// - `x`: `[rows, T, hidden]` (the last layer's output); output the same shape
     pub fn final_norm(&self, x: Tensor<3>) -> Tensor<3> {
-        match self {
-            Self::Llama(m) | Self::Qwen2(m) => m.model.norm.forward(x),
-            Self::Gpt2(m) => layer_norm(&m.transformer.ln_f, x, m.config().norm_eps),
-        }
+        self.decoder().final_norm(x)
     }
 
-    /// Logits from final-norm outputs: the output head, or the token embedding when tied.
+    /// Logits from final-norm outputs: the output head, or the token embedding when tied
+    /// (soft-capped where the family does so).
     ///
     /// # Shapes
     /// - `x`: `[rows, n, hidden]`; output `[rows, n, vocab]`
     pub fn lm_head(&self, x: Tensor<3>) -> Tensor<3> {
-        let precision = self.config().matmul_precision;
-        match self {
-            Self::Llama(m) | Self::Qwen2(m) => {
-                head_logits(x, m.lm_head.as_ref(), &m.model.embed_tokens, precision)
-            }
-            Self::Gpt2(m) => head_logits(x, m.lm_head.as_ref(), &m.transformer.wte, precision),
-        }
-    }
-}
-
-/// GPT-2's MLP activation, as its block's forward applies it.
-fn gpt2_activation(c: &ModelConfig, x: Tensor<3>) -> Tensor<3> {
-    match c.activation {
-        Activation::Gelu => gelu(x),
-        Activation::GeluTanh | Activation::Silu => gelu_approximate(x),
+        self.decoder().lm_head(x)
     }
 }
 

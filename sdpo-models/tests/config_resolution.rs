@@ -17,9 +17,20 @@ fn resolve(config: &serde_json::Map<String, Value>) -> Result<ModelConfig, Model
 }
 
 /// The fixture config rewritten in the transformers 4 layout: `rope_theta` at the top, the
-/// scaling (if any) in `rope_scaling`.
+/// scaling (if any) in `rope_scaling`; Gemma 3's per-layer-type RoPE as `rope_theta` (full
+/// layers) and `rope_local_base_freq` (sliding layers).
 fn as_v4(mut c: serde_json::Map<String, Value>) -> serde_json::Map<String, Value> {
-    if let Some(Value::Object(mut rope)) = c.remove("rope_parameters") {
+    if let Some(Value::Object(mut per_type)) = c.remove("rope_parameters") {
+        let mut rope = match per_type.remove("full_attention") {
+            Some(Value::Object(full)) => {
+                let sliding = per_type
+                    .remove("sliding_attention")
+                    .expect("sliding_attention");
+                c.insert("rope_local_base_freq".into(), sliding["rope_theta"].clone());
+                full
+            }
+            _ => per_type,
+        };
         let theta = rope.remove("rope_theta").expect("rope_theta");
         c.insert("rope_theta".into(), theta);
         let scaled = rope.get("rope_type").and_then(Value::as_str) != Some("default");

@@ -6,7 +6,7 @@
 mod common;
 
 use burn::prelude::*;
-use common::{TINY_MODELS, host, model_dir};
+use common::{host, model_dir, tiny_model_names};
 use sdpo_models::{AttentionInputs, CausalLm, MatmulPrecision, PackedRows};
 use sdpo_testkit::{Tolerance, assert_close};
 
@@ -132,7 +132,7 @@ fn fused_attention_and_its_backward_match_the_blocked_attention() {
         }
         let tracked_device = dev.device.clone().autodiff();
         let mut checked = 0;
-        for name in TINY_MODELS {
+        for name in &tiny_model_names() {
             for (precision, tol) in [
                 (MatmulPrecision::F32, Tolerance::absolute(1e-5)),
                 // bfloat16 products in the fused kernel against float32 in blocks.
@@ -144,10 +144,10 @@ fn fused_attention_and_its_backward_match_the_blocked_attention() {
                 let (inputs, mask) = attention_inputs(&model, &dev.device);
                 let ctx = model.stack_context(mask, 8);
                 assert!(ctx.fused_attention(), "{name}");
-                let (fused, state) = model.attention_with_state(inputs.clone(), &ctx);
+                let (fused, state) = model.attention_with_state(0, inputs.clone(), &ctx);
                 let state = state.unwrap_or_else(|| panic!("{name}: the fused path did not run"));
                 let blocked_ctx = ctx.clone().with_fused_attention(false);
-                let blocked = model.attention(inputs.clone(), &blocked_ctx);
+                let blocked = model.attention(0, inputs.clone(), &blocked_ctx);
                 let what = format!("[{}] {name} {}", dev.name, precision.name());
                 assert_close(
                     &real_positions(fused.clone()),
@@ -174,6 +174,7 @@ fn fused_attention_and_its_backward_match_the_blocked_attention() {
                     )
                     .with_fused_attention(false);
                 let out = tracked_model.attention(
+                    0,
                     AttentionInputs {
                         q: q.clone(),
                         k: k.clone(),

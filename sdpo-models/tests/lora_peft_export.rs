@@ -1,5 +1,6 @@
-//! Writes adapters trained and saved by this crate, with our logits, for `ci/lora-peft.sh` to
-//! load in Python PEFT 0.21.2 and compare (PEFT is the oracle; nothing is checked here but that
+//! Writes adapters trained and saved by this crate, with our logits, and the merged models
+//! saved as plain checkpoints, for `ci/lora-peft.sh` to load in Python PEFT 0.21.2 and
+//! transformers 5.24 and compare (PEFT is the oracle; nothing is checked here but that
 //! the export succeeds). Ignored unless run by that script, which sets `SDPO_LORA_EXPORT_DIR`.
 
 mod common;
@@ -49,6 +50,44 @@ fn cases() -> Vec<Case> {
                 alpha_pattern: BTreeMap::from([("down_proj".to_string(), 3.0)]),
                 lora_dropout: 0.0,
                 ..LoraConfig::new(8, 16.0)
+            },
+        },
+        Case {
+            // PEFT's default targets for the family (q_proj, v_proj).
+            name: "qwen3_default_targets",
+            base: "qwen3",
+            config: LoraConfig {
+                lora_dropout: 0.0,
+                ..LoraConfig::new(4, 8.0)
+            },
+        },
+        Case {
+            // The fused projections (PEFT has no default for Phi-3).
+            name: "phi3_fused_projections",
+            base: "phi3",
+            config: LoraConfig {
+                target_modules: names(&["qkv_proj", "gate_up_proj", "down_proj"]),
+                modules_to_save: Some(vec!["o_proj".into()]),
+                lora_dropout: 0.0,
+                ..LoraConfig::new(4, 8.0)
+            },
+        },
+        Case {
+            name: "gemma3_all_linear",
+            base: "gemma3_text",
+            config: LoraConfig {
+                target_modules: Some(TargetModules::AllLinear),
+                lora_dropout: 0.0,
+                ..LoraConfig::new(4, 8.0)
+            },
+        },
+        Case {
+            name: "olmo2_named",
+            base: "olmo2",
+            config: LoraConfig {
+                target_modules: names(&["q_proj", "k_proj", "up_proj"]),
+                lora_dropout: 0.0,
+                ..LoraConfig::new(2, 4.0)
             },
         },
         Case {
@@ -105,6 +144,14 @@ fn export(case: &Case, out: &Path) {
     let base = std::fs::canonicalize(&base_dir).expect("base dir");
     model
         .save_adapter(dir.join("adapter"), base.to_str())
+        .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+
+    // The adapter merged into a plain checkpoint: transformers must load it with the
+    // adapter-on logits.
+    model
+        .clone()
+        .merge_adapters()
+        .save_pretrained(dir.join("merged"))
         .unwrap_or_else(|e| panic!("{}: {e}", case.name));
 
     let ids = golden.int_tensor("input_ids", &device);

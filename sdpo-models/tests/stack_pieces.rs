@@ -7,7 +7,7 @@ mod common;
 
 use burn::module::Module;
 use burn::prelude::*;
-use common::{TINY_MODELS, host, max_abs_diff_masked, model_dir};
+use common::{host, max_abs_diff_masked, model_dir, tiny_model_names};
 use sdpo_models::CausalLm;
 
 /// Two right-padded rows of 9 tokens (the second with 4 padding positions).
@@ -40,7 +40,7 @@ fn pieces_logits(
 fn pieces_compose_to_the_forward_pass_for_every_query_block() {
     let mut checked = 0;
     for dev in sdpo_testkit::test_devices!() {
-        for name in TINY_MODELS {
+        for name in &tiny_model_names() {
             let model = CausalLm::from_pretrained(model_dir(name), &dev.device).expect("load");
             let vocab = model.config().vocab_size;
             let (ids, mask, mask_host) = batch(&dev.device);
@@ -60,8 +60,11 @@ fn pieces_compose_to_the_forward_pass_for_every_query_block() {
                 // Blocked: every position, padding included (a padded query attends to the
                 // earlier real tokens in both, and no row starts with padding). Fused: the real
                 // positions (a padded query also sees the padded keys before it there; nothing
-                // reads its output).
-                let rows = if fused {
+                // reads its output). Sliding windows: the real positions too (a padded query
+                // whose window holds only padding sees no key at all; its uniform softmax
+                // spans the keys its block scores, and nothing reads it).
+                let sliding = model.config().layers.iter().any(|l| l.window.is_some());
+                let rows = if fused || sliding {
                     mask_host.clone()
                 } else {
                     vec![1; mask_host.len()]
@@ -86,7 +89,7 @@ fn pieces_compose_to_the_forward_pass_for_every_query_block() {
 fn pieces_give_the_same_bits_tracked_and_untracked() {
     for dev in sdpo_testkit::test_devices!() {
         let tracked_device = dev.device.clone().autodiff();
-        for name in TINY_MODELS {
+        for name in &tiny_model_names() {
             let plain = CausalLm::from_pretrained(model_dir(name), &dev.device).expect("load");
             let policy = plain.clone().fork(&tracked_device).train();
             let (ids, mask, _) = batch(&dev.device);
@@ -105,7 +108,7 @@ fn pieces_give_the_same_bits_tracked_and_untracked() {
         println!(
             "[{}] tracked == untracked pieces for {} models",
             dev.name,
-            TINY_MODELS.len()
+            tiny_model_names().len()
         );
     }
 }
@@ -140,7 +143,7 @@ fn pad(rows: &[Vec<i64>]) -> (Vec<i64>, Vec<i64>, usize) {
 fn packed_rows_compute_what_separate_rows_compute() {
     let mut checked = 0;
     for dev in sdpo_testkit::test_devices!() {
-        for name in TINY_MODELS {
+        for name in &tiny_model_names() {
             let model = CausalLm::from_pretrained(model_dir(name), &dev.device).expect("load");
             let vocab = model.config().vocab_size;
             // The plain rows: prefix + branch, two per pair.

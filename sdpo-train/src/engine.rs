@@ -606,6 +606,7 @@ fn layer_backward(
     // The attention's value, untracked (the plain module computes the same bits); fused where
     // the backend has a kernel for it, with what its backward needs.
     let (attention, fused) = plain.attention_with_state(
+        layer,
         AttentionInputs {
             q: q.clone(),
             k: k.clone(),
@@ -627,7 +628,7 @@ fn layer_backward(
     let fused_grads = fused.and_then(|state| state.backward(g_attention.clone()));
     let (dq, dk, dv) = match fused_grads {
         Some(grads) => grads,
-        None => blocked_attention_backward(policy, &q, &k, &v, g_attention, ctx, tracking),
+        None => blocked_attention_backward(policy, layer, &q, &k, &v, g_attention, ctx, tracking),
     };
 
     // q/k/v projections, norm.
@@ -642,8 +643,10 @@ fn layer_backward(
 
 /// The gradients of `q`, `k`, `v` (untracked) from `g_attention`, the gradient of the merged
 /// attention output: each query block recomputed under autodiff and its backward seeded.
+#[allow(clippy::too_many_arguments)]
 fn blocked_attention_backward(
     policy: &CausalLm,
+    layer: usize,
     q: &Tensor<4>,
     k: &Tensor<4>,
     v: &Tensor<4>,
@@ -658,32 +661,28 @@ fn blocked_attention_backward(
     let mut dk = Tensor::<4>::zeros(k.shape(), (&k.device(), k.dtype()));
     let mut dv = Tensor::<4>::zeros(v.shape(), (&v.device(), v.dtype()));
     for (s, e) in ctx.query_blocks() {
+        let keys = policy.attention_block_keys(layer, ctx, s, e);
+        let whole = keys.start == 0 && e == seq;
+        let range = [0..rows, 0..kv_heads, keys, 0..head_dim];
         let qb = leaf(
             q.clone().slice([0..rows, 0..heads, s..e, 0..head_dim]),
             tracking,
         );
-        let kb = leaf(
-            k.clone().slice([0..rows, 0..kv_heads, 0..e, 0..head_dim]),
-            tracking,
-        );
-        let vb = leaf(
-            v.clone().slice([0..rows, 0..kv_heads, 0..e, 0..head_dim]),
-            tracking,
-        );
-        let ob = policy.attention_block(qb.clone(), kb.clone(), vb.clone(), ctx, s);
+        let kb = leaf(k.clone().slice(range.clone()), tracking);
+        let vb = leaf(v.clone().slice(range.clone()), tracking);
+        let ob = policy.attention_block(layer, qb.clone(), kb.clone(), vb.clone(), ctx, s);
         let gb = g_attention.clone().slice([0..rows, s..e, 0..width]);
         let grads = (ob * leaf_constant(gb, tracking)).sum().backward();
         dq_parts.push(grad_or_zeros(&qb, &grads));
-        let range = [0..rows, 0..kv_heads, 0..e, 0..head_dim];
         let dkb = grad_or_zeros(&kb, &grads);
         let dvb = grad_or_zeros(&vb, &grads);
-        dk = if e == seq {
+        dk = if whole {
             dk + dkb
         } else {
             let sum = dk.clone().slice(range.clone()) + dkb;
             dk.slice_assign(range.clone(), sum)
         };
-        dv = if e == seq {
+        dv = if whole {
             dv + dvb
         } else {
             let sum = dv.clone().slice(range.clone()) + dvb;

@@ -143,7 +143,7 @@ fn resolve(
         Some(t) => t,
         None => {
             default_targets =
-                TargetModules::Names(default_target_modules(model.config().architecture));
+                TargetModules::Names(default_target_modules(model.config().architecture)?);
             &default_targets
         }
     };
@@ -258,17 +258,11 @@ impl CausalLm {
 
     /// The adapter attached to this model, if any.
     pub fn adapter(&self) -> Option<&AttachedAdapter> {
-        match self {
-            Self::Llama(m) | Self::Qwen2(m) => m.adapter.as_ref(),
-            Self::Gpt2(m) => m.adapter.as_ref(),
-        }
+        self.decoder().adapter()
     }
 
     fn set_adapter(&mut self, adapter: Option<AttachedAdapter>) {
-        match self {
-            Self::Llama(m) | Self::Qwen2(m) => m.adapter = adapter,
-            Self::Gpt2(m) => m.adapter = adapter,
-        }
+        self.decoder_mut().set_adapter(adapter);
     }
 
     /// Attaches new LoRA adapters: freezes every base parameter, then gives each target layer
@@ -469,7 +463,7 @@ impl CausalLm {
                     .filter(|k| adapter.adapted.iter().any(|n| name_matches(n, k)))
                     .collect(),
             ),
-            None => TargetModules::Names(default_target_modules(self.config().architecture)),
+            None => TargetModules::Names(default_target_modules(self.config().architecture)?),
         };
         let json =
             adapter
@@ -544,62 +538,11 @@ impl CausalLm {
 
     /// Every LoRA-capable layer with its full Hugging Face module name, in model order.
     pub(crate) fn adaptable_layers(&self) -> Vec<(String, &dyn Adaptable)> {
-        let mut out: Vec<(String, &dyn Adaptable)> = Vec::new();
-        match self {
-            Self::Llama(m) | Self::Qwen2(m) => {
-                for (i, layer) in m.model.layers.iter().enumerate() {
-                    let p = format!("model.layers.{i}");
-                    let (a, f) = (&layer.self_attn, &layer.mlp);
-                    out.push((format!("{p}.self_attn.q_proj"), &a.q_proj));
-                    out.push((format!("{p}.self_attn.k_proj"), &a.k_proj));
-                    out.push((format!("{p}.self_attn.v_proj"), &a.v_proj));
-                    out.push((format!("{p}.self_attn.o_proj"), &a.o_proj));
-                    out.push((format!("{p}.mlp.gate_proj"), &f.gate_proj));
-                    out.push((format!("{p}.mlp.up_proj"), &f.up_proj));
-                    out.push((format!("{p}.mlp.down_proj"), &f.down_proj));
-                }
-            }
-            Self::Gpt2(m) => {
-                for (i, block) in m.transformer.h.iter().enumerate() {
-                    let p = format!("transformer.h.{i}");
-                    out.push((format!("{p}.attn.c_attn"), &block.attn.c_attn));
-                    out.push((format!("{p}.attn.c_proj"), &block.attn.c_proj));
-                    out.push((format!("{p}.mlp.c_fc"), &block.mlp.c_fc));
-                    out.push((format!("{p}.mlp.c_proj"), &block.mlp.c_proj));
-                }
-            }
-        }
-        out
+        self.decoder().linear_layers()
     }
 
     /// [`CausalLm::adaptable_layers`], mutable.
     pub(crate) fn adaptable_layers_mut(&mut self) -> Vec<(String, &mut dyn Adaptable)> {
-        let mut out: Vec<(String, &mut dyn Adaptable)> = Vec::new();
-        match self {
-            Self::Llama(m) | Self::Qwen2(m) => {
-                for (i, layer) in m.model.layers.iter_mut().enumerate() {
-                    let p = format!("model.layers.{i}");
-                    let (a, f) = (&mut layer.self_attn, &mut layer.mlp);
-                    out.push((format!("{p}.self_attn.q_proj"), &mut a.q_proj));
-                    out.push((format!("{p}.self_attn.k_proj"), &mut a.k_proj));
-                    out.push((format!("{p}.self_attn.v_proj"), &mut a.v_proj));
-                    out.push((format!("{p}.self_attn.o_proj"), &mut a.o_proj));
-                    out.push((format!("{p}.mlp.gate_proj"), &mut f.gate_proj));
-                    out.push((format!("{p}.mlp.up_proj"), &mut f.up_proj));
-                    out.push((format!("{p}.mlp.down_proj"), &mut f.down_proj));
-                }
-            }
-            Self::Gpt2(m) => {
-                for (i, block) in m.transformer.h.iter_mut().enumerate() {
-                    let p = format!("transformer.h.{i}");
-                    let (a, f) = (&mut block.attn, &mut block.mlp);
-                    out.push((format!("{p}.attn.c_attn"), &mut a.c_attn));
-                    out.push((format!("{p}.attn.c_proj"), &mut a.c_proj));
-                    out.push((format!("{p}.mlp.c_fc"), &mut f.c_fc));
-                    out.push((format!("{p}.mlp.c_proj"), &mut f.c_proj));
-                }
-            }
-        }
-        out
+        self.decoder_mut().linear_layers_mut()
     }
 }

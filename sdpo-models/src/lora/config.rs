@@ -185,13 +185,22 @@ impl Default for LoraConfig {
     }
 }
 
-/// PEFT's `TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING` for the supported architectures.
-pub fn default_target_modules(architecture: Architecture) -> Vec<String> {
-    let names: &[&str] = match architecture {
-        Architecture::Llama | Architecture::Qwen2 => &["q_proj", "v_proj"],
-        Architecture::Gpt2 => &["c_attn"],
-    };
-    names.iter().map(|s| s.to_string()).collect()
+/// PEFT's `TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING` entry for the architecture; an
+/// error, as in PEFT, for a family PEFT has no default for (Phi-3, OLMo 2, SmolLM3): their
+/// adapters must name `target_modules`.
+pub fn default_target_modules(architecture: Architecture) -> Result<Vec<String>, ModelError> {
+    let family = crate::families::by_architecture(architecture);
+    match family.peft_targets {
+        Some(names) => Ok(names.iter().map(|s| s.to_string()).collect()),
+        None => Err(ModelError::InvalidConfig {
+            key: "target_modules".into(),
+            reason: format!(
+                "PEFT has no default LoRA target modules for model_type `{}`; name them \
+                 (e.g. lora_target_modules = \"all-linear\")",
+                family.model_types[0]
+            ),
+        }),
+    }
 }
 
 /// The adapter scale `alpha / r`, or `alpha / √r` with rsLoRA (PEFT's `scaling`).

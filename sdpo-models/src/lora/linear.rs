@@ -1,5 +1,5 @@
 //! The LoRA-capable linear layers: [`LoraLinear`] (an `nn.Linear`, Llama and Qwen2) and
-//! GPT-2's [`Conv1D`](crate::gpt2::Conv1D), both computing `x W + b + scale · (x Aᵀ) Bᵀ`.
+//! GPT-2's [`Conv1D`](crate::Conv1D), both computing `x W + b + scale · (x Aᵀ) Bᵀ`.
 //!
 //! The base weight is kept `[in, out]` in memory for both. The low-rank factors are kept as
 //! `Aᵀ` `[in, r]` and `Bᵀ` `[r, out]` so the branch is two small matmuls; the dense

@@ -2,7 +2,7 @@
 //! run the model with adapters on or off, merge them into a plain model.
 //!
 //! The adapted layers compute `x W + b + scale · B (A x)` ([`LoraLinear`] and GPT-2's
-//! [`Conv1D`](crate::gpt2::Conv1D)); attaching or loading an adapter freezes every base
+//! [`Conv1D`](crate::Conv1D)); attaching or loading an adapter freezes every base
 //! parameter (`Param::set_require_grad(false)`: no gradient, hence no optimizer state), so the
 //! trainable parameters are exactly the `A`/`B` factors (and the copies of `modules_to_save`).
 //! [`CausalLm::without_adapters`] is the base model sharing the same weight buffers: the DPO

@@ -1,9 +1,15 @@
-//! Eager scaled dot-product attention with grouped key/value heads, as transformers' `eager`
-//! implementation computes it (scores in the model dtype, softmax, weighted sum).
+//! Attention's one home: eager scaled dot-product attention with grouped key/value heads and
+//! optional soft-capping, as transformers' `eager` implementation computes it (this file); the
+//! masks, causal, padding, packed branches and sliding windows ([`mask`]); and PyTorch's fused
+//! kernel on LibTorch's CPU device ([`fused`]). The query-blocked forward that composes them is
+//! [`crate::CausalLm::attention`].
 
 use burn::prelude::*;
 
-use crate::mask::MASKED;
+pub(crate) mod fused;
+pub(crate) mod mask;
+
+use mask::MASKED;
 
 /// Repeats each key/value head `groups` times: kv head `j` serves query heads
 /// `j * groups .. (j + 1) * groups` (transformers' `repeat_kv`).
@@ -35,7 +41,7 @@ pub fn repeat_kv(x: Tensor<4>, groups: usize) -> Tensor<4> {
 /// - `q`: `[batch, heads, seq, head_dim]`
 /// - `k`, `v`: `[batch, kv_heads, keys, head_dim]` with `heads = kv_heads * groups`
 /// - `blocked`: `[batch, 1, seq, keys]`, true where a query may not see a key (see
-///   [`crate::mask::attention_blocked`])
+///   [`mask::attention_blocked`])
 /// - output: `[batch, seq, heads * head_dim]`
 pub fn attend(
     q: Tensor<4>,
@@ -44,14 +50,19 @@ pub fn attend(
     blocked: Tensor<4, Bool>,
     scale: f64,
     groups: usize,
+    softcap: Option<f64>,
 ) -> Tensor<3> {
     let [batch, heads, seq, head_dim] = q.dims();
     let k = repeat_kv(k, groups);
     let v = repeat_kv(v, groups);
     let keys = k.dims()[2];
-    let scores = (q * scale)
-        .matmul(k.swap_dims(2, 3))
-        .mask_fill(blocked.expand([batch, heads, seq, keys]), MASKED);
+    let scores = (q * scale).matmul(k.swap_dims(2, 3));
+    // Gemma 2: `cap · tanh(scores / cap)`, before the mask.
+    let scores = match softcap {
+        Some(cap) => (scores / cap).tanh() * cap,
+        None => scores,
+    };
+    let scores = scores.mask_fill(blocked.expand([batch, heads, seq, keys]), MASKED);
     let weights = softmax_same_on_every_path(scores);
     weights
         .matmul(v)
