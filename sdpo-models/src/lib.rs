@@ -68,5 +68,5 @@ pub use families::supported_model_types;
 pub use hf_config::{HfConfig, HfRopeParameters};
 pub use output::CausalLmOutput;
 pub use precision::{MatmulPrecision, store_matrices_as, store_product_weights_as};
-pub use rope::{RopeTables, inverse_frequencies};
+pub use rope::{RopeTables, inverse_frequencies, rope_frequencies};
 pub use stack::{AttentionInputs, PackedRows, StackContext};

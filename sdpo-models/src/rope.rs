@@ -9,8 +9,17 @@ use burn::prelude::*;
 
 use crate::config::{RopeConfig, RopeScaling};
 
-/// Inverse frequencies `[head_dim / 2]`, with the configured scaling applied.
+/// Inverse frequencies `[head_dim / 2]`, with the configured scaling applied, for a forward
+/// within the original context (`longrope`: the short factors).
 pub fn inverse_frequencies(rope: &RopeConfig, head_dim: usize) -> Vec<f32> {
+    rope_frequencies(rope, head_dim, 0).0
+}
+
+/// Inverse frequencies `[head_dim / 2]` and the factor on the cosines and sines (1 but for
+/// `yarn` and `longrope`), for a forward whose largest position is `seq_len - 1` (`longrope`
+/// switches to its long factors past the original context, as transformers does per forward).
+/// Computed in f32 in transformers' order of operations.
+pub fn rope_frequencies(rope: &RopeConfig, head_dim: usize, seq_len: usize) -> (Vec<f32>, f32) {
     let base = rope.theta as f32;
     let mut inv: Vec<f32> = (0..head_dim / 2)
         .map(|i| {
@@ -18,10 +27,11 @@ pub fn inverse_frequencies(rope: &RopeConfig, head_dim: usize) -> Vec<f32> {
             1.0 / base.powf(exponent)
         })
         .collect();
-    match rope.scaling {
+    let mut attention_factor = 1.0f32;
+    match &rope.scaling {
         RopeScaling::None => {}
         RopeScaling::Linear { factor } => {
-            let factor = factor as f32;
+            let factor = *factor as f32;
             inv.iter_mut().for_each(|f| *f /= factor);
         }
         RopeScaling::Llama3 {
@@ -31,7 +41,9 @@ pub fn inverse_frequencies(rope: &RopeConfig, head_dim: usize) -> Vec<f32> {
             original_max_position_embeddings,
         } => {
             // transformers' `_compute_llama3_parameters`, scalar by scalar.
-            let old_context = original_max_position_embeddings as f64;
+            let (factor, low_freq_factor, high_freq_factor) =
+                (*factor, *low_freq_factor, *high_freq_factor);
+            let old_context = *original_max_position_embeddings as f64;
             let low_freq_wavelen = old_context / low_freq_factor;
             let high_freq_wavelen = old_context / high_freq_factor;
             for f in inv.iter_mut() {
@@ -52,19 +64,80 @@ pub fn inverse_frequencies(rope: &RopeConfig, head_dim: usize) -> Vec<f32> {
                 };
             }
         }
+        RopeScaling::Yarn {
+            factor,
+            original_max_position_embeddings,
+            beta_fast,
+            beta_slow,
+            truncate,
+            attention_factor: scale,
+        } => {
+            // transformers' `_compute_yarn_parameters`.
+            let dim = head_dim as f64;
+            let base_f64 = rope.theta;
+            let correction_dim = |rotations: f64| {
+                dim * (*original_max_position_embeddings as f64
+                    / (rotations * 2.0 * std::f64::consts::PI))
+                    .ln()
+                    / (2.0 * base_f64.ln())
+            };
+            let (mut low, mut high) = (correction_dim(*beta_fast), correction_dim(*beta_slow));
+            if *truncate {
+                low = low.floor();
+                high = high.ceil();
+            }
+            let (low, mut high) = (low.max(0.0), high.min(dim - 1.0));
+            if low == high {
+                high += 0.001;
+            }
+            let factor = *factor as f32;
+            for (i, f) in inv.iter_mut().enumerate() {
+                let pos_freq = base_power(rope, i, head_dim);
+                let extrapolation = 1.0 / pos_freq;
+                let interpolation = 1.0 / (factor * pos_freq);
+                let ramp = ((i as f32 - low as f32) / (high as f32 - low as f32)).clamp(0.0, 1.0);
+                let keep = 1.0 - ramp;
+                *f = interpolation * (1.0 - keep) + extrapolation * keep;
+            }
+            attention_factor = *scale as f32;
+        }
+        RopeScaling::LongRope {
+            short_factor,
+            long_factor,
+            original_max_position_embeddings,
+            attention_factor: scale,
+        } => {
+            // transformers' `_compute_longrope_parameters` with the forward's length.
+            let factors = if seq_len > *original_max_position_embeddings {
+                long_factor
+            } else {
+                short_factor
+            };
+            for (i, (f, ext)) in inv.iter_mut().zip(factors).enumerate() {
+                *f = 1.0 / (*ext as f32 * base_power(rope, i, head_dim));
+            }
+            attention_factor = *scale as f32;
+        }
     }
-    inv
+    (inv, attention_factor)
+}
+
+/// `theta^(2i / dim)`, in f32 as transformers computes it.
+fn base_power(rope: &RopeConfig, i: usize, dim: usize) -> f32 {
+    (rope.theta as f32).powf((2 * i) as f32 / dim as f32)
 }
 
 /// Cosine and sine tables `[seq_len, head_dim]` for positions `0..seq_len` (`head_dim`: the
-/// rotated width).
-pub fn rope_tables(
+/// rotated width), for a forward whose largest position is `forward_len - 1` (what `longrope`
+/// chooses its factors by).
+fn rope_tables(
     rope: &RopeConfig,
     head_dim: usize,
     seq_len: usize,
+    forward_len: usize,
     device: &Device,
 ) -> (Tensor<2>, Tensor<2>) {
-    let inv = inverse_frequencies(rope, head_dim);
+    let (inv, attention_factor) = rope_frequencies(rope, head_dim, forward_len);
     let half = inv.len();
     let mut cos = Vec::with_capacity(seq_len * head_dim);
     let mut sin = Vec::with_capacity(seq_len * head_dim);
@@ -72,8 +145,16 @@ pub fn rope_tables(
         let angles: Vec<f32> = inv.iter().map(|f| pos as f32 * f).collect();
         // `emb = cat(freqs, freqs)`: both halves use the same angles.
         for _ in 0..2 {
-            cos.extend(angles.iter().map(|a| f64::from(*a).cos() as f32));
-            sin.extend(angles.iter().map(|a| f64::from(*a).sin() as f32));
+            cos.extend(
+                angles
+                    .iter()
+                    .map(|a| f64::from(*a).cos() as f32 * attention_factor),
+            );
+            sin.extend(
+                angles
+                    .iter()
+                    .map(|a| f64::from(*a).sin() as f32 * attention_factor),
+            );
         }
     }
     debug_assert_eq!(cos.len(), seq_len * 2 * half);
@@ -103,7 +184,15 @@ impl RopeTables {
         positions: Option<&Tensor<2, Int>>,
         device: &Device,
     ) -> Self {
-        let (cos, sin) = rope_tables(rope, rotary_dim, seq, device);
+        // `longrope` picks its factors by the forward's largest position (transformers:
+        // `max(position_ids) + 1`), read back only for it.
+        let forward_len = match (&rope.scaling, positions) {
+            (RopeScaling::LongRope { .. }, Some(p)) if seq > 0 => {
+                (p.clone().max().into_scalar::<i64>().max(0) as usize + 1).min(seq)
+            }
+            _ => seq,
+        };
+        let (cos, sin) = rope_tables(rope, rotary_dim, seq, forward_len, device);
         match positions {
             None => Self {
                 cos: cos.unsqueeze::<4>(),

@@ -169,7 +169,7 @@ fn unsupported_options_are_named() {
         (
             "llama",
             "rope_parameters",
-            json!({"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0}),
+            json!({"rope_type": "dynamic", "rope_theta": 10000.0, "factor": 4.0}),
             "rope_parameters.rope_type",
         ),
         ("llama", "hidden_act", json!("gelu"), "hidden_act"),

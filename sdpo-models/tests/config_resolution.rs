@@ -62,7 +62,7 @@ fn transformers_4_and_5_layouts_resolve_identically() {
     }
     let smollm2 = read_config(&sdpo_testkit::fixtures_dir().join("smollm2"));
     let a = resolve(&smollm2).expect("smollm2");
-    assert_eq!(a.rope.map(|r| r.theta), Some(100_000.0));
+    assert_eq!(a.rope.as_ref().map(|r| r.theta), Some(100_000.0));
     assert_eq!(
         (a.num_attention_heads, a.num_key_value_heads, a.head_dim),
         (9, 3, 64)
@@ -122,7 +122,7 @@ fn llama3_rope_scaling_resolves_in_both_layouts() {
             original_max_position_embeddings: 8192,
         },
     };
-    assert_eq!(resolve(&v4).expect("v4").rope, Some(expected));
+    assert_eq!(resolve(&v4).expect("v4").rope, Some(expected.clone()));
     assert_eq!(resolve(&v5).expect("v5").rope, Some(expected));
 
     // Legacy `type` key, linear scaling.

@@ -10,6 +10,7 @@ use super::config::{
     ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, LoraConfig, TargetModules, default_target_modules,
 };
 use super::linear::{Adaptable, LoraBranch, TrainedCopy, transpose};
+use super::tensors::{HostTensor, host_f32, read_f32_tensors};
 use crate::causal_lm::CausalLm;
 use crate::checkpoint::{StoredTensor, check_tensors, read_header};
 use crate::error::ModelError;
@@ -43,91 +44,6 @@ impl ModuleMapper for RequireGrad {
 /// Whether a layer name is selected by a PEFT-style list entry: equal, or a `.`-suffix.
 fn name_matches(name: &str, entry: &str) -> bool {
     name == entry || name.ends_with(&format!(".{entry}"))
-}
-
-/// Host f32 values of a 2-D or 1-D tensor.
-fn host_f32<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
-    tensor
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .unwrap_or_default()
-}
-
-/// One tensor to write into a safetensors file.
-struct HostTensor {
-    shape: Vec<usize>,
-    bytes: Vec<u8>,
-}
-
-impl HostTensor {
-    fn new(values: Vec<f32>, shape: Vec<usize>) -> Self {
-        Self {
-            shape,
-            bytes: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        }
-    }
-}
-
-impl safetensors::View for &HostTensor {
-    fn dtype(&self) -> safetensors::Dtype {
-        safetensors::Dtype::F32
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
-        std::borrow::Cow::Borrowed(&self.bytes)
-    }
-    fn data_len(&self) -> usize {
-        self.bytes.len()
-    }
-}
-
-/// Reads the named tensors of a safetensors file as f32 (F32, BF16 and F16 widened exactly).
-fn read_f32_tensors(
-    path: &Path,
-    names: impl IntoIterator<Item = String>,
-) -> Result<BTreeMap<String, Vec<f32>>, ModelError> {
-    let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let bad = |reason: String| ModelError::BadSafetensors {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let file = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
-    let mut out = BTreeMap::new();
-    for name in names {
-        let view = file
-            .tensor(&name)
-            .map_err(|e| bad(format!("`{name}`: {e}")))?;
-        let data = view.data();
-        let values: Vec<f32> = match view.dtype() {
-            safetensors::Dtype::F32 => data
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            safetensors::Dtype::BF16 => data
-                .chunks_exact(2)
-                .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))
-                .collect(),
-            safetensors::Dtype::F16 => data
-                .chunks_exact(2)
-                .map(|c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32())
-                .collect(),
-            other => {
-                return Err(ModelError::UnsupportedDtype {
-                    path: path.to_path_buf(),
-                    name,
-                    dtype: format!("{other:?}"),
-                });
-            }
-        };
-        out.insert(name, values);
-    }
-    Ok(out)
 }
 
 /// The layers selected by `config` (targets and `modules_to_save`), checked against the

@@ -29,12 +29,15 @@
 //! ```
 
 mod adapter;
+mod adapter_config;
 mod config;
 pub(crate) mod linear;
+mod tensors;
 
 pub use adapter::{AttachedAdapter, PEFT_PREFIX};
+pub use adapter_config::{AdapterInfo, resolve_adapter_base};
 pub use config::{
-    ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, AdapterInfo, InitLoraWeights, LayerLora, LoraConfig,
-    TargetModules, default_target_modules, lora_scale, resolve_adapter_base,
+    ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, InitLoraWeights, LayerLora, LoraConfig,
+    TargetModules, default_target_modules, lora_scale,
 };
 pub use linear::{LoraBranch, LoraLinear, TrainedCopy};
