@@ -41,6 +41,7 @@ pub mod checkpoint;
 mod config;
 mod error;
 mod families;
+pub mod grad;
 mod hf_config;
 mod init;
 pub mod lora;

@@ -43,16 +43,14 @@
 //! precomputed reference cache; run on the initial policy it gives bit for bit the log-probs
 //! that [`policy_step`] hands to the loss, so SDPO's scores `ref - policy` start at exactly 0.
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams};
-use burn::tensor::{
-    Bool, Device, GradientCheckpointingStrategy, Gradients, IndexingUpdateOp, Int, Tensor,
-    TensorData,
-};
+use burn::tensor::{Bool, Device, Gradients, IndexingUpdateOp, Int, Tensor, TensorData};
 
 use sdpo_core::{
     label_is_top1, masked_mean, masked_sum, next_token_targets, token_entropy, token_logps,
 };
+use sdpo_models::grad::{Tracking, grad_or_zeros, leaf, leaf_constant, tracking_of};
 use sdpo_models::{AttentionInputs, CausalLm, StackContext};
 
 use crate::batch::{DeviceBatch, SidedLogps};
@@ -376,32 +374,6 @@ fn untracked_batch(batch: &DeviceBatch) -> DeviceBatch {
     }
 }
 
-/// A tracked leaf holding `value`, with the policy's gradient-checkpointing strategy (every
-/// operand of an autodiff operation must carry the same one).
-fn leaf<const D: usize>(value: Tensor<D>, tracking: Tracking) -> Tensor<D> {
-    leaf_constant(value, tracking).require_grad()
-}
-
-/// How the policy's parameters are tracked: their gradient-checkpointing strategy.
-type Tracking = Option<GradientCheckpointingStrategy>;
-
-/// Reads the strategy of the policy's first float parameter.
-struct FirstStrategy(Option<Tracking>);
-
-impl ModuleVisitor for FirstStrategy {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        if self.0.is_none() {
-            self.0 = Some(param.val().gradient_checkpointing_strategy());
-        }
-    }
-}
-
-fn tracking(policy: &CausalLm) -> Tracking {
-    let mut visitor = FirstStrategy(None);
-    policy.visit(&mut visitor);
-    visitor.0.flatten()
-}
-
 /// Gradients of one backward, summed into the policy's accumulator.
 struct Collector<'a> {
     policy: &'a CausalLm,
@@ -413,17 +385,6 @@ impl Collector<'_> {
         let params = GradientsParams::from_grads(grads, self.policy);
         if !params.is_empty() {
             self.accumulator.accumulate(self.policy, params);
-        }
-    }
-}
-
-/// The gradient of `leaf` in `grads`, or zeros of its shape when nothing flowed into it.
-fn grad_or_zeros<const D: usize>(leaf: &Tensor<D>, grads: &Gradients) -> Tensor<D> {
-    match leaf.grad(grads) {
-        Some(g) => g,
-        None => {
-            let inner = leaf.clone().without_autodiff();
-            Tensor::zeros(inner.shape(), (&inner.device(), inner.dtype()))
         }
     }
 }
@@ -448,7 +409,7 @@ pub fn policy_step<M>(
     extra: Option<PositionExtra<'_>>,
     loss: impl FnOnce(ChunkedLogps) -> Result<(Tensor<1>, M), TrainError>,
 ) -> Result<(M, GradientsParams), TrainError> {
-    let tracking = tracking(policy);
+    let tracking = tracking_of(policy);
     let plain = policy.valid();
     let batch = untracked_batch(batch);
     let host_rows = HostRows::read(&batch, layout)?;
@@ -571,15 +532,6 @@ pub fn policy_step<M>(
     Ok((output, accumulator.grads()))
 }
 
-/// A constant (no gradient) on the policy's autodiff device with its strategy.
-fn leaf_constant<const D: usize>(value: Tensor<D>, tracking: Tracking) -> Tensor<D> {
-    let t = value.without_autodiff().autodiff();
-    match tracking {
-        Some(strategy) => t.with_gradient_checkpointing_strategy(strategy),
-        None => t,
-    }
-}
-
 /// Recomputes layer `layer` from its input `x_in` under autodiff, backpropagates `g_out` (the
 /// gradient of its output), adds the parameter gradients to `collector` and returns the
 /// gradient of its input. The attention is differentiated by the fused kernel's backward where
@@ -598,22 +550,14 @@ fn layer_backward(
     // q/k/v, tracked; kept until the attention's gradient is known.
     let x_a = leaf(x_in.clone(), tracking);
     let tracked = policy.layer_attention_inputs(layer, x_a.clone(), ctx);
-    let AttentionInputs { q, k, v } = AttentionInputs {
+    let untracked = AttentionInputs {
         q: tracked.q.clone().without_autodiff(),
         k: tracked.k.clone().without_autodiff(),
         v: tracked.v.clone().without_autodiff(),
     };
     // The attention's value, untracked (the plain module computes the same bits); fused where
     // the backend has a kernel for it, with what its backward needs.
-    let (attention, fused) = plain.attention_with_state(
-        layer,
-        AttentionInputs {
-            q: q.clone(),
-            k: k.clone(),
-            v: v.clone(),
-        },
-        ctx,
-    );
+    let (attention, fused) = plain.attention_with_state(layer, untracked.clone(), ctx);
 
     // Output projection + MLP.
     let x_c = leaf(x_in, tracking);
@@ -625,11 +569,8 @@ fn layer_backward(
     collector.add(grads);
 
     // The attention: the fused kernel's backward, or autodiff one query block at a time.
-    let fused_grads = fused.and_then(|state| state.backward(g_attention.clone()));
-    let (dq, dk, dv) = match fused_grads {
-        Some(grads) => grads,
-        None => blocked_attention_backward(policy, layer, &q, &k, &v, g_attention, ctx, tracking),
-    };
+    let (dq, dk, dv) =
+        policy.attention_backward(layer, &untracked, fused, g_attention, ctx, tracking);
 
     // q/k/v projections, norm.
     let surrogate = (tracked.q * leaf_constant(dq, tracking)).sum()
@@ -639,62 +580,6 @@ fn layer_backward(
     g_in = g_in + grad_or_zeros(&x_a, &grads);
     collector.add(grads);
     g_in
-}
-
-/// The gradients of `q`, `k`, `v` (untracked) from `g_attention`, the gradient of the merged
-/// attention output: each query block recomputed under autodiff and its backward seeded.
-#[allow(clippy::too_many_arguments)]
-fn blocked_attention_backward(
-    policy: &CausalLm,
-    layer: usize,
-    q: &Tensor<4>,
-    k: &Tensor<4>,
-    v: &Tensor<4>,
-    g_attention: Tensor<3>,
-    ctx: &StackContext,
-    tracking: Tracking,
-) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
-    let [rows, heads, seq, head_dim] = q.dims();
-    let [_, kv_heads, _, _] = k.dims();
-    let width = heads * head_dim;
-    let mut dq_parts = Vec::new();
-    let mut dk = Tensor::<4>::zeros(k.shape(), (&k.device(), k.dtype()));
-    let mut dv = Tensor::<4>::zeros(v.shape(), (&v.device(), v.dtype()));
-    for (s, e) in ctx.query_blocks() {
-        let keys = policy.attention_block_keys(layer, ctx, s, e);
-        let whole = keys.start == 0 && e == seq;
-        let range = [0..rows, 0..kv_heads, keys, 0..head_dim];
-        let qb = leaf(
-            q.clone().slice([0..rows, 0..heads, s..e, 0..head_dim]),
-            tracking,
-        );
-        let kb = leaf(k.clone().slice(range.clone()), tracking);
-        let vb = leaf(v.clone().slice(range.clone()), tracking);
-        let ob = policy.attention_block(layer, qb.clone(), kb.clone(), vb.clone(), ctx, s);
-        let gb = g_attention.clone().slice([0..rows, s..e, 0..width]);
-        let grads = (ob * leaf_constant(gb, tracking)).sum().backward();
-        dq_parts.push(grad_or_zeros(&qb, &grads));
-        let dkb = grad_or_zeros(&kb, &grads);
-        let dvb = grad_or_zeros(&vb, &grads);
-        dk = if whole {
-            dk + dkb
-        } else {
-            let sum = dk.clone().slice(range.clone()) + dkb;
-            dk.slice_assign(range.clone(), sum)
-        };
-        dv = if whole {
-            dv + dvb
-        } else {
-            let sum = dv.clone().slice(range.clone()) + dvb;
-            dv.slice_assign(range, sum)
-        };
-    }
-    let dq = if dq_parts.len() == 1 {
-        dq_parts.pop().expect("one block")
-    } else {
-        Tensor::cat(dq_parts, 2)
-    };
-    (dq, dk, dv)
 }
 
 /// WPO's `log(sum_v p_v^2)` of each position of one logits chunk `[n, vocab]` → `[n]`, as a
