@@ -88,12 +88,29 @@ fn fused_attention_runs_only_where_it_is_exact() {
     }
 }
 
-/// Layer 0's attention inputs of `model` on the right-padded rows.
-fn attention_inputs(model: &CausalLm, device: &Device) -> (AttentionInputs, Tensor<2, Int>) {
+/// Layer `layer`'s attention inputs of `model` on the right-padded rows (the layers before it
+/// run too).
+fn attention_inputs(
+    model: &CausalLm,
+    layer: usize,
+    device: &Device,
+) -> (AttentionInputs, Tensor<2, Int>) {
     let (ids, mask) = ids_and_mask(device, &right_padded());
     let ctx = model.stack_context(mask.clone(), 8);
-    let x = model.embed(ids, &ctx);
-    (model.layer_attention_inputs(0, x, &ctx), mask)
+    let mut x = model.embed(ids, &ctx);
+    for earlier in 0..layer {
+        x = model.layer_forward(earlier, x, &ctx);
+    }
+    (model.layer_attention_inputs(layer, x, &ctx), mask)
+}
+
+/// The first layer the fused kernel can run: full attention without soft-capping.
+fn first_plain_layer(model: &CausalLm) -> Option<usize> {
+    let c = model.config();
+    if c.attn_logit_softcap.is_some() {
+        return None;
+    }
+    (0..model.num_layers()).find(|&l| c.layer_attention(l).window.is_none())
 }
 
 /// A fixed gradient for the merged attention output, zero at padded query positions (no loss
@@ -141,13 +158,30 @@ fn fused_attention_and_its_backward_match_the_blocked_attention() {
                 let model = CausalLm::from_pretrained(model_dir(name), &dev.device)
                     .expect("load")
                     .with_matmul_precision(precision);
-                let (inputs, mask) = attention_inputs(&model, &dev.device);
+                // Sliding-window and soft-capped layers never run fused (the kernel has
+                // neither): check that, then compare on the first layer that can.
+                for layer in 0..model.num_layers() {
+                    if Some(layer) == first_plain_layer(&model) {
+                        continue;
+                    }
+                    let c = model.config();
+                    if c.layer_attention(layer).window.is_some() || c.attn_logit_softcap.is_some() {
+                        let (inputs, mask) = attention_inputs(&model, layer, &dev.device);
+                        let ctx = model.stack_context(mask, 8);
+                        let (_, state) = model.attention_with_state(layer, inputs, &ctx);
+                        assert!(state.is_none(), "{name} layer {layer} ran fused");
+                    }
+                }
+                let Some(layer) = first_plain_layer(&model) else {
+                    continue;
+                };
+                let (inputs, mask) = attention_inputs(&model, layer, &dev.device);
                 let ctx = model.stack_context(mask, 8);
                 assert!(ctx.fused_attention(), "{name}");
-                let (fused, state) = model.attention_with_state(0, inputs.clone(), &ctx);
+                let (fused, state) = model.attention_with_state(layer, inputs.clone(), &ctx);
                 let state = state.unwrap_or_else(|| panic!("{name}: the fused path did not run"));
                 let blocked_ctx = ctx.clone().with_fused_attention(false);
-                let blocked = model.attention(0, inputs.clone(), &blocked_ctx);
+                let blocked = model.attention(layer, inputs.clone(), &blocked_ctx);
                 let what = format!("[{}] {name} {}", dev.name, precision.name());
                 assert_close(
                     &real_positions(fused.clone()),
@@ -174,7 +208,7 @@ fn fused_attention_and_its_backward_match_the_blocked_attention() {
                     )
                     .with_fused_attention(false);
                 let out = tracked_model.attention(
-                    0,
+                    layer,
                     AttentionInputs {
                         q: q.clone(),
                         k: k.clone(),
