@@ -7,7 +7,10 @@
 
 use burn::prelude::*;
 
-use crate::config::{RopeConfig, RopeScaling};
+mod config;
+
+pub use config::{RopeConfig, RopeScaling};
+pub(crate) use config::{resolve_rope, resolve_rope_params};
 
 /// Inverse frequencies `[head_dim / 2]`, with the configured scaling applied, for a forward
 /// within the original context (`longrope`: the short factors).
