@@ -16,7 +16,7 @@ use sdpo_train::inspect::{InspectedPair, InspectedSequence};
 use sdpo_train::reference::{Reference, Split};
 use sdpo_train::{Start, Trainer};
 
-use crate::args::CommonArgs;
+use crate::common_args::CommonArgs;
 use crate::progress::TerminalProgress;
 
 /// The output format of `sdpo inspect`.

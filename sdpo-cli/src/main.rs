@@ -4,6 +4,7 @@
 //! mistake (bad config, missing file, bad data) is one clear message, never a backtrace.
 
 mod args;
+mod common_args;
 mod config_file;
 mod device;
 mod hub;

@@ -107,7 +107,7 @@ impl RunComparison {
     /// # Errors
     /// As [`Self::to_html`], or a failure to write `path`.
     pub fn write_html(&self, path: &Path) -> Result<(), ReportError> {
-        crate::run::write_atomically(path, &self.to_html()?)
+        crate::html::write_atomically(path, &self.to_html()?)
     }
 
     fn runs_section(&self) -> String {

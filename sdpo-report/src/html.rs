@@ -1,7 +1,10 @@
-//! Pieces shared by the HTML pages: escaping, number formatting and the page shell (inline
-//! CSS, nothing fetched).
+//! Pieces shared by the HTML pages: escaping, number formatting, the page shell (inline
+//! CSS, nothing fetched) and writing a page atomically.
 
 use std::fmt::Write;
+use std::path::Path;
+
+use crate::error::{ReportError, io};
 
 /// Escapes text for HTML element content and double-quoted attributes.
 pub(crate) fn escape(text: &str) -> String {
@@ -80,6 +83,17 @@ pub(crate) fn page(title: &str, subtitle: &str, css: &str, main: &str) -> String
         escape(subtitle),
     );
     out
+}
+
+/// Writes `text` to `path` through a temporary sibling file and a rename.
+pub(crate) fn write_atomically(path: &Path, text: &str) -> Result<(), ReportError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "report.html".to_string());
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).map_err(io("write", &tmp))?;
+    std::fs::rename(&tmp, path).map_err(io("rename into place", path))
 }
 
 #[cfg(test)]

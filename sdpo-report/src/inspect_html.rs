@@ -90,7 +90,7 @@ pub fn write_inspect_html(
     report: &InspectReport,
     path: &std::path::Path,
 ) -> Result<(), ReportError> {
-    crate::run::write_atomically(path, &render_inspect_html(report)?)
+    crate::html::write_atomically(path, &render_inspect_html(report)?)
 }
 
 fn legend(out: &mut String, report: &InspectReport, scale: f64) {

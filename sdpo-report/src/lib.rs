@@ -36,9 +36,9 @@ pub use metrics::{
 };
 pub use run::{
     CheckpointInfo, DATA_SUMMARY_FILE, DataSummary, RUN_CONFIG_FILE, RunConfig, RunReport,
-    SplitSummary, TRAINER_STATE_FILE, write_run_report,
+    SplitSummary, TRAINER_STATE_FILE,
 };
-pub use run_html::{NOT_CHARTED, REPORT_CHARTS};
+pub use run_html::{NOT_CHARTED, REPORT_CHARTS, write_run_report};
 
 impl RunReport {
     /// Renders the report as one self-contained HTML page.
@@ -54,6 +54,6 @@ impl RunReport {
     /// # Errors
     /// As [`Self::to_html`], or a failure to write `path`.
     pub fn write_html(&self, path: &std::path::Path) -> Result<(), ReportError> {
-        run::write_atomically(path, &self.to_html()?)
+        html::write_atomically(path, &self.to_html()?)
     }
 }

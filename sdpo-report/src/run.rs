@@ -188,28 +188,6 @@ impl RunReport {
     }
 }
 
-/// Reads the run in `run_dir` and writes its report to `out_path` as one self-contained HTML
-/// file (written to a temporary file next to it and renamed, so a browser never sees half a
-/// report).
-///
-/// # Errors
-/// Whatever [`RunReport::load`] reports, or a failure to write `out_path`.
-pub fn write_run_report(run_dir: &Path, out_path: &Path) -> Result<(), ReportError> {
-    let report = RunReport::load(run_dir)?;
-    write_atomically(out_path, &crate::run_html::render_run_report(&report)?)
-}
-
-/// Writes `text` to `path` through a temporary sibling file and a rename.
-pub(crate) fn write_atomically(path: &Path, text: &str) -> Result<(), ReportError> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "report.html".to_string());
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    std::fs::write(&tmp, text).map_err(io("write", &tmp))?;
-    std::fs::rename(&tmp, path).map_err(io("rename into place", path))
-}
-
 struct Checkpoint {
     dir: PathBuf,
     state: Value,

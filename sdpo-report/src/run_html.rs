@@ -4,12 +4,13 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Write;
+use std::path::Path;
 
 use serde_json::Value;
 
 use crate::charts::{Line, LineChart, PALETTE, line_chart_svg, line_legend_html};
 use crate::error::ReportError;
-use crate::html::{escape, number, page};
+use crate::html::{escape, number, page, write_atomically};
 use crate::metrics::{EVAL_PREFIX, MetricPoint, MetricsLog};
 use crate::run::{DataSummary, RunReport};
 
@@ -474,4 +475,15 @@ fn data_section(data: Option<&DataSummary>) -> String {
     }
     out.push_str("</section>\n");
     out
+}
+
+/// Reads the run in `run_dir` and writes its report to `out_path` as one self-contained HTML
+/// file (written to a temporary file next to it and renamed, so a browser never sees half a
+/// report).
+///
+/// # Errors
+/// Whatever [`RunReport::load`] reports, or a failure to write `out_path`.
+pub fn write_run_report(run_dir: &Path, out_path: &Path) -> Result<(), ReportError> {
+    let report = RunReport::load(run_dir)?;
+    write_atomically(out_path, &render_run_report(&report)?)
 }

@@ -265,11 +265,9 @@ fn read_ints(t: Tensor<2, Int>, what: &'static str) -> Result<Vec<i64>, TrainErr
     t.into_data()
         .convert::<i64>()
         .try_into_vec::<i64>()
-        .map_err(|e| {
-            TrainError::Loss(CoreError::DeviceRead {
-                tensor: what,
-                reason: format!("{e:?}"),
-            })
+        .map_err(|e| TrainError::DeviceRead {
+            tensor: what,
+            reason: format!("{e:?}"),
         })
 }
 

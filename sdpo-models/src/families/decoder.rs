@@ -7,7 +7,7 @@ use burn::prelude::*;
 use burn::tensor::FloatDType;
 
 use super::parts::rms_norm;
-use super::{Decoder, DecoderLayer};
+use super::{Decoder, DecoderLayer, prefixed};
 use crate::config::ModelConfig;
 use crate::init::Init;
 use crate::lora::AttachedAdapter;
@@ -132,23 +132,17 @@ impl<L: DecoderLayer> Decoder for DecoderLm<L> {
     }
 
     fn linear_layers(&self) -> Vec<(String, &dyn Adaptable)> {
-        let mut out = Vec::new();
-        for (i, layer) in self.model.layers.iter().enumerate() {
-            for (name, linear) in layer.linear_layers() {
-                out.push((format!("model.layers.{i}.{name}"), linear));
-            }
-        }
-        out
+        prefixed(
+            "model.layers",
+            self.model.layers.iter().map(|l| l.linear_layers()),
+        )
     }
 
     fn linear_layers_mut(&mut self) -> Vec<(String, &mut dyn Adaptable)> {
-        let mut out = Vec::new();
-        for (i, layer) in self.model.layers.iter_mut().enumerate() {
-            for (name, linear) in layer.linear_layers_mut() {
-                out.push((format!("model.layers.{i}.{name}"), linear));
-            }
-        }
-        out
+        prefixed(
+            "model.layers",
+            self.model.layers.iter_mut().map(|l| l.linear_layers_mut()),
+        )
     }
 
     fn store_product_weights_as(&mut self, dtype: FloatDType) {

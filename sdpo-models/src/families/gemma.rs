@@ -18,7 +18,7 @@ use burn::prelude::*;
 use super::decoder::{DecoderLm, new_decoder_lm};
 use super::llama::{LlamaLike, with_windows};
 use super::parts::{GatedMlp, SelfAttention, rms_norm};
-use super::{DecoderLayer, Family, linear_layers};
+use super::{DecoderLayer, Family, self_attn_and_gated_mlp_linear_layers};
 use crate::causal_lm::CausalLm;
 use crate::config::{
     Activation, Architecture, LayerRope, ModelConfig, QkNorm, resolve_rope_params, unsupported,
@@ -102,15 +102,7 @@ impl DecoderLayer for GemmaDecoderLayer {
         x + rms_norm(&self.post_feedforward_layernorm, mlp, offset)
     }
 
-    linear_layers! {
-        "self_attn.q_proj" => self_attn.q_proj,
-        "self_attn.k_proj" => self_attn.k_proj,
-        "self_attn.v_proj" => self_attn.v_proj,
-        "self_attn.o_proj" => self_attn.o_proj,
-        "mlp.gate_proj" => mlp.gate_proj,
-        "mlp.up_proj" => mlp.up_proj,
-        "mlp.down_proj" => mlp.down_proj,
-    }
+    self_attn_and_gated_mlp_linear_layers!();
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

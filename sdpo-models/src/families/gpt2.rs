@@ -10,7 +10,7 @@ use burn::prelude::*;
 use burn::tensor::FloatDType;
 
 use super::parts::{activate, layer_norm};
-use super::{Decoder, Family, linear_layers};
+use super::{Decoder, Family, linear_layers, prefixed};
 use crate::attention::split_heads;
 use crate::causal_lm::CausalLm;
 use crate::config::{
@@ -290,23 +290,17 @@ impl Decoder for Gpt2LmHeadModel {
     }
 
     fn linear_layers(&self) -> Vec<(String, &dyn Adaptable)> {
-        let mut out = Vec::new();
-        for (i, block) in self.transformer.h.iter().enumerate() {
-            for (name, linear) in block.linear_layers() {
-                out.push((format!("transformer.h.{i}.{name}"), linear));
-            }
-        }
-        out
+        prefixed(
+            "transformer.h",
+            self.transformer.h.iter().map(|b| b.linear_layers()),
+        )
     }
 
     fn linear_layers_mut(&mut self) -> Vec<(String, &mut dyn Adaptable)> {
-        let mut out = Vec::new();
-        for (i, block) in self.transformer.h.iter_mut().enumerate() {
-            for (name, linear) in block.linear_layers_mut() {
-                out.push((format!("transformer.h.{i}.{name}"), linear));
-            }
-        }
-        out
+        prefixed(
+            "transformer.h",
+            self.transformer.h.iter_mut().map(|b| b.linear_layers_mut()),
+        )
     }
 
     fn store_product_weights_as(&mut self, dtype: FloatDType) {

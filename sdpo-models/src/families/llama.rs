@@ -15,7 +15,7 @@ use burn::prelude::*;
 
 use super::decoder::{DecoderLm, new_decoder_lm};
 use super::parts::{GatedMlp, SelfAttention};
-use super::{DecoderLayer, Family, linear_layers};
+use super::{DecoderLayer, Family, self_attn_and_gated_mlp_linear_layers};
 use crate::causal_lm::CausalLm;
 use crate::config::{
     Activation, Architecture, LayerAttention, LayerRope, ModelConfig, QkNorm, positive, require,
@@ -90,15 +90,7 @@ impl DecoderLayer for LlamaDecoderLayer {
         x + mlp
     }
 
-    linear_layers! {
-        "self_attn.q_proj" => self_attn.q_proj,
-        "self_attn.k_proj" => self_attn.k_proj,
-        "self_attn.v_proj" => self_attn.v_proj,
-        "self_attn.o_proj" => self_attn.o_proj,
-        "mlp.gate_proj" => mlp.gate_proj,
-        "mlp.up_proj" => mlp.up_proj,
-        "mlp.down_proj" => mlp.down_proj,
-    }
+    self_attn_and_gated_mlp_linear_layers!();
 }
 
 /// The `config.json` keys every Llama-shaped family reads the same way.

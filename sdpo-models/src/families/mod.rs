@@ -160,3 +160,37 @@ macro_rules! linear_layers {
     };
 }
 pub(crate) use linear_layers;
+
+/// [`linear_layers!`] for a layer whose fields are `self_attn: SelfAttention` and
+/// `mlp: GatedMlp` (Llama, OLMo 2, Gemma).
+macro_rules! self_attn_and_gated_mlp_linear_layers {
+    () => {
+        crate::families::linear_layers! {
+            "self_attn.q_proj" => self_attn.q_proj,
+            "self_attn.k_proj" => self_attn.k_proj,
+            "self_attn.v_proj" => self_attn.v_proj,
+            "self_attn.o_proj" => self_attn.o_proj,
+            "mlp.gate_proj" => mlp.gate_proj,
+            "mlp.up_proj" => mlp.up_proj,
+            "mlp.down_proj" => mlp.down_proj,
+        }
+    };
+}
+pub(crate) use self_attn_and_gated_mlp_linear_layers;
+
+/// Per-layer linear layers named relative to their layer, as full names: `prefix.i.name`.
+/// Generic over shared and mutable borrows, so both walks share it.
+pub(crate) fn prefixed<T>(
+    prefix: &str,
+    layers: impl IntoIterator<Item = Vec<(&'static str, T)>>,
+) -> Vec<(String, T)> {
+    layers
+        .into_iter()
+        .enumerate()
+        .flat_map(|(i, named)| {
+            named
+                .into_iter()
+                .map(move |(name, linear)| (format!("{prefix}.{i}.{name}"), linear))
+        })
+        .collect()
+}

@@ -11,7 +11,7 @@ use burn::prelude::*;
 use super::decoder::{DecoderLm, new_decoder_lm};
 use super::llama::LlamaLike;
 use super::parts::{GatedMlp, SelfAttention};
-use super::{DecoderLayer, Family, linear_layers};
+use super::{DecoderLayer, Family, self_attn_and_gated_mlp_linear_layers};
 use crate::causal_lm::CausalLm;
 use crate::config::{Architecture, ModelConfig, QkNorm};
 use crate::error::ModelError;
@@ -73,15 +73,7 @@ impl DecoderLayer for Olmo2DecoderLayer {
         x + self.post_feedforward_layernorm.forward(mlp)
     }
 
-    linear_layers! {
-        "self_attn.q_proj" => self_attn.q_proj,
-        "self_attn.k_proj" => self_attn.k_proj,
-        "self_attn.v_proj" => self_attn.v_proj,
-        "self_attn.o_proj" => self_attn.o_proj,
-        "mlp.gate_proj" => mlp.gate_proj,
-        "mlp.up_proj" => mlp.up_proj,
-        "mlp.down_proj" => mlp.down_proj,
-    }
+    self_attn_and_gated_mlp_linear_layers!();
 }
 
 fn resolve_olmo2(hf: &HfConfig, model_type: &str) -> Result<ModelConfig, ModelError> {
