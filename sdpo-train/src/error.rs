@@ -65,12 +65,22 @@ pub enum TrainError {
         /// What is wrong.
         reason: String,
     },
-    /// The optimizer state could not be saved or loaded.
+    /// The optimizer state's file could not be written or read (burn's record error).
+    #[error("optimizer state `{path}`: {source}")]
+    OptimizerRecord {
+        /// The file.
+        path: PathBuf,
+        /// burn's error.
+        #[source]
+        source: burn::store::RecordError,
+    },
+    /// The optimizer state's loader gave up on a corrupted file (it panicked; the panic's
+    /// message is kept).
     #[error("optimizer state `{path}`: {reason}")]
     Optimizer {
         /// The file.
         path: PathBuf,
-        /// The record error.
+        /// What the loader said.
         reason: String,
     },
     /// The precomputed reference cache does not fit the data.

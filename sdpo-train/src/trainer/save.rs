@@ -21,9 +21,9 @@ impl Trainer {
         let opt_path = tmp.join(OPTIMIZER);
         self.optimizer
             .save(&opt_path)
-            .map_err(|e| TrainError::Optimizer {
+            .map_err(|source| TrainError::OptimizerRecord {
                 path: opt_path.clone(),
-                reason: format!("{e:?}"),
+                source,
             })?;
         write_json(
             &tmp.join(checkpoint::TRAINER_STATE),
@@ -158,7 +158,10 @@ pub(super) fn load_optimizer(
     };
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| optimizer.load(path))) {
         Ok(Ok(optimizer)) => Ok(optimizer),
-        Ok(Err(e)) => Err(bad(format!("{e:?}"))),
+        Ok(Err(source)) => Err(TrainError::OptimizerRecord {
+            path: path.to_path_buf(),
+            source,
+        }),
         Err(panic) => Err(bad(format!(
             "unreadable ({})",
             panic
