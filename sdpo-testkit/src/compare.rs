@@ -1,6 +1,6 @@
 //! NaN-aware numeric comparison for tests: one rule for every tolerance check of the workspace.
 //!
-//! The usual one-liner, `a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)`,
+//! The usual one-liner, a fold of the absolute differences with `f32::max` starting at 0,
 //! **ignores NaN** (`f32::max(0.0, NaN)` is `0.0`), so a model that outputs NaN passes it. Here a
 //! NaN on either side is always a mismatch, an infinity matches only the same infinity, and the
 //! report names the worst element so a failure explains itself.
@@ -442,12 +442,12 @@ mod tests {
 
     #[test]
     fn max_abs_diff_does_not_ignore_nan() {
-        // What `fold(0.0, f32::max)` gets wrong: it would report 0 here.
+        // What folding with `f32::max` from 0 gets wrong: it would report 0 here.
         let lossy = [f32::NAN, 1.0]
             .iter()
             .zip(&[0.0f32, 1.0])
             .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f32::max);
+            .fold(0.0, f32::max); // nan-checked: the lossy form, on purpose
         assert_eq!(lossy, 0.0);
         assert_eq!(
             max_abs_diff(&[f32::NAN, 1.0], &[0.0f32, 1.0]),

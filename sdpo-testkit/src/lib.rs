@@ -8,7 +8,7 @@
 //!
 //! It also holds the one numeric comparison every tolerance check uses ([`assert_close`],
 //! [`compare`], [`max_abs_diff`] in [`compare`](mod@compare)): NaN on either side always
-//! fails, which the common `fold(0.0, f32::max)` idiom silently gets wrong.
+//! fails, which the common idiom, folding the differences with `f32::max`, silently gets wrong.
 #![warn(missing_docs)]
 
 pub mod compare;
