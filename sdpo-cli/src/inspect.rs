@@ -1,6 +1,6 @@
 //! `sdpo inspect`: which completion tokens SDPO trains on, for real pairs, as one
 //! self-contained HTML page or as terminal text. The numbers come from the trainer's own
-//! selection (`Trainer::inspect`); this file only picks the pairs, decodes the tokens and hands
+//! selection (`Inspection::inspect`); this file only picks the pairs, decodes the tokens and hands
 //! the report to `sdpo-report`.
 
 use std::io::IsTerminal;
@@ -12,9 +12,9 @@ use sdpo_data::PreferenceTokenizer;
 use sdpo_report::{
     InspectPair, InspectReport, InspectToken, PairSelection, SequenceSelection, TextStyle,
 };
+use sdpo_train::inspect::Inspector;
 use sdpo_train::inspect::{InspectedPair, InspectedSequence};
 use sdpo_train::reference::{Reference, Split};
-use sdpo_train::{Start, Trainer};
 
 use crate::common_args::CommonArgs;
 use crate::progress::TerminalProgress;
@@ -110,14 +110,11 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         ),
     };
     let beta = config.loss.beta;
-    let start = args
-        .checkpoint
-        .as_deref()
-        .map_or(Start::Fresh, Start::PolicyWeights);
     let mut view = TerminalProgress::new();
-    let trainer =
-        Trainer::new(config, &device, start, &mut view).context("cannot prepare inspection")?;
-    let available = trainer.num_pairs(split);
+    let inspector = Inspector::new(config, &device, args.checkpoint.as_deref(), &mut view)
+        .context("cannot prepare inspection")?;
+    let inspection = inspector.inspection();
+    let available = inspection.num_pairs(split);
     let indices: Vec<usize> = if args.index.is_empty() {
         (0..args.pairs.unwrap_or(8).min(available)).collect()
     } else {
@@ -127,15 +124,15 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         bail!("{source} has no pairs to inspect");
     }
     let reference = match (
-        trainer.reference(),
-        &trainer.config().ref_model_name_or_path,
+        inspector.reference(),
+        &inspector.config().ref_model_name_or_path,
     ) {
         (Reference::None, _) => "none (reference_free)".to_string(),
         (Reference::Precomputed { .. }, _) => "precomputed reference log-probs".to_string(),
         (Reference::Model(_), Some(dir)) => format!("`{}`", dir.display()),
         (Reference::Model(_), None) => "a frozen copy of the initial policy".to_string(),
     };
-    let inspected = trainer
+    let inspected = inspection
         .inspect(split, &indices, &thresholds)
         .context("cannot inspect")?;
     let decode = |id: u32| {

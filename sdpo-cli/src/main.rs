@@ -102,7 +102,6 @@ fn run(cli: Cli) -> Result<()> {
             let tracking = tracking::plan(&config)?;
             let mut trainer =
                 Trainer::new(config, &device, start, &mut view).context("cannot start training")?;
-            report::write_run_files(&trainer)?;
             let mut tracked = tracking::start(tracking, &trainer, &mut view)?;
             let result = {
                 let mut observer = report::ReportingObserver {

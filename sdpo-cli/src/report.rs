@@ -76,37 +76,6 @@ fn compare(args: &ReportArgs) -> Result<()> {
     Ok(())
 }
 
-/// Writes what the run report shows besides the metrics: `run_config.json` (the configuration
-/// the run uses, flat keys) and `data_summary.json` (what reading the data did).
-pub fn write_run_files(trainer: &sdpo_train::Trainer) -> Result<()> {
-    let out = &trainer.config().output_dir;
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create `{}`", out.display()))?;
-    let config = serde_json::Value::Object(trainer.config().to_map());
-    let summary = sdpo_report::DataSummary {
-        source: "sdpo train (after tokenization)".into(),
-        splits: trainer
-            .data_reports()
-            .into_iter()
-            .map(|(split, file, report)| {
-                sdpo_report::SplitSummary::from_data_report(split, file, report)
-            })
-            .collect(),
-        unreadable: Vec::new(),
-    };
-    for (name, value) in [
-        (sdpo_report::RUN_CONFIG_FILE, config),
-        (
-            sdpo_report::DATA_SUMMARY_FILE,
-            serde_json::to_value(&summary).context("cannot convert the data summary")?,
-        ),
-    ] {
-        let path = out.join(name);
-        std::fs::write(&path, serde_json::to_string_pretty(&value)? + "\n")
-            .with_context(|| format!("cannot write `{}`", path.display()))?;
-    }
-    Ok(())
-}
-
 /// Passes everything to the terminal view and refreshes `output_dir/report.html` after every
 /// evaluation and at the end of the run. A report that cannot be written is a warning: it must
 /// not stop training.

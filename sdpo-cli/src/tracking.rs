@@ -76,7 +76,7 @@ pub fn start<'a>(
 /// Run files that are the run's own, not the model's.
 const RUN_FILES: [&str; 4] = [
     "report.html",
-    "metrics.jsonl",
+    sdpo_report::METRICS_FILE,
     sdpo_report::RUN_CONFIG_FILE,
     sdpo_report::DATA_SUMMARY_FILE,
 ];

@@ -3,7 +3,7 @@
 //! [`CausalLm::forward`] composes these pieces with one query block covering the sequence (one
 //! graph: under autodiff every decoder layer keeps its `[rows, heads, T, T]` attention scores
 //! and the head keeps `[rows, T, vocab]` logits until the backward pass). A trainer that bounds
-//! memory (per-layer recomputation, chunked log-probs; see `sdpo_train::engine`) calls them
+//! memory (per-layer recomputation, chunked log-probs; see `sdpo_train::logps`) calls them
 //! itself:
 //!
 //! 1. [`CausalLm::stack_context`]: what every layer shares (attention mask, positions, RoPE

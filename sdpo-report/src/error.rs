@@ -91,3 +91,25 @@ pub(crate) fn io<'a>(
         source,
     }
 }
+
+impl From<sdpo_run::RunDirError> for ReportError {
+    fn from(err: sdpo_run::RunDirError) -> Self {
+        match err {
+            sdpo_run::RunDirError::Io {
+                action,
+                path,
+                source,
+            } => Self::Io {
+                action,
+                path,
+                source,
+            },
+            sdpo_run::RunDirError::BadMetricsLine { path, line, reason } => {
+                Self::BadMetricsLine { path, line, reason }
+            }
+            sdpo_run::RunDirError::Malformed { what, path, reason } => {
+                Self::Malformed { what, path, reason }
+            }
+        }
+    }
+}

@@ -31,14 +31,13 @@ pub use inspect::{
 };
 pub use inspect_html::{render_inspect_html, write_inspect_html};
 pub use inspect_text::{TextStyle, render_inspect_text};
-pub use metrics::{
-    END_OF_RUN_METRICS, EVAL_PREFIX, METRICS_FILE, MetricPoint, MetricsLog, read_metrics_file,
-};
-pub use run::{
-    CheckpointInfo, DATA_SUMMARY_FILE, DataSummary, RUN_CONFIG_FILE, RunConfig, RunReport,
-    SplitSummary, TRAINER_STATE_FILE,
-};
+pub use metrics::{END_OF_RUN_METRICS, EVAL_PREFIX, MetricPoint, MetricsLog, read_metrics_file};
+pub use run::{CheckpointInfo, RunConfig, RunReport};
 pub use run_html::{NOT_CHARTED, REPORT_CHARTS, write_run_report};
+/// The run directory's names and summaries (`sdpo-run`), as the report reads them.
+pub use sdpo_run::{
+    DATA_SUMMARY_FILE, DataSummary, METRICS_FILE, RUN_CONFIG_FILE, SplitSummary, TRAINER_STATE_FILE,
+};
 
 impl RunReport {
     /// Renders the report as one self-contained HTML page.

@@ -5,12 +5,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde_json::{Map, Value};
+use sdpo_run::{MetricsRecord, read_metrics_lines};
 
-use crate::error::{ReportError, io};
-
-/// The file name under a run's `output_dir`.
-pub const METRICS_FILE: &str = "metrics.jsonl";
+use crate::error::ReportError;
 
 /// The prefix of evaluation metrics (TRL's).
 pub const EVAL_PREFIX: &str = "eval_";
@@ -76,12 +73,32 @@ impl MetricsLog {
     }
 }
 
-/// One parsed line.
+/// One record and the log it belongs to.
 struct Record {
     step: usize,
     epoch: f64,
     kind: RecordKind,
     values: Vec<(String, f64)>,
+}
+
+impl Record {
+    fn new(record: MetricsRecord) -> Self {
+        let values: Vec<(String, f64)> = record.values.into_iter().collect();
+        let all = |f: &dyn Fn(&str) -> bool| !values.is_empty() && values.iter().all(|(k, _)| f(k));
+        let kind = if all(&|k| k.starts_with(EVAL_PREFIX)) {
+            RecordKind::Eval
+        } else if all(&|k| END_OF_RUN_METRICS.contains(&k)) {
+            RecordKind::EndOfRun
+        } else {
+            RecordKind::Train
+        };
+        Self {
+            step: record.step,
+            epoch: record.epoch,
+            kind,
+            values,
+        }
+    }
 }
 
 /// Reads `path`. Blank lines are ignored; a last line without a newline that does not parse is
@@ -99,31 +116,10 @@ pub fn read_metrics_file(path: &Path) -> Result<MetricsLog, ReportError> {
             path: path.to_path_buf(),
         });
     }
-    let bytes = std::fs::read(path).map_err(io("read", path))?;
-    let text = String::from_utf8_lossy(&bytes);
-    let ends_with_newline = text.ends_with('\n');
-    let lines: Vec<&str> = text.lines().collect();
+    let lines = read_metrics_lines(path)?;
     let mut records: Vec<Record> = Vec::new();
     let mut superseded = 0;
-    let mut partial_last_line = false;
-    for (n, line) in lines.iter().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let record = match parse_record(line) {
-            Ok(record) => record,
-            Err(_) if n + 1 == lines.len() && !ends_with_newline => {
-                partial_last_line = true;
-                continue;
-            }
-            Err(reason) => {
-                return Err(ReportError::BadMetricsLine {
-                    path: path.to_path_buf(),
-                    line: n + 1,
-                    reason,
-                });
-            }
-        };
+    for record in lines.records.into_iter().map(Record::new) {
         // Records are kept in non-decreasing step order; a step at or before the last one
         // starts a continuation that replaces what it overlaps.
         if records.last().is_some_and(|last| last.step >= record.step) {
@@ -135,6 +131,7 @@ pub fn read_metrics_file(path: &Path) -> Result<MetricsLog, ReportError> {
         }
         records.push(record);
     }
+    let partial_last_line = lines.partial_last_line;
     if records.is_empty() {
         return Err(ReportError::EmptyMetrics {
             path: path.to_path_buf(),
@@ -156,68 +153,5 @@ pub fn read_metrics_file(path: &Path) -> Result<MetricsLog, ReportError> {
         records: records.len(),
         superseded,
         partial_last_line,
-    })
-}
-
-/// Parses a line as a JSON object; Python's `NaN`/`Infinity` literals (not JSON, but what
-/// `json.dumps` writes) read as `null`.
-fn parse_object(line: &str) -> Result<Map<String, Value>, String> {
-    match serde_json::from_str(line) {
-        Ok(object) => Ok(object),
-        Err(e) if line.contains("NaN") || line.contains("Infinity") => {
-            let patched = line
-                .replace("-Infinity", "null")
-                .replace("Infinity", "null")
-                .replace("NaN", "null");
-            serde_json::from_str(&patched).map_err(|_| format!("not a JSON object: {e}"))
-        }
-        Err(e) => Err(format!("not a JSON object: {e}")),
-    }
-}
-
-fn parse_record(line: &str) -> Result<Record, String> {
-    let object = parse_object(line)?;
-    let step = match object.get("step") {
-        Some(Value::Number(n)) => n
-            .as_u64()
-            .and_then(|s| usize::try_from(s).ok())
-            .ok_or_else(|| format!("`step` must be a non-negative integer, got {n}"))?,
-        Some(other) => return Err(format!("`step` must be an integer, got {other}")),
-        None => return Err("no `step` field".to_string()),
-    };
-    let epoch = match object.get("epoch") {
-        Some(Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN),
-        Some(Value::Null) | None => f64::NAN,
-        Some(other) => return Err(format!("`epoch` must be a number, got {other}")),
-    };
-    let mut values = Vec::new();
-    for (key, value) in &object {
-        if key == "step" || key == "epoch" {
-            continue;
-        }
-        let value = match value {
-            Value::Number(n) => n.as_f64().unwrap_or(f64::NAN),
-            Value::Null => f64::NAN,
-            other => {
-                return Err(format!(
-                    "metric `{key}` must be a number or null, got {other}"
-                ));
-            }
-        };
-        values.push((key.clone(), value));
-    }
-    let all = |f: &dyn Fn(&str) -> bool| !values.is_empty() && values.iter().all(|(k, _)| f(k));
-    let kind = if all(&|k| k.starts_with(EVAL_PREFIX)) {
-        RecordKind::Eval
-    } else if all(&|k| END_OF_RUN_METRICS.contains(&k)) {
-        RecordKind::EndOfRun
-    } else {
-        RecordKind::Train
-    };
-    Ok(Record {
-        step,
-        epoch,
-        kind,
-        values,
     })
 }

@@ -3,22 +3,15 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::{ReportError, io};
-use crate::metrics::{METRICS_FILE, MetricsLog, read_metrics_file};
+use sdpo_run::{
+    DataSummary, METRICS_FILE, SplitSummary, TRAINER_STATE_FILE, list_checkpoints,
+    read_data_summary, read_json, read_run_config,
+};
 
-/// The run's configuration as JSON, written by the trainer at start-up (optional: without it
-/// the newest checkpoint's `trainer_state.json` supplies the configuration).
-pub const RUN_CONFIG_FILE: &str = "run_config.json";
-
-/// The data summary written by the trainer after reading its data (optional: without it the
-/// report reads the configured data files itself, without tokenizing them).
-pub const DATA_SUMMARY_FILE: &str = "data_summary.json";
-
-/// The trainer state file inside a `checkpoint-N` directory.
-pub const TRAINER_STATE_FILE: &str = "trainer_state.json";
+use crate::error::ReportError;
+use crate::metrics::{MetricsLog, read_metrics_file};
 
 /// The run's configuration and where it was found.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,64 +33,6 @@ pub struct CheckpointInfo {
     pub max_steps: Option<usize>,
     /// Number of complete checkpoints in the run directory.
     pub count: usize,
-}
-
-/// What happened to one data file: the counts of `sdpo-data`'s `DataReport`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SplitSummary {
-    /// `train` or `eval`.
-    pub split: String,
-    /// The preference file.
-    pub file: PathBuf,
-    /// Records seen (valid or not).
-    pub records_read: usize,
-    /// Pairs in the dataset (valid records, less those dropped by truncation).
-    pub pairs: usize,
-    /// Records skipped as invalid.
-    pub skipped_invalid: usize,
-    /// Pairs dropped because truncation left no completion token; `None` when the file was not
-    /// tokenized for this summary.
-    #[serde(default)]
-    pub dropped_truncated: Option<usize>,
-    /// Pairs whose prompt was cut to `max_prompt_length`; `None` when not tokenized.
-    #[serde(default)]
-    pub prompts_truncated: Option<usize>,
-    /// Pairs with a side longer than `max_length`; `None` when not tokenized.
-    #[serde(default)]
-    pub pairs_over_max_length: Option<usize>,
-    /// The first reasons for skipped records, verbatim.
-    #[serde(default)]
-    pub reasons: Vec<String>,
-}
-
-impl SplitSummary {
-    /// The summary of a tokenized split from `sdpo-data`'s report.
-    pub fn from_data_report(split: &str, file: &Path, report: &sdpo_data::DataReport) -> Self {
-        Self {
-            split: split.to_string(),
-            file: file.to_path_buf(),
-            records_read: report.records_read,
-            pairs: report.pairs_kept,
-            skipped_invalid: report.skipped_invalid,
-            dropped_truncated: Some(report.dropped_truncated),
-            prompts_truncated: Some(report.prompts_truncated),
-            pairs_over_max_length: Some(report.pairs_over_max_length),
-            reasons: report.reasons.clone(),
-        }
-    }
-}
-
-/// The data of a run, one entry per split; `data_summary.json` holds this.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DataSummary {
-    /// Where the numbers come from, in words (shown in the report).
-    #[serde(default)]
-    pub source: String,
-    /// The splits.
-    pub splits: Vec<SplitSummary>,
-    /// A file named in the configuration that could not be read, with the reason.
-    #[serde(default)]
-    pub unreadable: Vec<String>,
 }
 
 /// Everything the run report shows.
@@ -132,11 +67,13 @@ impl RunReport {
         }
         let metrics = read_metrics_file(&run_dir.join(METRICS_FILE))?;
         let checkpoint = newest_checkpoint(run_dir)?;
-        let config_path = run_dir.join(RUN_CONFIG_FILE);
-        let config = if config_path.is_file() {
+        let config = if let Some(values) = read_run_config(run_dir)? {
             Some(RunConfig {
-                source: config_path.display().to_string(),
-                values: read_json(&config_path, "run configuration")?,
+                source: run_dir
+                    .join(sdpo_run::RUN_CONFIG_FILE)
+                    .display()
+                    .to_string(),
+                values,
             })
         } else if let Some((dir, state)) = checkpoint.as_ref().map(|c| (&c.dir, &c.state)) {
             state.get("config").map(|values| RunConfig {
@@ -146,18 +83,9 @@ impl RunReport {
         } else {
             None
         };
-        let summary_path = run_dir.join(DATA_SUMMARY_FILE);
-        let data = if summary_path.is_file() {
-            let value = read_json(&summary_path, "data summary")?;
-            Some(
-                serde_json::from_value(value).map_err(|e| ReportError::Malformed {
-                    what: "data summary",
-                    path: summary_path.clone(),
-                    reason: e.to_string(),
-                })?,
-            )
-        } else {
-            config.as_ref().map(|c| summarize_data_files(&c.values))
+        let data = match read_data_summary(run_dir)? {
+            Some(summary) => Some(summary),
+            None => config.as_ref().map(|c| summarize_data_files(&c.values)),
         };
         Ok(Self {
             run_dir: run_dir.to_path_buf(),
@@ -195,20 +123,7 @@ struct Checkpoint {
 }
 
 fn newest_checkpoint(run_dir: &Path) -> Result<Option<Checkpoint>, ReportError> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(run_dir).map_err(io("list", run_dir))? {
-        let entry = entry.map_err(io("list", run_dir))?;
-        let name = entry.file_name();
-        if let Some(step) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("checkpoint-"))
-            .and_then(|n| n.parse::<usize>().ok())
-            && entry.path().join(TRAINER_STATE_FILE).is_file()
-        {
-            found.push((step, entry.path()));
-        }
-    }
-    found.sort();
+    let mut found = list_checkpoints(run_dir)?;
     let count = found.len();
     let Some((_, dir)) = found.pop() else {
         return Ok(None);
@@ -238,15 +153,6 @@ fn newest_checkpoint(run_dir: &Path) -> Result<Option<Checkpoint>, ReportError> 
             count,
         },
     }))
-}
-
-fn read_json(path: &Path, what: &'static str) -> Result<Value, ReportError> {
-    let text = std::fs::read_to_string(path).map_err(io("read", path))?;
-    serde_json::from_str(&text).map_err(|e| ReportError::Malformed {
-        what,
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })
 }
 
 /// Reads (without tokenizing) the `train_file` and `eval_file` a configuration names. Paths are

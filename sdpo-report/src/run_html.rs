@@ -12,7 +12,9 @@ use crate::charts::{Line, LineChart, PALETTE, line_chart_svg, line_legend_html};
 use crate::error::ReportError;
 use crate::html::{escape, number, page, write_atomically};
 use crate::metrics::{EVAL_PREFIX, MetricPoint, MetricsLog};
-use crate::run::{DataSummary, RunReport};
+use sdpo_run::DataSummary;
+
+use crate::run::RunReport;
 
 /// The size of one chart in pixels (it scales with the page).
 const CHART_SIZE: (u32, u32) = (620, 340);

@@ -1,6 +1,6 @@
 //! One SDPO training step on a real checkpoint at a given sequence length, through the plain
 //! path (autodiff through `CausalLm::forward`) or the memory-bounded engine
-//! (`sdpo_train::engine`), for `bench/memory_bench.sh`.
+//! (`sdpo_train::logps`), for `bench/memory_bench.sh`.
 //!
 //! A step is what the trainer does per optimizer step with 2 pairs per step and a live
 //! reference: the reference's log-probs (untracked), the policy's log-probs, the SDPO loss
@@ -23,10 +23,10 @@ use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use sdpo_core::{LossConfig, PreferenceLoss, TokenLogps};
 use sdpo_models::CausalLm;
-use sdpo_train::batch::{DeviceBatch, SidedLogps, model_logps};
 use sdpo_train::clip::{clip_grad_norm, global_grad_norm};
-use sdpo_train::engine::{MemoryBudget, chunked_logps, policy_step};
-use sdpo_train::layout::RowLayout;
+use sdpo_train::logps::{
+    DeviceBatch, MemoryBudget, RowLayout, SidedLogps, chunked_logps, model_logps, policy_step,
+};
 
 fn batch(pairs: usize, seq: usize, vocab: usize, device: &Device) -> DeviceBatch {
     let rows = 2 * pairs;

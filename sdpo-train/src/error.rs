@@ -65,6 +65,10 @@ pub enum TrainError {
         /// What is wrong.
         reason: String,
     },
+    /// A run-directory file (`metrics.jsonl`, `run_config.json`, `data_summary.json`, the
+    /// `checkpoint-N` listing) could not be read or written, or is malformed.
+    #[error(transparent)]
+    RunDir(#[from] sdpo_run::RunDirError),
     /// The optimizer state's file could not be written or read (burn's record error).
     #[error("optimizer state `{path}`: {source}")]
     OptimizerRecord {

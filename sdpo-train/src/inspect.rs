@@ -7,19 +7,26 @@
 //! forward, the same reference (model or precomputed cache) and `sdpo-core`'s own selection and
 //! loss, with `loss_type = "sdpo"` and `sdpo_threshold = q`; nothing is re-implemented.
 
+use std::path::Path;
+
 use burn::module::Module;
 use burn::tensor::{Bool, Tensor};
 
-use sdpo_core::{LossType, LossTypes, PreferenceLoss, TokenLogps};
+use sdpo_core::{LossType, LossTypes, PreferenceLoss};
 
 use burn::tensor::Device;
 use sdpo_data::PreferenceBatch;
 use sdpo_models::CausalLm;
 
-use crate::batch::DeviceBatch;
-use crate::engine::LogpsPath;
+use crate::checkpoint::{TRAINER_STATE_FILE, saved_policy, verify_checkpoint};
+use crate::config::TrainConfig;
 use crate::error::TrainError;
-use crate::reference::{Reference, Split, reference_logps};
+use crate::logps::{DeviceBatch, LogpsPath};
+use crate::objective::token_logps;
+use crate::observer::TrainObserver;
+use crate::reference::sync::sync_reference_of;
+use crate::reference::{Reference, Split};
+use crate::startup::{RunData, StartingModels};
 use crate::trainer::Trainer;
 
 /// One completion as SDPO sees it.
@@ -80,7 +87,127 @@ fn host_bool(tensor: Tensor<2, Bool>, what: &'static str) -> Result<Vec<bool>, T
         .collect())
 }
 
+/// The models and data `sdpo inspect` scores, without an optimizer or an autodiff copy of
+/// the policy: the run's data, the policy (the initial one, or saved weights) and the
+/// reference, loaded and checked exactly as [`Trainer::new`] does.
+pub struct Inspector {
+    config: TrainConfig,
+    device: Device,
+    data: RunData,
+    policy: CausalLm,
+    reference: Reference,
+}
+
+impl std::fmt::Debug for Inspector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inspector")
+            .field("train_pairs", &self.data.train.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inspector {
+    /// Reads the run's data and loads its models on `device`: the policy is the initial one, or
+    /// the saved model (or PEFT adapter) in `policy_weights`, verified against its manifest
+    /// when it is a checkpoint; the reference is what the configuration says (with TR-DPO, the
+    /// moving reference the checkpoint holds).
+    pub fn new(
+        config: TrainConfig,
+        device: &Device,
+        policy_weights: Option<&Path>,
+        observer: &mut dyn TrainObserver,
+    ) -> Result<Self, TrainError> {
+        config.validate()?;
+        PreferenceLoss::new(config.loss.clone()).map_err(TrainError::Loss)?;
+        let data = RunData::load(&config, observer)?;
+        if let Some(dir) = policy_weights
+            && dir.join(TRAINER_STATE_FILE).is_file()
+        {
+            verify_checkpoint(dir, observer)?;
+        }
+        let models = StartingModels::load(
+            &config,
+            device,
+            &data,
+            policy_weights.and_then(sync_reference_of),
+            observer,
+        )?;
+        let policy = match policy_weights {
+            Some(dir) => {
+                let policy = saved_policy(dir, &models.initial, device)?;
+                data.check_model(&policy, dir, &config)?;
+                policy.with_matmul_precision(models.precision)
+            }
+            None => models.initial,
+        };
+        Ok(Self {
+            config,
+            device: device.clone(),
+            data,
+            policy,
+            reference: models.reference,
+        })
+    }
+
+    /// The run's configuration.
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    /// Where the reference log-probs come from.
+    pub fn reference(&self) -> &Reference {
+        &self.reference
+    }
+
+    /// What inspection scores: this policy, the reference and the data.
+    pub fn inspection(&self) -> Inspection<'_> {
+        Inspection {
+            config: &self.config,
+            data: &self.data,
+            policy: self.policy.clone(),
+            reference: &self.reference,
+            device: &self.device,
+        }
+    }
+}
+
 impl Trainer {
+    /// What inspection scores: the policy as it stands (without autodiff), the reference and
+    /// the run's data.
+    pub fn inspection(&self) -> Inspection<'_> {
+        Inspection {
+            config: self.config(),
+            data: self.data(),
+            policy: self.policy().valid(),
+            reference: self.reference(),
+            device: self.device(),
+        }
+    }
+}
+
+/// A policy, a reference and a run's data, ready to inspect: from [`Inspector::inspection`]
+/// or [`Trainer::inspection`].
+pub struct Inspection<'a> {
+    config: &'a TrainConfig,
+    data: &'a RunData,
+    /// On the plain (non-autodiff) device.
+    policy: CausalLm,
+    reference: &'a Reference,
+    device: &'a Device,
+}
+
+impl std::fmt::Debug for Inspection<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inspection").finish_non_exhaustive()
+    }
+}
+
+impl Inspection<'_> {
+    /// Pairs in the train split, or in the eval split (0 without one).
+    pub fn num_pairs(&self, split: Split) -> usize {
+        self.data.num_pairs(split)
+    }
+
     /// Inspects the pairs `indices` of `split` at each SDPO threshold of `thresholds`.
     pub fn inspect(
         &self,
@@ -89,8 +216,8 @@ impl Trainer {
         thresholds: &[f64],
     ) -> Result<Vec<InspectedPair>, TrainError> {
         let (dataset, file) = match split {
-            Split::Train => (&self.data().train, &self.config().train_file),
-            Split::Eval => match (&self.data().eval, &self.config().eval_file) {
+            Split::Train => (&self.data.train, &self.config.train_file),
+            Split::Eval => match (&self.data.eval, &self.config.eval_file) {
                 (Some(eval), Some(file)) => (eval, file),
                 _ => {
                     return Err(TrainError::Config {
@@ -117,23 +244,22 @@ impl Trainer {
                 loss_type: LossTypes::One(LossType::Sdpo),
                 loss_weights: None,
                 sdpo_threshold: q,
-                ..self.config().loss.clone()
+                ..self.config.loss.clone()
             };
             losses.push(PreferenceLoss::new(config).map_err(TrainError::Loss)?);
         }
-        let policy = self.policy().valid();
-        let batch_size = self.config().per_device_eval_batch_size.max(1);
+        let batch_size = self.config.per_device_eval_batch_size.max(1);
         let mut out = Vec::with_capacity(indices.len());
         for chunk in indices.chunks(batch_size) {
-            let host_batch = self.data().collator.collate_indices(dataset, chunk)?;
+            let host_batch = self.data.collator.collate_indices(dataset, chunk)?;
             let mut pairs = inspect_batch(
-                &policy,
-                self.reference(),
-                &self.config().logps_path(),
+                &self.policy,
+                self.reference,
+                &LogpsPath::for_config(self.config),
                 split,
                 &host_batch,
                 &losses,
-                self.device(),
+                self.device,
             )?;
             for pair in &mut pairs {
                 pair.origin = dataset
@@ -153,7 +279,7 @@ impl Trainer {
 /// rewards and per-pair losses. Pair `row` of the result is row `row` of `host_batch`; its
 /// `index` is `host_batch.pair_indices[row]` and its `origin` is left empty.
 ///
-/// Both models run on `path` (the run's [`crate::TrainConfig::logps_path`]). `policy` is a
+/// Both models run on `path` (the run's [`LogpsPath::for_config`]). `policy` is a
 /// plain (non-autodiff) model; `split` picks the reference cache's split when the
 /// reference is precomputed.
 pub fn inspect_batch(
@@ -167,19 +293,8 @@ pub fn inspect_batch(
 ) -> Result<Vec<InspectedPair>, TrainError> {
     let mut out = Vec::with_capacity(host_batch.batch_size);
     let batch = DeviceBatch::new(host_batch, device);
-    let sides = path.logps(policy, &batch, false)?;
-    let (ref_chosen, ref_rejected) =
-        reference_logps(reference, path, split, host_batch, &batch, device)?;
-    let inputs = TokenLogps {
-        policy_chosen_logps: sides.chosen,
-        policy_rejected_logps: sides.rejected,
-        ref_chosen_logps: ref_chosen,
-        ref_rejected_logps: ref_rejected,
-        chosen_loss_mask: sides.chosen_mask,
-        rejected_loss_mask: sides.rejected_mask,
-        policy_chosen_log_sum_sq_probs: sides.chosen_log_sum_sq_probs,
-        policy_rejected_log_sum_sq_probs: sides.rejected_log_sum_sq_probs,
-    };
+    let reference = reference.logps(path, split, host_batch, &batch)?;
+    let inputs = token_logps(path.logps(policy, &batch, false)?, reference);
     let (b, t) = (host_batch.batch_size, host_batch.seq_len);
     let width = t - 1;
     let read = |x: &Tensor<2>, what| host(x.clone(), what);

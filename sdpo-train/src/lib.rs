@@ -1,48 +1,57 @@
 //! SDPO / DPO training for sdpo-rs: the loop a user runs with `sdpo train`.
 //!
-//! [`Trainer::new`] starts a run (module `startup`): it reads and tokenizes the preference data
-//! (`sdpo-data`), loads the policy and the reference (`sdpo-models`), checks every model against
-//! the data and the reference's tokenizer against the policy's, verifies and compares a
-//! checkpoint it resumes from, and with `precompute_ref_log_probs` fills a per-token reference
-//! cache. [`Trainer::train`] runs chosen and rejected through the policy in one forward pass of
-//! `2B` rows, computes the configured loss ([`objective`], `sdpo-core`), accumulates gradients
-//! over micro-batches, refuses a step whose loss, gradient norm or log-probs are not finite,
-//! clips by the global norm and steps AdamW ([`optimizer`]) on a schedule; it logs TRL's
-//! metrics to `output_dir/metrics.jsonl`, evaluates, and writes atomic checkpoints with a
-//! [`manifest`] that a later run verifies and resumes from exactly.
+//! Three ways in:
 //!
-//! Nothing here prints: progress goes to a [`TrainObserver`] (the CLI draws a progress bar).
+//! - **A whole run**: [`Trainer::new`] reads and tokenizes the preference data (`sdpo-data`),
+//!   loads the policy and the reference (`sdpo-models`), checks each against the data, verifies a
+//!   checkpoint it resumes from and (with `precompute_ref_log_probs`) fills the reference cache;
+//!   [`Trainer::train`] runs the optimizer steps, logs TRL's metrics, evaluates and writes
+//!   checkpoints. Progress goes to a [`TrainObserver`]; nothing here prints.
+//! - **One step in your own loop**: [`micro_step`] is one micro-batch: the reference's
+//!   log-probs ([`Reference::logps`]), then the policy's forward and backward on the run's
+//!   [`LogpsPath`] (whole graph or the memory-bounded engine) through [`policy_gradients`],
+//!   with the configured loss of `sdpo-core` ([`objective`]). [`policy_gradients`] takes any
+//!   loss on the per-token log-probs.
+//! - **Reading a run**: everything a run writes to `output_dir` is described once in
+//!   [`run_dir`] (the `sdpo-run` crate): [`read_metrics_records`], the checkpoint folders, the
+//!   configuration and data summary.
+//!
+//! The modules, in the order a step runs through them (docs/training-internals.md has the
+//! map): [`config`] → `startup` (data, plan, starting models) → [`reference`] → [`logps`] →
+//! [`objective`] → `trainer` (accumulation, the finiteness checks, [`clip`], AdamW on a
+//! [`schedule`]) → [`steps`] (when to log, evaluate, save) → [`checkpoint`] and [`best`].
 #![warn(missing_docs)]
 
-pub mod batch;
 pub mod best;
-pub mod cache;
 pub mod checkpoint;
 pub mod clip;
 pub mod config;
-pub mod device;
-pub mod engine;
-pub mod error;
+mod device;
+mod error;
 pub mod inspect;
-pub mod layout;
-pub mod manifest;
-pub mod model_card;
+pub mod logps;
+mod model_card;
 pub mod objective;
-pub mod observer;
+mod observer;
 pub mod optimizer;
 pub mod precision;
-pub mod ref_sync;
 pub mod reference;
-pub mod resume;
 pub mod run_summary;
 pub mod schedule;
 mod startup;
 pub mod steps;
-pub mod trainer;
+mod trainer;
 
 pub use config::{LrSchedulerType, Optimizer, RefDtype, TrainConfig};
 pub use device::training_device;
 pub use error::TrainError;
-pub use observer::{MetricsRecord, SilentObserver, StepProgress, TrainObserver, read_metrics};
+pub use inspect::{Inspection, Inspector};
+pub use logps::{DeviceBatch, LogpsPath, MemoryMode, RowLayout, SidedLogps, policy_gradients};
+pub use objective::{MicroStep, micro_step};
+pub use observer::{MetricsFile, MetricsRecord, SilentObserver, StepProgress, TrainObserver};
+pub use reference::{Reference, ReferenceLogps, Split};
+/// The run directory's names, records, readers and writers (the `sdpo-run` crate).
+pub use sdpo_run as run_dir;
+pub use sdpo_run::read_metrics_records;
 pub use steps::{IntervalStrategy, SaveStrategy, Steps};
 pub use trainer::{MERGED_DIR, Start, Trainer};

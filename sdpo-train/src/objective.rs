@@ -1,7 +1,13 @@
-//! The objective of one batch: the policy's and the reference's per-token log-probs, the
-//! configured loss from `sdpo-core`, TRL's metrics, and the finiteness checks the trainer reads
+//! The objective of one batch: the configured loss from `sdpo-core` on the policy's and the
+//! reference's per-token log-probs, TRL's metrics, and the finiteness checks the trainer reads
 //! before it lets a step touch the weights.
+//!
+//! A training micro-batch is [`micro_step`]: the reference's log-probs first (a model forward
+//! or a cache read, with nothing of the policy held), then the policy's forward and backward
+//! through [`crate::logps::policy_gradients`] with [`objective_from_logps`] as the loss.
+//! Evaluation is [`batch_objective`], the same without gradients.
 
+use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 
 use sdpo_core::{
@@ -10,10 +16,9 @@ use sdpo_core::{
 use sdpo_data::PreferenceBatch;
 use sdpo_models::CausalLm;
 
-use crate::batch::{DeviceBatch, SidedLogps};
-use crate::engine::LogpsPath;
 use crate::error::TrainError;
-use crate::reference::{Reference, Split, reference_logps};
+use crate::logps::{DeviceBatch, LogpsPath, SidedLogps, policy_gradients};
+use crate::reference::{Reference, ReferenceLogps, Split};
 
 /// A batch's loss (with the policy's graph on an autodiff device), its metrics and its checks,
 /// all still on the device.
@@ -30,16 +35,53 @@ pub struct BatchObjective {
     pub checks: Vec<Metric>,
 }
 
+/// What one training micro-batch gives the optimizer step: metrics and checks as in
+/// [`BatchObjective`], still on the device, and the policy's gradients of the weighted loss.
+#[derive(Debug)]
+pub struct MicroStep {
+    /// TRL's metrics, detached, unweighted.
+    pub metrics: Vec<Metric>,
+    /// See [`BatchObjective::checks`].
+    pub checks: Vec<Metric>,
+    /// Gradients of `loss * loss_weight` with respect to the policy's trainable parameters.
+    pub grads: GradientsParams,
+}
+
 /// Names of the [`BatchObjective::checks`].
 pub const POLICY_LOGPS_CHECK: &str = "policy log-probs";
 /// See [`POLICY_LOGPS_CHECK`].
 pub const REFERENCE_LOGPS_CHECK: &str = "reference log-probs";
 
-/// The loss of one batch: the policy's per-token log-probs (one forward pass of `2B` rows on
-/// `path`), the reference's (model on the same path, or cache), then `objective` (which
-/// advances its `bco_pair` state). On [`LogpsPath::Whole`] the loss keeps the policy's graph
-/// when `model` is on an autodiff device; nothing is read back. (A bounded training step is
-/// [`crate::engine::policy_step`] with [`objective_from_logps`] as its loss.)
+/// One training micro-batch of `policy` (on an autodiff device) on `batch` (collated from
+/// `host`, train split): the reference's log-probs, then the policy's forward and backward on
+/// `path` with the configured loss scaled by `loss_weight` (a gradient-accumulation weight,
+/// times `fp16`'s loss scale), advancing `objective`'s `bco_pair` state.
+pub fn micro_step(
+    policy: &CausalLm,
+    reference: &Reference,
+    path: &LogpsPath,
+    host: &PreferenceBatch,
+    batch: &DeviceBatch,
+    objective: &mut PreferenceLoss,
+    loss_weight: f64,
+) -> Result<MicroStep, TrainError> {
+    let reference = reference.logps(path, Split::Train, host, batch)?;
+    let wpo = objective.config().use_weighting;
+    let ((metrics, checks), grads) = policy_gradients(policy, batch, path, wpo, |logps| {
+        let out = objective_from_logps(logps, reference, objective)?;
+        Ok((out.loss * loss_weight, (out.metrics, out.checks)))
+    })?;
+    Ok(MicroStep {
+        metrics,
+        checks,
+        grads,
+    })
+}
+
+/// The objective of one batch without a backward (evaluation): the reference's log-probs
+/// (model on `path`, or the cache of `split`), the policy's on `path`, then `objective` (which
+/// advances its `bco_pair` state). The loss keeps `model`'s graph when it is on an autodiff
+/// device and `path` is [`crate::logps::MemoryMode::Whole`].
 pub fn batch_objective(
     model: &CausalLm,
     reference: &Reference,
@@ -49,35 +91,54 @@ pub fn batch_objective(
     batch: &DeviceBatch,
     objective: &mut PreferenceLoss,
 ) -> Result<BatchObjective, TrainError> {
-    let wpo = objective.config().use_weighting;
-    let policy = path.logps(model, batch, wpo)?;
-    objective_from_logps(policy, reference, path, split, host, batch, objective)
+    let reference = reference.logps(path, split, host, batch)?;
+    let policy = path.logps(model, batch, objective.config().use_weighting)?;
+    objective_from_logps(policy, reference, objective)
 }
 
-/// [`batch_objective`] from the policy's per-token log-probs (`policy`, with WPO's
-/// `log(sum_v p_v^2)` when the loss uses weighting): the reference's log-probs on `path`, the
-/// loss, TRL's metrics and the checks.
-pub fn objective_from_logps(
-    policy: SidedLogps,
-    reference: &Reference,
-    path: &LogpsPath,
-    split: Split,
-    host: &PreferenceBatch,
-    batch: &DeviceBatch,
-    objective: &mut PreferenceLoss,
-) -> Result<BatchObjective, TrainError> {
-    let device = batch.input_ids.device();
-    let (ref_chosen, ref_rejected) = reference_logps(reference, path, split, host, batch, &device)?;
+/// The policy's statistics that are logged but not part of the loss.
+struct PolicyStats {
+    chosen_logits_mean: Tensor<1>,
+    rejected_logits_mean: Tensor<1>,
+    entropy: Tensor<1>,
+    mean_token_accuracy: Tensor<1>,
+}
+
+/// `sdpo-core`'s loss inputs from the two models' per-token log-probs, and the policy's logged
+/// statistics.
+fn loss_inputs(policy: SidedLogps, reference: ReferenceLogps) -> (TokenLogps, PolicyStats) {
     let inputs = TokenLogps {
         policy_chosen_logps: policy.chosen,
         policy_rejected_logps: policy.rejected,
-        ref_chosen_logps: ref_chosen,
-        ref_rejected_logps: ref_rejected,
+        ref_chosen_logps: reference.chosen,
+        ref_rejected_logps: reference.rejected,
         chosen_loss_mask: policy.chosen_mask,
         rejected_loss_mask: policy.rejected_mask,
         policy_chosen_log_sum_sq_probs: policy.chosen_log_sum_sq_probs,
         policy_rejected_log_sum_sq_probs: policy.rejected_log_sum_sq_probs,
     };
+    let stats = PolicyStats {
+        chosen_logits_mean: policy.chosen_logits_mean,
+        rejected_logits_mean: policy.rejected_logits_mean,
+        entropy: policy.entropy,
+        mean_token_accuracy: policy.mean_token_accuracy,
+    };
+    (inputs, stats)
+}
+
+/// `sdpo-core`'s loss inputs from the two models' per-token log-probs (for `sdpo inspect`).
+pub fn token_logps(policy: SidedLogps, reference: ReferenceLogps) -> TokenLogps {
+    loss_inputs(policy, reference).0
+}
+
+/// The loss, TRL's metrics and the checks from the policy's per-token log-probs (`policy`, with
+/// WPO's `log(sum_v p_v^2)` when the loss uses weighting) and the reference's.
+pub fn objective_from_logps(
+    policy: SidedLogps,
+    reference: ReferenceLogps,
+    objective: &mut PreferenceLoss,
+) -> Result<BatchObjective, TrainError> {
+    let (inputs, stats) = loss_inputs(policy, reference);
     let scored_sum = |chosen: &Tensor<2>, rejected: &Tensor<2>| {
         let sum = masked_sum(chosen.clone().detach(), inputs.chosen_loss_mask.clone())
             + masked_sum(rejected.clone().detach(), inputs.rejected_loss_mask.clone());
@@ -107,18 +168,15 @@ pub fn objective_from_logps(
             .into_iter()
             .map(|(k, v)| (k, v.without_autodiff())),
     );
-    metrics.push((
-        "logits/chosen",
-        policy.chosen_logits_mean.without_autodiff(),
-    ));
+    metrics.push(("logits/chosen", stats.chosen_logits_mean.without_autodiff()));
     metrics.push((
         "logits/rejected",
-        policy.rejected_logits_mean.without_autodiff(),
+        stats.rejected_logits_mean.without_autodiff(),
     ));
-    metrics.push(("entropy", policy.entropy.without_autodiff()));
+    metrics.push(("entropy", stats.entropy.without_autodiff()));
     metrics.push((
         "mean_token_accuracy",
-        policy.mean_token_accuracy.without_autodiff(),
+        stats.mean_token_accuracy.without_autodiff(),
     ));
     Ok(BatchObjective {
         loss: out.loss,

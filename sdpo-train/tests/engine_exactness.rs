@@ -1,4 +1,4 @@
-//! The memory-bounded engine (`sdpo_train::engine`) against the plain path (autodiff through
+//! The memory-bounded engine (`sdpo_train::logps`) against the plain path (autodiff through
 //! `CausalLm::forward` + the sdpo-core loss): the same per-token log-probs, `logits/*` means,
 //! loss and the gradient of every parameter, on the four tiny checkpoints with padding, for a
 //! single chunk/block and for chunks and blocks of one position; plus the end-to-end SDPO
@@ -17,9 +17,10 @@ use sdpo_core::{
     LossConfig, LossType, LossTypes, PreferenceLoss, TokenLogps, chosen_nll_loss, masked_sum,
 };
 use sdpo_models::CausalLm;
-use sdpo_train::batch::{DeviceBatch, SidedLogps, model_logps};
-use sdpo_train::engine::{MemoryBudget, chunked_logps, chunked_logps_with, policy_step};
-use sdpo_train::layout::RowLayout;
+use sdpo_train::logps::{
+    DeviceBatch, MemoryBudget, RowLayout, SidedLogps, chunked_logps, chunked_logps_with,
+    model_logps, policy_step,
+};
 use serde_json::Value;
 
 /// Every tiny model of the fixture set: one or more per architecture family.
@@ -642,7 +643,7 @@ fn random_batch(rng: &mut Lcg, vocab: usize, device: &Device) -> DeviceBatch {
 
 #[test]
 fn shared_prompt_rows_give_the_two_row_log_probs_and_gradients_on_random_batches() {
-    use sdpo_train::engine::{LogpsPath, layout_logps};
+    use sdpo_train::logps::{LogpsPath, layout_logps};
     let config = LossConfig {
         loss_type: LossTypes::Many(vec![LossType::Sigmoid, LossType::Sft]),
         ..LossConfig::default()
@@ -749,7 +750,7 @@ fn shared_prompt_rows_give_the_two_row_log_probs_and_gradients_on_random_batches
 #[test]
 #[ignore = "needs SDPO_SMOLLM2_DIR (tools/get-smollm2.sh)"]
 fn smollm2_shared_prompt_logps_match_transformers() {
-    use sdpo_train::engine::LogpsPath;
+    use sdpo_train::logps::LogpsPath;
     let dir = sdpo_testkit::smollm2_dir();
     let golden: Value =
         serde_json::from_str(&sdpo_testkit::read_fixture("smollm2/golden.json")).expect("json");

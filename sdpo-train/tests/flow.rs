@@ -11,7 +11,7 @@ use std::path::Path;
 
 use sdpo_testkit::read_fixture;
 use sdpo_train::best::{self, BestMetric, BestState};
-use sdpo_train::checkpoint::{TRAINER_STATE, list_checkpoints};
+use sdpo_train::checkpoint::{TRAINER_STATE_FILE, list_checkpoints};
 use sdpo_train::steps::RunIntervals;
 use sdpo_train::{MetricsRecord, SaveStrategy, TrainConfig};
 use serde_json::{Map, Value};
@@ -132,7 +132,7 @@ fn replay(config: &TrainConfig, spe: usize, metrics: &[Value], out: &Path) -> Ou
                 outcome.best.after_save(out, step);
                 let dir = out.join(format!("checkpoint-{step}"));
                 std::fs::create_dir_all(&dir).unwrap();
-                std::fs::write(dir.join(TRAINER_STATE), "{}").unwrap();
+                std::fs::write(dir.join(TRAINER_STATE_FILE), "{}").unwrap();
                 let best_dir = outcome.best.best_model_checkpoint.clone();
                 best::rotate(out, config.save_total_limit, best_dir.as_deref()).unwrap();
                 outcome.saved.push(step);

@@ -13,9 +13,8 @@ use sdpo_report::{
     render_inspect_text,
 };
 use sdpo_testkit::{Tolerance, assert_close};
-use sdpo_train::engine::{LogpsPath, MemoryBudget};
 use sdpo_train::inspect::{InspectedPair, InspectedSequence, inspect_batch};
-use sdpo_train::layout::RowLayout;
+use sdpo_train::logps::{LogpsPath, MemoryBudget, RowLayout};
 use sdpo_train::reference::{Reference, Split};
 use serde_json::Value;
 

@@ -13,7 +13,7 @@ use common::{series, tiny_config, without_timing, write_reference_model};
 use sdpo_models::lora::TargetModules;
 use sdpo_models::{CausalLm, ModelConfig};
 use sdpo_train::{
-    MERGED_DIR, SilentObserver, Start, TrainConfig, TrainError, Trainer, read_metrics,
+    MERGED_DIR, SilentObserver, Start, TrainConfig, TrainError, Trainer, read_metrics_records,
 };
 
 /// The tiny run with LoRA on every linear layer (no dropout, so runs are deterministic).
@@ -261,7 +261,7 @@ fn resumed_lora_run_equals_the_uninterrupted_run() {
         .unwrap();
         assert_eq!(resumed.global_step(), 2);
         resumed.train(None, &mut SilentObserver).unwrap();
-        let after = read_metrics(&interrupted.output_dir.join("metrics.jsonl")).unwrap();
+        let after = read_metrics_records(&interrupted.output_dir.join("metrics.jsonl")).unwrap();
         assert_eq!(full.len(), after.len(), "[{}] records", dev.name);
         if dev.name == "flex" {
             assert_eq!(

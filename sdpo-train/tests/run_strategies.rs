@@ -221,7 +221,8 @@ fn a_resumed_tr_dpo_run_continues_from_the_checkpointed_reference() {
     )
     .unwrap();
     resumed.train(None, &mut SilentObserver).unwrap();
-    let after = sdpo_train::read_metrics(&interrupted.output_dir.join("metrics.jsonl")).unwrap();
+    let after =
+        sdpo_train::read_metrics_records(&interrupted.output_dir.join("metrics.jsonl")).unwrap();
     assert_eq!(
         without_timing(&full),
         without_timing(&after),

@@ -10,11 +10,11 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Tensor};
 use common::{tiny_config, tokenizer_dir, write_tiny_model_config};
 use sdpo_models::CausalLm;
+use sdpo_train::MetricsFile;
 use sdpo_train::checkpoint::checkpoint_dir;
-use sdpo_train::observer::MetricsFile;
 use sdpo_train::{
     MetricsRecord, SilentObserver, Start, TrainConfig, TrainError, TrainObserver, Trainer,
-    read_metrics,
+    read_metrics_records,
 };
 
 /// Collects the observer's messages.
@@ -102,7 +102,7 @@ fn a_diverging_run_stops_before_the_update_and_its_last_checkpoint_resumes() {
     assert_eq!(resumed.global_step(), step - 1);
     assert_eq!(bits(&weights(resumed.policy())), bits(&before));
     // The metrics written so far read back.
-    let records = read_metrics(&config.output_dir.join(MetricsFile::NAME)).unwrap();
+    let records = read_metrics_records(&config.output_dir.join(MetricsFile::NAME)).unwrap();
     assert_eq!(records.last().map(|r| r.step), Some(step - 1));
 }
 
@@ -126,26 +126,26 @@ fn non_finite_metrics_are_written_as_null_and_read_back_as_nan() {
     let path = tmp.path().join(MetricsFile::NAME);
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(text.contains("null"), "{text}");
-    let back = read_metrics(&path).unwrap();
+    let back = read_metrics_records(&path).unwrap();
     assert_eq!(back.len(), 1);
     assert!(back[0].values["eval_loss"].is_nan());
     assert!(back[0].values["eval_rewards/margins"].is_nan());
     assert_eq!(back[0].values["eval_rewards/accuracies"], 0.75);
     // Resuming keeps such records.
     MetricsFile::open(tmp.path(), Some(3)).unwrap();
-    assert_eq!(read_metrics(&path).unwrap().len(), 1);
+    assert_eq!(read_metrics_records(&path).unwrap().len(), 1);
 
     // A record cut short by a kill (no newline) is left out; a bad line elsewhere is an error.
     std::fs::write(&path, format!("{}{{\"step\": 4, \"ep", text)).unwrap();
-    assert_eq!(read_metrics(&path).unwrap().len(), 1);
+    assert_eq!(read_metrics_records(&path).unwrap().len(), 1);
     std::fs::write(&path, format!("garbage\n{text}")).unwrap();
-    let err = read_metrics(&path).unwrap_err().to_string();
+    let err = read_metrics_records(&path).unwrap_err().to_string();
     assert!(
         err.contains("line 1") && err.contains("metrics.jsonl"),
         "{err}"
     );
     std::fs::write(&path, "{\"step\": 1, \"epoch\": 0.1, \"loss\": \"high\"}\n").unwrap();
-    let err = read_metrics(&path).unwrap_err().to_string();
+    let err = read_metrics_records(&path).unwrap_err().to_string();
     assert!(err.contains("loss"), "{err}");
 }
 
@@ -410,7 +410,7 @@ fn damage_file(path: &Path, how: &str) {
 
 #[test]
 fn a_corrupted_reference_cache_is_an_error_naming_it_and_is_recomputed() {
-    use sdpo_train::cache::RefLogpsCache;
+    use sdpo_train::reference::RefLogpsCache;
     let tmp = tempfile::tempdir().unwrap();
     let mut config = tiny_config(tmp.path());
     config.precompute_ref_log_probs = true;

@@ -1,23 +1,22 @@
 //! One training step of the trainer's own paths on the batch of `sdpo_e2e.json` (policy = tiny
 //! `models/llama`, reference = tiny `models/llama_tied`): the whole-batch path (concatenated
 //! forward of policy and reference, per-token log-probs, SDPO selection, loss, autodiff
-//! backward) and the memory-bounded path of `gradient_checkpointing` (`engine::policy_step`
-//! with the trainer's `objective_from_logps`, blocks and chunks of one position), each with two
+//! backward) and the memory-bounded path of `gradient_checkpointing` (`logps::policy_step`
+//! through the trainer's `objective::micro_step`, blocks and chunks of one position), each with two
 //! rows per pair and with the shared-prompt rows (`shared_prompt_forward`). The loss must
 //! equal the golden `loss_mean` and every policy gradient the golden gradient (PyTorch autograd).
 
 use burn::module::{Module, ModuleMapper, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, FloatDType, Tensor};
+use sdpo_core::read_metrics;
 use sdpo_core::{LossConfig, LossType, LossTypes, PreferenceLoss};
 use sdpo_data::PreferenceBatch;
 use sdpo_models::{CausalLm, MatmulPrecision};
 use sdpo_testkit::{Tolerance, assert_close};
-use sdpo_train::batch::DeviceBatch;
-use sdpo_train::engine::{LogpsPath, MemoryBudget, MemoryMode, policy_step};
-use sdpo_train::layout::RowLayout;
-use sdpo_train::objective::{batch_objective, objective_from_logps};
-use sdpo_train::reference::{Reference, Split};
+use sdpo_train::logps::{DeviceBatch, LogpsPath, MemoryBudget, RowLayout};
+use sdpo_train::objective::micro_step;
+use sdpo_train::reference::Reference;
 use serde_json::Value;
 
 mod e2e_batch;
@@ -62,39 +61,19 @@ fn sdpo_step(
     })
     .unwrap();
     let device_batch = DeviceBatch::new(host, device);
-    let (loss, grads) = match &path.memory {
-        MemoryMode::Whole => {
-            let loss = batch_objective(
-                &policy,
-                &reference,
-                &path,
-                Split::Train,
-                host,
-                &device_batch,
-                &mut objective,
-            )
-            .unwrap()
-            .loss;
-            let value = loss.clone().into_scalar::<f64>();
-            (value, GradientsParams::from_grads(loss.backward(), &policy))
-        }
-        MemoryMode::Bounded(budget) => {
-            policy_step(&policy, &device_batch, budget, path.layout, None, |logps| {
-                let out = objective_from_logps(
-                    logps.into_sided(),
-                    &reference,
-                    &path,
-                    Split::Train,
-                    host,
-                    &device_batch,
-                    &mut objective,
-                )?;
-                let value = out.loss.clone().into_scalar::<f64>();
-                Ok((out.loss, value))
-            })
-            .unwrap()
-        }
-    };
+    let out = micro_step(
+        &policy,
+        &reference,
+        &path,
+        host,
+        &device_batch,
+        &mut objective,
+        1.0,
+    )
+    .unwrap();
+    let metrics = read_metrics(out.metrics).unwrap();
+    let loss = metrics.iter().find(|(k, _)| *k == "loss").unwrap().1;
+    let grads = out.grads;
     (loss, grads, policy)
 }
 
@@ -274,8 +253,8 @@ fn logits_in_row_chunks_give_the_same_log_probs() {
     for dev in sdpo_testkit::test_devices!() {
         let model = CausalLm::from_pretrained(dir.join("models/llama"), &dev.device).unwrap();
         let device_batch = DeviceBatch::new(&host, &dev.device);
-        let whole = sdpo_train::batch::model_logps(&model, &device_batch).unwrap();
-        let rows = sdpo_train::batch::model_logps_chunked(&model, &device_batch, 1, false).unwrap();
+        let whole = sdpo_train::logps::model_logps(&model, &device_batch).unwrap();
+        let rows = sdpo_train::logps::model_logps_chunked(&model, &device_batch, 1, false).unwrap();
         let pairs = [(whole.chosen, rows.chosen), (whole.rejected, rows.rejected)];
         for (a, b) in pairs {
             let (a, b) = (

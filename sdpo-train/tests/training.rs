@@ -6,7 +6,7 @@ use common::{
     series, tiny_config, tokenizer_dir, without_timing, write_pairs, write_reference_model,
 };
 use sdpo_testkit::{Tolerance, assert_close};
-use sdpo_train::{SilentObserver, Start, TrainConfig, TrainError, Trainer, read_metrics};
+use sdpo_train::{SilentObserver, Start, TrainConfig, TrainError, Trainer, read_metrics_records};
 
 fn run(config: TrainConfig, device: &burn::tensor::Device) -> Vec<sdpo_train::MetricsRecord> {
     let mut trainer =
@@ -108,8 +108,8 @@ fn resumed_run_equals_the_uninterrupted_run() {
         .unwrap();
         assert_eq!(resumed.global_step(), 2);
         resumed.train(None, &mut SilentObserver).unwrap();
-        let after = read_metrics(&interrupted.output_dir.join("metrics.jsonl")).unwrap();
-        let before = read_metrics(&config.output_dir.join("metrics.jsonl")).unwrap();
+        let after = read_metrics_records(&interrupted.output_dir.join("metrics.jsonl")).unwrap();
+        let before = read_metrics_records(&config.output_dir.join("metrics.jsonl")).unwrap();
         assert_eq!(full, before, "the returned records are the file's records");
         // Bit-exact on flex: every metric of every step, including eval (not the clock).
         if dev.name == "flex" {

@@ -15,11 +15,9 @@ use sdpo_core::{LossConfig, LossType, LossTypes, PreferenceLoss, read_metrics};
 use sdpo_data::PreferenceBatch;
 use sdpo_models::CausalLm;
 use sdpo_testkit::{Tolerance, assert_close};
-use sdpo_train::batch::DeviceBatch;
 use sdpo_train::clip::global_grad_norm;
-use sdpo_train::engine::{LogpsPath, MemoryBudget, MemoryMode, policy_step};
-use sdpo_train::layout::RowLayout;
-use sdpo_train::objective::{batch_objective, objective_from_logps};
+use sdpo_train::logps::{DeviceBatch, LogpsPath, MemoryBudget, RowLayout};
+use sdpo_train::objective::{batch_objective, micro_step};
 use sdpo_train::reference::{Reference, Split};
 use sdpo_train::run_summary::{non_embedding_params, total_flos};
 use serde_json::Value;
@@ -110,37 +108,8 @@ fn train_step(
 ) -> (BTreeMap<String, f64>, GradientsParams) {
     let mut loss = objective(fixture);
     let batch = DeviceBatch::new(host, device);
-    let (metrics, grads) = match path.memory {
-        MemoryMode::Whole => {
-            let out = batch_objective(
-                policy,
-                reference,
-                &path,
-                Split::Train,
-                host,
-                &batch,
-                &mut loss,
-            )
-            .unwrap();
-            let grads = GradientsParams::from_grads(out.loss.backward(), policy);
-            (out.metrics, grads)
-        }
-        MemoryMode::Bounded(budget) => {
-            policy_step(policy, &batch, &budget, path.layout, None, |logps| {
-                let out = objective_from_logps(
-                    logps.into_sided(),
-                    reference,
-                    &path,
-                    Split::Train,
-                    host,
-                    &batch,
-                    &mut loss,
-                )?;
-                Ok((out.loss, out.metrics))
-            })
-            .unwrap()
-        }
-    };
+    let out = micro_step(policy, reference, &path, host, &batch, &mut loss, 1.0).unwrap();
+    let (metrics, grads) = (out.metrics, out.grads);
     let values = read_metrics(metrics)
         .unwrap()
         .into_iter()

@@ -11,7 +11,7 @@ use sdpo_core::{LossType, LossTypes};
 use sdpo_models::{CausalLm, ModelConfig};
 use sdpo_train::inspect::InspectedPair;
 use sdpo_train::reference::Split;
-use sdpo_train::{SaveStrategy, SilentObserver, Start, TrainConfig, Trainer};
+use sdpo_train::{Inspector, SaveStrategy, SilentObserver, Start, TrainConfig, Trainer};
 use serde_json::{Value, json};
 
 use crate::data::{self, COMPLETION_LEN, DECISIVE, Kind, Pair, Rng};
@@ -268,10 +268,11 @@ fn inspect_against_initial(
         .join("eval-scratch");
     let mut config = run_config(layout, policy, &layout.initial, file, scratch);
     config.eval_file = Some(file.to_path_buf());
-    let trainer = Trainer::new(config, device, Start::Fresh, &mut SilentObserver)
+    let inspector = Inspector::new(config, device, None, &mut SilentObserver)
         .with_context(|| format!("load {} for evaluation", policy.display()))?;
-    let indices: Vec<usize> = (0..trainer.num_pairs(Split::Eval)).collect();
-    Ok(trainer.inspect(Split::Eval, &indices, &[0.0])?)
+    let inspection = inspector.inspection();
+    let indices: Vec<usize> = (0..inspection.num_pairs(Split::Eval)).collect();
+    Ok(inspection.inspect(Split::Eval, &indices, &[0.0])?)
 }
 
 /// The evaluator: the same for every arm, with the initial policy as the scoring reference.
@@ -299,7 +300,7 @@ fn score(layout: &Layout, policy: &Path, device: &Device) -> Result<Scores> {
 /// held-out noisy pairs.
 fn selection(trainer: &Trainer, pairs: &[Pair], q: f64) -> Result<Selection> {
     let indices: Vec<usize> = (0..pairs.len()).collect();
-    let inspected = trainer.inspect(Split::Eval, &indices, &[q])?;
+    let inspected = trainer.inspection().inspect(Split::Eval, &indices, &[q])?;
     let (mut kept, mut kept_decisive, mut decisive, mut tokens) = (0usize, 0usize, 0usize, 0usize);
     for (pair, truth) in inspected.iter().zip(pairs) {
         for side in [&pair.chosen, &pair.rejected] {

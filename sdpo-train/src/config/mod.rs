@@ -19,11 +19,20 @@ pub use crate::optimizer::Optimizer;
 pub use crate::schedule::LrSchedulerType;
 use crate::steps::{IntervalStrategy, SaveStrategy, StepSettings, Steps};
 
+mod effects;
 mod keys;
 mod validate;
 
+pub use effects::{KEY_EFFECTS, KeyEffects, OnResume, ReferenceEffect, key_effects};
 pub use keys::closest_key;
-pub(crate) use keys::keys_of;
+
+/// Default `memory_budget_mib`: 512 MiB for one head chunk or attention block of the
+/// memory-bounded engine.
+pub const DEFAULT_MEMORY_BUDGET_MIB: u64 = 512;
+
+/// Default `max_buffer_mib`: 128 MiB, the largest storage buffer every WebGPU adapter must
+/// support (`maxStorageBufferBindingSize`'s guaranteed minimum; lavapipe's actual limit).
+pub const DEFAULT_MAX_BUFFER_MIB: u64 = 128;
 
 /// The dtype a frozen reference model keeps its matrices in (`ref_dtype`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,11 +155,11 @@ pub struct TrainConfig {
     /// Train through the memory-bounded engine: only each decoder layer's input is kept during
     /// the forward and the layers are recomputed one at a time in the backward, attention runs
     /// in query blocks and the output head only at completion positions, in chunks
-    /// ([`crate::engine`]). The reference, evaluation and the reference cache use the same
+    /// ([`crate::logps::policy_step`]). The reference, evaluation and the reference cache use the same
     /// chunked forward. Same log-probs and gradients as without it (within float rounding).
     pub gradient_checkpointing: bool,
     /// Run each pair's prompt through the model once and both completions against it (one
-    /// packed row per pair, [`crate::layout`]), and the output head only at completion
+    /// packed row per pair, [`crate::logps::RowLayout`]), and the output head only at completion
     /// positions, for the policy, the reference, evaluation and the reference cache; `false`:
     /// two rows per pair as TRL's concatenated forward. Same log-probs and gradients either
     /// way (within float rounding). Unset: on without `gradient_checkpointing`, off with it
@@ -301,8 +310,8 @@ impl Default for TrainConfig {
             bf16: false,
             fp16: false,
             ref_dtype: None,
-            memory_budget_mib: crate::engine::DEFAULT_MEMORY_BUDGET_BYTES >> 20,
-            max_buffer_mib: crate::engine::DEFAULT_MAX_BUFFER_BYTES >> 20,
+            memory_budget_mib: DEFAULT_MEMORY_BUDGET_MIB,
+            max_buffer_mib: DEFAULT_MAX_BUFFER_MIB,
             use_peft: false,
             lora_r: 16,
             lora_alpha: 32.0,
@@ -351,19 +360,6 @@ impl TrainConfig {
     pub fn uses_shared_prompt(&self) -> bool {
         self.shared_prompt_forward
             .unwrap_or(!self.gradient_checkpointing)
-    }
-
-    /// How this run computes per-token log-probs (`gradient_checkpointing`, the memory
-    /// budget, `shared_prompt_forward`).
-    pub fn logps_path(&self) -> crate::engine::LogpsPath {
-        crate::engine::LogpsPath::for_run(
-            self.gradient_checkpointing,
-            crate::engine::MemoryBudget {
-                bytes: self.memory_budget_mib << 20,
-                max_buffer_bytes: self.max_buffer_mib << 20,
-            },
-            self.uses_shared_prompt(),
-        )
     }
 
     /// The keys that decide when the run logs, evaluates and saves.

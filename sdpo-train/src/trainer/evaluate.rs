@@ -16,7 +16,7 @@ impl Trainer {
         let mut weighted: Vec<Metric> = Vec::new();
         // Evaluation must not advance the bco_pair running mean of training.
         let mut objective = self.loss.clone();
-        let path = self.config.logps_path();
+        let path = LogpsPath::for_config(&self.config);
         for chunk in indices.chunks(self.config.per_device_eval_batch_size) {
             let host = self.data.collator.collate_indices(eval, chunk)?;
             let batch = DeviceBatch::new(&host, &self.device);

@@ -14,43 +14,38 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsAccumulator, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor};
 
 use sdpo_core::{Metric, PreferenceLoss, read_metrics};
 use sdpo_data::Fnv1a;
 use sdpo_models::CausalLm;
 
-use crate::batch::DeviceBatch;
 use crate::best::{self, BestMetric, BestTracker};
 use crate::checkpoint::{
-    self, OPTIMIZER, TrainerState, checkpoint_dir, commit_dir, copy_generation_config,
-    copy_tokenizer_files, param_ids, write_json,
+    self, OPTIMIZER_FILE, TrainerState, copy_generation_config, copy_tokenizer_files,
+    load_optimizer, param_ids, resume_point, resumed_policy, saved_policy, verify_checkpoint,
+    warn_existing_checkpoints, write_checkpoint,
 };
 use crate::clip::{clip_grad_norm, global_grad_norm, scale_grads};
 use crate::config::TrainConfig;
 use crate::device::training_device;
-use crate::engine::{MemoryMode, PositionExtra, policy_step, wpo_log_sum_sq_probs};
 use crate::error::{TrainError, io};
-use crate::manifest::write_manifest;
+use crate::logps::{DeviceBatch, LogpsPath};
 use crate::model_card::{self, CardFacts};
 use crate::objective::{
-    BatchObjective, POLICY_LOGPS_CHECK, REFERENCE_LOGPS_CHECK, accumulate_metrics, batch_objective,
-    objective_from_logps,
+    POLICY_LOGPS_CHECK, REFERENCE_LOGPS_CHECK, accumulate_metrics, batch_objective, micro_step,
 };
 use crate::observer::{MetricsFile, MetricsRecord, StepProgress, TrainObserver};
 use crate::optimizer::adamw;
-use crate::precision::{LossScale, gradients_overflowed, run_precision};
-use crate::ref_sync;
-use crate::reference::{Reference, Split};
+use crate::precision::{LossScale, gradients_overflowed};
+use crate::reference::sync::{self as ref_sync, sync_reference_of};
+use crate::reference::{self, Reference, Split};
 use crate::run_summary::{
     Session, TokenCounts, end_of_run, eval_speed, non_embedding_params, total_flos,
 };
 use crate::schedule::LrSchedule;
-use crate::startup::{
-    Plan, RunData, attach_adapters, build_reference, load_initial_policy, model_error,
-    resume_point, resumed_policy, saved_policy, verify_checkpoint, warn_existing_checkpoints,
-};
+use crate::startup::{Plan, RunData, StartingModels, model_error};
 use crate::steps::SaveStrategy;
 
 /// The sub-directory of `output_dir` that receives the merged model of a LoRA run with
@@ -58,12 +53,13 @@ use crate::steps::SaveStrategy;
 pub const MERGED_DIR: &str = "merged";
 
 mod evaluate;
+mod records;
 mod save;
+mod start;
 mod step;
 
 use evaluate::warn_non_finite;
-use save::load_optimizer;
-use step::average;
+use records::average;
 
 /// Where the policy's weights come from.
 #[derive(Debug, Clone, Copy)]
@@ -126,109 +122,6 @@ struct StepOutcome {
 }
 
 impl Trainer {
-    /// Prepares a run: validates the configuration, reads and tokenizes the data, loads the
-    /// models and checks each against the data (vocabulary, positions), checks that policy and
-    /// reference share a tokenizer, and (with `precompute_ref_log_probs`) fills or reuses the
-    /// reference cache. A resumed checkpoint is verified against its manifest and its
-    /// configuration compared with this one. See [`Start`] for where the policy comes from.
-    pub fn new(
-        config: TrainConfig,
-        device: &Device,
-        start: Start<'_>,
-        observer: &mut dyn TrainObserver,
-    ) -> Result<Self, TrainError> {
-        config.validate()?;
-        let mut loss = PreferenceLoss::new(config.loss.clone()).map_err(TrainError::Loss)?;
-        let data = RunData::load(&config, observer)?;
-        let plan = Plan::new(&config, &data.train)?;
-        // A resume is checked before any model is loaded: a refused checkpoint costs nothing.
-        let resume = match start {
-            Start::Resume(dir) => Some(resume_point(
-                dir,
-                &config,
-                plan.schedule.total_steps,
-                observer,
-            )?),
-            Start::PolicyWeights(dir) => {
-                if dir.join(checkpoint::TRAINER_STATE).is_file() {
-                    verify_checkpoint(dir, observer)?;
-                }
-                None
-            }
-            Start::Fresh => None,
-        };
-
-        let (precision, warning) = run_precision(&config, device);
-        if let Some(warning) = warning {
-            observer.on_message(&warning);
-        }
-        let initial = load_initial_policy(&config, device)?.with_matmul_precision(precision);
-        data.check_model(&initial, &config.model_name_or_path, &config)?;
-        let initial = attach_adapters(&config, initial)?;
-        let mut reference = build_reference(&config, &initial, &data, device, observer)?;
-        if config.sync_ref_model {
-            ref_sync::check_reference(&reference, &initial)?;
-            // A resumed run, or the evaluation of a checkpoint, continues from the reference
-            // that checkpoint holds.
-            let checkpoint = match (&resume, start) {
-                (Some(point), _) => Some(point.dir.as_path()),
-                (None, Start::PolicyWeights(dir)) if dir.join(ref_sync::REFERENCE_DIR).is_dir() => {
-                    Some(dir)
-                }
-                _ => None,
-            };
-            if let Some(dir) = checkpoint {
-                reference = ref_sync::load_reference(dir, &reference, device)?;
-            }
-        }
-
-        let train_device = training_device(device);
-        let (policy, global_step) = match (start, &resume) {
-            (_, Some(point)) => {
-                let policy = resumed_policy(point, &initial, &data, &config, &train_device)?;
-                loss.set_running_moments(point.state.running_moments);
-                observer.on_message(&format!(
-                    "resuming from {} at step {}",
-                    point.dir.display(),
-                    point.state.global_step
-                ));
-                (policy, point.state.global_step)
-            }
-            (Start::PolicyWeights(dir), None) => {
-                let policy = saved_policy(dir, &initial, &train_device)?;
-                data.check_model(&policy, dir, &config)?;
-                (policy, 0)
-            }
-            _ => (initial.fork(&train_device), 0),
-        };
-        let policy = policy.with_matmul_precision(precision).train();
-        let mut optimizer = adamw(&config, &policy);
-        if let Some(point) = &resume {
-            let path = point.dir.join(OPTIMIZER);
-            optimizer = load_optimizer(optimizer, &path)?;
-        }
-        Ok(Self {
-            device: device.clone(),
-            policy: Some(policy),
-            reference,
-            loss,
-            optimizer,
-            data,
-            plan,
-            global_step,
-            metrics: None,
-            fresh: matches!(start, Start::Fresh),
-            loss_scale: LossScale::for_precision(precision),
-            counts: (global_step == 0).then(TokenCounts::default),
-            best: BestTracker {
-                metric: BestMetric::for_run(&config),
-                state: resume.map(|point| point.state.best).unwrap_or_default(),
-                loaded: None,
-            },
-            config,
-        })
-    }
-
     /// Optimizer steps of the whole run.
     pub fn total_steps(&self) -> usize {
         self.plan.schedule.total_steps
@@ -268,10 +161,7 @@ impl Trainer {
 
     /// Pairs in the train split, or in the eval split (0 without `eval_file`).
     pub fn num_pairs(&self, split: Split) -> usize {
-        match split {
-            Split::Train => self.data.train.len(),
-            Split::Eval => self.data.eval.as_ref().map_or(0, |e| e.len()),
-        }
+        self.data.num_pairs(split)
     }
 
     /// What reading each data file did: `(split, file, report)`, train first.
@@ -291,19 +181,6 @@ impl Trainer {
         &self.plan.schedule
     }
 
-    /// The micro-batches (pair indices) of optimizer step `step` (0-based).
-    fn step_batches(&self, step: usize) -> Vec<Vec<usize>> {
-        let epoch = step / self.plan.steps_per_epoch;
-        let within = step % self.plan.steps_per_epoch;
-        let batches = self.plan.sampler.epoch(epoch as u64);
-        let accum = self.config.gradient_accumulation_steps;
-        batches
-            .into_iter()
-            .skip(within * accum)
-            .take(accum)
-            .collect()
-    }
-
     /// Trains to the end (or until `max_new_steps` more steps, for tests and notebooks), with
     /// logging, evaluation and checkpoints; saves the final model to `output_dir` when the run
     /// is complete. Returns the metrics records written.
@@ -321,6 +198,7 @@ impl Trainer {
         }
         let first_call = self.metrics.is_none();
         if first_call {
+            self.write_run_files()?;
             // A resumed run keeps the records up to its checkpoint and continues after them.
             let keep = (self.global_step > 0).then_some(self.global_step);
             self.metrics = Some(MetricsFile::open(&out, keep)?);
@@ -446,40 +324,5 @@ impl Trainer {
             observer.on_finish(&self.config.output_dir);
         }
         Ok(records)
-    }
-
-    /// The tokens of the steps before `global_step`, from the run's deterministic schedule (a
-    /// resumed run goes on counting where the interrupted one stopped).
-    fn replay_token_counts(&self) -> Result<TokenCounts, TrainError> {
-        let mut counts = TokenCounts::default();
-        for step in 0..self.global_step {
-            for indices in self.step_batches(step) {
-                let host = self
-                    .data
-                    .collator
-                    .collate_indices(&self.data.train, &indices)?;
-                counts.tokens += DeviceBatch::num_tokens(&host) as u64;
-                counts.padded += host.input_ids.len() as u64;
-            }
-        }
-        Ok(counts)
-    }
-
-    fn write(&mut self, record: &MetricsRecord) -> Result<(), TrainError> {
-        match &mut self.metrics {
-            Some(file) => file.append(record),
-            None => Ok(()),
-        }
-    }
-
-    fn record(&self, values: BTreeMap<String, f64>, prefix: &str) -> MetricsRecord {
-        MetricsRecord {
-            step: self.global_step,
-            epoch: self.global_step as f64 / self.plan.steps_per_epoch as f64,
-            values: values
-                .into_iter()
-                .map(|(k, v)| (format!("{prefix}{k}"), v))
-                .collect(),
-        }
     }
 }

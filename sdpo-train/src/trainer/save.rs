@@ -9,42 +9,45 @@ impl Trainer {
     /// rotates old checkpoints.
     pub fn save_checkpoint(&mut self) -> Result<PathBuf, TrainError> {
         let out = &self.config.output_dir;
-        let dir = checkpoint_dir(out, self.global_step);
-        let tmp = out.join(format!(".tmp-checkpoint-{}", self.global_step));
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(io("remove stale", &tmp))?;
-        }
-        self.write_model(&tmp)?;
-        if self.config.sync_ref_model {
-            ref_sync::save_reference(&self.reference, &tmp)?;
-        }
-        let opt_path = tmp.join(OPTIMIZER);
-        self.optimizer
-            .save(&opt_path)
-            .map_err(|source| TrainError::OptimizerRecord {
-                path: opt_path.clone(),
-                source,
-            })?;
-        write_json(
-            &tmp.join(checkpoint::TRAINER_STATE),
-            &TrainerState {
-                global_step: self.global_step,
-                epoch: self.global_step as f64 / self.plan.steps_per_epoch as f64,
-                max_steps: self.total_steps(),
-                running_moments: self.loss.running_moments(),
-                param_ids: param_ids(self.policy()),
-                config: self.config.clone(),
-                best: {
-                    self.best.state.after_save(out, self.global_step);
-                    self.best.state.clone()
-                },
-            },
-        )?;
-        write_manifest(&tmp)?;
-        commit_dir(&tmp, &dir)?;
+        self.best.state.after_save(out, self.global_step);
+        let state = TrainerState {
+            global_step: self.global_step,
+            epoch: self.global_step as f64 / self.plan.steps_per_epoch as f64,
+            max_steps: self.total_steps(),
+            running_moments: self.loss.running_moments(),
+            param_ids: param_ids(self.policy()),
+            config: self.config.clone(),
+            best: self.best.state.clone(),
+        };
+        let dir = write_checkpoint(out, &self.optimizer, &state, |tmp| {
+            self.write_model(tmp)?;
+            if self.config.sync_ref_model {
+                reference::sync::save_reference(&self.reference, tmp)?;
+            }
+            Ok(())
+        })?;
         let best = self.best.state.best_model_checkpoint.as_deref();
         best::rotate(out, self.config.save_total_limit, best)?;
         Ok(dir)
+    }
+
+    /// Writes what the run report shows besides the metrics: `run_config.json` (the
+    /// configuration the run uses, flat keys) and `data_summary.json` (what reading the data
+    /// did), so that a library user of the trainer gets the run directory `sdpo train` gives.
+    pub(super) fn write_run_files(&self) -> Result<(), TrainError> {
+        let out = &self.config.output_dir;
+        sdpo_run::write_run_config(out, &self.config.to_map())?;
+        let summary = sdpo_run::DataSummary {
+            source: "sdpo train (after tokenization)".into(),
+            splits: self
+                .data_reports()
+                .into_iter()
+                .map(|(split, file, report)| split_summary(split, file, report))
+                .collect(),
+            unreadable: Vec::new(),
+        };
+        sdpo_run::write_data_summary(out, &summary)?;
+        Ok(())
     }
 
     /// Refuses to save weights that are not all finite (an update can overflow even when every
@@ -132,7 +135,7 @@ impl Trainer {
         }
         let metrics = out.join(MetricsFile::NAME);
         let records = if metrics.is_file() {
-            crate::observer::read_metrics(&metrics)?
+            sdpo_run::read_metrics_records(&metrics)?
         } else {
             Vec::new()
         };
@@ -142,34 +145,6 @@ impl Trainer {
             best: self.best.loaded.clone(),
         };
         model_card::write(out, &self.config, &facts)
-    }
-}
-
-/// Loads the optimizer state of a checkpoint. burn's loader is not hardened against every
-/// corrupted file (a checkpoint without a manifest is not verified first), so a panic inside it
-/// is turned into an error naming the file.
-pub(super) fn load_optimizer(
-    optimizer: ModuleOptimizer,
-    path: &Path,
-) -> Result<ModuleOptimizer, TrainError> {
-    let bad = |reason: String| TrainError::Optimizer {
-        path: path.to_path_buf(),
-        reason,
-    };
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| optimizer.load(path))) {
-        Ok(Ok(optimizer)) => Ok(optimizer),
-        Ok(Err(source)) => Err(TrainError::OptimizerRecord {
-            path: path.to_path_buf(),
-            source,
-        }),
-        Err(panic) => Err(bad(format!(
-            "unreadable ({})",
-            panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("the loader panicked")
-        ))),
     }
 }
 
@@ -196,5 +171,24 @@ fn non_finite_weights(model: &CausalLm) -> Result<u64, TrainError> {
                 tensor: "weights",
                 reason: format!("{e:?}"),
             }),
+    }
+}
+
+/// The summary of a tokenized split from `sdpo-data`'s report.
+fn split_summary(
+    split: &str,
+    file: &Path,
+    report: &sdpo_data::DataReport,
+) -> sdpo_run::SplitSummary {
+    sdpo_run::SplitSummary {
+        split: split.to_string(),
+        file: file.to_path_buf(),
+        records_read: report.records_read,
+        pairs: report.pairs_kept,
+        skipped_invalid: report.skipped_invalid,
+        dropped_truncated: Some(report.dropped_truncated),
+        prompts_truncated: Some(report.prompts_truncated),
+        pairs_over_max_length: Some(report.pairs_over_max_length),
+        reasons: report.reasons.clone(),
     }
 }

@@ -1,10 +1,40 @@
-//! One optimizer step: the micro-batches' gradients accumulated through the configured path
-//! (whole graph or memory-bounded engine), the metrics and checks read back in one transfer,
+//! One optimizer step: each micro-batch's gradients from [`crate::objective::micro_step`]
+//! (whatever the memory mode), accumulated; the metrics and checks read back in one transfer,
 //! a refusal of anything non-finite, then clipping and AdamW.
 
 use super::*;
 
 impl Trainer {
+    /// The micro-batches (pair indices) of optimizer step `step` (0-based).
+    pub(super) fn step_batches(&self, step: usize) -> Vec<Vec<usize>> {
+        let epoch = step / self.plan.steps_per_epoch;
+        let within = step % self.plan.steps_per_epoch;
+        let batches = self.plan.sampler.epoch(epoch as u64);
+        let accum = self.config.gradient_accumulation_steps;
+        batches
+            .into_iter()
+            .skip(within * accum)
+            .take(accum)
+            .collect()
+    }
+
+    /// The tokens of the steps before `global_step`, from the run's deterministic schedule (a
+    /// resumed run goes on counting where the interrupted one stopped).
+    pub(super) fn replay_token_counts(&self) -> Result<TokenCounts, TrainError> {
+        let mut counts = TokenCounts::default();
+        for step in 0..self.global_step {
+            for indices in self.step_batches(step) {
+                let host = self
+                    .data
+                    .collator
+                    .collate_indices(&self.data.train, &indices)?;
+                counts.tokens += DeviceBatch::num_tokens(&host) as u64;
+                counts.padded += host.input_ids.len() as u64;
+            }
+        }
+        Ok(counts)
+    }
+
     /// One optimizer step over `gradient_accumulation_steps` micro-batches: accumulate the
     /// gradients, read the metrics, the checks and the gradient norm back in one transfer,
     /// refuse the step if any is not finite, then clip and step AdamW.
@@ -34,7 +64,7 @@ impl Trainer {
         let mut checks: Vec<Metric> = Vec::new();
         let (mut tokens, mut padded) = (0, 0);
         let mut objective = self.loss.clone();
-        let path = self.config.logps_path();
+        let path = LogpsPath::for_config(&self.config);
         let loss_scale = self.loss_scale.scale();
         for indices in &batches {
             let host = self
@@ -48,45 +78,18 @@ impl Trainer {
             // With fp16 the loss (and so every gradient) is multiplied by the loss scale;
             // the metrics keep the weight alone.
             let loss_weight = weight * loss_scale;
-            let (out_metrics, out_checks, grads) = match &path.memory {
-                MemoryMode::Whole => {
-                    let out: BatchObjective = batch_objective(
-                        self.policy(),
-                        &self.reference,
-                        &path,
-                        Split::Train,
-                        &host,
-                        &batch,
-                        &mut objective,
-                    )?;
-                    let grads = (out.loss * loss_weight).backward();
-                    let grads = GradientsParams::from_grads(grads, self.policy());
-                    (out.metrics, out.checks, grads)
-                }
-                MemoryMode::Bounded(budget) => {
-                    let wpo = objective.config().use_weighting;
-                    let extra: Option<PositionExtra<'_>> = wpo.then_some(&wpo_log_sum_sq_probs);
-                    let reference = &self.reference;
-                    let objective = &mut objective;
-                    let ((metrics, checks), grads) =
-                        policy_step(self.policy(), &batch, budget, path.layout, extra, |logps| {
-                            let out = objective_from_logps(
-                                logps.into_sided(),
-                                reference,
-                                &path,
-                                Split::Train,
-                                &host,
-                                &batch,
-                                objective,
-                            )?;
-                            Ok((out.loss * loss_weight, (out.metrics, out.checks)))
-                        })?;
-                    (metrics, checks, grads)
-                }
-            };
-            accumulator.accumulate(self.policy(), grads);
-            accumulate_metrics(&mut metrics, out_metrics, weight);
-            accumulate_metrics(&mut checks, out_checks, 1.0);
+            let out = micro_step(
+                self.policy(),
+                &self.reference,
+                &path,
+                &host,
+                &batch,
+                &mut objective,
+                loss_weight,
+            )?;
+            accumulator.accumulate(self.policy(), out.grads);
+            accumulate_metrics(&mut metrics, out.metrics, weight);
+            accumulate_metrics(&mut checks, out.checks, 1.0);
         }
         let mut grads = accumulator.grads();
         if let Some(norm) = global_grad_norm(self.policy(), &grads) {
@@ -168,24 +171,4 @@ impl Trainer {
             )),
         }
     }
-}
-
-/// Mean of each metric over a logging window.
-pub(super) fn average(window: &[BTreeMap<String, f64>]) -> BTreeMap<String, f64> {
-    let mut out: BTreeMap<String, f64> = BTreeMap::new();
-    for values in window {
-        for (k, v) in values {
-            *out.entry(k.clone()).or_default() += v / window.len() as f64;
-        }
-    }
-    // The last step's learning rate and gradient norm, as transformers logs them, and TRL's
-    // running token count.
-    if let Some(last) = window.last() {
-        for key in ["learning_rate", "grad_norm", "num_tokens"] {
-            if let Some(v) = last.get(key) {
-                out.insert(key.into(), *v);
-            }
-        }
-    }
-    out
 }

@@ -9,10 +9,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::error::{TrainError, io};
+use sdpo_run::MANIFEST_FILE;
 
-/// The manifest's file name inside a checkpoint.
-pub const MANIFEST: &str = "manifest.json";
+use crate::error::{TrainError, io};
 
 /// `manifest.json`: file name -> size and SHA-256 (lowercase hex).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,7 +69,7 @@ fn files(dir: &Path) -> Result<Vec<String>, TrainError> {
     for entry in std::fs::read_dir(dir).map_err(io("list", dir))? {
         let entry = entry.map_err(io("list", dir))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name != MANIFEST && entry.path().is_file() {
+        if name != MANIFEST_FILE && entry.path().is_file() {
             names.push(name);
         }
     }
@@ -89,12 +88,12 @@ pub fn write_manifest(dir: &Path) -> Result<(), TrainError> {
             .files
             .insert(name.clone(), digest(&dir.join(&name))?);
     }
-    crate::checkpoint::write_json(&dir.join(MANIFEST), &manifest)
+    crate::checkpoint::write_json(&dir.join(MANIFEST_FILE), &manifest)
 }
 
 /// Checks every file listed in `dir/manifest.json` (files added later are not checked).
 pub fn verify_manifest(dir: &Path) -> Result<ManifestStatus, TrainError> {
-    let path = dir.join(MANIFEST);
+    let path = dir.join(MANIFEST_FILE);
     if !path.exists() {
         return Ok(ManifestStatus::Missing);
     }
@@ -104,8 +103,8 @@ pub fn verify_manifest(dir: &Path) -> Result<ManifestStatus, TrainError> {
         reason,
     };
     let text = std::fs::read_to_string(&path).map_err(io("read", &path))?;
-    let manifest: Manifest =
-        serde_json::from_str(&text).map_err(|e| corrupt(MANIFEST, format!("is malformed: {e}")))?;
+    let manifest: Manifest = serde_json::from_str(&text)
+        .map_err(|e| corrupt(MANIFEST_FILE, format!("is malformed: {e}")))?;
     for (name, expected) in &manifest.files {
         let file = dir.join(name);
         if !file.is_file() {

@@ -25,8 +25,8 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use sdpo_core::CoreError;
 use sdpo_models::{CausalLm, PackedRows, StackContext};
 
-use crate::batch::DeviceBatch;
 use crate::error::TrainError;
+use crate::logps::batch::DeviceBatch;
 
 /// The row layout of the forward pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

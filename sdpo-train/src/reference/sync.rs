@@ -16,9 +16,9 @@ use burn::tensor::{Device, FloatDType, Tensor};
 
 use sdpo_models::CausalLm;
 
+use super::Reference;
+use crate::checkpoint::manifest::{ManifestStatus, verify_manifest, write_manifest};
 use crate::error::TrainError;
-use crate::manifest::{ManifestStatus, verify_manifest, write_manifest};
-use crate::reference::Reference;
 use crate::startup::model_error;
 
 /// The shape of every parameter of `model`, in visiting order.
@@ -102,6 +102,11 @@ pub fn mix_toward(reference: CausalLm, policy: &CausalLm, alpha: f64) -> CausalL
 /// `model.safetensors`, `config.json` and its own `manifest.json`).
 pub const REFERENCE_DIR: &str = "reference";
 
+/// `dir` when it holds a moving reference (a TR-DPO checkpoint evaluated or inspected).
+pub fn sync_reference_of(dir: &std::path::Path) -> Option<&std::path::Path> {
+    dir.join(REFERENCE_DIR).is_dir().then_some(dir)
+}
+
 /// Moves the reference model toward `policy` (the training policy; a LoRA policy's adapters
 /// are merged into a copy first).
 pub fn synchronise(reference: &mut Reference, policy: &CausalLm, alpha: f64) {
@@ -161,7 +166,7 @@ pub fn load_reference(
     if verify_manifest(&dir)? == ManifestStatus::Missing {
         return Err(TrainError::NotACheckpoint {
             path: dir,
-            file: crate::manifest::MANIFEST,
+            file: sdpo_run::MANIFEST_FILE,
         });
     }
     let loaded = CausalLm::from_pretrained(&dir, device).map_err(model_error(&dir))?;

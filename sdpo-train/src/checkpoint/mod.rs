@@ -4,13 +4,31 @@
 //! so a crash never leaves half a checkpoint. The learning-rate schedule is a function of the
 //! configuration and the step, both in `trainer_state.json`, so it needs no file of its own.
 
+//!
+//! - `manifest`: the SHA-256 of every file, written last and verified before a checkpoint is
+//!   read.
+//! - `resume`: the checks of a resume (manifest, configuration) and the resumed policy.
+//! - `load`: a saved policy (full model or PEFT adapter) and the optimizer state.
+
+mod load;
+pub mod manifest;
+mod resume;
+
 use std::path::{Path, PathBuf};
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::optim::ModuleOptimizer;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use sdpo_core::RunningMoments;
+
+pub(crate) use load::{load_optimizer, saved_policy};
+pub use resume::{ConfigDiff, compare_configs, is_run_defining};
+pub(crate) use resume::{
+    resume_point, resumed_policy, verify_checkpoint, warn_existing_checkpoints,
+};
+pub use sdpo_run::{OPTIMIZER_FILE, TRAINER_STATE_FILE, checkpoint_dir, list_checkpoints};
 
 use crate::best::BestState;
 use crate::config::TrainConfig;
@@ -44,38 +62,6 @@ pub struct TrainerState {
     pub best: BestState,
 }
 
-/// The file names inside a checkpoint directory.
-pub const TRAINER_STATE: &str = "trainer_state.json";
-/// Optimizer state (burnpack).
-pub const OPTIMIZER: &str = "optimizer.bpk";
-
-/// The directory of the checkpoint at `step`.
-pub fn checkpoint_dir(output_dir: &Path, step: usize) -> PathBuf {
-    output_dir.join(format!("checkpoint-{step}"))
-}
-
-/// The `checkpoint-N` directories under `output_dir`, by step.
-pub fn list_checkpoints(output_dir: &Path) -> Result<Vec<(usize, PathBuf)>, TrainError> {
-    if !output_dir.exists() {
-        return Ok(Vec::new());
-    }
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(output_dir).map_err(io("list", output_dir))? {
-        let entry = entry.map_err(io("list", output_dir))?;
-        let name = entry.file_name();
-        if let Some(step) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("checkpoint-"))
-            .and_then(|n| n.parse::<usize>().ok())
-            && entry.path().join(TRAINER_STATE).exists()
-        {
-            found.push((step, entry.path()));
-        }
-    }
-    found.sort();
-    Ok(found)
-}
-
 /// Resolves `--resume-from-checkpoint`: a directory, or `latest` for the newest complete
 /// checkpoint under `output_dir`.
 pub fn resolve_checkpoint(output_dir: &Path, spec: &Path) -> Result<PathBuf, TrainError> {
@@ -87,19 +73,19 @@ pub fn resolve_checkpoint(output_dir: &Path, spec: &Path) -> Result<PathBuf, Tra
                 output_dir: output_dir.to_path_buf(),
             });
     }
-    if spec.join(TRAINER_STATE).is_file() {
+    if spec.join(TRAINER_STATE_FILE).is_file() {
         Ok(spec.to_path_buf())
     } else {
         Err(TrainError::NotACheckpoint {
             path: spec.to_path_buf(),
-            file: TRAINER_STATE,
+            file: TRAINER_STATE_FILE,
         })
     }
 }
 
 /// Reads `trainer_state.json`.
 pub fn read_trainer_state(dir: &Path) -> Result<TrainerState, TrainError> {
-    let path = dir.join(TRAINER_STATE);
+    let path = dir.join(TRAINER_STATE_FILE);
     let text = std::fs::read_to_string(&path).map_err(io("read", &path))?;
     serde_json::from_str(&text).map_err(|e| TrainError::Malformed {
         what: "trainer state",
@@ -198,4 +184,35 @@ pub fn assign_param_ids<M: Module>(
         });
     }
     Ok(module.map(&mut AssignIds { ids, next: 0 }))
+}
+
+/// Writes `output_dir/checkpoint-N` (`N` = `state.global_step`) atomically: `write_model` fills
+/// a temporary directory with the model and whatever else the run keeps with it (TR-DPO's
+/// moving reference), then come the optimizer state, `trainer_state.json` and, last, the
+/// manifest; only then is the directory renamed into place, so a crash never leaves half a
+/// checkpoint. A stale temporary directory of an earlier crash is removed first.
+pub fn write_checkpoint(
+    output_dir: &Path,
+    optimizer: &ModuleOptimizer,
+    state: &TrainerState,
+    write_model: impl FnOnce(&Path) -> Result<(), TrainError>,
+) -> Result<PathBuf, TrainError> {
+    let step = state.global_step;
+    let dir = checkpoint_dir(output_dir, step);
+    let tmp = output_dir.join(format!(".tmp-checkpoint-{step}"));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io("remove stale", &tmp))?;
+    }
+    write_model(&tmp)?;
+    let opt_path = tmp.join(OPTIMIZER_FILE);
+    optimizer
+        .save(&opt_path)
+        .map_err(|source| TrainError::OptimizerRecord {
+            path: opt_path.clone(),
+            source,
+        })?;
+    write_json(&tmp.join(TRAINER_STATE_FILE), state)?;
+    manifest::write_manifest(&tmp)?;
+    commit_dir(&tmp, &dir)?;
+    Ok(dir)
 }
