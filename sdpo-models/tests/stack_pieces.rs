@@ -70,9 +70,17 @@ fn pieces_compose_to_the_forward_pass_for_every_query_block() {
                     vec![1; mask_host.len()]
                 };
                 let d = max_abs_diff_masked(&got, &want, &rows, vocab);
+                // float32 rounding grows with the logits' size (Gemma's scaled embeddings give
+                // logits far from 1): 2e-5 relative to the largest logit, at least 2e-5.
+                // Finite logits only: a NaN or infinity makes `d` infinite, and the bound stays
+                // finite so that the comparison fails.
+                let scale = want
+                    .iter()
+                    .filter(|v| v.is_finite())
+                    .fold(1.0f32, |m, v| m.max(v.abs())); // nan-checked: non-finite filtered
                 assert!(
-                    d <= 2e-5,
-                    "[{}] {name} block {block} fused {fused}: logits differ by {d}",
+                    d <= 2e-5 * scale,
+                    "[{}] {name} block {block} fused {fused}: logits differ by {d} (largest logit {scale})",
                     dev.name
                 );
                 checked += 1;
