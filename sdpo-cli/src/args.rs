@@ -37,12 +37,21 @@ pub enum Command {
         checkpoint: PathBuf,
     },
     /// Compute the reference model's per-token log-probs for the train and eval files once and
-    /// store them under `output_dir` (later `train` runs with `precompute_ref_log_probs = true`
-    /// reuse them).
+    /// store them under `output_dir/ref_logps_cache/` (later `train` runs with
+    /// `precompute_ref_log_probs = true` reuse them): whole, one shard of several, or a merge of
+    /// a complete set of shards.
     PrecomputeRef {
         /// Configuration and device.
         #[command(flatten)]
         common: CommonArgs,
+        /// Compute only shard K of N (0 <= K < N): a contiguous 1/N of each split's batches,
+        /// into its own file. A killed shard restarts after its last whole batch. Training
+        /// reads a complete set directly.
+        #[arg(long, value_name = "K/N", conflicts_with = "merge")]
+        shard: Option<sdpo_train::reference::cache::Shard>,
+        /// Write one file per split from its complete set of shards (the shards are kept).
+        #[arg(long)]
+        merge: bool,
     },
     /// Merge a LoRA adapter (PEFT format) into its base model and save a full checkpoint.
     Merge(crate::merge::MergeArgs),
@@ -53,17 +62,18 @@ pub enum Command {
 }
 
 /// Flags of `sdpo` itself that take a value (everything else of the form `--key` is a TRL key).
-const OWN_FLAGS_WITH_VALUE: [&str; 6] = [
+const OWN_FLAGS_WITH_VALUE: [&str; 7] = [
     "--config",
     "-c",
     "--set",
     "--device",
     "--resume-from-checkpoint",
     "--checkpoint",
+    "--shard",
 ];
 
 /// Flags of `sdpo` itself without a value.
-const OWN_SWITCHES: [&str; 4] = ["--help", "-h", "--version", "-V"];
+const OWN_SWITCHES: [&str; 5] = ["--help", "-h", "--version", "-V", "--merge"];
 
 /// Splits the arguments of `sdpo train|eval|precompute-ref` into those clap parses and TRL-style
 /// flags: `--key`, `--key value`, `--key v1 v2 ...` (values up to the next `--`) and

@@ -21,7 +21,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use sdpo_train::{IntervalStrategy, Start, Trainer, checkpoint::resolve_checkpoint};
+use sdpo_train::{
+    IntervalStrategy, PrecomputeJob, Start, Trainer, checkpoint::resolve_checkpoint,
+    precompute_reference,
+};
 
 use crate::args::{Cli, Command, CommonArgs};
 use crate::progress::{TerminalProgress, format_record};
@@ -31,7 +34,7 @@ fn main() -> ExitCode {
     let mut cli = Cli::parse_from(args);
     if let Command::Train { common, .. }
     | Command::Eval { common, .. }
-    | Command::PrecomputeRef { common } = &mut cli.command
+    | Command::PrecomputeRef { common, .. } = &mut cli.command
     {
         common.trl_flags = trl_flags;
     }
@@ -138,14 +141,26 @@ fn run(cli: Cli) -> Result<()> {
             eprintln!("{}", format_record(&record));
             println!("{}", serde_json::to_string(&record)?);
         }
-        Command::PrecomputeRef { common } => {
+        Command::PrecomputeRef {
+            common,
+            shard,
+            merge,
+        } => {
             let (mut config, device, _) = prepare(&common, false)?;
             if config.loss.reference_free {
                 bail!("`precompute-ref` has nothing to do with reference_free = true");
             }
             config.precompute_ref_log_probs = true;
-            Trainer::new(config, &device, Start::Fresh, &mut view)
+            let job = match (shard, merge) {
+                (Some(shard), _) => PrecomputeJob::Shard(shard),
+                (None, true) => PrecomputeJob::Merge,
+                (None, false) => PrecomputeJob::All,
+            };
+            let files = precompute_reference(&config, &device, job, &mut view)
                 .context("cannot precompute reference log-probs")?;
+            for file in files {
+                println!("{}", file.display());
+            }
         }
         Command::Merge(args) => merge::run(&args)?,
         Command::Report(args) => report::run(&args)?,

@@ -408,15 +408,27 @@ fn damage_file(path: &Path, how: &str) {
     std::fs::write(path, bytes).unwrap();
 }
 
+/// `bytes` (a safetensors file) with one field of its `__metadata__` replaced.
+fn with_metadata_field(bytes: &[u8], field: &str, value: &str) -> Vec<u8> {
+    let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut json: serde_json::Value = serde_json::from_slice(&bytes[8..8 + len]).unwrap();
+    json["__metadata__"][field] = serde_json::Value::from(value);
+    let header = json.to_string();
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend(header.as_bytes());
+    out.extend(&bytes[8 + len..]);
+    out
+}
+
 #[test]
 fn a_corrupted_reference_cache_is_an_error_naming_it_and_is_recomputed() {
-    use sdpo_train::reference::RefLogpsCache;
+    use sdpo_train::reference::cache;
     let tmp = tempfile::tempdir().unwrap();
     let mut config = tiny_config(tmp.path());
     config.precompute_ref_log_probs = true;
     config.max_steps = 1;
     new_trainer(&config, Start::Fresh).unwrap();
-    let dir = config.output_dir.join("ref_logps_cache");
+    let dir = cache::cache_dir(&config.output_dir);
     let file = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -427,31 +439,48 @@ fn a_corrupted_reference_cache_is_an_error_naming_it_and_is_recomputed() {
                 .starts_with("train-")
         })
         .unwrap();
-    let key = u64::from_str_radix(
-        file.file_stem()
-            .unwrap()
-            .to_string_lossy()
-            .trim_start_matches("train-"),
-        16,
-    )
-    .unwrap();
     let good = std::fs::read(&file).unwrap();
-    RefLogpsCache::load(&file, key).unwrap();
+    let (header, pairs) = cache::read(&file).unwrap();
+    assert_eq!(header.pair_count, pairs.len());
     let mut cases: Vec<(&str, Vec<u8>)> = vec![
         ("truncated", good[..good.len() / 2].to_vec()),
         ("empty", Vec::new()),
         ("trailing bytes", [good.as_slice(), &[1, 2, 3]].concat()),
+        ("old format", [b"SDPOREF1".as_slice(), &good[8..]].concat()),
+        (
+            "more pairs declared",
+            with_metadata_field(&good, "pair_count", "1000000000"),
+        ),
+        (
+            "pairs outside the split",
+            with_metadata_field(&good, "first_pair", "5"),
+        ),
+        (
+            "a part that is not its key's",
+            with_metadata_field(&good, "reference", "0"),
+        ),
+        (
+            "another format version",
+            with_metadata_field(&good, "format_version", "3"),
+        ),
     ];
-    let mut huge_count = good.clone();
-    huge_count[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
-    cases.push(("huge pair count", huge_count));
-    let mut huge_len = good.clone();
-    huge_len[24..28].copy_from_slice(&u32::MAX.to_le_bytes());
-    cases.push(("huge length", huge_len));
+    let mut huge_header = good.clone();
+    huge_header[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+    cases.push(("huge header length", huge_header));
+    let mut nan = pairs.clone();
+    nan[0].0[0] = f32::NAN;
+    cache::write(&file, &header, &nan).unwrap();
+    cases.push(("NaN", std::fs::read(&file).unwrap()));
     for (what, bytes) in cases {
         std::fs::write(&file, &bytes).unwrap();
-        let err = RefLogpsCache::load(&file, key).unwrap_err().to_string();
+        let err = cache::read(&file).unwrap_err().to_string();
         assert!(err.contains(&file.display().to_string()), "{what}: {err}");
+        if what == "old format" {
+            assert!(
+                err.contains("SDPOREF1") && err.contains("recompute"),
+                "{err}"
+            );
+        }
         // The trainer reports it and recomputes instead of failing.
         let mut messages = Messages::default();
         Trainer::new(config.clone(), &Device::flex(), Start::Fresh, &mut messages).unwrap();
@@ -460,7 +489,8 @@ fn a_corrupted_reference_cache_is_an_error_naming_it_and_is_recomputed() {
             "{what}: {:?}",
             messages.0
         );
-        RefLogpsCache::load(&file, key).expect("recomputed cache");
+        let (_, recomputed) = cache::read(&file).expect("recomputed cache");
+        assert_eq!(recomputed, pairs, "{what}");
     }
     let _ = tokenizer_dir();
 }

@@ -12,11 +12,13 @@ use sdpo_data::{PreferenceTokenizer, TokenizerInfo};
 use sdpo_models::{CausalLm, MatmulPrecision, store_matrices_as, store_product_weights_as};
 
 use super::Reference;
-use super::precompute::{cached_or_computed, weights_fingerprint};
+use super::cache::reference_identity;
+use super::precompute::{SplitJob, cached_or_computed};
 use crate::config::TrainConfig;
 use crate::error::TrainError;
 use crate::observer::TrainObserver;
-use crate::startup::{RunData, model_error};
+use crate::precision::run_precision;
+use crate::startup::{RunData, load_initial_policy, model_error};
 
 /// The reference side of the loss. With `reference_free` none is loaded or run; otherwise the
 /// model at `ref_model_name_or_path` or a frozen copy of `initial` (with `use_peft`: `initial`
@@ -38,18 +40,64 @@ pub(crate) fn build_reference(
         }
         return Ok(Reference::None);
     }
-    let model = match &config.ref_model_name_or_path {
-        Some(dir) => {
+    let model = reference_model(config, Some(initial), data, device, observer)?;
+    if !config.precompute_ref_log_probs {
+        return Ok(Reference::Model(Box::new(model)));
+    }
+    let reference = reference_identity_of(config)?;
+    let precision = model.config().matmul_precision;
+    let mut caches = Vec::new();
+    for (split, dataset) in data.splits() {
+        let job = SplitJob::new(
+            config,
+            split,
+            dataset,
+            &data.collator,
+            precision,
+            reference.clone(),
+        )?;
+        caches.push(Box::new(cached_or_computed(
+            config, &job, &model, device, observer,
+        )?));
+    }
+    let mut caches = caches.into_iter();
+    let train = caches.next().ok_or(TrainError::NoData {
+        path: data.train_source.clone(),
+    })?;
+    Ok(Reference::Precomputed {
+        train,
+        eval: caches.next(),
+    })
+}
+
+/// The reference model of a run, in its dtype: the model at `ref_model_name_or_path` (its
+/// tokenizer checked against the policy's), else a frozen copy of `initial` with its adapters
+/// disabled (loaded from `model_name_or_path` when `initial` is not given).
+pub(crate) fn reference_model(
+    config: &TrainConfig,
+    initial: Option<&CausalLm>,
+    data: &RunData,
+    device: &Device,
+    observer: &mut dyn TrainObserver,
+) -> Result<CausalLm, TrainError> {
+    let (precision, _) = run_precision(config, device);
+    let model = match (&config.ref_model_name_or_path, initial) {
+        (Some(dir), _) => {
             if let Some(warning) = check_reference_tokenizer(dir, &data.tokenizer)? {
                 observer.on_message(&warning);
             }
             let model = CausalLm::from_pretrained(dir, device).map_err(model_error(dir))?;
             data.check_model(&model, dir, config)?;
-            model.with_matmul_precision(initial.config().matmul_precision)
+            model.with_matmul_precision(precision)
         }
-        None => initial.valid().without_adapters(),
+        (None, Some(initial)) => initial.valid().without_adapters(),
+        (None, None) => {
+            let model = load_initial_policy(config, device)?.with_matmul_precision(precision);
+            data.check_model(&model, &config.model_name_or_path, config)?;
+            model
+        }
     };
-    let model = match config.ref_dtype {
+    Ok(match config.ref_dtype {
         Some(dtype) if !device.supports_dtype(dtype.dtype()) => {
             observer.on_message(&format!(
                 "warning: ref_dtype = \"{}\", but this backend cannot hold {} tensors: the \
@@ -68,42 +116,19 @@ pub(crate) fn build_reference(
             store_product_weights_as(model, dtype)
         }
         None => model,
-    };
-    if !config.precompute_ref_log_probs {
-        return Ok(Reference::Model(Box::new(model)));
-    }
-    let (ref_dir, seed) = match &config.ref_model_name_or_path {
-        Some(dir) => (dir.clone(), None),
-        None => (
-            config.model_name_or_path.clone(),
+    })
+}
+
+/// The `reference` part of the cache key of `config`'s reference: its weight files, or the
+/// policy's config and seed when it is a randomly initialised copy of the policy.
+pub(crate) fn reference_identity_of(config: &TrainConfig) -> Result<String, TrainError> {
+    match &config.ref_model_name_or_path {
+        Some(dir) => reference_identity(dir, None),
+        None => reference_identity(
+            &config.model_name_or_path,
             config.init_from_config.then_some(config.seed),
         ),
-    };
-    let fingerprint = weights_fingerprint(&ref_dir, seed)?;
-    let train = cached_or_computed(
-        config,
-        "train",
-        &data.train,
-        fingerprint,
-        &model,
-        data,
-        device,
-        observer,
-    )?;
-    let eval = match &data.eval {
-        Some(eval) => Some(cached_or_computed(
-            config,
-            "eval",
-            eval,
-            fingerprint,
-            &model,
-            data,
-            device,
-            observer,
-        )?),
-        None => None,
-    };
-    Ok(Reference::Precomputed { train, eval })
+    }
 }
 
 /// The reference must use the policy's tokenizer: same vocabulary and special tokens. Returns a

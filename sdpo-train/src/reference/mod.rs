@@ -2,12 +2,14 @@
 //! its per-token log-probs of a batch ([`Reference::logps`]), computed before the policy's step.
 //!
 //! - `build`: which reference a run has, in which dtype ([`build_reference`]).
-//! - `cache`: the reference cache file ([`RefLogpsCache`]).
-//! - `precompute`: filling or reusing the cache, and its key.
+//! - `cache`: the reference cache in its open format ([`RefLogpsCache`], [`cache::CacheKey`]).
+//! - `precompute`: filling or reusing a split's cache, one shard or whole.
+//! - `job`: `sdpo precompute-ref` ([`precompute_reference`]): whole, one shard, or a merge.
 //! - `sync`: TR-DPO's moving reference (`sync_ref_model`).
 
 mod build;
-mod cache;
+pub mod cache;
+mod job;
 mod precompute;
 pub mod sync;
 
@@ -18,7 +20,7 @@ use sdpo_models::CausalLm;
 
 pub(crate) use build::build_reference;
 pub use cache::RefLogpsCache;
-pub use precompute::{precompute, weights_fingerprint};
+pub use job::{PrecomputeJob, precompute_reference};
 
 use crate::error::TrainError;
 use crate::logps::{DeviceBatch, LogpsPath};
@@ -31,9 +33,9 @@ pub enum Reference {
     /// Per-token log-probs computed once (`precompute_ref_log_probs`).
     Precomputed {
         /// The training split.
-        train: RefLogpsCache,
+        train: Box<RefLogpsCache>,
         /// The evaluation split.
-        eval: Option<RefLogpsCache>,
+        eval: Option<Box<RefLogpsCache>>,
     },
     /// `reference_free = true`: no reference is loaded or run; the loss ignores it (zeros are
     /// passed).

@@ -1,199 +1,255 @@
 //! `precompute_ref_log_probs`: the reference's per-token log-probs of every pair computed once
-//! into a cache file under `output_dir`, keyed by everything that decides them (the data, the
-//! truncation, the path, the precision, the weights), and reused when the key matches.
-
-use std::path::{Path, PathBuf};
+//! into a cache under `output_dir/ref_logps_cache/`, keyed by everything that decides them (the
+//! rows, the truncation, the path, the precision, the weights), and reused when the key matches.
+//! A split is computed as one shard or as several ([`Shard`]), each resumable after a kill.
 
 use burn::tensor::{Device, Tensor};
 
-use sdpo_data::{Collator, Fnv1a, TokenizedDataset};
+use sdpo_data::{Collator, TokenizedDataset};
 use sdpo_models::{CausalLm, MatmulPrecision};
 
-use super::cache::RefLogpsCache;
+use super::cache::{
+    CacheHeader, CacheKey, FoundCache, Journal, PairLogps, RefLogpsCache, Shard, cache_dir, find,
+    rows_sha256, write,
+};
 use super::scored_positions;
 use crate::config::TrainConfig;
-use crate::error::{TrainError, io};
+use crate::error::TrainError;
 use crate::logps::{DeviceBatch, LogpsPath};
 use crate::observer::TrainObserver;
-use crate::startup::RunData;
+use crate::reference::Split;
 
-#[allow(clippy::too_many_arguments)]
+/// The program named in the `producer` field of the files sdpo-rs writes.
+pub(crate) fn producer() -> String {
+    format!("sdpo-rs {}", env!("CARGO_PKG_VERSION"))
+}
+
+/// A split to precompute: its name, its pairs and how they are batched.
+pub(crate) struct SplitJob<'a> {
+    /// Which split.
+    pub split: Split,
+    /// Its pairs.
+    pub dataset: &'a TokenizedDataset,
+    /// Pads and truncates them.
+    pub collator: &'a Collator,
+    /// The key of its cache.
+    pub key: CacheKey,
+    /// Pairs per forward pass.
+    pub batch_size: usize,
+}
+
+impl<'a> SplitJob<'a> {
+    /// The job of `split` for `config`; `reference` is [`super::cache::reference_identity`].
+    pub fn new(
+        config: &TrainConfig,
+        split: Split,
+        dataset: &'a TokenizedDataset,
+        collator: &'a Collator,
+        precision: MatmulPrecision,
+        reference: String,
+    ) -> Result<Self, TrainError> {
+        let rows = rows_sha256(dataset, collator)?;
+        let key = CacheKey::for_run(config, rows, precision, reference);
+        let batch_size = config
+            .precompute_ref_batch_size
+            .unwrap_or(match split {
+                Split::Train => config.per_device_train_batch_size,
+                Split::Eval => config.per_device_eval_batch_size,
+            })
+            .max(1);
+        Ok(Self {
+            split,
+            dataset,
+            collator,
+            key,
+            batch_size,
+        })
+    }
+
+    /// `train` or `eval`.
+    pub fn name(&self) -> &'static str {
+        match self.split {
+            Split::Train => "train",
+            Split::Eval => "eval",
+        }
+    }
+}
+
+/// The split's cache: read when its file or a complete set of shards is under `output_dir`,
+/// else computed as one shard (resuming a killed computation) and written. A damaged whole
+/// file is reported and recomputed; a broken set of shards is an error naming the shard.
 pub(crate) fn cached_or_computed(
     config: &TrainConfig,
-    split: &str,
-    dataset: &TokenizedDataset,
-    fingerprint: u64,
+    job: &SplitJob<'_>,
     model: &CausalLm,
-    data: &RunData,
     device: &Device,
     observer: &mut dyn TrainObserver,
 ) -> Result<RefLogpsCache, TrainError> {
-    let precision = model.config().matmul_precision;
-    let key = reference_cache_key(config, dataset.content_hash(), precision, fingerprint);
-    let path = RefLogpsCache::path(&config.output_dir, split, key);
-    if path.is_file() {
-        match RefLogpsCache::load(&path, key) {
-            Ok(cache) if cache.pairs.len() == dataset.len() => {
-                observer.on_message(&format!(
-                    "{split}: reusing precomputed reference log-probs `{}`",
-                    path.display()
-                ));
-                return Ok(cache);
+    let dir = cache_dir(&config.output_dir);
+    let split = job.name();
+    warn_about_old_caches(&dir, split, observer);
+    let pairs_total = job.dataset.len();
+    match find(&dir, split, &job.key, pairs_total)? {
+        Some(found @ FoundCache::Shards(_)) => {
+            let cache = RefLogpsCache::load(&found, &job.key, pairs_total)?;
+            observer.on_message(&format!(
+                "{split}: reading precomputed reference log-probs from shards `{}`...",
+                cache.path.display()
+            ));
+            return Ok(cache);
+        }
+        Some(found @ FoundCache::Whole(_)) => {
+            match RefLogpsCache::load(&found, &job.key, pairs_total) {
+                Ok(cache) => {
+                    observer.on_message(&format!(
+                        "{split}: reusing precomputed reference log-probs `{}`",
+                        cache.path.display()
+                    ));
+                    return Ok(cache);
+                }
+                Err(err) => observer.on_message(&format!("warning: {err}: recomputing it")),
             }
-            Ok(cache) => observer.on_message(&format!(
-                "warning: `{}` holds {} pairs, the data {}: recomputing it",
-                path.display(),
-                cache.pairs.len(),
-                dataset.len()
-            )),
-            Err(err) => observer.on_message(&format!("warning: {err}: recomputing it")),
+        }
+        None => {}
+    }
+    let path = dir.join(Shard::WHOLE.file_name(split, &job.key));
+    let pairs = compute_shard(
+        model,
+        job,
+        Shard::WHOLE,
+        &LogpsPath::for_config(config),
+        &path,
+        device,
+        observer,
+    )?;
+    Ok(RefLogpsCache {
+        key: job.key.clone(),
+        path,
+        pairs,
+    })
+}
+
+/// Mentions the files of the format before version 2 under `dir` (they are no longer read).
+fn warn_about_old_caches(dir: &std::path::Path, split: &str, observer: &mut dyn TrainObserver) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if name.starts_with(&format!("{split}-")) && name.ends_with(".bin") {
+            observer.on_message(&format!(
+                "warning: `{}` is an SDPOREF1 reference cache of an older sdpo-rs, no longer \
+                 read (recomputing in the open format); delete it",
+                path.display()
+            ));
         }
     }
-    observer.on_message(&format!(
-        "{split}: precomputing reference log-probs for {} pairs",
-        dataset.len()
-    ));
-    let batch_size = config
-        .precompute_ref_batch_size
-        .unwrap_or(if split == "train" {
-            config.per_device_train_batch_size
-        } else {
-            config.per_device_eval_batch_size
+}
+
+/// Computes `shard` of the job's split with `model` into the file `path`, in batches of the
+/// job's batch size; each finished batch is kept in a progress file, so that a killed
+/// computation restarts after its last whole batch. Returns the shard's pairs.
+pub(crate) fn compute_shard(
+    model: &CausalLm,
+    job: &SplitJob<'_>,
+    shard: Shard,
+    logps_path: &LogpsPath,
+    path: &std::path::Path,
+    device: &Device,
+    observer: &mut dyn TrainObserver,
+) -> Result<Vec<PairLogps>, TrainError> {
+    let split = job.name();
+    let pairs_total = job.dataset.len();
+    let range = shard.pair_range(pairs_total, job.batch_size);
+    let tag = format!(
+        "sdpo-ref-logps progress; key={}; split={split}; shard={shard}; pairs={}..{}; \
+         batch_size={}",
+        job.key.key(),
+        range.start,
+        range.end,
+        job.batch_size
+    );
+    let resumed = Journal::open(path, &tag)?;
+    if let Some(dropped) = &resumed.dropped {
+        observer.on_message(&format!("warning: {dropped}"));
+    }
+    let mut journal = resumed.journal;
+    let mut pairs = resumed.pairs;
+    if pairs.len() > range.len()
+        || (pairs.len() % job.batch_size != 0 && pairs.len() != range.len())
+    {
+        return Err(TrainError::Cache {
+            path: Journal::path_of(path),
+            reason: format!(
+                "holds {} pairs, which are not whole batches of shard {shard}",
+                pairs.len()
+            ),
         });
-    let cache = precompute(
-        model,
-        dataset,
-        &data.collator,
-        batch_size,
-        &LogpsPath::for_config(config),
-        key,
-        path.clone(),
-        device,
-    )?;
-    cache.save(&path)?;
-    Ok(cache)
-}
-
-/// The key of a precomputed reference cache: the tokenized pairs' content hash, then the
-/// settings of [`crate::config::ReferenceEffect::Setting`] keys (truncation; the engine's path and budget with
-/// `gradient_checkpointing`; the shared-prompt rows; the precision the reference's products run
-/// in, `precision`; `ref_dtype`), then the reference weights' fingerprint. A key whose
-/// [`crate::config::ReferenceEffect`] is `Data` or `Weights` reaches it through the content hash or the
-/// fingerprint; an `Unaffected` key never does.
-pub fn reference_cache_key(
-    config: &TrainConfig,
-    pairs_hash: u64,
-    precision: MatmulPrecision,
-    weights_fingerprint: u64,
-) -> u64 {
-    let mut h = Fnv1a::new();
-    h.write_u64(pairs_hash);
-    h.write_str(&format!(
-        "max_length={:?};max_prompt_length={:?};truncation_mode={}",
-        config.data.max_length,
-        config.data.max_prompt_length(),
-        config.data.truncation_mode().as_str()
+    }
+    let start = range.start + pairs.len();
+    observer.on_message(&format!(
+        "{split}: precomputing reference log-probs for pairs {}..{} of {pairs_total}{}",
+        range.start,
+        range.end,
+        if pairs.is_empty() {
+            String::new()
+        } else {
+            format!(" (resuming after pair {start})")
+        }
     ));
-    if config.gradient_checkpointing {
-        // The engine's chunked forward and the whole-batch forward agree to rounding only (and
-        // the engine's blocks and chunks follow the budget): a cache from the run's own path
-        // keeps SDPO's first scores exactly 0 with the initial policy as reference.
-        h.write_str(&format!(
-            "logps_path=bounded;memory_budget_mib={};max_buffer_mib={}",
-            config.memory_budget_mib, config.max_buffer_mib
-        ));
+    let indices: Vec<usize> = (start..range.end).collect();
+    for chunk in indices.chunks(job.batch_size) {
+        let batch = batch_logps(model, job.dataset, job.collator, chunk, logps_path, device)?;
+        journal.append(&batch)?;
+        pairs.extend(batch);
     }
-    if config.uses_shared_prompt() {
-        // The shared-prompt rows agree with two rows per pair to rounding only.
-        h.write_str("layout=shared_prompt");
-    }
-    if precision != MatmulPrecision::F32 {
-        h.write_str(&format!("matmul_precision={}", precision.name()));
-    }
-    if let Some(dtype) = config.ref_dtype {
-        h.write_str(&format!("ref_dtype={}", dtype.as_str()));
-    }
-    h.write_u64(weights_fingerprint);
-    h.finish()
+    let header = CacheHeader {
+        key: job.key.clone(),
+        split: split.to_string(),
+        pairs_total,
+        first_pair: range.start,
+        pair_count: range.len(),
+        shard,
+        producer: producer(),
+    };
+    write(path, &header, &pairs)?;
+    journal.finish()?;
+    Ok(pairs)
 }
 
-/// One pass of `model` over `dataset` in order, keeping each pair's completion log-probs; the
-/// cache will live at `path`. `batch_size` pairs per forward pass on `logps_path`.
-#[allow(clippy::too_many_arguments)]
-pub fn precompute(
+/// The completion log-probs of pairs `indices` of `dataset` under `model`, per pair.
+fn batch_logps(
     model: &CausalLm,
     dataset: &TokenizedDataset,
     collator: &Collator,
-    batch_size: usize,
+    indices: &[usize],
     logps_path: &LogpsPath,
-    key: u64,
-    path: PathBuf,
     device: &Device,
-) -> Result<RefLogpsCache, TrainError> {
-    let mut pairs = Vec::with_capacity(dataset.len());
-    let indices: Vec<usize> = (0..dataset.len()).collect();
-    for chunk in indices.chunks(batch_size.max(1)) {
-        let host = collator.collate_indices(dataset, chunk)?;
-        let batch = DeviceBatch::new(&host, device);
-        let out = logps_path.logps(model, &batch, false)?;
-        let (b, t) = (host.batch_size, host.seq_len);
-        let read = |x: Tensor<2>| {
-            x.try_into_vec_as::<f32>()
-                .map_err(|e| TrainError::DeviceRead {
-                    tensor: "reference log-probs",
-                    reason: format!("{e:?}"),
-                })
-        };
-        let sides = [read(out.chosen)?, read(out.rejected)?];
-        for row in 0..b {
-            let mut kept = [Vec::new(), Vec::new()];
-            for (side, values) in sides.iter().enumerate() {
-                for pos in scored_positions(host.completion_mask_row(side * b + row)) {
-                    kept[side].push(values[row * (t - 1) + pos]);
-                }
+) -> Result<Vec<PairLogps>, TrainError> {
+    let host = collator.collate_indices(dataset, indices)?;
+    let batch = DeviceBatch::new(&host, device);
+    let out = logps_path.logps(model, &batch, false)?;
+    let (b, t) = (host.batch_size, host.seq_len);
+    let read = |x: Tensor<2>| {
+        x.try_into_vec_as::<f32>()
+            .map_err(|e| TrainError::DeviceRead {
+                tensor: "reference log-probs",
+                reason: format!("{e:?}"),
+            })
+    };
+    let sides = [read(out.chosen)?, read(out.rejected)?];
+    let mut pairs = Vec::with_capacity(b);
+    for row in 0..b {
+        let mut kept = [Vec::new(), Vec::new()];
+        for (side, values) in sides.iter().enumerate() {
+            for pos in scored_positions(host.completion_mask_row(side * b + row)) {
+                kept[side].push(values[row * (t - 1) + pos]);
             }
-            let [c, r] = kept;
-            pairs.push((c, r));
         }
+        let [c, r] = kept;
+        pairs.push((c, r));
     }
-    Ok(RefLogpsCache { key, path, pairs })
-}
-
-/// Hashes the files that define a model's weights (`config.json` and the safetensors files),
-/// or, for a randomly initialised model, its config and seed.
-pub fn weights_fingerprint(dir: &Path, random_init_seed: Option<u64>) -> Result<u64, TrainError> {
-    let mut h = Fnv1a::new();
-    let config = dir.join("config.json");
-    h.write(&std::fs::read(&config).map_err(io("read", &config))?);
-    if let Some(seed) = random_init_seed {
-        h.write_str("random-init");
-        h.write(&seed.to_le_bytes());
-        return Ok(h.finish());
-    }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(io("list", dir))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-        .collect();
-    files.sort();
-    for file in files {
-        h.write_str(&file.file_name().unwrap_or_default().to_string_lossy());
-        // Streamed: weight files can be many gigabytes.
-        let mut reader = std::io::BufReader::with_capacity(
-            1 << 20,
-            std::fs::File::open(&file).map_err(io("open", &file))?,
-        );
-        loop {
-            let chunk = std::io::BufRead::fill_buf(&mut reader).map_err(io("read", &file))?;
-            if chunk.is_empty() {
-                break;
-            }
-            h.write(chunk);
-            let n = chunk.len();
-            std::io::BufRead::consume(&mut reader, n);
-        }
-    }
-    Ok(h.finish())
+    Ok(pairs)
 }
 
 #[cfg(test)]
@@ -230,8 +286,8 @@ mod tests {
         }
     }
 
-    fn cache_key(config: &TrainConfig) -> u64 {
-        reference_cache_key(config, 7, precision(config), 11)
+    fn cache_key(config: &TrainConfig) -> String {
+        CacheKey::for_run(config, "7".into(), precision(config), "11".into()).key()
     }
 
     /// `config` with another valid value of `key`: the first candidate that parses and

@@ -74,6 +74,12 @@ impl RunData {
         }
     }
 
+    /// The splits this run has: train, then eval if there is one.
+    pub fn splits(&self) -> impl Iterator<Item = (Split, &TokenizedDataset)> {
+        std::iter::once((Split::Train, &self.train))
+            .chain(self.eval.as_ref().map(|eval| (Split::Eval, eval)))
+    }
+
     /// The longest row any batch of this run will have, after truncation and padding.
     fn longest_row(&self, config: &TrainConfig) -> usize {
         let longest = self
