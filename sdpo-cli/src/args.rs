@@ -53,6 +53,16 @@ pub enum Command {
         #[arg(long)]
         merge: bool,
     },
+    /// Write the exact token rows of every pair (`OUT/train.jsonl`, `OUT/eval.jsonl`) for another
+    /// engine to compute the reference's log-probs of (`tools/ref_logps.py`).
+    ExportPairs {
+        /// Configuration and device.
+        #[command(flatten)]
+        common: CommonArgs,
+        /// The directory to write the files into.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
     /// Merge a LoRA adapter (PEFT format) into its base model and save a full checkpoint.
     Merge(crate::merge::MergeArgs),
     /// Write a run's report (charts of its metrics, its configuration and data) as one HTML file.
@@ -62,7 +72,7 @@ pub enum Command {
 }
 
 /// Flags of `sdpo` itself that take a value (everything else of the form `--key` is a TRL key).
-const OWN_FLAGS_WITH_VALUE: [&str; 7] = [
+const OWN_FLAGS_WITH_VALUE: [&str; 8] = [
     "--config",
     "-c",
     "--set",
@@ -70,18 +80,19 @@ const OWN_FLAGS_WITH_VALUE: [&str; 7] = [
     "--resume-from-checkpoint",
     "--checkpoint",
     "--shard",
+    "--out",
 ];
 
 /// Flags of `sdpo` itself without a value.
 const OWN_SWITCHES: [&str; 5] = ["--help", "-h", "--version", "-V", "--merge"];
 
-/// Splits the arguments of `sdpo train|eval|precompute-ref` into those clap parses and TRL-style
+/// Splits the arguments of `sdpo train|eval|precompute-ref|export-pairs` into those clap parses and TRL-style
 /// flags: `--key`, `--key value`, `--key v1 v2 ...` (values up to the next `--`) and
 /// `--key=value`. Other subcommands are left alone.
 pub fn split_trl_flags(args: Vec<String>) -> (Vec<String>, Vec<(String, Vec<String>)>) {
     let takes_trl = args
         .get(1)
-        .is_some_and(|c| ["train", "eval", "precompute-ref"].contains(&c.as_str()));
+        .is_some_and(|c| ["train", "eval", "precompute-ref", "export-pairs"].contains(&c.as_str()));
     if !takes_trl {
         return (args, Vec::new());
     }

@@ -22,7 +22,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use sdpo_train::{
-    IntervalStrategy, PrecomputeJob, Start, Trainer, checkpoint::resolve_checkpoint,
+    IntervalStrategy, PrecomputeJob, Start, Trainer, checkpoint::resolve_checkpoint, export_pairs,
     precompute_reference,
 };
 
@@ -34,7 +34,8 @@ fn main() -> ExitCode {
     let mut cli = Cli::parse_from(args);
     if let Command::Train { common, .. }
     | Command::Eval { common, .. }
-    | Command::PrecomputeRef { common, .. } = &mut cli.command
+    | Command::PrecomputeRef { common, .. }
+    | Command::ExportPairs { common, .. } = &mut cli.command
     {
         common.trl_flags = trl_flags;
     }
@@ -158,6 +159,14 @@ fn run(cli: Cli) -> Result<()> {
             };
             let files = precompute_reference(&config, &device, job, &mut view)
                 .context("cannot precompute reference log-probs")?;
+            for file in files {
+                println!("{}", file.display());
+            }
+        }
+        Command::ExportPairs { common, out } => {
+            let (config, _, _) = prepare(&common, false)?;
+            let files =
+                export_pairs(&config, &out, &mut view).context("cannot export the pairs")?;
             for file in files {
                 println!("{}", file.display());
             }

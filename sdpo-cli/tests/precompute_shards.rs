@@ -157,6 +157,11 @@ fn shards_in_separate_processes_give_the_one_process_cache_bit_for_bit() {
     assert!(train.status.success(), "{}", text(&train));
     assert!(text(&train).contains("from shards"), "{}", text(&train));
     assert!(!text(&train).contains("precomputing"), "{}", text(&train));
+    assert!(
+        !text(&train).contains("loading the reference model"),
+        "{}",
+        text(&train)
+    );
 
     // The merged file is the one-process file, byte for byte.
     let merged = precompute(root, "four", &["--merge"]);
@@ -253,4 +258,101 @@ fn a_set_with_a_missing_duplicated_or_foreign_shard_is_refused_naming_it() {
     let extra = precompute(root, "three", &["--shard", "0/2"]);
     assert!(extra.status.success(), "{}", text(&extra));
     refused("another count", "mixes shards of");
+}
+
+#[test]
+fn another_programs_cache_is_read_when_its_content_key_matches_and_refused_otherwise() {
+    use sdpo_train::reference::cache::{self, CacheKey};
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    write_run(root);
+    let own = precompute(root, "own", &[]);
+    assert!(own.status.success(), "{}", text(&own));
+    let exported = sdpo(
+        &[
+            "export-pairs",
+            "--config",
+            "run.toml",
+            "--device",
+            "flex",
+            "--out",
+            "pairs",
+        ],
+        root,
+    );
+    assert!(exported.status.success(), "{}", text(&exported));
+    for split in ["train", "eval"] {
+        let lines = std::fs::read_to_string(root.join(format!("pairs/{split}.jsonl"))).unwrap();
+        let mut lines = lines.lines();
+        let header: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+        let (own_header, pairs) = cache::read(&cache_files(root, "own", split)[0]).unwrap();
+        // The export names the rows and content key the run's own cache has.
+        assert_eq!(header["rows"], own_header.key.part("rows").unwrap());
+        assert_eq!(header["content_key"], own_header.key.content_key().as_str());
+        assert_eq!(lines.count(), pairs.len());
+        // "Another engine": the same numbers under its own path and precision.
+        let mut parts: std::collections::HashMap<String, String> = own_header
+            .key
+            .parts()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        parts.insert("logps_path".into(), "other-engine".into());
+        parts.insert("matmul_precision".into(), "bf16".into());
+        let mut header = own_header.clone();
+        header.key = CacheKey::from_metadata(&parts).unwrap();
+        header.producer = "another engine 1.0".into();
+        let dir = root.join("ext/ref_logps_cache");
+        let path = dir.join(cache::external_file_name(split, &header.key));
+        cache::write(&path, &header, &pairs).unwrap();
+    }
+    let train = |out: &str| {
+        let output_dir = format!("output_dir=\"{out}\"");
+        sdpo(
+            &[
+                "train",
+                "--config",
+                "run.toml",
+                "--device",
+                "flex",
+                "--set",
+                &output_dir,
+            ],
+            root,
+        )
+    };
+    let out = train("ext");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("written by `another engine 1.0`")
+            && text(&out).contains("logps_path = other-engine")
+            && !text(&out).contains("precomputing"),
+        "{}",
+        text(&out)
+    );
+    // Another engine's file of other rows is refused, naming the part.
+    let file = cache_files(root, "ext", "train")
+        .into_iter()
+        .find(|p| p.to_string_lossy().contains("-content-"))
+        .unwrap();
+    let (mut header, pairs) = cache::read(&file).unwrap();
+    let mut parts: std::collections::HashMap<String, String> = header
+        .key
+        .parts()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+    parts.insert("rows".into(), "0".repeat(64));
+    header.key = CacheKey::from_metadata(&parts).unwrap();
+    cache::write(&file, &header, &pairs).unwrap();
+    std::fs::create_dir_all(root.join("ext3/ref_logps_cache")).unwrap();
+    let own_key = cache::read(&cache_files(root, "own", "train")[0])
+        .unwrap()
+        .0
+        .key;
+    let renamed = root
+        .join("ext3/ref_logps_cache")
+        .join(cache::external_file_name("train", &own_key));
+    std::fs::copy(&file, &renamed).unwrap();
+    let out = train("ext3");
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("`rows`"), "{}", text(&out));
 }

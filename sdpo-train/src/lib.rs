@@ -49,7 +49,9 @@ pub use inspect::{Inspection, Inspector};
 pub use logps::{DeviceBatch, LogpsPath, MemoryMode, RowLayout, SidedLogps, policy_gradients};
 pub use objective::{MicroStep, micro_step};
 pub use observer::{MetricsFile, MetricsRecord, SilentObserver, StepProgress, TrainObserver};
-pub use reference::{PrecomputeJob, Reference, ReferenceLogps, Split, precompute_reference};
+pub use reference::{
+    PrecomputeJob, Reference, ReferenceLogps, Split, export_pairs, precompute_reference,
+};
 /// The run directory's names, records, readers and writers (the `sdpo-run` crate).
 pub use sdpo_run as run_dir;
 pub use sdpo_run::read_metrics_records;

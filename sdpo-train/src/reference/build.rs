@@ -13,7 +13,7 @@ use sdpo_models::{CausalLm, MatmulPrecision, store_matrices_as, store_product_we
 
 use super::Reference;
 use super::cache::reference_identity;
-use super::precompute::{SplitJob, cached_or_computed};
+use super::precompute::{LazyReference, SplitJob, cached_or_computed};
 use crate::config::TrainConfig;
 use crate::error::TrainError;
 use crate::observer::TrainObserver;
@@ -40,12 +40,15 @@ pub(crate) fn build_reference(
         }
         return Ok(Reference::None);
     }
-    let model = reference_model(config, Some(initial), data, device, observer)?;
     if !config.precompute_ref_log_probs {
+        let model = reference_model(config, Some(initial), data, device, observer)?;
         return Ok(Reference::Model(Box::new(model)));
     }
     let reference = reference_identity_of(config)?;
-    let precision = model.config().matmul_precision;
+    let (precision, _) = run_precision(config, device);
+    let mut model = LazyReference::new(|observer: &mut dyn TrainObserver| {
+        reference_model(config, Some(initial), data, device, observer)
+    });
     let mut caches = Vec::new();
     for (split, dataset) in data.splits() {
         let job = SplitJob::new(
@@ -57,7 +60,7 @@ pub(crate) fn build_reference(
             reference.clone(),
         )?;
         caches.push(Box::new(cached_or_computed(
-            config, &job, &model, device, observer,
+            config, &job, &mut model, device, observer,
         )?));
     }
     let mut caches = caches.into_iter();

@@ -8,7 +8,7 @@ use burn::tensor::Device;
 
 use super::build::{reference_identity_of, reference_model};
 use super::cache::{FoundCache, RefLogpsCache, Shard, cache_dir, find, read_header, write};
-use super::precompute::{SplitJob, cached_or_computed, compute_shard, producer};
+use super::precompute::{LazyReference, SplitJob, cached_or_computed, compute_shard, producer};
 use crate::config::TrainConfig;
 use crate::error::TrainError;
 use crate::logps::LogpsPath;
@@ -66,7 +66,9 @@ pub fn precompute_reference(
             .map(|split| merge(config, split, observer))
             .collect();
     }
-    let model = reference_model(config, None, &data, device, observer)?;
+    let mut model = LazyReference::new(|observer: &mut dyn TrainObserver| {
+        reference_model(config, None, &data, device, observer)
+    });
     let mut written = Vec::new();
     for split in &jobs {
         let path = match job {
@@ -80,11 +82,12 @@ pub fn precompute_reference(
                     ));
                 } else {
                     let path_config = LogpsPath::for_config(config);
-                    compute_shard(&model, split, shard, &path_config, &path, device, observer)?;
+                    let model = model.get(observer)?;
+                    compute_shard(model, split, shard, &path_config, &path, device, observer)?;
                 }
                 path
             }
-            _ => cached_or_computed(config, split, &model, device, observer)?.path,
+            _ => cached_or_computed(config, split, &mut model, device, observer)?.path,
         };
         written.push(path);
     }
@@ -111,7 +114,7 @@ fn merge(
             ));
             return Ok(path);
         }
-        None => {
+        Some(FoundCache::External(_)) | None => {
             return Err(TrainError::Cache {
                 path: dir,
                 reason: format!(

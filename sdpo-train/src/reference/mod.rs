@@ -5,10 +5,12 @@
 //! - `cache`: the reference cache in its open format ([`RefLogpsCache`], [`cache::CacheKey`]).
 //! - `precompute`: filling or reusing a split's cache, one shard or whole.
 //! - `job`: `sdpo precompute-ref` ([`precompute_reference`]): whole, one shard, or a merge.
+//! - `export`: `sdpo export-pairs` ([`export_pairs`]): the rows for another engine.
 //! - `sync`: TR-DPO's moving reference (`sync_ref_model`).
 
 mod build;
 pub mod cache;
+mod export;
 mod job;
 mod precompute;
 pub mod sync;
@@ -20,6 +22,7 @@ use sdpo_models::CausalLm;
 
 pub(crate) use build::build_reference;
 pub use cache::RefLogpsCache;
+pub use export::{PAIRS_FORMAT, export_pairs};
 pub use job::{PrecomputeJob, precompute_reference};
 
 use crate::error::TrainError;

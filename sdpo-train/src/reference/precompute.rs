@@ -75,13 +75,46 @@ impl<'a> SplitJob<'a> {
     }
 }
 
+/// The reference model, loaded the first time a log-prob has to be computed: a run whose caches
+/// are all on disk never loads it.
+pub(crate) struct LazyReference<'a> {
+    model: Option<CausalLm>,
+    load: LoadReference<'a>,
+}
+
+type LoadReference<'a> =
+    Box<dyn FnMut(&mut dyn TrainObserver) -> Result<CausalLm, TrainError> + 'a>;
+
+impl<'a> LazyReference<'a> {
+    /// A reference that `load` builds when first needed.
+    pub fn new(
+        load: impl FnMut(&mut dyn TrainObserver) -> Result<CausalLm, TrainError> + 'a,
+    ) -> Self {
+        Self {
+            model: None,
+            load: Box::new(load),
+        }
+    }
+
+    /// The model, loaded now if it was not yet.
+    pub fn get(&mut self, observer: &mut dyn TrainObserver) -> Result<&CausalLm, TrainError> {
+        match &mut self.model {
+            Some(model) => Ok(model),
+            slot @ None => {
+                observer.on_message("loading the reference model to compute its log-probs");
+                Ok(slot.insert((self.load)(observer)?))
+            }
+        }
+    }
+}
+
 /// The split's cache: read when its file or a complete set of shards is under `output_dir`,
 /// else computed as one shard (resuming a killed computation) and written. A damaged whole
 /// file is reported and recomputed; a broken set of shards is an error naming the shard.
 pub(crate) fn cached_or_computed(
     config: &TrainConfig,
     job: &SplitJob<'_>,
-    model: &CausalLm,
+    reference: &mut LazyReference<'_>,
     device: &Device,
     observer: &mut dyn TrainObserver,
 ) -> Result<RefLogpsCache, TrainError> {
@@ -95,6 +128,31 @@ pub(crate) fn cached_or_computed(
             observer.on_message(&format!(
                 "{split}: reading precomputed reference log-probs from shards `{}`...",
                 cache.path.display()
+            ));
+            return Ok(cache);
+        }
+        Some(found @ FoundCache::External(_)) => {
+            let cache = RefLogpsCache::load(&found, &job.key, pairs_total)?;
+            let header = super::cache::read_header(&cache.path)?;
+            let differs: Vec<String> = job
+                .key
+                .parts()
+                .skip(CacheKey::CONTENT_PARTS)
+                .filter(|(name, value)| header.key.part(name) != Some(value))
+                .map(|(name, _)| format!("{name} = {}", header.key.part(name).unwrap_or_default()))
+                .collect();
+            observer.on_message(&format!(
+                "{split}: reading reference log-probs written by `{}` (`{}`){}",
+                header.producer,
+                cache.path.display(),
+                if differs.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; computed with {} (this run's own path would differ in rounding)",
+                        differs.join(", ")
+                    )
+                }
             ));
             return Ok(cache);
         }
@@ -113,6 +171,7 @@ pub(crate) fn cached_or_computed(
         None => {}
     }
     let path = dir.join(Shard::WHOLE.file_name(split, &job.key));
+    let model = reference.get(observer)?;
     let pairs = compute_shard(
         model,
         job,

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 pub use file::{CacheHeader, FORMAT, FORMAT_VERSION, PairLogps, read, read_header, write};
 pub use journal::{Journal, Resumed};
 pub use key::{CacheKey, KEY_PART_NAMES, PairRows, reference_identity, rows_sha256};
-pub use shard::{FoundCache, Shard, find};
+pub use shard::{FoundCache, Shard, external_file_name, find};
 
 use crate::error::TrainError;
 
@@ -45,14 +45,14 @@ pub struct RefLogpsCache {
 
 impl RefLogpsCache {
     /// Reads a found cache (the whole file, or every shard in order), checking that it is of
-    /// `key` and holds `pairs_total` pairs.
+    /// `key` (another program's file: of its content key) and holds `pairs_total` pairs.
     pub fn load(
         found: &FoundCache,
         key: &CacheKey,
         pairs_total: usize,
     ) -> Result<Self, TrainError> {
         let files: Vec<&Path> = match found {
-            FoundCache::Whole(path) => vec![path],
+            FoundCache::Whole(path) | FoundCache::External(path) => vec![path],
             FoundCache::Shards(set) => set.iter().map(|(path, _)| path.as_path()).collect(),
         };
         let mut pairs = Vec::with_capacity(pairs_total);
@@ -62,7 +62,26 @@ impl RefLogpsCache {
                 path: path.to_path_buf(),
                 reason,
             };
-            if header.key != *key {
+            if let FoundCache::External(_) = found {
+                if header.key.content_key() != key.content_key() {
+                    let part = key
+                        .parts()
+                        .take(CacheKey::CONTENT_PARTS)
+                        .find(|(name, value)| header.key.part(name) != Some(value))
+                        .map_or("content_key", |(name, _)| name);
+                    return Err(bad(format!(
+                        "written for other pairs or another reference: its `{part}` is not \
+                         this run's `{}`",
+                        key.part(part).unwrap_or_default()
+                    )));
+                }
+                if header.shard != Shard::WHOLE {
+                    return Err(bad(format!(
+                        "is shard {}; another program's cache must be one file",
+                        header.shard
+                    )));
+                }
+            } else if header.key != *key {
                 return Err(bad(format!(
                     "its key {} is not the expected {}",
                     header.key.short(),

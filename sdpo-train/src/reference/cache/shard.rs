@@ -80,10 +80,19 @@ pub enum FoundCache {
     Whole(PathBuf),
     /// A complete set of shards, in order, with their headers.
     Shards(Vec<(PathBuf, CacheHeader)>),
+    /// One file for the whole split written by another program
+    /// (`{split}-content-{short content key}.safetensors`): it must match the content key only.
+    External(PathBuf),
+}
+
+/// The name of the file another program writes for `split`'s cache with `key`'s content parts.
+pub fn external_file_name(split: &str, key: &CacheKey) -> String {
+    format!("{split}-content-{}.safetensors", &key.content_key()[..16])
 }
 
 /// Looks in `dir` for the cache of `split` with `key` over `pairs_total` pairs: the whole file,
-/// else its shards (`{split}-{short key}-shard-K-of-N.safetensors`). A set of shards must be
+/// else its shards (`{split}-{short key}-shard-K-of-N.safetensors`), else a file of the same
+/// content written by another program ([`external_file_name`]). A set of shards must be
 /// complete, each shard once, each of this key and split, and together cover the split in
 /// order; otherwise the error names the missing, duplicated or foreign shard.
 pub fn find(
@@ -110,7 +119,8 @@ pub fn find(
         })
         .collect();
     if files.is_empty() {
-        return Ok(None);
+        let external = dir.join(external_file_name(split, key));
+        return Ok(external.is_file().then_some(FoundCache::External(external)));
     }
     files.sort();
     check_set(dir, split, key, pairs_total, files).map(|set| Some(FoundCache::Shards(set)))
