@@ -260,6 +260,15 @@ fn a_set_with_a_missing_duplicated_or_foreign_shard_is_refused_naming_it() {
     refused("another count", "mixes shards of");
 }
 
+/// A key's parts as a header's map.
+fn parts_of(
+    key: &sdpo_train::reference::cache::CacheKey,
+) -> std::collections::HashMap<String, String> {
+    key.parts()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect()
+}
+
 #[test]
 fn another_programs_cache_is_read_when_its_content_key_matches_and_refused_otherwise() {
     use sdpo_train::reference::cache::{self, CacheKey};
@@ -291,11 +300,7 @@ fn another_programs_cache_is_read_when_its_content_key_matches_and_refused_other
         assert_eq!(header["content_key"], own_header.key.content_key().as_str());
         assert_eq!(lines.count(), pairs.len());
         // "Another engine": the same numbers under its own path and precision.
-        let mut parts: std::collections::HashMap<String, String> = own_header
-            .key
-            .parts()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect();
+        let mut parts = parts_of(&own_header.key);
         parts.insert("logps_path".into(), "other-engine".into());
         parts.insert("matmul_precision".into(), "bf16".into());
         let mut header = own_header.clone();
@@ -335,11 +340,7 @@ fn another_programs_cache_is_read_when_its_content_key_matches_and_refused_other
         .find(|p| p.to_string_lossy().contains("-content-"))
         .unwrap();
     let (mut header, pairs) = cache::read(&file).unwrap();
-    let mut parts: std::collections::HashMap<String, String> = header
-        .key
-        .parts()
-        .map(|(n, v)| (n.to_string(), v.to_string()))
-        .collect();
+    let mut parts = parts_of(&header.key);
     parts.insert("rows".into(), "0".repeat(64));
     header.key = CacheKey::from_metadata(&parts).unwrap();
     cache::write(&file, &header, &pairs).unwrap();

@@ -44,21 +44,12 @@ pub(crate) fn build_reference(
         let model = reference_model(config, Some(initial), data, device, observer)?;
         return Ok(Reference::Model(Box::new(model)));
     }
-    let reference = reference_identity_of(config)?;
     let (precision, _) = run_precision(config, device);
     let mut model = LazyReference::new(|observer: &mut dyn TrainObserver| {
         reference_model(config, Some(initial), data, device, observer)
     });
     let mut caches = Vec::new();
-    for (split, dataset) in data.splits() {
-        let job = SplitJob::new(
-            config,
-            split,
-            dataset,
-            &data.collator,
-            precision,
-            reference.clone(),
-        )?;
+    for job in SplitJob::of_run(config, data, precision)? {
         caches.push(Box::new(cached_or_computed(
             config, &job, &mut model, device, observer,
         )?));

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use burn::tensor::Device;
 
-use super::build::{reference_identity_of, reference_model};
+use super::build::reference_model;
 use super::cache::{FoundCache, RefLogpsCache, Shard, cache_dir, find, read_header, write};
 use super::precompute::{LazyReference, SplitJob, cached_or_computed, compute_shard, producer};
 use crate::config::TrainConfig;
@@ -45,21 +45,8 @@ pub fn precompute_reference(
     if let Some(warning) = warning {
         observer.on_message(&warning);
     }
-    let reference = reference_identity_of(config)?;
     let dir = cache_dir(&config.output_dir);
-    let jobs = data
-        .splits()
-        .map(|(split, dataset)| {
-            SplitJob::new(
-                config,
-                split,
-                dataset,
-                &data.collator,
-                precision,
-                reference.clone(),
-            )
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let jobs = SplitJob::of_run(config, &data, precision)?;
     if job == PrecomputeJob::Merge {
         return jobs
             .iter()

@@ -8,6 +8,7 @@ use burn::tensor::{Device, Tensor};
 use sdpo_data::{Collator, TokenizedDataset};
 use sdpo_models::{CausalLm, MatmulPrecision};
 
+use super::build::reference_identity_of;
 use super::cache::{
     CacheHeader, CacheKey, FoundCache, Journal, PairLogps, RefLogpsCache, Shard, cache_dir, find,
     rows_sha256, write,
@@ -18,6 +19,7 @@ use crate::error::TrainError;
 use crate::logps::{DeviceBatch, LogpsPath};
 use crate::observer::TrainObserver;
 use crate::reference::Split;
+use crate::startup::RunData;
 
 /// The program named in the `producer` field of the files sdpo-rs writes.
 pub(crate) fn producer() -> String {
@@ -64,6 +66,27 @@ impl<'a> SplitJob<'a> {
             key,
             batch_size,
         })
+    }
+
+    /// The jobs of every split of `data` (train, then eval), keyed for `config`'s reference.
+    pub fn of_run(
+        config: &TrainConfig,
+        data: &'a RunData,
+        precision: MatmulPrecision,
+    ) -> Result<Vec<Self>, TrainError> {
+        let reference = reference_identity_of(config)?;
+        data.splits()
+            .map(|(split, dataset)| {
+                Self::new(
+                    config,
+                    split,
+                    dataset,
+                    &data.collator,
+                    precision,
+                    reference.clone(),
+                )
+            })
+            .collect()
     }
 
     /// `train` or `eval`.
