@@ -28,13 +28,17 @@ trap 'rm -rf "$W"' EXIT
     --set "output_dir=\"$W/ref\"" > /dev/null
 test -f "$W/ref/model.safetensors"
 
+args_for() { # args_for OUTPUT_DIR: sets ARGS, the options every command below shares
+    ARGS=(--device flex --config examples/quickstart/sdpo.toml
+        --set "ref_model_name_or_path=\"$W/ref\"" --set precompute_ref_log_probs=true
+        --set precompute_ref_batch_size=2 --set max_steps=1 --set logging_steps=1
+        --set "output_dir=\"$W/$1\"")
+}
 run() { # run SUBCOMMAND OUTPUT_DIR [ARGS...]
-    local command="$1" out="$2"
+    local command="$1"
+    args_for "$2"
     shift 2
-    "$SDPO" "$command" --device flex --config examples/quickstart/sdpo.toml \
-        --set "ref_model_name_or_path=\"$W/ref\"" --set precompute_ref_log_probs=true \
-        --set precompute_ref_batch_size=2 --set max_steps=1 --set logging_steps=1 \
-        --set "output_dir=\"$W/$out\"" "$@"
+    "$SDPO" "$command" "${ARGS[@]}" "$@"
 }
 
 echo "ref-cache: one process"
@@ -46,7 +50,10 @@ run precompute-ref shards --shard 2/3 > /dev/null
 caught=""
 for attempt in 1 2 3 4 5; do
     rm -f "$W"/shards/ref_logps_cache/*shard-1-of-3*
-    run precompute-ref shards --shard 1/3 > /dev/null 2>&1 &
+    # A simple command in the background: $! is sdpo itself, so the kill below reaches it
+    # (a shell function would run in a subshell, and killing that would leave sdpo running).
+    args_for shards
+    "$SDPO" precompute-ref "${ARGS[@]}" --shard 1/3 > /dev/null 2>&1 &
     pid=$!
     partial=""
     while kill -0 "$pid" 2> /dev/null; do
@@ -56,8 +63,8 @@ for attempt in 1 2 3 4 5; do
     done
     wait "$pid" 2> /dev/null || true
     [ -n "$partial" ] || continue
-    log="$(run precompute-ref shards --shard 1/3 2>&1)"
-    echo "$log" | grep -q "resuming after pair" && { caught=1; break; }
+    log="$(run precompute-ref shards --shard 1/3 2>&1)" || { echo "$log" >&2; exit 1; }
+    case "$log" in *"resuming after pair"*) caught=1; break ;; esac
 done
 [ -n "$caught" ] || { echo "ref-cache: shard 1 was never killed mid-way" >&2; exit 1; }
 run precompute-ref shards --merge > /dev/null

@@ -6,8 +6,8 @@
 //! per batch `u32` pairs, per pair `u32 n`, `n x f32` (chosen), `u32 m`, `m x f32` (rejected),
 //! then the `u64` FNV-1a of the batch's bytes (little endian). A torn or damaged tail is cut off.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Seek, SeekFrom, Write};
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use sdpo_data::Fnv1a;
@@ -46,33 +46,6 @@ impl Journal {
     /// and a file of another tag is started over.
     pub fn open(target: &Path, tag: &str) -> Result<Resumed, TrainError> {
         let path = Self::path_of(target);
-        let header = format!("{tag}\n");
-        let mut dropped = None;
-        let mut pairs = Vec::new();
-        let mut keep = 0u64;
-        if let Ok(bytes) = std::fs::read(&path) {
-            if bytes.starts_with(header.as_bytes()) {
-                keep = header.len() as u64;
-                let mut at = header.len();
-                while let Some((batch, end)) = read_batch(&bytes, at) {
-                    pairs.extend(batch);
-                    at = end;
-                    keep = end as u64;
-                }
-                if (keep as usize) < bytes.len() {
-                    dropped = Some(format!(
-                        "`{}`: a damaged or torn last batch ({} bytes) was dropped",
-                        path.display(),
-                        bytes.len() - keep as usize
-                    ));
-                }
-            } else if !bytes.is_empty() {
-                dropped = Some(format!(
-                    "`{}` is the progress of another computation: started over",
-                    path.display()
-                ));
-            }
-        }
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io("create directory", dir))?;
         }
@@ -83,8 +56,50 @@ impl Journal {
             .write(true)
             .open(&path)
             .map_err(io("open", &path))?;
+        // One process per computation: a second one (the same shard started twice) would
+        // interleave its batches with the first's and remove the file under it.
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(TrainError::Cache {
+                    path,
+                    reason: "another process is computing this cache (its progress file is \
+                             locked): wait for it to finish or stop it"
+                        .to_string(),
+                });
+            }
+            Err(TryLockError::Error(source)) => return Err(io("lock", &path)(source)),
+        }
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(io("read", &path))?;
+        let header = format!("{tag}\n");
+        let mut dropped = None;
+        let mut pairs = Vec::new();
+        let mut keep = 0u64;
+        if bytes.starts_with(header.as_bytes()) {
+            keep = header.len() as u64;
+            let mut at = header.len();
+            while let Some((batch, end)) = read_batch(&bytes, at) {
+                pairs.extend(batch);
+                at = end;
+                keep = end as u64;
+            }
+            if (keep as usize) < bytes.len() {
+                dropped = Some(format!(
+                    "`{}`: a damaged or torn last batch ({} bytes) was dropped",
+                    path.display(),
+                    bytes.len() - keep as usize
+                ));
+            }
+        } else if !bytes.is_empty() {
+            dropped = Some(format!(
+                "`{}` is the progress of another computation: started over",
+                path.display()
+            ));
+        }
         if keep == 0 {
             file.set_len(0).map_err(io("write", &path))?;
+            file.seek(SeekFrom::Start(0)).map_err(io("write", &path))?;
             file.write_all(header.as_bytes())
                 .map_err(io("write", &path))?;
         } else {
@@ -117,9 +132,8 @@ impl Journal {
             .map_err(io("write", &self.path))
     }
 
-    /// Deletes the progress file (the cache file is written).
+    /// Deletes the progress file (the cache file is written), then releases its lock.
     pub fn finish(self) -> Result<(), TrainError> {
-        drop(self.file);
         std::fs::remove_file(&self.path).map_err(io("remove", &self.path))
     }
 }
@@ -171,7 +185,6 @@ impl<'a> Cursor<'a> {
 /// Reads a whole file (used by tests of the torn tail).
 #[cfg(test)]
 fn read_all(path: &Path) -> Vec<u8> {
-    use std::io::Read;
     let mut bytes = Vec::new();
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
@@ -219,6 +232,14 @@ mod tests {
         let r = Journal::open(&target, "tag a").unwrap();
         assert_eq!(r.pairs, batch(1.0, 2));
         drop(r);
+        // A second process on the same computation is refused while the first holds it.
+        let first = Journal::open(&target, "tag a").unwrap();
+        let err = Journal::open(&target, "tag a").unwrap_err().to_string();
+        assert!(
+            err.contains("another process") && err.contains(".partial"),
+            "{err}"
+        );
+        drop(first);
         // Another computation's progress is never reused.
         let r = Journal::open(&target, "tag b").unwrap();
         assert!(r.pairs.is_empty());
