@@ -79,7 +79,7 @@ impl CausalLm {
     }
 
     /// Builds the module for `config` with `init`'s parameters.
-    fn build(config: &ModelConfig, init: &mut Init) -> Self {
+    pub(crate) fn build(config: &ModelConfig, init: &mut Init) -> Self {
         (crate::families::by_architecture(config.architecture).build)(config, init)
     }
 
@@ -110,6 +110,11 @@ impl CausalLm {
             load_files(m, &files)?;
         });
         Ok(model)
+    }
+
+    /// Every parameter with its checkpoint name and layout (nothing is allocated).
+    pub(crate) fn param_slots(&self) -> Vec<crate::checkpoint::ParamSlot> {
+        with_family!(self, m => crate::checkpoint::param_slots(m))
     }
 
     /// Writes `config.json` and `model.safetensors` (float32, Hugging Face key names and

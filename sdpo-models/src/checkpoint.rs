@@ -10,12 +10,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::store::burn_pack::Tensor as PackTensor;
 use burn::store::{
     BurnToPyTorchAdapter, FloatCastAdapter, ModuleAdapter, ModuleContext, ModuleSnapshot,
     PyTorchToBurnAdapter, SafetensorsStore,
 };
-use burn::tensor::DType;
+use burn::tensor::{Bool, DType, Int, Tensor};
 use serde_json::Value;
 
 use crate::error::{ModelError, ShapeMismatch};
@@ -84,6 +85,8 @@ pub struct StoredTensor {
     pub dtype: String,
     /// Shape as stored.
     pub shape: Vec<usize>,
+    /// Offset of its first byte in the file.
+    pub data_start: u64,
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
@@ -219,6 +222,7 @@ pub fn read_header(path: &Path) -> Result<BTreeMap<String, StoredTensor>, ModelE
             StoredTensor {
                 dtype: dtype.to_string(),
                 shape,
+                data_start: 8 + header_len + begin,
             },
         );
     }
@@ -249,12 +253,99 @@ fn is_ignored_buffer(name: &str) -> bool {
 }
 
 /// The tensors a module expects, under their Hugging Face names and PyTorch shapes.
-pub fn expected_tensors<M: ModuleSnapshot>(module: &M) -> BTreeMap<String, Vec<usize>> {
-    module
-        .collect(None, Some(Box::new(HfLayoutAdapter::to_pytorch())), false)
+///
+/// Reads only each parameter's shape: a lazy parameter (a module built to be loaded) stays
+/// lazy, so listing a large model's tensors allocates none of them (burn-store's `collect`
+/// would materialise every one).
+pub fn expected_tensors<M: Module>(module: &M) -> BTreeMap<String, Vec<usize>> {
+    param_slots(module)
         .into_iter()
-        .map(|t| (t.name, t.shape.to_vec()))
+        .map(|slot| (slot.name, slot.shape))
         .collect()
+}
+
+/// Where a checkpoint tensor goes in a module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ParamSlot {
+    /// Hugging Face name.
+    pub name: String,
+    /// Shape as stored (PyTorch's layout).
+    pub shape: Vec<usize>,
+    /// The parameter's path in the module.
+    pub path: String,
+    /// Stored transposed (`nn.Linear` weights: `[out, in]` on disk, `[in, out]` in memory).
+    pub transposed: bool,
+}
+
+/// Every parameter of `module` with its checkpoint name, read from shapes only (lazy
+/// parameters stay lazy).
+pub(crate) fn param_slots<M: Module>(module: &M) -> Vec<ParamSlot> {
+    let mut lister = TensorLister::default();
+    module.visit(&mut lister);
+    lister.slots
+}
+
+/// Walks a module like burn-store's collector, but describes each tensor from its lazy shape,
+/// with a byte source that is never read, through the layout adapter.
+#[derive(Default)]
+struct TensorLister {
+    path: Vec<String>,
+    containers: Vec<String>,
+    slots: Vec<ParamSlot>,
+}
+
+impl TensorLister {
+    fn adapt(&self, dtype: DType, shape: burn::tensor::Shape) -> PackTensor {
+        let bytes = shape.num_elements() * dtype.size();
+        let described =
+            PackTensor::deferred(self.path.join("."), dtype, shape, None, bytes, || {
+                unreachable!("the tensor list reads no data")
+            });
+        HfLayoutAdapter::to_pytorch().adapt(described, ModuleContext::new(&self.containers))
+    }
+
+    fn add(&mut self, dtype: DType, shape: burn::tensor::Shape) {
+        // Whether the adapter transposes depends on the module and the parameter only: a
+        // [2, 3] probe at the same place says it whatever the real shape (a square one too).
+        let rank = shape.num_dims();
+        let transposed = rank == 2
+            && self
+                .adapt(dtype, burn::tensor::Shape::new([2, 3]))
+                .shape
+                .to_vec()
+                == [3, 2];
+        let adapted = self.adapt(dtype, shape);
+        self.slots.push(ParamSlot {
+            name: adapted.name,
+            shape: adapted.shape.to_vec(),
+            path: self.path.join("."),
+            transposed,
+        });
+    }
+}
+
+impl ModuleVisitor for TensorLister {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.containers.push(container_type.to_string());
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.containers.pop();
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.add(DType::F32, param.lazy_shape());
+    }
+
+    fn visit_int<const D: usize>(&mut self, param: &Param<Tensor<D, Int>>) {
+        self.add(DType::I64, param.lazy_shape());
+    }
+
+    fn visit_bool<const D: usize>(&mut self, param: &Param<Tensor<D, Bool>>) {
+        self.add(DType::U8, param.lazy_shape());
+    }
 }
 
 /// Compares a module's expected tensors with those stored, in the order missing → unexpected

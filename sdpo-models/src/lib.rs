@@ -49,6 +49,8 @@ mod output;
 mod precision;
 mod rope;
 mod stack;
+pub mod streaming;
+mod tensor_read;
 
 pub use attention::fused::FusedAttention;
 pub use attention::mask::{attention_bias, attention_blocked};
@@ -71,3 +73,4 @@ pub use output::CausalLmOutput;
 pub use precision::{MatmulPrecision, store_matrices_as, store_product_weights_as};
 pub use rope::{RopeTables, inverse_frequencies, rope_frequencies};
 pub use stack::{AttentionInputs, PackedRows, StackContext};
+pub use streaming::{Piece, StreamedLm, WeightStorage};

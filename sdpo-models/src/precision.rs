@@ -109,8 +109,9 @@ pub fn store_product_weights_as(mut model: CausalLm, dtype: FloatDType) -> Causa
     model
 }
 
-struct MatrixCast {
-    dtype: FloatDType,
+/// Casts every matrix parameter (two or more dimensions) to `dtype`.
+pub(crate) struct MatrixCast {
+    pub(crate) dtype: FloatDType,
 }
 
 impl ModuleMapper for MatrixCast {

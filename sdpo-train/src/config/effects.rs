@@ -119,6 +119,7 @@ pub const KEY_EFFECTS: &[KeyEffects] = &[
     // The reference's cache.
     key("precompute_ref_log_probs", Reported, Unaffected),
     key("precompute_ref_batch_size", Reported, Unaffected),
+    key("ref_layer_streaming", Reported, Setting),
     key("ref_dtype", Reported, Setting),
     // The compute path and precision: the same numbers to rounding, so a cache records them.
     key("gradient_checkpointing", Reported, Setting),

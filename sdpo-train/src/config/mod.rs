@@ -152,6 +152,13 @@ pub struct TrainConfig {
     /// `per_device_train_batch_size` for the train split and `per_device_eval_batch_size` for
     /// the eval split, as TRL does.
     pub precompute_ref_batch_size: Option<usize>,
+    /// Precompute the reference's log-probs one decoder layer at a time, reading each layer's
+    /// weights from the checkpoint's memory-mapped safetensors and releasing them before the
+    /// next: the reference never needs to fit in memory (peak: one layer's weights plus the
+    /// hidden states of a chunk of pairs, sized by `memory_budget_mib`). Needs
+    /// `precompute_ref_log_probs` and a reference with weight files. The log-probs are those of
+    /// the memory-bounded engine (as with `gradient_checkpointing`), bit for bit.
+    pub ref_layer_streaming: bool,
     /// Train through the memory-bounded engine: only each decoder layer's input is kept during
     /// the forward and the layers are recomputed one at a time in the backward, attention runs
     /// in query blocks and the output head only at completion positions, in chunks
@@ -305,6 +312,7 @@ impl Default for TrainConfig {
             precompute_ref_log_probs: false,
             group_by_length: false,
             precompute_ref_batch_size: None,
+            ref_layer_streaming: false,
             gradient_checkpointing: false,
             shared_prompt_forward: None,
             bf16: false,

@@ -109,6 +109,13 @@ impl TrainConfig {
                 return Err(bad(key, "must be at least 1"));
             }
         }
+        if self.ref_layer_streaming && !self.precompute_ref_log_probs {
+            return Err(bad(
+                "ref_layer_streaming",
+                "streams the reference while precomputing its log-probs: it needs \
+                 precompute_ref_log_probs = true",
+            ));
+        }
         if self.precompute_ref_batch_size == Some(0) {
             return Err(bad(
                 "precompute_ref_batch_size",

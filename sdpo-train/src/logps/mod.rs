@@ -30,8 +30,8 @@ use sdpo_models::CausalLm;
 pub use batch::{DeviceBatch, SidedLogps};
 pub use engine::{
     ChunkedLogps, DEFAULT_MAX_BUFFER_BYTES, DEFAULT_MEMORY_BUDGET_BYTES, MAX_QUERY_BLOCK,
-    MemoryBudget, PositionExtra, chunked_logps, chunked_logps_with, layout_logps, policy_step,
-    wpo_log_sum_sq_probs,
+    MemoryBudget, PositionExtra, chunked_logps, chunked_logps_with, hidden_state_bytes,
+    layout_logps, policy_step, streamed_logps, wpo_log_sum_sq_probs,
 };
 pub use layout::RowLayout;
 pub use rows::{MAX_LOGITS_PER_PASS, model_logps, model_logps_chunked};
@@ -146,6 +146,23 @@ impl LogpsPath {
             },
             config.uses_shared_prompt(),
         )
+    }
+
+    /// The path of a run's reference cache: [`LogpsPath::for_config`], on the memory-bounded
+    /// engine when the reference is streamed layer by layer (`ref_layer_streaming`), which
+    /// computes the engine's forward.
+    pub fn for_reference_cache(config: &TrainConfig) -> Self {
+        let path = Self::for_config(config);
+        match path.memory {
+            MemoryMode::Whole if config.ref_layer_streaming => Self {
+                memory: MemoryMode::Bounded(MemoryBudget {
+                    bytes: config.memory_budget_mib << 20,
+                    max_buffer_bytes: config.max_buffer_mib << 20,
+                }),
+                ..path
+            },
+            _ => path,
+        }
     }
 
     /// Per-token completion log-probs of `model` on `batch`; with `log_sum_sq_probs`, also

@@ -9,11 +9,15 @@ use burn::module::Module;
 use burn::tensor::Device;
 
 use sdpo_data::{PreferenceTokenizer, TokenizerInfo};
-use sdpo_models::{CausalLm, MatmulPrecision, store_matrices_as, store_product_weights_as};
+use sdpo_models::{
+    CausalLm, MatmulPrecision, StreamedLm, WeightStorage, store_matrices_as,
+    store_product_weights_as,
+};
 
 use super::Reference;
 use super::cache::reference_identity;
-use super::precompute::{LazyReference, SplitJob, cached_or_computed};
+use super::compute::{ComputingReference, LazyReference};
+use super::precompute::{SplitJob, cached_or_computed};
 use crate::config::TrainConfig;
 use crate::error::TrainError;
 use crate::observer::TrainObserver;
@@ -46,7 +50,7 @@ pub(crate) fn build_reference(
     }
     let (precision, _) = run_precision(config, device);
     let mut model = LazyReference::new(|observer: &mut dyn TrainObserver| {
-        reference_model(config, Some(initial), data, device, observer)
+        computing_reference(config, Some(initial), data, device, observer)
     });
     let mut caches = Vec::new();
     for job in SplitJob::of_run(config, data, precision)? {
@@ -62,6 +66,68 @@ pub(crate) fn build_reference(
         train,
         eval: caches.next(),
     })
+}
+
+/// The reference that computes a run's cache: streamed from its weight files with
+/// `ref_layer_streaming`, else [`reference_model`] in memory.
+pub(crate) fn computing_reference(
+    config: &TrainConfig,
+    initial: Option<&CausalLm>,
+    data: &RunData,
+    device: &Device,
+    observer: &mut dyn TrainObserver,
+) -> Result<ComputingReference, TrainError> {
+    if !config.ref_layer_streaming {
+        observer.on_message("loading the reference model to compute its log-probs");
+        return reference_model(config, initial, data, device, observer)
+            .map(|model| ComputingReference::Model(Box::new(model)));
+    }
+    let dir = match &config.ref_model_name_or_path {
+        Some(dir) => {
+            if let Some(warning) = check_reference_tokenizer(dir, &data.tokenizer)? {
+                observer.on_message(&warning);
+            }
+            dir
+        }
+        None if config.init_from_config => {
+            return Err(TrainError::Config {
+                key: "ref_layer_streaming".into(),
+                reason: "streams the reference's weight files, but the reference is the \
+                         policy's random initialisation (init_from_config) and has none"
+                    .into(),
+            });
+        }
+        None => &config.model_name_or_path,
+    };
+    let (precision, _) = run_precision(config, device);
+    let model = StreamedLm::open(dir, device)
+        .map_err(model_error(dir))?
+        .with_matmul_precision(precision);
+    data.check_model(model.model(), dir, config)?;
+    let storage = match config.ref_dtype {
+        Some(dtype) if !device.supports_dtype(dtype.dtype()) => {
+            observer.on_message(&format!(
+                "warning: ref_dtype = \"{}\", but this backend cannot hold {} tensors: the \
+                 reference stays float32",
+                dtype.as_str(),
+                dtype.as_str()
+            ));
+            WeightStorage::F32
+        }
+        Some(dtype) => WeightStorage::Matrices(dtype.dtype()),
+        None if precision != MatmulPrecision::F32 && !config.use_peft => {
+            WeightStorage::ProductWeights(precision.dtype())
+        }
+        None => WeightStorage::F32,
+    };
+    observer.on_message(&format!(
+        "streaming the reference `{}` one layer at a time ({} layers) to compute its log-probs",
+        dir.display(),
+        model.config().num_hidden_layers
+    ));
+    Ok(ComputingReference::Streamed(Box::new(
+        model.with_weight_storage(storage),
+    )))
 }
 
 /// The reference model of a run, in its dtype: the model at `ref_model_name_or_path` (its

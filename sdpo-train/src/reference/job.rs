@@ -6,9 +6,10 @@ use std::path::PathBuf;
 
 use burn::tensor::Device;
 
-use super::build::reference_model;
+use super::build::computing_reference;
 use super::cache::{FoundCache, RefLogpsCache, Shard, cache_dir, find, read_header, write};
-use super::precompute::{LazyReference, SplitJob, cached_or_computed, compute_shard, producer};
+use super::compute::LazyReference;
+use super::precompute::{SplitJob, cached_or_computed, compute_shard, producer};
 use crate::config::TrainConfig;
 use crate::error::TrainError;
 use crate::logps::LogpsPath;
@@ -54,7 +55,7 @@ pub fn precompute_reference(
             .collect();
     }
     let mut model = LazyReference::new(|observer: &mut dyn TrainObserver| {
-        reference_model(config, None, &data, device, observer)
+        computing_reference(config, None, &data, device, observer)
     });
     let mut written = Vec::new();
     for split in &jobs {
@@ -68,7 +69,7 @@ pub fn precompute_reference(
                         path.display()
                     ));
                 } else {
-                    let path_config = LogpsPath::for_config(config);
+                    let path_config = LogpsPath::for_reference_cache(config);
                     let model = model.get(observer)?;
                     compute_shard(model, split, shard, &path_config, &path, device, observer)?;
                 }

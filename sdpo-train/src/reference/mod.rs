@@ -4,12 +4,15 @@
 //! - `build`: which reference a run has, in which dtype ([`build_reference`]).
 //! - `cache`: the reference cache in its open format ([`RefLogpsCache`], [`cache::CacheKey`]).
 //! - `precompute`: filling or reusing a split's cache, one shard or whole.
+//! - `compute`: the reference that fills it: in memory, or streamed one layer at a time from
+//!   its weight files (`ref_layer_streaming`).
 //! - `job`: `sdpo precompute-ref` ([`precompute_reference`]): whole, one shard, or a merge.
 //! - `export`: `sdpo export-pairs` ([`export_pairs`]): the rows for another engine.
 //! - `sync`: TR-DPO's moving reference (`sync_ref_model`).
 
 mod build;
 pub mod cache;
+mod compute;
 mod export;
 mod job;
 mod precompute;

@@ -3,20 +3,20 @@
 //! rows, the truncation, the path, the precision, the weights), and reused when the key matches.
 //! A split is computed as one shard or as several ([`Shard`]), each resumable after a kill.
 
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Device;
 
 use sdpo_data::{Collator, TokenizedDataset};
-use sdpo_models::{CausalLm, MatmulPrecision};
+use sdpo_models::MatmulPrecision;
 
 use super::build::reference_identity_of;
 use super::cache::{
     CacheHeader, CacheKey, FoundCache, Journal, PairLogps, RefLogpsCache, Shard, cache_dir, find,
     rows_sha256, write,
 };
-use super::scored_positions;
+use super::compute::{Batches, ComputingReference, LazyReference};
 use crate::config::TrainConfig;
 use crate::error::TrainError;
-use crate::logps::{DeviceBatch, LogpsPath};
+use crate::logps::LogpsPath;
 use crate::observer::TrainObserver;
 use crate::reference::Split;
 use crate::startup::RunData;
@@ -98,39 +98,6 @@ impl<'a> SplitJob<'a> {
     }
 }
 
-/// The reference model, loaded the first time a log-prob has to be computed: a run whose caches
-/// are all on disk never loads it.
-pub(crate) struct LazyReference<'a> {
-    model: Option<CausalLm>,
-    load: LoadReference<'a>,
-}
-
-type LoadReference<'a> =
-    Box<dyn FnMut(&mut dyn TrainObserver) -> Result<CausalLm, TrainError> + 'a>;
-
-impl<'a> LazyReference<'a> {
-    /// A reference that `load` builds when first needed.
-    pub fn new(
-        load: impl FnMut(&mut dyn TrainObserver) -> Result<CausalLm, TrainError> + 'a,
-    ) -> Self {
-        Self {
-            model: None,
-            load: Box::new(load),
-        }
-    }
-
-    /// The model, loaded now if it was not yet.
-    pub fn get(&mut self, observer: &mut dyn TrainObserver) -> Result<&CausalLm, TrainError> {
-        match &mut self.model {
-            Some(model) => Ok(model),
-            slot @ None => {
-                observer.on_message("loading the reference model to compute its log-probs");
-                Ok(slot.insert((self.load)(observer)?))
-            }
-        }
-    }
-}
-
 /// The split's cache: read when its file or a complete set of shards is under `output_dir`,
 /// else computed as one shard (resuming a killed computation) and written. A damaged whole
 /// file is reported and recomputed; a broken set of shards is an error naming the shard.
@@ -199,7 +166,7 @@ pub(crate) fn cached_or_computed(
         model,
         job,
         Shard::WHOLE,
-        &LogpsPath::for_config(config),
+        &LogpsPath::for_reference_cache(config),
         &path,
         device,
         observer,
@@ -232,7 +199,7 @@ fn warn_about_old_caches(dir: &std::path::Path, split: &str, observer: &mut dyn 
 /// job's batch size; each finished batch is kept in a progress file, so that a killed
 /// computation restarts after its last whole batch. Returns the shard's pairs.
 pub(crate) fn compute_shard(
-    model: &CausalLm,
+    model: &mut ComputingReference,
     job: &SplitJob<'_>,
     shard: Shard,
     logps_path: &LogpsPath,
@@ -279,12 +246,24 @@ pub(crate) fn compute_shard(
             format!(" (resuming after pair {start})")
         }
     ));
-    let indices: Vec<usize> = (start..range.end).collect();
-    for chunk in indices.chunks(job.batch_size) {
-        let batch = batch_logps(model, job.dataset, job.collator, chunk, logps_path, device)?;
-        journal.append(&batch)?;
-        pairs.extend(batch);
-    }
+    let batches = Batches {
+        split,
+        dataset: job.dataset,
+        collator: job.collator,
+        batch_size: job.batch_size,
+    };
+    model.logps(
+        &batches,
+        start..range.end,
+        logps_path,
+        device,
+        observer,
+        &mut |batch| {
+            journal.append(&batch)?;
+            pairs.extend(batch);
+            Ok(())
+        },
+    )?;
     let header = CacheHeader {
         key: job.key.clone(),
         split: split.to_string(),
@@ -296,41 +275,6 @@ pub(crate) fn compute_shard(
     };
     write(path, &header, &pairs)?;
     journal.finish()?;
-    Ok(pairs)
-}
-
-/// The completion log-probs of pairs `indices` of `dataset` under `model`, per pair.
-fn batch_logps(
-    model: &CausalLm,
-    dataset: &TokenizedDataset,
-    collator: &Collator,
-    indices: &[usize],
-    logps_path: &LogpsPath,
-    device: &Device,
-) -> Result<Vec<PairLogps>, TrainError> {
-    let host = collator.collate_indices(dataset, indices)?;
-    let batch = DeviceBatch::new(&host, device);
-    let out = logps_path.logps(model, &batch, false)?;
-    let (b, t) = (host.batch_size, host.seq_len);
-    let read = |x: Tensor<2>| {
-        x.try_into_vec_as::<f32>()
-            .map_err(|e| TrainError::DeviceRead {
-                tensor: "reference log-probs",
-                reason: format!("{e:?}"),
-            })
-    };
-    let sides = [read(out.chosen)?, read(out.rejected)?];
-    let mut pairs = Vec::with_capacity(b);
-    for row in 0..b {
-        let mut kept = [Vec::new(), Vec::new()];
-        for (side, values) in sides.iter().enumerate() {
-            for pos in scored_positions(host.completion_mask_row(side * b + row)) {
-                kept[side].push(values[row * (t - 1) + pos]);
-            }
-        }
-        let [c, r] = kept;
-        pairs.push((c, r));
-    }
     Ok(pairs)
 }
 

@@ -73,7 +73,6 @@ pub(super) fn forward_rows(
     let c = model.config();
     let block = budget.query_block(rows.rows, c.num_attention_heads, rows.len);
     let ctx = &rows.context(model, block, device);
-    let positions = &rows.positions;
     let mut x = model.embed(rows.input_ids(device), ctx);
     let mut layer_inputs = Vec::new();
     for layer in 0..model.num_layers() {
@@ -85,6 +84,22 @@ pub(super) fn forward_rows(
     if keep_layer_inputs {
         layer_inputs.push(x.clone());
     }
+    head_logps(model, x, rows, device, budget, extra, layer_inputs)
+}
+
+/// The end of pass 1 from the last layer's output `x`: the final norm, then the head at the
+/// completion positions in chunks of `budget`'s size (with the optional extra).
+pub(super) fn head_logps(
+    model: &CausalLm,
+    x: Tensor<3>,
+    rows: &HostRows,
+    device: &Device,
+    budget: &MemoryBudget,
+    extra: Option<PositionExtra<'_>>,
+    layer_inputs: Vec<Tensor<3>>,
+) -> Result<Forward, TrainError> {
+    let c = model.config();
+    let positions = &rows.positions;
     let hidden = c.hidden_size;
     let normed = model.final_norm(x).reshape([rows.rows * rows.len, hidden]);
     let vocab = c.vocab_size;

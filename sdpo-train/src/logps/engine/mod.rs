@@ -45,6 +45,7 @@
 
 mod budget;
 mod forward;
+mod streamed;
 
 use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams};
@@ -61,6 +62,7 @@ pub use forward::{
     ChunkedLogps, PositionExtra, chunked_logps, chunked_logps_with, layout_logps,
     wpo_log_sum_sq_probs,
 };
+pub use streamed::{hidden_state_bytes, streamed_logps};
 
 use crate::error::TrainError;
 use crate::logps::batch::DeviceBatch;

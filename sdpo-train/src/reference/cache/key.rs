@@ -59,9 +59,10 @@ impl CacheKey {
         reference: String,
     ) -> Self {
         let or_none = |v: Option<usize>| v.map_or("none".to_string(), |v| v.to_string());
-        let logps_path = if config.gradient_checkpointing {
+        let logps_path = if config.gradient_checkpointing || config.ref_layer_streaming {
             // The engine's chunked forward and the whole-batch forward agree to rounding only
-            // (and the engine's blocks and chunks follow the budget).
+            // (and the engine's blocks and chunks follow the budget). Layer streaming computes
+            // the engine's forward, bit for bit.
             format!(
                 "bounded;memory_budget_mib={};max_buffer_mib={}",
                 config.memory_budget_mib, config.max_buffer_mib
