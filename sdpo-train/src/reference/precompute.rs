@@ -287,7 +287,7 @@ mod tests {
 
     /// Valid configurations with the memory-bounded engine on, so that every setting of the
     /// cache key is in play: with TRL 1.x's data pipeline and with 0.28's (which alone has
-    /// `max_prompt_length`).
+    /// `max_prompt_length`); and one on the whole-graph path with the cache on.
     fn bases() -> Vec<TrainConfig> {
         let base = TrainConfig {
             model_name_or_path: "model".into(),
@@ -298,7 +298,13 @@ mod tests {
         let mut map = base.to_map();
         map.insert("trl_semantics".into(), Value::from("0.28"));
         let v028: TrainConfig = serde_json::from_value(Value::Object(map)).unwrap();
-        vec![base, v028]
+        // The whole-graph path too: there layer streaming (the engine's path) is a setting.
+        let whole = TrainConfig {
+            gradient_checkpointing: false,
+            precompute_ref_log_probs: true,
+            ..base.clone()
+        };
+        vec![base, v028, whole]
     }
 
     /// The precision a backend that holds every dtype runs `config` in.
