@@ -215,6 +215,9 @@ fn map_key(key: &str, value: Value, out: &mut Prepared, rpo_alpha: &mut Option<f
         "activation_checkpointing" => {
             out.map.insert("gradient_checkpointing".into(), value);
         }
+        "use_bnb_nested_quant" => {
+            out.map.insert("bnb_4bit_use_double_quant".into(), value);
+        }
         "resume_from_checkpoint" => {
             out.resume_from_checkpoint = value.as_str().map(str::to_string);
         }

@@ -129,6 +129,9 @@ impl CausalLm {
         if self.adapter().is_some() {
             return Err(ModelError::AdapterNotMerged);
         }
+        if self.is_quantized() {
+            return Err(ModelError::QuantizedBase);
+        }
         std::fs::create_dir_all(dir).map_err(|source| ModelError::Io {
             path: dir.to_path_buf(),
             source,

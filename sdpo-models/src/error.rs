@@ -229,4 +229,29 @@ pub enum ModelError {
         "the model has a LoRA adapter attached: save it with save_adapter, or merge_adapters first to save a full checkpoint"
     )]
     AdapterNotMerged,
+
+    /// A 4-bit weight whose parts do not fit its shape (codes, block scales, nested scales)
+    /// or hold values out of range.
+    #[error("4-bit tensor `{tensor}`: {reason}")]
+    InvalidQuantizedTensor {
+        /// The tensor's name in its file (or the layer's module name).
+        tensor: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// Tensor values could not be read back from the device.
+    #[error("cannot read {what} back from the device: {message}")]
+    DeviceRead {
+        /// The tensor.
+        what: String,
+        /// The backend's message.
+        message: String,
+    },
+
+    /// `save_pretrained` of a model whose base is held in 4 bits: its float weights are gone.
+    #[error(
+        "the model's linear layers are held in 4 bits (load_in_4bit); save the adapter, or merge it into the float base loaded again from its checkpoint"
+    )]
+    QuantizedBase,
 }

@@ -47,6 +47,7 @@ mod init;
 pub mod lora;
 mod output;
 mod precision;
+pub mod quant;
 mod rope;
 mod stack;
 pub mod streaming;

@@ -1,6 +1,6 @@
 //! Writes adapters trained and saved by this crate, with our logits, and the merged models
 //! saved as plain checkpoints, for `ci/lora-peft.sh` to load in Python PEFT 0.21.2 and
-//! transformers 5.24 and compare (PEFT is the oracle; nothing is checked here but that
+//! transformers 5.24 (QLoRA cases over bitsandbytes 0.50.2's 4-bit base) and compare (PEFT is the oracle; nothing is checked here but that
 //! the export succeeds). Ignored unless run by that script, which sets `SDPO_LORA_EXPORT_DIR`.
 
 mod common;
@@ -15,11 +15,14 @@ use common::{Golden, RawTensor, host, model_dir, write_raw};
 use safetensors::Dtype;
 use sdpo_models::CausalLm;
 use sdpo_models::lora::{LoraConfig, TargetModules};
+use sdpo_models::quant::{Bnb4bitConfig, QuantType};
 
 /// One exported case: a base checkpoint and the LoRA settings trained on it.
 struct Case {
     name: &'static str,
     base: &'static str,
+    /// A 4-bit base (QLoRA): PEFT loads the adapter over bitsandbytes' quantization of it.
+    quant: Option<Bnb4bitConfig>,
     config: LoraConfig,
 }
 
@@ -33,6 +36,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "llama_all_linear",
             base: "llama",
+            quant: None,
             config: LoraConfig {
                 target_modules: Some(TargetModules::AllLinear),
                 lora_dropout: 0.0,
@@ -42,6 +46,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "qwen2_rslora_patterns_modules_to_save",
             base: "qwen2",
+            quant: None,
             config: LoraConfig {
                 target_modules: names(&["q_proj", "v_proj", "down_proj"]),
                 modules_to_save: Some(vec!["o_proj".into()]),
@@ -56,6 +61,7 @@ fn cases() -> Vec<Case> {
             // PEFT's default targets for the family (q_proj, v_proj).
             name: "qwen3_default_targets",
             base: "qwen3",
+            quant: None,
             config: LoraConfig {
                 lora_dropout: 0.0,
                 ..LoraConfig::new(4, 8.0)
@@ -65,6 +71,7 @@ fn cases() -> Vec<Case> {
             // The fused projections (PEFT has no default for Phi-3).
             name: "phi3_fused_projections",
             base: "phi3",
+            quant: None,
             config: LoraConfig {
                 target_modules: names(&["qkv_proj", "gate_up_proj", "down_proj"]),
                 modules_to_save: Some(vec!["o_proj".into()]),
@@ -75,6 +82,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "gemma3_all_linear",
             base: "gemma3_text",
+            quant: None,
             config: LoraConfig {
                 target_modules: Some(TargetModules::AllLinear),
                 lora_dropout: 0.0,
@@ -84,6 +92,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "olmo2_named",
             base: "olmo2",
+            quant: None,
             config: LoraConfig {
                 target_modules: names(&["q_proj", "k_proj", "up_proj"]),
                 lora_dropout: 0.0,
@@ -91,8 +100,34 @@ fn cases() -> Vec<Case> {
             },
         },
         Case {
+            name: "qlora_llama_nf4_double_quant",
+            base: "llama",
+            quant: Some(Bnb4bitConfig {
+                double_quant: true,
+                ..Bnb4bitConfig::default()
+            }),
+            config: LoraConfig {
+                target_modules: Some(TargetModules::AllLinear),
+                lora_dropout: 0.0,
+                ..LoraConfig::new(4, 8.0)
+            },
+        },
+        Case {
+            name: "qlora_qwen2_fp4",
+            base: "qwen2",
+            quant: Some(Bnb4bitConfig {
+                quant_type: QuantType::Fp4,
+                ..Bnb4bitConfig::default()
+            }),
+            config: LoraConfig {
+                lora_dropout: 0.0,
+                ..LoraConfig::new(8, 16.0)
+            },
+        },
+        Case {
             name: "gpt2_conv1d",
             base: "gpt2",
+            quant: None,
             config: LoraConfig {
                 modules_to_save: Some(vec!["mlp.c_proj".into()]),
                 lora_dropout: 0.0,
@@ -129,6 +164,10 @@ fn export(case: &Case, out: &Path) {
     let mask = golden.int_tensor("attention_mask", &train);
 
     let mut model = CausalLm::from_pretrained(&base_dir, &train)
+        .and_then(|m| match &case.quant {
+            Some(quant) => m.quantize_4bit(quant),
+            None => Ok(m),
+        })
         .and_then(|m| m.attach_lora(&case.config, 7))
         .unwrap_or_else(|e| panic!("{}: {e}", case.name));
     let mut optimizer = AdamWConfig::new().init();
@@ -146,13 +185,27 @@ fn export(case: &Case, out: &Path) {
         .save_adapter(dir.join("adapter"), base.to_str())
         .unwrap_or_else(|e| panic!("{}: {e}", case.name));
 
-    // The adapter merged into a plain checkpoint: transformers must load it with the
-    // adapter-on logits.
-    model
-        .clone()
-        .merge_adapters()
-        .save_pretrained(dir.join("merged"))
-        .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+    match &case.quant {
+        // The adapter merged into a plain checkpoint: transformers must load it with the
+        // adapter-on logits.
+        None => model
+            .clone()
+            .merge_adapters()
+            .save_pretrained(dir.join("merged"))
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name)),
+        // How PEFT's side must quantize the base (transformers' BitsAndBytesConfig).
+        Some(quant) => {
+            let settings = serde_json::json!({
+                "load_in_4bit": true,
+                "bnb_4bit_quant_type": quant.quant_type.name(),
+                "bnb_4bit_use_double_quant": quant.double_quant,
+                "bnb_4bit_compute_dtype": quant.compute_dtype.name(),
+                "bnb_4bit_quant_storage": quant.quant_storage.name(),
+            });
+            std::fs::write(dir.join("quantization.json"), settings.to_string())
+                .expect("write quantization.json");
+        }
+    }
 
     let ids = golden.int_tensor("input_ids", &device);
     let mask = golden.int_tensor("attention_mask", &device);

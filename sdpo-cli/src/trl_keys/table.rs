@@ -16,7 +16,7 @@ pub(super) const NO_UPLOAD: &str =
 pub(super) const DATALOADER: &str = "data is tokenized up front on every core and batches are collated in memory: there is no DataLoader";
 pub(super) const EVAL_AVERAGES: &str =
     "evaluation averages the DPO metrics batch by batch; there are no predictions to gather";
-const BNB: &str = "quantized (bitsandbytes) bases are not implemented here (QLoRA is issue 28)";
+const BNB: &str = "8-bit (LLM.int8) bases are not implemented: their int8/float16 outlier decomposition is not reproduced here; load_in_4bit (QLoRA) is";
 
 /// Every key of TRL 1.16's `trl dpo`, in TRL's order, plus TRL 0.x's `rpo_alpha`.
 pub const TRL_KEYS: &[TrlKey] = &ALL;
@@ -230,10 +230,16 @@ const MODEL_CONFIG: &[TrlKey] = &[
         Refused("DoRA is not implemented here (issue 28)"),
     ),
     k("load_in_8bit", Model, B, "false", Refused(BNB)),
-    k("load_in_4bit", Model, B, "false", Refused(BNB)),
-    k("bnb_4bit_quant_type", Model, S, "\"nf4\"", Refused(BNB)),
-    k("use_bnb_nested_quant", Model, B, "false", Refused(BNB)),
-    k("bnb_4bit_quant_storage", Model, S, "null", Refused(BNB)),
+    k("load_in_4bit", Model, B, "false", H),
+    k("bnb_4bit_quant_type", Model, S, "\"nf4\"", H),
+    k(
+        "use_bnb_nested_quant",
+        Model,
+        B,
+        "false",
+        Mapped("bnb_4bit_use_double_quant, transformers' name for it"),
+    ),
+    k("bnb_4bit_quant_storage", Model, S, "null", H),
 ];
 
 /// `DatasetMixtureConfig`.

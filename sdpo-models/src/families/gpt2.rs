@@ -20,10 +20,11 @@ use crate::config::{
 use crate::error::ModelError;
 use crate::hf_config::HfConfig;
 use crate::init::Init;
-use crate::lora::linear::{Adaptable, adapted_forward};
+use crate::lora::linear::{Adaptable, adapted_forward, empty_weight};
 use crate::lora::{AttachedAdapter, LoraBranch, TrainedCopy};
 use crate::output::{embed, head_logits};
 use crate::precision::{MatmulPrecision, store_matrices_as};
+use crate::quant::Quantized4bit;
 use crate::rope::RopeTables;
 use crate::stack::AttentionInputs;
 
@@ -48,6 +49,9 @@ pub struct Conv1D {
     pub lora: Option<LoraBranch>,
     /// The trainable copy when this layer is in `modules_to_save`.
     pub trained: Option<TrainedCopy>,
+    /// The base weight in 4 bits (QLoRA; quantized `[out, in]` as transformers transposes a
+    /// `Conv1D` for bitsandbytes); `weight` is then empty.
+    pub quantized: Option<Quantized4bit>,
 }
 
 impl Conv1D {
@@ -57,6 +61,7 @@ impl Conv1D {
             bias: init.zeros(d_out),
             lora: None,
             trained: None,
+            quantized: None,
         }
     }
 
@@ -93,9 +98,17 @@ impl Adaptable for Conv1D {
         if let Some(bias) = bias {
             self.bias = bias;
         }
+        self.quantized = None;
     }
     fn fan_in_fan_out(&self) -> bool {
         true
+    }
+    fn quantized(&self) -> Option<&Quantized4bit> {
+        self.quantized.as_ref()
+    }
+    fn set_quantized(&mut self, quantized: Quantized4bit) {
+        self.weight = empty_weight(&self.weight.device());
+        self.quantized = Some(quantized);
     }
 }
 

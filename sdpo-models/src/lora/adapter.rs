@@ -9,7 +9,7 @@ use burn::prelude::*;
 use super::config::{
     ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, LoraConfig, TargetModules, default_target_modules,
 };
-use super::linear::{Adaptable, LoraBranch, TrainedCopy, transpose};
+use super::linear::{Adaptable, LoraBranch, TrainedCopy, base_dims, dense_base, transpose};
 use super::tensors::{HostTensor, host_f32, read_f32_tensors};
 use crate::causal_lm::CausalLm;
 use crate::checkpoint::{StoredTensor, check_tensors, read_header};
@@ -120,6 +120,22 @@ fn resolve(
         Some(entries) => select_list(entries, "modules_to_save")?,
         None => Vec::new(),
     };
+    let quantized: Vec<&String> = model
+        .adaptable_layers()
+        .into_iter()
+        .filter(|(_, layer)| layer.quantized().is_some())
+        .map(|(name, _)| name)
+        .filter_map(|name| trained.iter().find(|t| **t == name))
+        .collect();
+    if let Some(name) = quantized.first() {
+        return Err(ModelError::InvalidLoraConfig {
+            key: "modules_to_save".into(),
+            reason: format!(
+                "`{name}` is held in 4 bits (load_in_4bit); a quantized layer cannot be \
+                 trained in full (PEFT cannot either): adapt it with target_modules instead"
+            ),
+        });
+    }
     if let Some(both) = trained.iter().find(|n| adapted.contains(n)) {
         return Err(ModelError::InvalidLoraConfig {
             key: "modules_to_save".into(),
@@ -198,7 +214,7 @@ impl CausalLm {
         for (name, layer) in model.adaptable_layers_mut() {
             if adapted.contains(&name) {
                 let lora = config.layer(&name)?;
-                let [d_in, d_out] = layer.weight().dims();
+                let [d_in, d_out] = base_dims(layer);
                 let device = layer.weight().device();
                 layer.set_lora(Some(LoraBranch::init(
                     [lora.r, d_in, d_out],
@@ -240,7 +256,7 @@ impl CausalLm {
         // Every tensor the adapter must hold, under its PEFT name and PyTorch shape.
         let mut expected: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         for (name, layer) in self.adaptable_layers() {
-            let [d_in, d_out] = layer.weight().dims();
+            let [d_in, d_out] = base_dims(layer);
             if adapted.contains(&name) {
                 let r = config.layer(&name)?.r;
                 expected.insert(format!("{PEFT_PREFIX}{name}.lora_A.weight"), vec![r, d_in]);
@@ -270,7 +286,7 @@ impl CausalLm {
 
         let mut model = self.map(&mut RequireGrad(false));
         for (name, layer) in model.adaptable_layers_mut() {
-            let [d_in, d_out] = layer.weight().dims();
+            let [d_in, d_out] = base_dims(layer);
             let device = layer.weight().device();
             if adapted.contains(&name) {
                 let lora = config.layer(&name)?;
@@ -431,7 +447,7 @@ impl CausalLm {
             }
             let merged = layer
                 .lora()
-                .map(|lora| layer.weight().val().detach() + lora.delta().detach());
+                .map(|lora| dense_base(layer).detach() + lora.delta().detach());
             if let Some(merged) = merged {
                 let bias = layer.bias().cloned();
                 layer.set_base(Param::from_tensor(merged), bias);

@@ -10,9 +10,9 @@ use burn::module::{Module, Param};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 
-use crate::precision::MatmulPrecision;
-
 use crate::init::SplitMix64;
+use crate::precision::MatmulPrecision;
+use crate::quant::Quantized4bit;
 
 /// Row-major `[rows, cols]` -> `[cols, rows]`.
 pub(crate) fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
@@ -143,6 +143,8 @@ pub struct LoraLinear {
     pub lora: Option<LoraBranch>,
     /// The trainable copy when this layer is in `modules_to_save`.
     pub trained: Option<TrainedCopy>,
+    /// The base weight in 4 bits (QLoRA); `weight` is then empty.
+    pub quantized: Option<Quantized4bit>,
 }
 
 impl LoraLinear {
@@ -153,6 +155,7 @@ impl LoraLinear {
             bias,
             lora: None,
             trained: None,
+            quantized: None,
         }
     }
 
@@ -167,13 +170,18 @@ impl LoraLinear {
 
 /// What the adapter code needs from a LoRA-capable layer, whatever its checkpoint layout.
 pub(crate) trait Adaptable {
-    /// `[in, out]`.
+    /// `[in, out]`; empty (`[0, 0]`) when the base is quantized.
     fn weight(&self) -> &Param<Tensor<2>>;
+    /// The base weight in 4 bits, when quantized.
+    fn quantized(&self) -> Option<&Quantized4bit>;
+    /// Holds the base weight in 4 bits from now on, dropping the float weight.
+    fn set_quantized(&mut self, quantized: Quantized4bit);
     fn bias(&self) -> Option<&Param<Tensor<1>>>;
     fn lora(&self) -> Option<&LoraBranch>;
     fn trained(&self) -> Option<&TrainedCopy>;
     fn set_lora(&mut self, lora: Option<LoraBranch>);
     fn set_trained(&mut self, trained: Option<TrainedCopy>);
+    /// A new float base (a merge), replacing a 4-bit one.
     fn set_base(&mut self, weight: Param<Tensor<2>>, bias: Option<Param<Tensor<1>>>);
     /// Whether the checkpoint stores the weight `[in, out]` (GPT-2's `Conv1D`) rather than
     /// `[out, in]` (`nn.Linear`).
@@ -202,9 +210,39 @@ impl Adaptable for LoraLinear {
     fn set_base(&mut self, weight: Param<Tensor<2>>, bias: Option<Param<Tensor<1>>>) {
         self.weight = weight;
         self.bias = bias;
+        self.quantized = None;
     }
     fn fan_in_fan_out(&self) -> bool {
         false
+    }
+    fn quantized(&self) -> Option<&Quantized4bit> {
+        self.quantized.as_ref()
+    }
+    fn set_quantized(&mut self, quantized: Quantized4bit) {
+        self.weight = empty_weight(&self.weight.device());
+        self.quantized = Some(quantized);
+    }
+}
+
+/// The zero-size, frozen stand-in for a base weight held in 4 bits: any use of it as a
+/// weight fails on its shape instead of computing with wrong values.
+pub(crate) fn empty_weight(device: &Device) -> Param<Tensor<2>> {
+    Param::from_tensor(Tensor::zeros([0, 0], device)).set_require_grad(false)
+}
+
+/// `[in, out]` of a layer's base weight, quantized or not.
+pub(crate) fn base_dims(layer: &(impl Adaptable + ?Sized)) -> [usize; 2] {
+    match layer.quantized() {
+        Some(q) => [q.shape[1], q.shape[0]],
+        None => layer.weight().dims(),
+    }
+}
+
+/// The base weight `[in, out]` in float32, dequantized when held in 4 bits.
+pub(crate) fn dense_base(layer: &(impl Adaptable + ?Sized)) -> Tensor<2> {
+    match layer.quantized() {
+        Some(q) => q.dequantize().transpose(),
+        None => layer.weight().val(),
     }
 }
 
@@ -216,9 +254,12 @@ pub(crate) fn adapted_forward<L: Adaptable>(
     precision: MatmulPrecision,
 ) -> Tensor<3> {
     let branch_input = layer.lora().map(|_| x.clone());
-    let base = match layer.trained() {
-        Some(copy) => precision.linear(x, copy.weight.val(), copy.bias.as_ref().map(Param::val)),
-        None => precision.linear(x, layer.weight().val(), layer.bias().map(Param::val)),
+    let base = match (layer.trained(), layer.quantized()) {
+        (Some(copy), _) => {
+            precision.linear(x, copy.weight.val(), copy.bias.as_ref().map(Param::val))
+        }
+        (None, Some(q)) => q.linear(x, layer.bias().map(Param::val), precision),
+        (None, None) => precision.linear(x, layer.weight().val(), layer.bias().map(Param::val)),
     };
     match (layer.lora(), branch_input) {
         (Some(lora), Some(x)) => base + lora.forward(x, precision),

@@ -83,6 +83,14 @@ pub const KEY_EFFECTS: &[KeyEffects] = &[
     key("use_rslora", Refused, Unaffected),
     key("peft_adapter_path", Refused, Unaffected),
     key("merge_adapter_at_end", Reported, Unaffected),
+    // A 4-bit base: the trained model's base and the adapter-disabled reference's weights
+    // (written into the cache key's `reference` part when the reference is that base).
+    key("load_in_4bit", Refused, Weights),
+    key("bnb_4bit_quant_type", Refused, Weights),
+    key("bnb_4bit_use_double_quant", Refused, Weights),
+    key("bnb_4bit_compute_dtype", Reported, Weights),
+    key("bnb_4bit_quant_storage", Reported, Unaffected),
+    key("load_in_8bit", Refused, Unaffected),
     // The optimizer and its schedule.
     key("optim", Reported, Unaffected),
     key("learning_rate", Reported, Unaffected),

@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use sdpo_core::LossConfig;
 use sdpo_data::DataConfig;
 use sdpo_models::lora::{LoraConfig, TargetModules};
+use sdpo_models::quant::{Bnb4bitConfig, QuantStorage, compute_dtype_from_name};
 use sdpo_track::ReportTo;
 
 pub use crate::optimizer::Optimizer;
@@ -215,8 +216,24 @@ pub struct TrainConfig {
     /// LoRA settings) on the base `model_name_or_path`.
     pub peft_adapter_path: Option<PathBuf>,
     /// With `use_peft`: also write the merged full model to `output_dir/merged` at the end
-    /// (sdpo-rs extension; TRL leaves merging to `merge_and_unload`).
+    /// (sdpo-rs extension; TRL leaves merging to `merge_and_unload`). With `load_in_4bit` the
+    /// adapter is merged into the float base loaded again from `model_name_or_path`.
     pub merge_adapter_at_end: bool,
+    /// QLoRA: hold the base's linear layers in 4 bits as bitsandbytes does (transformers'
+    /// `load_in_4bit`); needs `use_peft`. The adapter-disabled base, the reference, is the same
+    /// 4-bit model.
+    pub load_in_4bit: bool,
+    /// The 4-bit data type: `"nf4"` (TRL's default) or `"fp4"`.
+    pub bnb_4bit_quant_type: String,
+    /// Quantize the block scales too (transformers' name; TRL's `use_bnb_nested_quant`).
+    pub bnb_4bit_use_double_quant: bool,
+    /// The dtype of the base's products: `float32` (unset), `bfloat16` or `float16`.
+    pub bnb_4bit_compute_dtype: Option<String>,
+    /// The dtype bitsandbytes views the packed codes as (`uint8` when unset); changes no
+    /// number here.
+    pub bnb_4bit_quant_storage: Option<String>,
+    /// transformers' 8-bit (LLM.int8) loading: refused, see docs/configuration.md.
+    pub load_in_8bit: bool,
 
     // ---- TRL drop-in keys (issue 25): Hub revisions and datasets, the optimizer's name, the
     // schedule's options, the data seed, the evaluation strategy. ----
@@ -329,6 +346,12 @@ impl Default for TrainConfig {
             use_rslora: false,
             peft_adapter_path: None,
             merge_adapter_at_end: false,
+            load_in_4bit: false,
+            bnb_4bit_quant_type: "nf4".to_string(),
+            bnb_4bit_use_double_quant: false,
+            bnb_4bit_compute_dtype: None,
+            bnb_4bit_quant_storage: None,
+            load_in_8bit: false,
             model_revision: "main".to_string(),
             lr_scheduler_kwargs: None,
             optim: Optimizer::AdamwTorchFused,
@@ -382,6 +405,26 @@ impl TrainConfig {
             save_strategy: self.save_strategy,
             save_steps: self.save_steps,
         }
+    }
+
+    /// The 4-bit base settings with `load_in_4bit`; `None` without. Errors name the key whose
+    /// value is not a known dtype or type.
+    pub fn bnb_4bit_config(&self) -> Result<Option<Bnb4bitConfig>, sdpo_models::ModelError> {
+        if !self.load_in_4bit {
+            return Ok(None);
+        }
+        Ok(Some(Bnb4bitConfig {
+            quant_type: self.bnb_4bit_quant_type.parse()?,
+            double_quant: self.bnb_4bit_use_double_quant,
+            compute_dtype: match &self.bnb_4bit_compute_dtype {
+                Some(name) => compute_dtype_from_name(name)?,
+                None => sdpo_models::MatmulPrecision::F32,
+            },
+            quant_storage: match &self.bnb_4bit_quant_storage {
+                Some(name) => name.parse()?,
+                None => QuantStorage::Uint8,
+            },
+        }))
     }
 
     /// The LoRA settings of new adapters (`use_peft` without `peft_adapter_path`), in PEFT's

@@ -160,7 +160,8 @@ impl TrainConfig {
         }
         self.validate_best_model()?;
         self.validate_sync_ref_model()?;
-        self.validate_lora()
+        self.validate_lora()?;
+        self.validate_quantization()
     }
 
     /// `save_strategy = "best"` needs a metric, and `load_best_model_at_end` needs a checkpoint
@@ -301,6 +302,69 @@ impl TrainConfig {
             }
         }
         set
+    }
+
+    /// The 4-bit base keys: `load_in_4bit` needs adapters to train (transformers refuses to
+    /// fine-tune a purely quantized model), the `bnb_4bit_*` keys need `load_in_4bit`, and
+    /// their values must parse; `load_in_8bit` is refused.
+    fn validate_quantization(&self) -> Result<(), TrainError> {
+        if self.load_in_8bit {
+            return Err(bad(
+                "load_in_8bit",
+                "8-bit (LLM.int8) bases are not implemented: their mixed int8/float16 \
+                 decomposition of outlier features is not reproduced here; use load_in_4bit \
+                 = true (QLoRA)",
+            ));
+        }
+        let d = TrainConfig::default();
+        if !self.load_in_4bit {
+            for (key, set) in [
+                (
+                    "bnb_4bit_quant_type",
+                    self.bnb_4bit_quant_type != d.bnb_4bit_quant_type,
+                ),
+                ("bnb_4bit_use_double_quant", self.bnb_4bit_use_double_quant),
+                (
+                    "bnb_4bit_compute_dtype",
+                    self.bnb_4bit_compute_dtype.is_some(),
+                ),
+                (
+                    "bnb_4bit_quant_storage",
+                    self.bnb_4bit_quant_storage.is_some(),
+                ),
+            ] {
+                if set {
+                    return Err(bad(
+                        key,
+                        "is a 4-bit base setting and needs load_in_4bit = true",
+                    ));
+                }
+            }
+            return Ok(());
+        }
+        if !self.use_peft {
+            return Err(bad(
+                "load_in_4bit",
+                "a 4-bit base cannot be trained itself (transformers refuses to fine-tune a \
+                 purely quantized model): set use_peft = true to train LoRA adapters on it",
+            ));
+        }
+        if self.ref_layer_streaming && self.ref_model_name_or_path.is_none() {
+            return Err(bad(
+                "ref_layer_streaming",
+                "streams the reference's float weight files, but with load_in_4bit the \
+                 reference is the 4-bit base: precompute without streaming (the 4-bit base is \
+                 small), or name a ref_model_name_or_path",
+            ));
+        }
+        if let Err(e) = self.bnb_4bit_config() {
+            let key = match &e {
+                sdpo_models::ModelError::InvalidConfig { key, .. } => key.clone(),
+                _ => "load_in_4bit".to_string(),
+            };
+            return Err(bad(&key, e.to_string()));
+        }
+        Ok(())
     }
 
     /// TRL silently ignores the LoRA keys without `use_peft`; a run that was meant to train

@@ -181,13 +181,26 @@ pub(crate) fn reference_model(
 
 /// The `reference` part of the cache key of `config`'s reference: its weight files, or the
 /// policy's config and seed when it is a randomly initialised copy of the policy.
+/// A reference that is the policy's 4-bit base adds its quantization settings.
 pub(crate) fn reference_identity_of(config: &TrainConfig) -> Result<String, TrainError> {
     match &config.ref_model_name_or_path {
         Some(dir) => reference_identity(dir, None),
-        None => reference_identity(
-            &config.model_name_or_path,
-            config.init_from_config.then_some(config.seed),
-        ),
+        None => {
+            let files = reference_identity(
+                &config.model_name_or_path,
+                config.init_from_config.then_some(config.seed),
+            )?;
+            let dir = &config.model_name_or_path;
+            Ok(match config.bnb_4bit_config().map_err(model_error(dir))? {
+                Some(bnb) => format!(
+                    "{files};load_in_4bit={},double_quant={},compute_dtype={}",
+                    bnb.quant_type,
+                    bnb.double_quant,
+                    bnb.compute_dtype.name()
+                ),
+                None => files,
+            })
+        }
     }
 }
 

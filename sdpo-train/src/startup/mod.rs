@@ -72,8 +72,23 @@ pub(crate) fn model_error(path: &Path) -> impl FnOnce(sdpo_models::ModelError) -
     }
 }
 
-/// Loads the policy's starting weights (or builds them from the config) on `device`.
+/// Loads the policy's starting weights (or builds them from the config) on `device`; with
+/// `load_in_4bit`, its linear layers in 4 bits.
 pub(crate) fn load_initial_policy(
+    config: &TrainConfig,
+    device: &Device,
+) -> Result<CausalLm, TrainError> {
+    let model = load_float_base(config, device)?;
+    let dir = &config.model_name_or_path;
+    match config.bnb_4bit_config().map_err(model_error(dir))? {
+        Some(bnb) => model.quantize_4bit(&bnb).map_err(model_error(dir)),
+        None => Ok(model),
+    }
+}
+
+/// The policy's starting weights in float, even with `load_in_4bit` (a QLoRA adapter is merged
+/// into these).
+pub(crate) fn load_float_base(
     config: &TrainConfig,
     device: &Device,
 ) -> Result<CausalLm, TrainError> {
@@ -108,6 +123,11 @@ pub(crate) fn attach_adapters(
                         "lora_modules_to_save"
                     }
                     sdpo_models::ModelError::UnknownTargetModules { .. } => "lora_target_modules",
+                    sdpo_models::ModelError::InvalidLoraConfig { key, .. }
+                        if key == "modules_to_save" =>
+                    {
+                        "lora_modules_to_save"
+                    }
                     _ => "use_peft",
                 }
                 .into(),

@@ -125,11 +125,17 @@ impl Trainer {
         self.write_model(out)?;
         if self.config.merge_adapter_at_end && self.policy().adapter().is_some() {
             let dir = out.join(MERGED_DIR);
-            self.policy()
-                .valid()
-                .merge_adapters()
-                .save_pretrained(&dir)
-                .map_err(model_error(&dir))?;
+            let merged = if self.policy().is_quantized() {
+                // QLoRA: the adapter (just written to `out`) goes onto the float base, not
+                // onto its 4-bit rounding.
+                crate::startup::load_float_base(&self.config, &self.device)?
+                    .load_adapter(out)
+                    .map_err(model_error(out))?
+                    .merge_adapters()
+            } else {
+                self.policy().valid().merge_adapters()
+            };
+            merged.save_pretrained(&dir).map_err(model_error(&dir))?;
             copy_tokenizer_files(&self.data.tokenizer_dir, &dir)?;
             copy_generation_config(&self.config.model_name_or_path, &dir)?;
         }
