@@ -5,7 +5,7 @@ the weights are seeded normal draws (std = initializer_range; norms 1, biases 0)
 bfloat16 as sharded safetensors with transformers' index, as the Hub holds such models.
 
 Usage: python bench/random_checkpoint.py SHAPE OUT_DIR [--seed N]
-SHAPE: qwen2.5-7b | llama-3.2-3b | qwen2.5-0.5b
+SHAPE: qwen2.5-7b | llama-3.2-3b | qwen2.5-1.5b | qwen2.5-0.5b
 """
 
 import argparse
@@ -33,6 +33,11 @@ SHAPES = {
                          num_attention_heads=14, num_key_value_heads=2,
                          max_position_embeddings=32768, vocab_size=151936,
                          tie_word_embeddings=True, max_window_layers=24),
+    # Qwen/Qwen2.5-1.5B config.json
+    "qwen2.5-1.5b": dict(QWEN, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+                         num_attention_heads=12, num_key_value_heads=2,
+                         max_position_embeddings=131072, vocab_size=151936,
+                         tie_word_embeddings=True, max_window_layers=21),
     # meta-llama/Llama-3.2-3B config.json
     "llama-3.2-3b": {
         "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu",

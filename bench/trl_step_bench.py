@@ -9,6 +9,8 @@ Usage: trl_step_bench.py SMOLLM2_DIR T on|off STEPS [--data FILE.jsonl] [--write
                 (prompt twice, both completions) as "tokens per pair: N"
   --data        train on these pairs instead of generating them
   --lora        PEFT LoRA r 16, alpha 32, dropout 0.05, all-linear (TRL's ModelConfig names)
+  --qlora       the same LoRA on a 4-bit base: bitsandbytes NF4, double quantization, float32
+                compute (needs bitsandbytes==0.50.2 in the venv)
   --prompt-tokens, --completion-tokens
                 lengths of the generated prompt and completions (default T/4 and T; the
                 completions are then cut by max_length = T)
@@ -67,6 +69,7 @@ def main():
     parser.add_argument("--data")
     parser.add_argument("--write-data")
     parser.add_argument("--lora", action="store_true")
+    parser.add_argument("--qlora", action="store_true")
     parser.add_argument("--prompt-tokens", type=int)
     parser.add_argument("--completion-tokens", type=int)
     parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
@@ -105,7 +108,20 @@ def main():
         ) / len(rows)
         print(f"tokens per pair: {per_pair:.0f}")
         return
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    quantization = {}
+    if args.qlora:
+        from transformers import BitsAndBytesConfig
+
+        quantization = dict(
+            quantization_config=BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=torch.float32,
+            ),
+            device_map="cpu",
+        )
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, **quantization)
     config = DPOConfig(
         output_dir="/tmp/trl-memory-bench",
         per_device_train_batch_size=2,
@@ -121,7 +137,7 @@ def main():
         bf16=args.precision == "bf16",
     )
     peft_config = None
-    if args.lora:
+    if args.lora or args.qlora:
         from peft import LoraConfig
 
         peft_config = LoraConfig(
@@ -136,7 +152,9 @@ def main():
         callbacks=[StepTimer()],
     )
     print(
-        f"TRL T={seq} gradient_checkpointing={gc} lora={args.lora} bf16={config.bf16}", flush=True
+        f"TRL T={seq} gradient_checkpointing={gc} lora={args.lora} qlora={args.qlora} "
+        f"bf16={config.bf16}",
+        flush=True,
     )
     trainer.train()
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")

@@ -172,6 +172,19 @@ impl StreamedLm {
             return Ok(&self.model);
         }
         self.release();
+        self.read(piece)?;
+        self.loaded = Some(piece);
+        Ok(&self.model)
+    }
+
+    /// Every piece the checkpoint has, in model order (embeddings, layers, head).
+    pub(crate) fn pieces(&self) -> Vec<Piece> {
+        self.tensors.keys().copied().collect()
+    }
+
+    /// Reads `piece`'s tensors into the model, keeping what is in memory already (a model
+    /// built piece by piece, e.g. quantized layer by layer).
+    pub(crate) fn read(&mut self, piece: Piece) -> Result<(), ModelError> {
         let Some(entries) = self.tensors.get(&piece) else {
             return Err(ModelError::InvalidInput(format!(
                 "`{}` has no {piece:?} (the model has {} layers)",
@@ -219,8 +232,17 @@ impl StreamedLm {
                 _ => model,
             },
         };
-        self.loaded = Some(piece);
-        Ok(&self.model)
+        Ok(())
+    }
+
+    /// The model as read so far.
+    pub(crate) fn model_mut(&mut self) -> &mut CausalLm {
+        &mut self.model
+    }
+
+    /// The model as read so far, taken out.
+    pub(crate) fn into_model(self) -> CausalLm {
+        self.model
     }
 
     /// Frees the piece in memory: every parameter is lazy again.

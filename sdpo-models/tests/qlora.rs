@@ -466,3 +466,36 @@ fn malformed_4bit_tensors_are_refused_naming_the_tensor() {
         assert!(err.contains(expect), "{expect}: {err}");
     }
 }
+
+/// Loading layer by layer into 4 bits gives the model that quantizing a loaded one gives, on
+/// every tiny family (tied and untied heads, fused projections, GPT-2's Conv1D).
+#[test]
+fn loading_layer_by_layer_into_4_bits_equals_quantizing_the_loaded_model() {
+    let config = Bnb4bitConfig {
+        double_quant: true,
+        ..Bnb4bitConfig::default()
+    };
+    for dev in sdpo_testkit::test_devices!() {
+        for name in common::tiny_model_names() {
+            let dir = common::model_dir(&name);
+            let whole = CausalLm::from_pretrained(&dir, &dev.device)
+                .and_then(|m| m.quantize_4bit(&config))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let streamed = CausalLm::from_pretrained_4bit(&dir, &config, &dev.device)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(
+                streamed.quantized_bytes(),
+                whole.quantized_bytes(),
+                "[{}] {name}: 4-bit bytes",
+                dev.name
+            );
+            let golden = Golden::open(&dir.join("golden.safetensors"));
+            let ids = golden.int_tensor("input_ids", &dev.device);
+            let mask = golden.int_tensor("attention_mask", &dev.device);
+            let a = host(whole.forward(ids.clone(), mask.clone()));
+            let b = host(streamed.forward(ids, mask));
+            assert_eq!(bits(&a), bits(&b), "[{}] {name}: logits", dev.name);
+            assert!(whole.is_quantized(), "{name}: nothing quantized");
+        }
+    }
+}

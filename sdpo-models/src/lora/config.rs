@@ -145,11 +145,12 @@ pub struct LoraConfig {
     /// DoRA. Not implemented: `true` is refused with [`ModelError::UnsupportedLora`].
     #[serde(default)]
     pub use_dora: bool,
-    /// TRL's `load_in_4bit` (QLoRA). Quantized bases are not implemented: `true` is refused
-    /// with [`ModelError::UnsupportedLora`].
+    /// TRL's `load_in_4bit` (QLoRA). The base is quantized by
+    /// [`CausalLm::quantize_4bit`](crate::CausalLm::quantize_4bit), not by the adapter's
+    /// settings: `true` is refused with [`ModelError::UnsupportedLora`] saying so.
     #[serde(default)]
     pub load_in_4bit: bool,
-    /// TRL's `load_in_8bit`. Refused like `load_in_4bit`.
+    /// TRL's `load_in_8bit`. 8-bit bases are not implemented: `true` is refused.
     #[serde(default)]
     pub load_in_8bit: bool,
     /// Initialisation of new adapters.
@@ -245,7 +246,7 @@ impl LoraConfig {
     }
 
     /// Checks the values (rank ≥ 1, finite alpha, dropout in `[0, 1)`) and refuses what is not
-    /// implemented (DoRA, 4/8-bit bases).
+    /// implemented here (DoRA, quantization requested through the adapter's settings).
     pub fn validate(&self) -> Result<(), ModelError> {
         let invalid = |key: &str, reason: String| ModelError::InvalidLoraConfig {
             key: key.into(),
@@ -258,20 +259,24 @@ impl LoraConfig {
                 reason: "DoRA is not implemented; train a plain LoRA adapter".into(),
             });
         }
-        for (option, on) in [
-            ("load_in_4bit", self.load_in_4bit),
-            ("load_in_8bit", self.load_in_8bit),
-        ] {
-            if on {
-                return Err(ModelError::UnsupportedLora {
-                    option: option.into(),
-                    value: "true".into(),
-                    reason: "quantized (bitsandbytes) bases are not implemented; the base is \
-                             kept in float32 (LoRA already keeps optimizer state for the \
-                             adapter only)"
-                        .into(),
-                });
-            }
+        if self.load_in_4bit {
+            return Err(ModelError::UnsupportedLora {
+                option: "load_in_4bit".into(),
+                value: "true".into(),
+                reason: "an adapter's settings cannot quantize the base: call \
+                         CausalLm::quantize_4bit on the base before attaching the adapter \
+                         (sdpo-train's load_in_4bit does)"
+                    .into(),
+            });
+        }
+        if self.load_in_8bit {
+            return Err(ModelError::UnsupportedLora {
+                option: "load_in_8bit".into(),
+                value: "true".into(),
+                reason: "8-bit (LLM.int8) bases are not implemented; 4-bit ones are \
+                         (CausalLm::quantize_4bit)"
+                    .into(),
+            });
         }
         if self.r == 0 {
             return Err(invalid("r", "the rank must be at least 1".into()));

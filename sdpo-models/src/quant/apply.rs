@@ -1,10 +1,13 @@
 //! [`CausalLm::quantize_4bit`]: the model's linear layers to 4 bits.
 
-use burn::tensor::FloatDType;
+use std::path::Path;
+
+use burn::tensor::{Device, FloatDType};
 
 use super::{Bnb4bitConfig, Quantized4bit};
 use crate::causal_lm::CausalLm;
 use crate::error::ModelError;
+use crate::streaming::{Piece, StreamedLm};
 
 impl CausalLm {
     /// Holds the weight of every linear layer of the decoder (attention and MLP projections,
@@ -21,8 +24,40 @@ impl CausalLm {
                 layers: adapter.adapted.len() + adapter.trained.len(),
             });
         }
+        self.quantize_layers(config, false)?;
+        Ok(self)
+    }
+
+    /// Loads a Hugging Face checkpoint with its linear layers in 4 bits, reading one decoder
+    /// layer at a time and quantizing it before the next: the float weights in memory at once
+    /// are the embeddings, the head and one layer, not the whole model (a 1.5B model's 6 GB of
+    /// float32 would not fit where its 4-bit form does). The same result as
+    /// [`CausalLm::from_pretrained`] followed by [`CausalLm::quantize_4bit`], bit for bit.
+    pub fn from_pretrained_4bit(
+        dir: impl AsRef<Path>,
+        config: &Bnb4bitConfig,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
+        let mut streamed = StreamedLm::open(dir, device)?;
+        for piece in streamed.pieces() {
+            streamed.read(piece)?;
+            if let Piece::Layer(_) = piece {
+                streamed.model_mut().quantize_layers(config, true)?;
+            }
+        }
+        Ok(streamed.into_model())
+    }
+
+    /// Quantizes the linear layers not quantized yet; with `only_read`, only those whose float
+    /// weight has been read (not lazy) by a [`StreamedLm`].
+    fn quantize_layers(
+        &mut self,
+        config: &Bnb4bitConfig,
+        only_read: bool,
+    ) -> Result<(), ModelError> {
         for (name, layer) in self.adaptable_layers_mut() {
-            if layer.quantized().is_some() {
+            let unread = only_read && !layer.weight().is_initialized();
+            if layer.quantized().is_some() || unread {
                 continue;
             }
             let weight = layer.weight().val();
@@ -47,7 +82,7 @@ impl CausalLm {
                 &device,
             ));
         }
-        Ok(self)
+        Ok(())
     }
 
     /// The layers held in 4 bits with their full Hugging Face module names, in model order.

@@ -78,11 +78,16 @@ pub(crate) fn load_initial_policy(
     config: &TrainConfig,
     device: &Device,
 ) -> Result<CausalLm, TrainError> {
-    let model = load_float_base(config, device)?;
     let dir = &config.model_name_or_path;
     match config.bnb_4bit_config().map_err(model_error(dir))? {
-        Some(bnb) => model.quantize_4bit(&bnb).map_err(model_error(dir)),
-        None => Ok(model),
+        // Read and quantized one layer at a time: the float model never is in memory whole.
+        Some(bnb) if !config.init_from_config => {
+            CausalLm::from_pretrained_4bit(dir, &bnb, device).map_err(model_error(dir))
+        }
+        Some(bnb) => load_float_base(config, device)?
+            .quantize_4bit(&bnb)
+            .map_err(model_error(dir)),
+        None => load_float_base(config, device),
     }
 }
 
