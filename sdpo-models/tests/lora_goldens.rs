@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
-use common::{Golden, host, max_abs_diff};
-use sdpo_core::{LossConfig, PreferenceLoss, TokenLogps, completion_logps};
+use common::{Golden, host, max_abs_diff, side_logps};
+use sdpo_core::{LossConfig, PreferenceLoss, TokenLogps};
 use sdpo_models::CausalLm;
 use serde_json::Value;
 
@@ -85,21 +85,6 @@ fn peft_adapters_give_peft_logits_on_off_and_merged() {
         }
     }
     println!("checked {checked} logits tensors (adapters x on/off/merged x backends)");
-}
-
-fn ints(v: &Value, device: &Device) -> Tensor<2, Int> {
-    let rows: Vec<Vec<i64>> = serde_json::from_value(v.clone()).expect("int matrix");
-    let (b, t) = (rows.len(), rows.first().map_or(0, Vec::len));
-    Tensor::from_data(
-        TensorData::new(rows.into_iter().flatten().collect::<Vec<_>>(), [b, t]),
-        device,
-    )
-}
-
-fn side_logps(model: &CausalLm, side: &Value, device: &Device) -> (Tensor<2>, Tensor<2, Bool>) {
-    let ids = ints(&side["input_ids"], device);
-    let logits = model.forward(ids.clone(), ints(&side["attention_mask"], device));
-    completion_logps(logits, ids, ints(&side["completion_mask"], device)).expect("logps")
 }
 
 /// `[rows, cols]` row-major -> `[cols, rows]`.

@@ -11,9 +11,9 @@ use std::path::PathBuf;
 use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
-use common::{Golden, RawTensor, host, max_abs_diff, read_raw};
+use common::{Golden, RawTensor, host, max_abs_diff, read_raw, side_logps};
 use safetensors::Dtype;
-use sdpo_core::{LossConfig, PreferenceLoss, TokenLogps, completion_logps};
+use sdpo_core::{LossConfig, PreferenceLoss, TokenLogps};
 use sdpo_models::CausalLm;
 use sdpo_models::quant::blockwise::{
     Blocks4bit, NestedAbsmax, double_quantize, dynamic_code, pack_bnb_bytes, quantize_4bit,
@@ -260,21 +260,6 @@ fn tiny_models_quantize_like_transformers_and_give_peft_logits() {
             }
         }
     }
-}
-
-fn ints(v: &Value, device: &Device) -> Tensor<2, Int> {
-    let rows: Vec<Vec<i64>> = serde_json::from_value(v.clone()).expect("int matrix");
-    let (b, t) = (rows.len(), rows.first().map_or(0, Vec::len));
-    Tensor::from_data(
-        TensorData::new(rows.into_iter().flatten().collect::<Vec<_>>(), [b, t]),
-        device,
-    )
-}
-
-fn side_logps(model: &CausalLm, side: &Value, device: &Device) -> (Tensor<2>, Tensor<2, Bool>) {
-    let ids = ints(&side["input_ids"], device);
-    let logits = model.forward(ids.clone(), ints(&side["attention_mask"], device));
-    completion_logps(logits, ids, ints(&side["completion_mask"], device)).expect("logps")
 }
 
 fn floats(v: &Value) -> Vec<f32> {

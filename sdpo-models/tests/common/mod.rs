@@ -211,3 +211,26 @@ pub fn max_abs_diff_masked(a: &[f32], b: &[f32], mask: &[i64], width: usize) -> 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     sdpo_testkit::max_abs_diff(a, b) as f32
 }
+
+/// A JSON integer matrix (`[[1, 2], [3, 4]]`) as an int tensor.
+pub fn int_matrix(v: &serde_json::Value, device: &Device) -> Tensor<2, Int> {
+    let rows: Vec<Vec<i64>> = serde_json::from_value(v.clone()).expect("int matrix");
+    let (b, t) = (rows.len(), rows.first().map_or(0, Vec::len));
+    Tensor::from_data(
+        TensorData::new(rows.into_iter().flatten().collect::<Vec<_>>(), [b, t]),
+        device,
+    )
+}
+
+/// Per-token completion log-probs of one side of a golden batch (`input_ids`,
+/// `attention_mask`, `completion_mask`) and its loss mask.
+pub fn side_logps(
+    model: &sdpo_models::CausalLm,
+    side: &serde_json::Value,
+    device: &Device,
+) -> (Tensor<2>, Tensor<2, Bool>) {
+    let ids = int_matrix(&side["input_ids"], device);
+    let logits = model.forward(ids.clone(), int_matrix(&side["attention_mask"], device));
+    sdpo_core::completion_logps(logits, ids, int_matrix(&side["completion_mask"], device))
+        .expect("logps")
+}
