@@ -303,28 +303,6 @@ fn multi_row_sum<const W: usize>(
     out
 }
 
-/// The values of `absmax` back from [`double_quantize`]: `code[q] · nested_absmax + offset`.
-pub fn dequantize_absmax(nested: &NestedAbsmax) -> Vec<f32> {
-    let code = dynamic_code();
-    nested
-        .codes
-        .iter()
-        .enumerate()
-        .map(|(i, &q)| code[q as usize] * nested.absmax[i / BLOCK_NESTED] + nested.offset)
-        .collect()
-}
-
-/// The values of a 4-bit tensor back: `code[q] · absmax[block]`.
-pub fn dequantize_4bit(blocks: &Blocks4bit, quant_type: QuantType) -> Vec<f32> {
-    let code = quant_type.code();
-    blocks
-        .codes
-        .iter()
-        .enumerate()
-        .map(|(i, &q)| code[q as usize] * blocks.absmax[i / BLOCK_4BIT])
-        .collect()
-}
-
 /// bitsandbytes' signed 8-bit dynamic data type (`create_dynamic_map(signed=True)`) as float32
 /// bits: for each decimal exponent e in -6..=0, the midpoints of `linspace(0.1, 1, 2^(e+6) + 1)`
 /// scaled by `10^e` with both signs, plus 0 and 1, sorted. Kept as PyTorch computed them (its
@@ -381,21 +359,6 @@ pub fn pack_bnb_bytes(codes: &[u8], quant_type: QuantType) -> Vec<u8> {
         .collect()
 }
 
-/// The inverse of [`pack_bnb_bytes`] for `numel` values; `None` when `bytes` is not
-/// `ceil(numel / 2)` long.
-pub fn unpack_bnb_bytes(bytes: &[u8], numel: usize) -> Option<Vec<u8>> {
-    if bytes.len() != numel.div_ceil(2) {
-        return None;
-    }
-    let mut codes = Vec::with_capacity(numel + 1);
-    for b in bytes {
-        codes.push(b >> 4);
-        codes.push(b & 0x0f);
-    }
-    codes.truncate(numel);
-    Some(codes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -436,12 +399,10 @@ mod tests {
     }
 
     #[test]
-    fn packing_round_trips_odd_counts() {
+    fn packing_puts_the_even_value_high_and_pads_with_the_code_of_zero() {
         let codes = [1u8, 15, 7, 0, 9];
         let bytes = pack_bnb_bytes(&codes, QuantType::Fp4);
         assert_eq!(bytes, vec![0x1f, 0x70, 0x90]);
         assert_eq!(pack_bnb_bytes(&codes, QuantType::Nf4)[2], 0x97);
-        assert_eq!(unpack_bnb_bytes(&bytes, 5).as_deref(), Some(&codes[..]));
-        assert_eq!(unpack_bnb_bytes(&bytes, 7), None);
     }
 }
