@@ -7,7 +7,8 @@
 # modules_to_save, Gemma 3 all-linear, OLMo 2 named targets, GPT-2 Conv1D (fan_in_fan_out) with
 # modules_to_save; and QLoRA: adapters trained on our 4-bit bases (Llama NF4 with double
 # quantization, Qwen2 FP4) loaded by PEFT over transformers' bitsandbytes 0.50.2 quantization of
-# the same checkpoints (no merged checkpoint for those: a 4-bit merge is not a float model).
+# the same checkpoints (no merged checkpoint for those: a 4-bit merge is not a float model);
+# and DoRA (use_dora): Qwen3 all-linear, GPT-2 Conv1D, and QDoRA on the Llama NF4 base.
 #
 # Idempotent. Python packages go into a venv under ${SDPO_CACHE:-$HOME/.cache/sdpo-rs}:
 # torch is taken from $SDPO_CACHE/torch-venv when that venv already has torch 2.9.0 (the tch

@@ -338,9 +338,8 @@ fn hostile_adapters_and_settings_give_typed_errors() {
         Err(ModelError::UnknownTargetModules { .. })
     ));
 
-    // DoRA, LoRA on biases, other PEFT methods: refused, naming the option.
+    // LoRA on biases, other PEFT methods: refused, naming the option.
     for (key, value) in [
-        ("use_dora", serde_json::json!(true)),
         ("bias", serde_json::json!("all")),
         ("peft_type", serde_json::json!("IA3")),
         ("layers_to_transform", serde_json::json!([0])),
@@ -358,14 +357,19 @@ fn hostile_adapters_and_settings_give_typed_errors() {
             other => panic!("{key} = {value}: {other:?}"),
         }
     }
-    let dora = LoraConfig {
-        use_dora: true,
-        ..LoraConfig::default()
-    };
-    assert!(matches!(
-        base().attach_lora(&dora, 0),
-        Err(ModelError::UnsupportedLora { .. })
-    ));
+    // `use_dora` on a plain LoRA file: every magnitude is missing, and named (tests/dora.rs
+    // covers DoRA itself).
+    let dir = copy_adapter("llama_r4");
+    edit_config(dir.path(), |c| {
+        c.insert("use_dora".into(), serde_json::json!(true));
+    });
+    match base().load_adapter(dir.path()) {
+        Err(ModelError::MissingTensors { names, .. }) => {
+            assert_eq!(names.len(), 14, "{names:?}");
+            assert!(names.iter().all(|n| n.ends_with(".lora_magnitude_vector")));
+        }
+        other => panic!("use_dora on a LoRA file: {other:?}"),
+    }
     let rank_zero = LoraConfig::new(0, 8.0);
     assert!(matches!(
         base().attach_lora(&rank_zero, 0),

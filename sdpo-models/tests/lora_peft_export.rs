@@ -125,6 +125,41 @@ fn cases() -> Vec<Case> {
             },
         },
         Case {
+            name: "dora_qwen3_all_linear",
+            base: "qwen3",
+            quant: None,
+            config: LoraConfig {
+                target_modules: Some(TargetModules::AllLinear),
+                use_dora: true,
+                lora_dropout: 0.0,
+                ..LoraConfig::new(4, 8.0)
+            },
+        },
+        Case {
+            name: "dora_gpt2_conv1d",
+            base: "gpt2",
+            quant: None,
+            config: LoraConfig {
+                use_dora: true,
+                lora_dropout: 0.0,
+                ..LoraConfig::new(4, 16.0)
+            },
+        },
+        Case {
+            name: "qdora_llama_nf4_double_quant",
+            base: "llama",
+            quant: Some(Bnb4bitConfig {
+                double_quant: true,
+                ..Bnb4bitConfig::default()
+            }),
+            config: LoraConfig {
+                target_modules: Some(TargetModules::AllLinear),
+                use_dora: true,
+                lora_dropout: 0.0,
+                ..LoraConfig::new(4, 8.0)
+            },
+        },
+        Case {
             name: "gpt2_conv1d",
             base: "gpt2",
             quant: None,

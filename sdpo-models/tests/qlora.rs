@@ -8,12 +8,11 @@ mod common;
 
 use std::path::PathBuf;
 
-use burn::module::Module;
-use burn::optim::GradientsParams;
 use burn::prelude::*;
-use common::{Golden, RawTensor, host, max_abs_diff, read_raw, side_logps};
+use common::golden_dpo::{check_dpo_golden, fixture_path, golden_cases, read_json};
+use common::{Golden, RawTensor, host, max_abs_diff, read_raw};
 use safetensors::Dtype;
-use sdpo_core::{LossConfig, PreferenceLoss, TokenLogps};
+
 use sdpo_models::CausalLm;
 use sdpo_models::quant::blockwise::{
     Blocks4bit, NestedAbsmax, double_quantize, dynamic_code, pack_bnb_bytes, quantize_4bit,
@@ -23,12 +22,6 @@ use serde_json::Value;
 
 fn qlora_dir() -> PathBuf {
     sdpo_testkit::fixtures_dir().join("qlora")
-}
-
-fn read_json(path: &std::path::Path) -> Value {
-    let text =
-        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()))
 }
 
 fn f32s(t: &RawTensor, name: &str) -> Vec<f32> {
@@ -183,23 +176,7 @@ fn quantizer_matches_bitsandbytes_bit_for_bit() {
 
 /// Every QLoRA model case of `fixtures/qlora/` (sorted), with its parsed `golden.json`.
 fn model_cases() -> Vec<(String, PathBuf, Value)> {
-    let mut out: Vec<(String, PathBuf, Value)> = std::fs::read_dir(qlora_dir())
-        .expect("read fixtures/qlora")
-        .map(|entry| entry.expect("dir entry").path())
-        .filter(|dir| dir.join("golden.json").is_file())
-        .map(|dir| {
-            let name = dir.file_name().unwrap().to_string_lossy().into_owned();
-            let golden = read_json(&dir.join("golden.json"));
-            (name, dir, golden)
-        })
-        .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    assert!(!out.is_empty(), "no QLoRA cases under fixtures/qlora");
-    out
-}
-
-fn fixture_path(golden: &Value, key: &str) -> PathBuf {
-    sdpo_testkit::fixtures_dir().join(golden[key].as_str().unwrap_or_else(|| panic!("{key}")))
+    golden_cases("qlora")
 }
 
 fn quantized_base(name: &str, golden: &Value, device: &Device) -> CausalLm {
@@ -262,119 +239,21 @@ fn tiny_models_quantize_like_transformers_and_give_peft_logits() {
     }
 }
 
-fn floats(v: &Value) -> Vec<f32> {
-    serde_json::from_value::<Vec<f64>>(v.clone())
-        .expect("numbers")
-        .into_iter()
-        .map(|x| x as f32)
-        .collect()
-}
-
-fn assert_rel(got: &[f32], want: &[f32], tol: f32, what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    for (g, w) in got.iter().zip(want) {
-        let ok = (g - w).abs() <= tol * w.abs().max(1.0);
-        assert!(ok, "{what}: {got:?} vs {want:?}");
-    }
-}
-
 #[test]
 fn dpo_on_a_4bit_base_matches_peft_loss_and_adapter_gradients() {
     for dev in sdpo_testkit::test_devices!() {
         for (name, dir, golden_json) in model_cases() {
-            let dpo = &golden_json["dpo"];
             let train = dev.device.clone().autodiff();
             let policy = quantized_base(&name, &golden_json, &train)
                 .load_adapter(fixture_path(&golden_json, "adapter_dir"))
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
-            let reference = policy.valid().without_adapters();
-            let constant = |t: Tensor<2>| Tensor::<2>::from_data(t.into_data(), &train);
-            let (rc, ref_chosen_mask) = side_logps(&reference, &dpo["chosen"], &dev.device);
-            let (rr, ref_rejected_mask) = side_logps(&reference, &dpo["rejected"], &dev.device);
-            let (pc, chosen_mask) = side_logps(&policy, &dpo["chosen"], &train);
-            let (pr, rejected_mask) = side_logps(&policy, &dpo["rejected"], &train);
-            let sums = |t: &Tensor<2>, m: &Tensor<2, Bool>| {
-                host(
-                    (t.clone() * m.clone().float())
-                        .sum_dim(1)
-                        .squeeze_dim::<1>(1),
-                )
-            };
-            let what = |k: &str| format!("[{}] {name}: {k}", dev.name);
-            for (got, key) in [
-                (sums(&pc, &chosen_mask), "chosen_logps"),
-                (sums(&pr, &rejected_mask), "rejected_logps"),
-                (sums(&rc, &ref_chosen_mask), "ref_chosen_logps"),
-                (sums(&rr, &ref_rejected_mask), "ref_rejected_logps"),
-            ] {
-                assert_rel(&got, &floats(&dpo[key]), 1e-5, &what(key));
-            }
-            let inputs = TokenLogps {
-                policy_chosen_logps: pc,
-                policy_rejected_logps: pr,
-                ref_chosen_logps: constant(rc),
-                ref_rejected_logps: constant(rr),
-                chosen_loss_mask: chosen_mask,
-                rejected_loss_mask: rejected_mask,
-                policy_chosen_log_sum_sq_probs: None,
-                policy_rejected_log_sum_sq_probs: None,
-            };
-            let config = LossConfig {
-                beta: dpo["beta"].as_f64().expect("beta"),
-                label_smoothing: dpo["label_smoothing"].as_f64().expect("label_smoothing"),
-                // Plain DPO: every completion token counts.
-                sdpo_threshold: 0.0,
-                ..LossConfig::default()
-            };
-            let out = PreferenceLoss::new(config)
-                .expect("config")
-                .forward(&inputs, None)
-                .expect("loss");
-            let loss = host(out.loss.clone())[0];
-            assert_rel(
-                &[loss],
-                &[dpo["loss_mean"].as_f64().expect("loss_mean") as f32],
-                1e-5,
-                &what("loss_mean"),
+            check_dpo_golden(
+                &policy,
+                &golden_json["dpo"],
+                &dir.join("dpo_grads.safetensors"),
+                &dev.device,
+                &format!("[{}] {name}", dev.name),
             );
-
-            let grads = GradientsParams::from_grads(out.loss.backward(), &policy);
-            let branches = policy.lora_branches();
-            assert_eq!(
-                grads.len(),
-                2 * branches.len(),
-                "{}",
-                what("tensors with gradients")
-            );
-            let golden = Golden::open(&dir.join("dpo_grads.safetensors"));
-            assert_eq!(
-                golden.names().len(),
-                2 * branches.len(),
-                "golden tensor count"
-            );
-            for (layer, branch) in &branches {
-                let [r, d_in, d_out] = branch.dims();
-                for (param, key, rows, cols) in [
-                    (&branch.lora_a, "lora_A", d_in, r),
-                    (&branch.lora_b, "lora_B", r, d_out),
-                ] {
-                    let golden_key = format!("base_model.model.{layer}.{key}.weight");
-                    let (want, shape) = golden.f32(&golden_key);
-                    assert_eq!(shape, vec![cols, rows], "{golden_key}: shape");
-                    let got = grads
-                        .get::<2>(param.id)
-                        .unwrap_or_else(|| panic!("no gradient for {golden_key}"));
-                    // Ours is `[in, r]` / `[r, out]`; PEFT's the transpose.
-                    let got = host(got.transpose());
-                    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-                    let d = max_abs_diff(&got, &want);
-                    assert!(
-                        d <= 1e-4 * scale,
-                        "[{}] {name} {golden_key}: gradient differs by {d} (max |g| {scale})",
-                        dev.name
-                    );
-                }
-            }
         }
     }
 }

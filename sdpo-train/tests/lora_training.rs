@@ -9,7 +9,9 @@ use std::path::Path;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Tensor};
-use common::{series, tiny_config, without_timing, write_reference_model};
+use common::{
+    config_error_key, eval_loss, series, tiny_config, without_timing, write_reference_model,
+};
 use sdpo_models::lora::TargetModules;
 use sdpo_models::{CausalLm, ModelConfig};
 use sdpo_train::{
@@ -64,17 +66,6 @@ fn factors(model: &CausalLm) -> Vec<(String, Vec<f32>, Vec<f32>)> {
             (name, host(branch.lora_a.val()), host(branch.lora_b.val()))
         })
         .collect()
-}
-
-fn eval_loss(config: TrainConfig, device: &Device, weights: &Path) -> f64 {
-    let mut trainer = Trainer::new(
-        config,
-        device,
-        Start::PolicyWeights(weights),
-        &mut SilentObserver,
-    )
-    .expect("evaluation trainer");
-    trainer.evaluate().unwrap().unwrap().values["eval_loss"]
 }
 
 #[test]
@@ -411,14 +402,6 @@ fn the_reference_is_the_adapter_disabled_base_live_or_precomputed() {
             }
         }
         println!("[{}] LoRA references checked (4 runs)", dev.name);
-    }
-}
-
-fn config_error_key(config: TrainConfig) -> (String, String) {
-    match Trainer::new(config, &Device::flex(), Start::Fresh, &mut SilentObserver) {
-        Err(TrainError::Config { key, reason }) => (key, reason),
-        Err(other) => panic!("expected a config error, got {other}"),
-        Ok(_) => panic!("expected a config error, got a trainer"),
     }
 }
 

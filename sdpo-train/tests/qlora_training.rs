@@ -10,10 +10,13 @@ use std::path::Path;
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
-use common::{series, tiny_config, write_reference_model};
+use common::{
+    assert_close, config_error_key, eval_loss, run_losses as losses, series, tiny_config,
+    write_reference_model,
+};
 use sdpo_models::lora::TargetModules;
 use sdpo_models::{CausalLm, ModelConfig};
-use sdpo_train::{MERGED_DIR, SilentObserver, Start, TrainConfig, TrainError, Trainer};
+use sdpo_train::{MERGED_DIR, SilentObserver, Start, TrainConfig, Trainer};
 
 /// The tiny run with LoRA on every linear layer of an NF4 double-quantized base.
 fn qlora_config(root: &Path) -> TrainConfig {
@@ -40,36 +43,6 @@ fn base_weights(model: &CausalLm) -> Vec<Vec<f32>> {
         .into_iter()
         .map(|(_, q)| host(q.dequantize()))
         .collect()
-}
-
-fn losses(config: TrainConfig, device: &Device) -> Vec<f64> {
-    let mut trainer = Trainer::new(config, device, Start::Fresh, &mut SilentObserver).unwrap();
-    let records = trainer.train(None, &mut SilentObserver).unwrap();
-    series(&records, "loss")
-        .into_iter()
-        .map(|(_, v)| v)
-        .collect()
-}
-
-fn eval_loss(config: TrainConfig, device: &Device, weights: &Path) -> f64 {
-    let mut trainer = Trainer::new(
-        config,
-        device,
-        Start::PolicyWeights(weights),
-        &mut SilentObserver,
-    )
-    .expect("evaluation trainer");
-    trainer.evaluate().unwrap().unwrap().values["eval_loss"]
-}
-
-fn assert_close(what: &str, got: &[f64], want: &[f64], tol: f64) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    for (g, w) in got.iter().zip(want) {
-        assert!(
-            g.is_finite() && (g - w).abs() <= tol * (1.0 + w.abs()),
-            "{what}: {got:?} vs {want:?}"
-        );
-    }
 }
 
 #[test]
@@ -226,14 +199,6 @@ fn a_checkpoint_read_layer_by_layer_into_4_bits_trains_as_the_whole_model() {
         &Device::flex(),
     );
     assert_eq!(read, built, "losses of the read and the built base");
-}
-
-fn config_error_key(config: TrainConfig) -> (String, String) {
-    match Trainer::new(config, &Device::flex(), Start::Fresh, &mut SilentObserver) {
-        Err(TrainError::Config { key, reason }) => (key, reason),
-        Err(other) => panic!("expected a config error, got {other}"),
-        Ok(_) => panic!("expected a config error, got a trainer"),
-    }
 }
 
 #[test]

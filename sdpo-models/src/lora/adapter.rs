@@ -1,18 +1,12 @@
-//! Adapters on a [`CausalLm`]: target resolution, attach, load, save, disable, merge.
-
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+//! Adapters on a [`CausalLm`]: target resolution, attach, disable, merge (reading and writing
+//! PEFT's files is in `peft_files`).
 
 use burn::module::{Module, ModuleMapper, Param};
 use burn::prelude::*;
 
-use super::config::{
-    ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, LoraConfig, TargetModules, default_target_modules,
-};
-use super::linear::{Adaptable, LoraBranch, TrainedCopy, base_dims, dense_base, transpose};
-use super::tensors::{HostTensor, host_f32, read_f32_tensors};
+use super::config::{LoraConfig, TargetModules, default_target_modules};
+use super::linear::{Adaptable, LoraBranch, TrainedCopy, base_dims, dense_base};
 use crate::causal_lm::CausalLm;
-use crate::checkpoint::{StoredTensor, check_tensors, read_header};
 use crate::error::ModelError;
 use crate::init::SplitMix64;
 
@@ -33,7 +27,7 @@ pub struct AttachedAdapter {
 
 /// Sets every float parameter's `require_grad`: `false` freezes the base under an adapter,
 /// `true` makes a merged model an ordinary trainable one again.
-struct RequireGrad(bool);
+pub(super) struct RequireGrad(pub(super) bool);
 
 impl ModuleMapper for RequireGrad {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
@@ -42,13 +36,13 @@ impl ModuleMapper for RequireGrad {
 }
 
 /// Whether a layer name is selected by a PEFT-style list entry: equal, or a `.`-suffix.
-fn name_matches(name: &str, entry: &str) -> bool {
+pub(super) fn name_matches(name: &str, entry: &str) -> bool {
     name == entry || name.ends_with(&format!(".{entry}"))
 }
 
 /// The layers selected by `config` (targets and `modules_to_save`), checked against the
 /// model's linear layers.
-fn resolve(
+pub(super) fn resolve(
     config: &LoraConfig,
     model: &CausalLm,
 ) -> Result<(Vec<String>, Vec<String>), ModelError> {
@@ -193,7 +187,7 @@ impl CausalLm {
         self.decoder().adapter()
     }
 
-    fn set_adapter(&mut self, adapter: Option<AttachedAdapter>) {
+    pub(super) fn set_adapter(&mut self, adapter: Option<AttachedAdapter>) {
         self.decoder_mut().set_adapter(adapter);
     }
 
@@ -202,7 +196,10 @@ impl CausalLm {
     /// `init_lora_weights` says otherwise) from `seed`, and each `modules_to_save` layer a
     /// trainable copy. With the default init the model's output is unchanged.
     ///
-    /// Errors: an adapter is already attached; invalid or unsupported settings (DoRA);
+    /// With `use_dora` each branch also gets DoRA's magnitude, initialised as PEFT does to
+    /// `‖W + scale · B A‖` per output row (`‖W‖` with the default init).
+    ///
+    /// Errors: an adapter is already attached; invalid or unsupported settings;
     /// target names that match no linear layer ([`ModelError::UnknownTargetModules`] lists the
     /// model's linear layers).
     pub fn attach_lora(self, config: &LoraConfig, seed: u64) -> Result<Self, ModelError> {
@@ -216,14 +213,19 @@ impl CausalLm {
                 let lora = config.layer(&name)?;
                 let [d_in, d_out] = base_dims(layer);
                 let device = layer.weight().device();
-                layer.set_lora(Some(LoraBranch::init(
+                let branch = LoraBranch::init(
                     [lora.r, d_in, d_out],
                     lora.scale,
                     config.lora_dropout,
                     config.init_lora_weights,
                     &mut rng,
                     &device,
-                )));
+                );
+                layer.set_lora(Some(if config.use_dora {
+                    branch.with_initial_magnitude(dense_base(layer))
+                } else {
+                    branch
+                }));
             } else if trained.contains(&name) {
                 layer.set_trained(Some(TrainedCopy {
                     weight: Param::from_tensor(layer.weight().val().detach()),
@@ -237,176 +239,6 @@ impl CausalLm {
             trained,
         }));
         Ok(model)
-    }
-
-    /// Loads a PEFT LoRA adapter directory (`adapter_config.json` +
-    /// `adapter_model.safetensors`, as `PeftModel.save_pretrained` writes it) onto this base
-    /// model, freezing the base.
-    ///
-    /// Strict: the file must hold exactly the `lora_A` / `lora_B` weights of every target layer
-    /// (and the weight and bias of every `modules_to_save` layer) under PEFT's key names,
-    /// with the shapes the config and the base imply; missing, unexpected and mis-shaped
-    /// tensors are errors that list them. F32, BF16 and F16 are read as F32.
-    pub fn load_adapter(self, dir: impl AsRef<Path>) -> Result<Self, ModelError> {
-        let dir = dir.as_ref();
-        let (config, _) = LoraConfig::from_adapter_config(dir)?;
-        self.check_no_adapter()?;
-        let (adapted, trained) = resolve(&config, &self)?;
-
-        // Every tensor the adapter must hold, under its PEFT name and PyTorch shape.
-        let mut expected: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-        for (name, layer) in self.adaptable_layers() {
-            let [d_in, d_out] = base_dims(layer);
-            if adapted.contains(&name) {
-                let r = config.layer(&name)?.r;
-                expected.insert(format!("{PEFT_PREFIX}{name}.lora_A.weight"), vec![r, d_in]);
-                expected.insert(format!("{PEFT_PREFIX}{name}.lora_B.weight"), vec![d_out, r]);
-            } else if trained.contains(&name) {
-                let shape = if layer.fan_in_fan_out() {
-                    vec![d_in, d_out]
-                } else {
-                    vec![d_out, d_in]
-                };
-                expected.insert(format!("{PEFT_PREFIX}{name}.weight"), shape);
-                if layer.bias().is_some() {
-                    expected.insert(format!("{PEFT_PREFIX}{name}.bias"), vec![d_out]);
-                }
-            }
-        }
-        let path = dir.join(ADAPTER_WEIGHTS_FILE);
-        if !path.is_file() {
-            return Err(ModelError::NoWeights {
-                dir: dir.to_path_buf(),
-            });
-        }
-        let stored: BTreeMap<String, StoredTensor> = read_header(&path)?;
-        check_tensors(dir, &expected, &stored, None)?;
-        let mut values = read_f32_tensors(&path, expected.keys().cloned())?;
-        let mut take = |key: String| values.remove(&key).unwrap_or_default();
-
-        let mut model = self.map(&mut RequireGrad(false));
-        for (name, layer) in model.adaptable_layers_mut() {
-            let [d_in, d_out] = base_dims(layer);
-            let device = layer.weight().device();
-            if adapted.contains(&name) {
-                let lora = config.layer(&name)?;
-                let a = take(format!("{PEFT_PREFIX}{name}.lora_A.weight"));
-                let b = take(format!("{PEFT_PREFIX}{name}.lora_B.weight"));
-                layer.set_lora(Some(LoraBranch::from_peft(
-                    a,
-                    b,
-                    [lora.r, d_in, d_out],
-                    lora.scale,
-                    config.lora_dropout,
-                    &device,
-                )));
-            } else if trained.contains(&name) {
-                let w = take(format!("{PEFT_PREFIX}{name}.weight"));
-                let w = if layer.fan_in_fan_out() {
-                    w
-                } else {
-                    transpose(&w, d_out, d_in)
-                };
-                let weight = Tensor::<2>::from_data(TensorData::new(w, [d_in, d_out]), &device);
-                let bias = layer.bias().map(|_| {
-                    let b = take(format!("{PEFT_PREFIX}{name}.bias"));
-                    Param::from_tensor(Tensor::<1>::from_data(TensorData::new(b, [d_out]), &device))
-                });
-                layer.set_trained(Some(TrainedCopy {
-                    weight: Param::from_tensor(weight),
-                    bias,
-                }));
-            }
-        }
-        model.set_adapter(Some(AttachedAdapter {
-            config,
-            adapted,
-            trained,
-        }));
-        Ok(model)
-    }
-
-    /// Writes the attached adapter as PEFT does: `adapter_config.json` and
-    /// `adapter_model.safetensors` (F32, `lora_A.weight` `[r, in]`, `lora_B.weight`
-    /// `[out, r]`, and the weight and bias of each `modules_to_save` layer, under
-    /// `base_model.model.<layer>`). `base_model_name_or_path` is recorded in the config (PEFT
-    /// and `sdpo merge` use it to find the base). Creates `dir`; replaces existing files.
-    pub fn save_adapter(
-        &self,
-        dir: impl AsRef<Path>,
-        base_model_name_or_path: Option<&str>,
-    ) -> Result<(), ModelError> {
-        let dir = dir.as_ref();
-        let adapter = self.adapter().ok_or(ModelError::NoAdapter)?;
-        let io = |path: &Path| {
-            let path: PathBuf = path.to_path_buf();
-            move |source| ModelError::Io { path, source }
-        };
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-
-        let mut tensors: BTreeMap<String, HostTensor> = BTreeMap::new();
-        let mut fan_in_fan_out = false;
-        for (name, layer) in self.adaptable_layers() {
-            fan_in_fan_out |= layer.fan_in_fan_out();
-            if let Some(lora) = layer.lora() {
-                let [r, d_in, d_out] = lora.dims();
-                let (a, b) = lora.to_peft();
-                tensors.insert(
-                    format!("{PEFT_PREFIX}{name}.lora_A.weight"),
-                    HostTensor::new(host_f32(a), vec![r, d_in]),
-                );
-                tensors.insert(
-                    format!("{PEFT_PREFIX}{name}.lora_B.weight"),
-                    HostTensor::new(host_f32(b), vec![d_out, r]),
-                );
-            }
-            if let Some(copy) = layer.trained() {
-                let [d_in, d_out] = copy.weight.dims();
-                let weight = if layer.fan_in_fan_out() {
-                    HostTensor::new(host_f32(copy.weight.val()), vec![d_in, d_out])
-                } else {
-                    HostTensor::new(host_f32(copy.weight.val().transpose()), vec![d_out, d_in])
-                };
-                tensors.insert(format!("{PEFT_PREFIX}{name}.weight"), weight);
-                if let Some(bias) = &copy.bias {
-                    tensors.insert(
-                        format!("{PEFT_PREFIX}{name}.bias"),
-                        HostTensor::new(host_f32(bias.val()), vec![d_out]),
-                    );
-                }
-            }
-        }
-        let weights = dir.join(ADAPTER_WEIGHTS_FILE);
-        let metadata = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
-        safetensors::serialize_to_file(tensors.iter(), Some(metadata), &weights).map_err(|e| {
-            ModelError::Store {
-                path: weights.clone(),
-                message: e.to_string(),
-            }
-        })?;
-
-        // PEFT records the names it resolved: "all-linear" becomes the list of layer kinds.
-        let targets = match &adapter.config.target_modules {
-            Some(TargetModules::Regex(r)) => TargetModules::Regex(r.clone()),
-            Some(TargetModules::Names(n)) => TargetModules::Names(n.clone()),
-            Some(TargetModules::AllLinear) => TargetModules::Names(
-                self.linear_layer_kinds()
-                    .into_iter()
-                    .filter(|k| adapter.adapted.iter().any(|n| name_matches(n, k)))
-                    .collect(),
-            ),
-            None => TargetModules::Names(default_target_modules(self.config().architecture)?),
-        };
-        let json =
-            adapter
-                .config
-                .to_adapter_json(&targets, fan_in_fan_out, base_model_name_or_path);
-        let config_path = dir.join(ADAPTER_CONFIG_FILE);
-        let text = serde_json::to_string_pretty(&json).map_err(|source| ModelError::Json {
-            path: config_path.clone(),
-            source,
-        })?;
-        std::fs::write(&config_path, text + "\n").map_err(io(&config_path))
     }
 
     /// The same model with its adapters removed: the frozen base, sharing every weight buffer
@@ -424,7 +256,8 @@ impl CausalLm {
         model
     }
 
-    /// Folds the adapters into the base weights (`W + scale · (B A)ᵀ`, and the trained copies of
+    /// Folds the adapters into the base weights (`W + scale · (B A)ᵀ`, scaled per output by
+    /// `m / ‖W + scale · B A‖` for DoRA, and the trained copies of
     /// `modules_to_save` replacing their originals; PEFT's `merge_and_unload`) and returns a
     /// plain model with every parameter trainable again, ready for
     /// [`CausalLm::save_pretrained`]. Without an adapter, returns the model unchanged.
@@ -445,9 +278,7 @@ impl CausalLm {
             if let Some((weight, bias)) = trained {
                 layer.set_base(weight, bias);
             }
-            let merged = layer
-                .lora()
-                .map(|lora| dense_base(layer).detach() + lora.delta().detach());
+            let merged = layer.lora().map(|lora| lora.merged(dense_base(layer)));
             if let Some(merged) = merged {
                 let bias = layer.bias().cloned();
                 layer.set_base(Param::from_tensor(merged), bias);
@@ -459,7 +290,7 @@ impl CausalLm {
         model.map(&mut RequireGrad(true))
     }
 
-    fn check_no_adapter(&self) -> Result<(), ModelError> {
+    pub(super) fn check_no_adapter(&self) -> Result<(), ModelError> {
         match self.adapter() {
             Some(adapter) => Err(ModelError::AdapterAlreadyAttached {
                 layers: adapter.adapted.len() + adapter.trained.len(),

@@ -12,7 +12,7 @@ impl LoraConfig {
     /// Reads `dir/adapter_config.json` (PEFT's format), with PEFT's defaults for absent keys.
     ///
     /// Only LoRA adapters are accepted, and options that would change the computation in ways
-    /// this crate does not implement (DoRA, `bias` other than `"none"`, `layers_to_transform`,
+    /// this crate does not implement (`bias` other than `"none"`, `layers_to_transform`,
     /// `layer_replication`, LoRA biases, aLoRA, trainable tokens, ...) are refused with
     /// [`ModelError::UnsupportedLora`] naming the key. Unknown keys are accepted only when they
     /// hold a null, `false` or empty value.
@@ -178,7 +178,7 @@ impl LoraConfig {
             "revision": null,
             "target_modules": target_modules,
             "task_type": "CAUSAL_LM",
-            "use_dora": false,
+            "use_dora": self.use_dora,
             "use_rslora": self.use_rslora,
         })
     }

@@ -142,7 +142,8 @@ pub struct LoraConfig {
     /// `true` for GPT-2 and `false` otherwise, as PEFT corrects it.
     #[serde(default)]
     pub fan_in_fan_out: bool,
-    /// DoRA. Not implemented: `true` is refused with [`ModelError::UnsupportedLora`].
+    /// DoRA (PEFT's weight-decomposed LoRA): each adapted layer also trains a magnitude per
+    /// output, `x ↦ (m / ‖W + scale · B A‖) ⊙ (x (W + scale · B A)ᵀ) + b`.
     #[serde(default)]
     pub use_dora: bool,
     /// TRL's `load_in_4bit` (QLoRA). The base is quantized by
@@ -246,19 +247,12 @@ impl LoraConfig {
     }
 
     /// Checks the values (rank ≥ 1, finite alpha, dropout in `[0, 1)`) and refuses what is not
-    /// implemented here (DoRA, quantization requested through the adapter's settings).
+    /// implemented here (quantization requested through the adapter's settings).
     pub fn validate(&self) -> Result<(), ModelError> {
         let invalid = |key: &str, reason: String| ModelError::InvalidLoraConfig {
             key: key.into(),
             reason,
         };
-        if self.use_dora {
-            return Err(ModelError::UnsupportedLora {
-                option: "use_dora".into(),
-                value: "true".into(),
-                reason: "DoRA is not implemented; train a plain LoRA adapter".into(),
-            });
-        }
         if self.load_in_4bit {
             return Err(ModelError::UnsupportedLora {
                 option: "load_in_4bit".into(),

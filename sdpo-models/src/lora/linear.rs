@@ -5,6 +5,11 @@
 //! `Aᵀ` `[in, r]` and `Bᵀ` `[r, out]` so the branch is two small matmuls; the dense
 //! `W + scale · B A` is never formed in a forward pass, so the gradient of a step is
 //! adapter-shaped, not weight-shaped.
+//!
+//! With DoRA (`use_dora`, PEFT's weight-decomposed LoRA) the branch also holds a magnitude
+//! `m` `[out]` and the layer computes `x W + b + (s - 1) ⊙ (x W) + s ⊙ scale · B (A x)` with
+//! `s = m / ‖W + scale · B A‖` (the norm of each output row, detached from the graph as the
+//! DoRA paper and PEFT do), which is `(m / ‖V‖) ⊙ (x V) + b` for `V = W + scale · B A`.
 
 use burn::module::{Module, Param};
 use burn::prelude::*;
@@ -38,6 +43,9 @@ pub struct LoraBranch {
     /// Dropout probability on the branch input, applied on autodiff devices only.
     #[module(skip)]
     pub dropout: f64,
+    /// DoRA's magnitude `m` `[out]` (PEFT's `lora_magnitude_vector`), when the adapter is
+    /// weight-decomposed.
+    pub magnitude: Option<Param<Tensor<1>>>,
 }
 
 impl LoraBranch {
@@ -59,7 +67,25 @@ impl LoraBranch {
             lora_b: Param::from_tensor(b),
             scale,
             dropout,
+            magnitude: None,
         }
+    }
+
+    /// The same branch weight-decomposed (DoRA) with magnitude `m` `[out]` from the host.
+    pub(crate) fn with_magnitude(mut self, magnitude: Vec<f32>) -> Self {
+        let [_, _, d_out] = self.dims();
+        let device = self.lora_a.device();
+        let m = Tensor::<1>::from_data(TensorData::new(magnitude, [d_out]), &device);
+        self.magnitude = Some(Param::from_tensor(m));
+        self
+    }
+
+    /// The same branch weight-decomposed (DoRA) with PEFT's initial magnitude:
+    /// `‖W + scale · B A‖` per output row for the base `W` `[in, out]`.
+    pub(crate) fn with_initial_magnitude(mut self, base: Tensor<2>) -> Self {
+        let norm = self.weight_norm(base);
+        self.magnitude = Some(Param::from_tensor(norm));
+        self
     }
 
     /// A new branch drawn from `rng` as PEFT initialises it (see
@@ -97,20 +123,71 @@ impl LoraBranch {
     /// # Shapes
     /// - `x`: `[batch, seq, in]`; output `[batch, seq, out]`
     pub fn forward(&self, x: Tensor<3>, precision: MatmulPrecision) -> Tensor<3> {
-        let x = if self.dropout > 0.0 && x.device().is_autodiff() {
+        self.update(self.dropout_input(x), precision)
+    }
+
+    /// Whether [`LoraBranch::dropout_input`] changes `x` (dropout on an autodiff device).
+    fn drops(&self, x: &Tensor<3>) -> bool {
+        self.dropout > 0.0 && x.device().is_autodiff()
+    }
+
+    /// `dropout(x)`: inverted dropout with the branch's probability on autodiff devices,
+    /// `x` itself elsewhere.
+    pub fn dropout_input(&self, x: Tensor<3>) -> Tensor<3> {
+        if self.drops(&x) {
             let keep = 1.0 - self.dropout;
             let mask = x.random_like(Distribution::Bernoulli(keep));
             x * mask / keep
         } else {
             x
-        };
+        }
+    }
+
+    /// `scale · B (A x)` without dropout, the products in `precision`.
+    pub fn update(&self, x: Tensor<3>, precision: MatmulPrecision) -> Tensor<3> {
         let down = precision.linear(x, self.lora_a.val(), None);
         precision.linear(down, self.lora_b.val(), None) * self.scale
+    }
+
+    /// `‖W + scale · B A‖` of each output row `[out]` for the base `W` `[in, out]`, in float32
+    /// and detached: no gradient flows through the norm (PEFT's `get_weight_norm`).
+    pub fn weight_norm(&self, base: Tensor<2>) -> Tensor<1> {
+        let delta = self
+            .lora_a
+            .val()
+            .detach()
+            .matmul(self.lora_b.val().detach())
+            * self.scale;
+        (base.detach() + delta)
+            .powi_scalar(2)
+            .sum_dim(0)
+            .sqrt()
+            .squeeze_dim::<1>(0)
+            .detach()
+    }
+
+    /// DoRA's per-output factor `m / ‖W + scale · B A‖` `[out]` (gradient through `m` only),
+    /// or `None` for a plain LoRA branch.
+    pub fn dora_factor(&self, base: Tensor<2>) -> Option<Tensor<1>> {
+        let magnitude = self.magnitude.as_ref()?;
+        Some(magnitude.val() / self.weight_norm(base))
     }
 
     /// The dense update `scale · (B A)ᵀ` `[in, out]`, for merging.
     pub fn delta(&self) -> Tensor<2> {
         self.lora_a.val().matmul(self.lora_b.val()) * self.scale
+    }
+
+    /// The merged weight `[in, out]` for the base `W` `[in, out]`: `W + scale · (B A)ᵀ`, each
+    /// output column scaled by DoRA's factor when the branch has a magnitude (PEFT's
+    /// `merge_and_unload`). Detached.
+    pub fn merged(&self, base: Tensor<2>) -> Tensor<2> {
+        let factor = self.dora_factor(base.clone());
+        let merged = base.detach() + self.delta().detach();
+        match factor {
+            Some(f) => merged * f.detach().unsqueeze_dim::<2>(0),
+            None => merged,
+        }
     }
 
     /// `Aᵀ` and `Bᵀ` transposed back to PEFT's `[r, in]` and `[out, r]`.
@@ -262,7 +339,38 @@ pub(crate) fn adapted_forward<L: Adaptable>(
         (None, None) => precision.linear(x, layer.weight().val(), layer.bias().map(Param::val)),
     };
     match (layer.lora(), branch_input) {
-        (Some(lora), Some(x)) => base + lora.forward(x, precision),
+        (Some(lora), Some(x)) => match &lora.magnitude {
+            Some(magnitude) => dora_forward(layer, lora, magnitude, base, x, precision),
+            None => base + lora.forward(x, precision),
+        },
         _ => base,
     }
+}
+
+/// PEFT's DoRA forward on top of the base output `base` (bias included) for input `x`:
+/// `base + (s - 1) ⊙ x_d W + s ⊙ scale · B (A x_d)` with `s = m / ‖W + scale · B A‖`
+/// (as [`LoraBranch::dora_factor`]) and `x_d = dropout(x)`. Without dropout `x_d W` is `base - b` (PEFT reuses the base
+/// output); with dropout the base product is recomputed on the dropped input.
+fn dora_forward<L: Adaptable>(
+    layer: &L,
+    lora: &LoraBranch,
+    magnitude: &Param<Tensor<1>>,
+    base: Tensor<3>,
+    x: Tensor<3>,
+    precision: MatmulPrecision,
+) -> Tensor<3> {
+    let dense = dense_base(layer);
+    let factor = (magnitude.val() / lora.weight_norm(dense.clone())).unsqueeze::<3>();
+    let (base_product, x) = if lora.drops(&x) {
+        let x = lora.dropout_input(x);
+        (precision.linear(x.clone(), dense, None), x)
+    } else {
+        let product = match layer.bias() {
+            Some(bias) => base.clone() - bias.val().unsqueeze::<3>(),
+            None => base.clone(),
+        };
+        (product, x)
+    };
+    let update = lora.update(x, precision);
+    base + (factor.clone() - 1.0) * base_product + factor * update
 }

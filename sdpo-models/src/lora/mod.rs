@@ -5,6 +5,8 @@
 //! [`Conv1D`](crate::Conv1D)); attaching or loading an adapter freezes every base
 //! parameter (`Param::set_require_grad(false)`: no gradient, hence no optimizer state), so the
 //! trainable parameters are exactly the `A`/`B` factors (and the copies of `modules_to_save`).
+//! With `use_dora` (DoRA, PEFT's weight-decomposed LoRA) each branch also trains a magnitude
+//! per output (`lora_magnitude_vector`).
 //! [`CausalLm::without_adapters`] is the base model sharing the same weight buffers: the DPO
 //! reference without a second copy of the model.
 //!
@@ -32,6 +34,7 @@ mod adapter;
 mod adapter_config;
 mod config;
 pub(crate) mod linear;
+mod peft_files;
 mod tensors;
 
 pub use adapter::{AttachedAdapter, PEFT_PREFIX};

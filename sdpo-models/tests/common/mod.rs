@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests: reading golden safetensors, comparing tensors.
 #![allow(dead_code)]
 
+pub mod golden_dpo;
+
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;

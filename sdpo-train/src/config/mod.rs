@@ -212,6 +212,9 @@ pub struct TrainConfig {
     pub lora_modules_to_save: Option<Vec<String>>,
     /// rsLoRA: scale `lora_alpha / sqrt(lora_r)`.
     pub use_rslora: bool,
+    /// DoRA (PEFT's weight-decomposed LoRA): each adapted layer also trains a magnitude per
+    /// output row; the adapter is saved with PEFT's `lora_magnitude_vector` tensors.
+    pub use_dora: bool,
     /// Start from an existing PEFT adapter directory (its `adapter_config.json` defines the
     /// LoRA settings) on the base `model_name_or_path`.
     pub peft_adapter_path: Option<PathBuf>,
@@ -344,6 +347,7 @@ impl Default for TrainConfig {
             lora_target_modules: None,
             lora_modules_to_save: None,
             use_rslora: false,
+            use_dora: false,
             peft_adapter_path: None,
             merge_adapter_at_end: false,
             load_in_4bit: false,
@@ -434,6 +438,7 @@ impl TrainConfig {
             target_modules: self.lora_target_modules.clone(),
             modules_to_save: self.lora_modules_to_save.clone(),
             use_rslora: self.use_rslora,
+            use_dora: self.use_dora,
             lora_dropout: self.lora_dropout,
             ..LoraConfig::new(self.lora_r, self.lora_alpha)
         }

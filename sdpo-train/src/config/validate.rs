@@ -296,6 +296,7 @@ impl TrainConfig {
             ("lora_target_modules", self.lora_target_modules.is_some()),
             ("lora_modules_to_save", self.lora_modules_to_save.is_some()),
             ("use_rslora", self.use_rslora),
+            ("use_dora", self.use_dora),
         ] {
             if changed {
                 set.push(key);

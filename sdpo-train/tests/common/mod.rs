@@ -127,3 +127,57 @@ pub fn without_timing(records: &[sdpo_train::MetricsRecord]) -> Vec<sdpo_train::
         })
         .collect()
 }
+
+/// Trains a fresh run to the end and returns its `loss` series.
+#[allow(dead_code)]
+pub fn run_losses(config: TrainConfig, device: &burn::tensor::Device) -> Vec<f64> {
+    use sdpo_train::{SilentObserver, Start, Trainer};
+    let mut trainer = Trainer::new(config, device, Start::Fresh, &mut SilentObserver).unwrap();
+    let records = trainer.train(None, &mut SilentObserver).unwrap();
+    series(&records, "loss")
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect()
+}
+
+/// The `eval_loss` of the policy saved in `weights` (a full model or a PEFT adapter).
+#[allow(dead_code)]
+pub fn eval_loss(config: TrainConfig, device: &burn::tensor::Device, weights: &Path) -> f64 {
+    use sdpo_train::{SilentObserver, Start, Trainer};
+    let mut trainer = Trainer::new(
+        config,
+        device,
+        Start::PolicyWeights(weights),
+        &mut SilentObserver,
+    )
+    .expect("evaluation trainer");
+    trainer.evaluate().unwrap().unwrap().values["eval_loss"]
+}
+
+/// `|got - want| <= tol · (1 + |want|)` elementwise; a non-finite value fails.
+#[allow(dead_code)]
+pub fn assert_close(what: &str, got: &[f64], want: &[f64], tol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (g, w) in got.iter().zip(want) {
+        assert!(
+            g.is_finite() && (g - w).abs() <= tol * (1.0 + w.abs()),
+            "{what}: {got:?} vs {want:?}"
+        );
+    }
+}
+
+/// The key and reason of the configuration error `config` must give on flex.
+#[allow(dead_code)]
+pub fn config_error_key(config: TrainConfig) -> (String, String) {
+    use sdpo_train::{SilentObserver, Start, TrainError, Trainer};
+    match Trainer::new(
+        config,
+        &burn::tensor::Device::flex(),
+        Start::Fresh,
+        &mut SilentObserver,
+    ) {
+        Err(TrainError::Config { key, reason }) => (key, reason),
+        Err(other) => panic!("expected a config error, got {other}"),
+        Ok(_) => panic!("expected a config error, got a trainer"),
+    }
+}
