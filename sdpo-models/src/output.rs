@@ -30,11 +30,34 @@ pub(crate) fn head_logits(
     embedding: &Embedding,
     precision: MatmulPrecision,
 ) -> Tensor<3> {
-    match head {
-        Some(head) => precision.linear(x, head.weight.val(), head.bias.as_ref().map(Param::val)),
-        None => precision.linear(x, embedding.weight.val().transpose(), None),
+    let (weight, bias) = match head {
+        Some(head) => (head.weight.val(), head.bias.as_ref().map(Param::val)),
+        None => (embedding.weight.val().transpose(), None),
+    };
+    let [d_in, vocab] = weight.dims();
+    let widened = precision.dtype() != weight.dtype().into();
+    if !widened || vocab <= HEAD_SLICE {
+        return precision.linear(x, weight, bias);
     }
+    // A head stored in a lower dtype than its product (a frozen base held in bfloat16, a
+    // float32 run): widening it whole would hold a float32 copy of the largest matrix of the
+    // model for the product (0.9 GB at a 152k vocabulary). Slices of the vocabulary are widened
+    // and multiplied one after the other instead; each logit is the same dot product.
+    let slices: Vec<Tensor<3>> = (0..vocab)
+        .step_by(HEAD_SLICE)
+        .map(|start| {
+            let end = (start + HEAD_SLICE).min(vocab);
+            let w = weight.clone().slice([0..d_in, start..end]);
+            let b = bias.clone().map(|b| b.slice([start..end]));
+            precision.linear(x.clone(), w, b)
+        })
+        .collect();
+    Tensor::cat(slices, 2)
 }
+
+/// Vocabulary entries per slice when a head stored in a lower dtype is widened for its product
+/// (16384 × hidden 1536 × 4 B = 100 MB at a time).
+const HEAD_SLICE: usize = 16384;
 
 /// Embedding rows for `ids`, in float32 whatever dtype the table is stored in
 /// ([`crate::store_matrices_as`]).
@@ -43,4 +66,58 @@ pub(crate) fn head_logits(
 /// - `ids`: `[batch, seq]`; output: `[batch, seq, hidden]`
 pub(crate) fn embed(embedding: &Embedding, ids: Tensor<2, Int>) -> Tensor<3> {
     embedding.forward(ids).cast(FloatDType::F32)
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::nn::{EmbeddingConfig, LinearConfig};
+
+    use super::*;
+
+    /// A bfloat16 head larger than one slice gives, slice by slice, exactly the logits of the
+    /// whole head widened at once; tied (embedding) and untied (with bias) alike.
+    #[test]
+    fn a_low_dtype_head_is_widened_slice_by_slice_with_the_same_logits() {
+        let device = Device::flex();
+        let (hidden, vocab) = (8, 2 * HEAD_SLICE + 123);
+        let embedding = EmbeddingConfig::new(vocab, hidden).init(&device);
+        let head = LinearConfig::new(hidden, vocab).init(&device);
+        let bf16 = |t: Tensor<2>| Param::from_tensor(t.cast(FloatDType::BF16));
+        let embedding = Embedding {
+            weight: bf16(embedding.weight.val()),
+        };
+        let head = Linear {
+            weight: bf16(head.weight.val()),
+            bias: head.bias,
+        };
+        let x = Tensor::<3>::random(
+            [2, 3, hidden],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            &device,
+        );
+        let f32 = MatmulPrecision::F32;
+        for (head, whole) in [
+            (
+                Some(&head),
+                f32.linear(
+                    x.clone(),
+                    head.weight.val().cast(FloatDType::F32),
+                    head.bias.as_ref().map(Param::val),
+                ),
+            ),
+            (
+                None,
+                f32.linear(
+                    x.clone(),
+                    embedding.weight.val().cast(FloatDType::F32).transpose(),
+                    None,
+                ),
+            ),
+        ] {
+            let sliced = head_logits(x.clone(), head, &embedding, f32);
+            assert_eq!(sliced.dims(), [2, 3, vocab]);
+            let (a, b) = (sliced.into_data(), whole.into_data());
+            assert_eq!(a.as_slice::<f32>().unwrap(), b.as_slice::<f32>().unwrap());
+        }
+    }
 }

@@ -42,7 +42,7 @@ mod startup;
 pub mod steps;
 mod trainer;
 
-pub use config::{LrSchedulerType, Optimizer, RefDtype, TrainConfig};
+pub use config::{LrSchedulerType, ModelDtype, Optimizer, RefDtype, TrainConfig};
 pub use device::training_device;
 pub use error::TrainError;
 pub use inspect::{Inspection, Inspector};

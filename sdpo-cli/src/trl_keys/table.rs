@@ -183,15 +183,7 @@ const DPO_CONFIG: &[TrlKey] = &[
 const MODEL_CONFIG: &[TrlKey] = &[
     k("model_name_or_path", Model, S, "null", H),
     k("model_revision", Model, S, "\"main\"", H),
-    k(
-        "dtype",
-        Model,
-        S,
-        "\"float32\"",
-        Ignored(
-            "weights are kept in float32 (master weights); bf16 = true runs the products in bfloat16, ref_dtype stores the reference in half precision",
-        ),
-    ),
+    k("dtype", Model, S, "\"float32\"", H),
     k(
         "attn_implementation",
         Model,

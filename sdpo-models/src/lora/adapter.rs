@@ -3,6 +3,7 @@
 
 use burn::module::{Module, ModuleMapper, Param};
 use burn::prelude::*;
+use burn::tensor::FloatDType;
 
 use super::config::{LoraConfig, TargetModules, default_target_modules};
 use super::linear::{Adaptable, LoraBranch, TrainedCopy, base_dims, dense_base};
@@ -227,8 +228,10 @@ impl CausalLm {
                     branch
                 }));
             } else if trained.contains(&name) {
+                // Trained in float32 even over a base held in a lower dtype.
+                let f32 = |t: Tensor<2>| t.detach().cast(FloatDType::F32);
                 layer.set_trained(Some(TrainedCopy {
-                    weight: Param::from_tensor(layer.weight().val().detach()),
+                    weight: Param::from_tensor(f32(layer.weight().val())),
                     bias: layer.bias().map(|b| Param::from_tensor(b.val().detach())),
                 }));
             }
@@ -259,7 +262,7 @@ impl CausalLm {
     /// Folds the adapters into the base weights (`W + scale · (B A)ᵀ`, scaled per output by
     /// `m / ‖W + scale · B A‖` for DoRA, and the trained copies of
     /// `modules_to_save` replacing their originals; PEFT's `merge_and_unload`) and returns a
-    /// plain model with every parameter trainable again, ready for
+    /// plain float32 model with every parameter trainable again, ready for
     /// [`CausalLm::save_pretrained`]. Without an adapter, returns the model unchanged.
     pub fn merge_adapters(self) -> Self {
         if self.adapter().is_none() {
@@ -287,7 +290,10 @@ impl CausalLm {
             layer.set_trained(None);
         }
         model.set_adapter(None);
-        model.map(&mut RequireGrad(true))
+        let model = model.map(&mut RequireGrad(true));
+        // A base held in a lower dtype (an embedding, an untouched head) comes back in float32:
+        // the merged model is an ordinary float32 one.
+        crate::precision::store_matrices_as(model, FloatDType::F32)
     }
 
     pub(super) fn check_no_adapter(&self) -> Result<(), ModelError> {

@@ -315,11 +315,12 @@ pub(crate) fn base_dims(layer: &(impl Adaptable + ?Sized)) -> [usize; 2] {
     }
 }
 
-/// The base weight `[in, out]` in float32, dequantized when held in 4 bits.
+/// The base weight `[in, out]` in float32: dequantized when held in 4 bits, widened when held
+/// in a lower float dtype.
 pub(crate) fn dense_base(layer: &(impl Adaptable + ?Sized)) -> Tensor<2> {
     match layer.quantized() {
         Some(q) => q.dequantize().transpose(),
-        None => layer.weight().val(),
+        None => layer.weight().val().cast(burn::tensor::FloatDType::F32),
     }
 }
 

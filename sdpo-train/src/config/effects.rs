@@ -82,6 +82,8 @@ pub const KEY_EFFECTS: &[KeyEffects] = &[
     key("lora_modules_to_save", Refused, Unaffected),
     key("use_rslora", Refused, Unaffected),
     key("use_dora", Refused, Unaffected),
+    // With use_peft, the frozen base's (and so the reference's) storage dtype.
+    key("dtype", Refused, Weights),
     key("peft_adapter_path", Refused, Unaffected),
     key("merge_adapter_at_end", Reported, Unaffected),
     // A 4-bit base: the trained model's base and the adapter-disabled reference's weights

@@ -20,10 +20,12 @@ pub use crate::optimizer::Optimizer;
 pub use crate::schedule::LrSchedulerType;
 use crate::steps::{IntervalStrategy, SaveStrategy, StepSettings, Steps};
 
+mod dtype;
 mod effects;
 mod keys;
 mod validate;
 
+pub use dtype::{ModelDtype, RefDtype};
 pub use effects::{KEY_EFFECTS, KeyEffects, OnResume, ReferenceEffect, key_effects};
 pub use keys::closest_key;
 
@@ -34,39 +36,6 @@ pub const DEFAULT_MEMORY_BUDGET_MIB: u64 = 512;
 /// Default `max_buffer_mib`: 128 MiB, the largest storage buffer every WebGPU adapter must
 /// support (`maxStorageBufferBindingSize`'s guaranteed minimum; lavapipe's actual limit).
 pub const DEFAULT_MAX_BUFFER_MIB: u64 = 128;
-
-/// The dtype a frozen reference model keeps its matrices in (`ref_dtype`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RefDtype {
-    /// float32, as loaded.
-    Float32,
-    /// bfloat16: half the memory, rounded weights.
-    Bfloat16,
-    /// float16: half the memory, rounded weights (range up to 65504).
-    Float16,
-}
-
-impl RefDtype {
-    /// The burn dtype.
-    pub fn dtype(self) -> burn::tensor::FloatDType {
-        use burn::tensor::FloatDType;
-        match self {
-            Self::Float32 => FloatDType::F32,
-            Self::Bfloat16 => FloatDType::BF16,
-            Self::Float16 => FloatDType::F16,
-        }
-    }
-
-    /// The name in a configuration file.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Float32 => "float32",
-            Self::Bfloat16 => "bfloat16",
-            Self::Float16 => "float16",
-        }
-    }
-}
 
 /// Everything `sdpo train` needs. Unknown keys are an error (a typo must not silently train
 /// with a default); a key of the wrong type is named in the error.
@@ -212,6 +181,10 @@ pub struct TrainConfig {
     pub lora_modules_to_save: Option<Vec<String>>,
     /// rsLoRA: scale `lora_alpha / sqrt(lora_r)`.
     pub use_rslora: bool,
+    /// The dtype the model is loaded in (TRL's `ModelConfig.dtype`): with `use_peft` the frozen
+    /// base is held in it (half the memory in bfloat16/float16), the adapters in float32;
+    /// without, the trained weights stay float32 and a lower dtype is reported.
+    pub dtype: ModelDtype,
     /// DoRA (PEFT's weight-decomposed LoRA): each adapted layer also trains a magnitude per
     /// output row; the adapter is saved with PEFT's `lora_magnitude_vector` tensors.
     pub use_dora: bool,
@@ -348,6 +321,7 @@ impl Default for TrainConfig {
             lora_modules_to_save: None,
             use_rslora: false,
             use_dora: false,
+            dtype: ModelDtype::Float32,
             peft_adapter_path: None,
             merge_adapter_at_end: false,
             load_in_4bit: false,

@@ -181,7 +181,8 @@ pub(crate) fn reference_model(
 
 /// The `reference` part of the cache key of `config`'s reference: its weight files, or the
 /// policy's config and seed when it is a randomly initialised copy of the policy.
-/// A reference that is the policy's 4-bit base adds its quantization settings.
+/// A reference that is the policy's 4-bit base adds its quantization settings, one that is a
+/// LoRA base held in a lower `dtype` that dtype.
 pub(crate) fn reference_identity_of(config: &TrainConfig) -> Result<String, TrainError> {
     match &config.ref_model_name_or_path {
         Some(dir) => reference_identity(dir, None),
@@ -191,7 +192,7 @@ pub(crate) fn reference_identity_of(config: &TrainConfig) -> Result<String, Trai
                 config.init_from_config.then_some(config.seed),
             )?;
             let dir = &config.model_name_or_path;
-            Ok(match config.bnb_4bit_config().map_err(model_error(dir))? {
+            let files = match config.bnb_4bit_config().map_err(model_error(dir))? {
                 Some(bnb) => format!(
                     "{files};load_in_4bit={},double_quant={},compute_dtype={}",
                     bnb.quant_type,
@@ -199,6 +200,11 @@ pub(crate) fn reference_identity_of(config: &TrainConfig) -> Result<String, Trai
                     bnb.compute_dtype.name()
                 ),
                 None => files,
+            };
+            // A LoRA base held in a lower dtype is a reference with rounded weights.
+            Ok(match config.dtype.resolve(dir)? {
+                Some(dtype) if config.use_peft => format!("{files};dtype={dtype:?}"),
+                _ => files,
             })
         }
     }

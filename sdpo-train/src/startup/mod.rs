@@ -7,9 +7,9 @@ mod plan;
 
 use std::path::Path;
 
-use burn::tensor::Device;
+use burn::tensor::{Device, FloatDType};
 
-use sdpo_models::{CausalLm, MatmulPrecision, ModelConfig};
+use sdpo_models::{CausalLm, MatmulPrecision, ModelConfig, store_matrices_as};
 
 pub(crate) use data::RunData;
 pub(crate) use plan::Plan;
@@ -46,6 +46,9 @@ impl StartingModels {
         if let Some(warning) = warning {
             observer.on_message(&warning);
         }
+        if let (_, Some(warning)) = base_storage(config, device)? {
+            observer.on_message(&warning);
+        }
         let initial = load_initial_policy(config, device)?.with_matmul_precision(precision);
         data.check_model(&initial, &config.model_name_or_path, config)?;
         let initial = attach_adapters(config, initial)?;
@@ -79,7 +82,7 @@ pub(crate) fn load_initial_policy(
     device: &Device,
 ) -> Result<CausalLm, TrainError> {
     let dir = &config.model_name_or_path;
-    match config.bnb_4bit_config().map_err(model_error(dir))? {
+    let model = match config.bnb_4bit_config().map_err(model_error(dir))? {
         // Read and quantized one layer at a time: the float model never is in memory whole.
         Some(bnb) if !config.init_from_config => {
             CausalLm::from_pretrained_4bit(dir, &bnb, device).map_err(model_error(dir))
@@ -88,6 +91,48 @@ pub(crate) fn load_initial_policy(
             .quantize_4bit(&bnb)
             .map_err(model_error(dir)),
         None => load_float_base(config, device),
+    }?;
+    Ok(match base_storage(config, device)?.0 {
+        Some(dtype) => store_matrices_as(model, dtype),
+        None => model,
+    })
+}
+
+/// The dtype the frozen base of a `use_peft` run is held in (`dtype`; `None` = float32), and
+/// a warning when `dtype` asks full fine-tuning for a lower one (the trained weights stay
+/// float32 master weights). A backend that cannot store the dtype is an error naming `dtype`.
+pub(crate) fn base_storage(
+    config: &TrainConfig,
+    device: &Device,
+) -> Result<(Option<FloatDType>, Option<String>), TrainError> {
+    let Some(dtype) = config.dtype.resolve(&config.model_name_or_path)? else {
+        return Ok((None, None));
+    };
+    let name = if dtype == FloatDType::BF16 {
+        "bfloat16"
+    } else {
+        "float16"
+    };
+    if !config.use_peft {
+        let warning = format!(
+            "warning: dtype = \"{}\" ({name}): full fine-tuning keeps the trained weights in \
+             float32 (master weights); bf16/fp16 set the products' precision and ref_dtype the \
+             reference's storage",
+            config.dtype.as_str()
+        );
+        Ok((None, Some(warning)))
+    } else if !device.supports_dtype(dtype) {
+        // An error, not a float32 fallback: the reference cache is keyed by the base's dtype.
+        Err(TrainError::Config {
+            key: "dtype".into(),
+            reason: format!(
+                "\"{}\" ({name}): this backend cannot hold {name} tensors; set dtype = \
+                 \"float32\" (or run on flex or LibTorch)",
+                config.dtype.as_str()
+            ),
+        })
+    } else {
+        Ok((Some(dtype), None))
     }
 }
 
