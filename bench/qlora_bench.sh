@@ -10,6 +10,8 @@
 #   STEPS=2 SEQ=512 WORK=/tmp/sdpo-qlora-bench SDPO=... TRL_VENV=... (no TRL side when unset)
 #   DTYPE=float32|bfloat16: sdpo-rs' `dtype` (bfloat16 holds the frozen embedding and head in
 #   bfloat16; TRL's side keeps them float32, as PEFT's prepare_model_for_kbit_training does)
+#   BUDGET=512: sdpo-rs' memory_budget_mib (the engine's working budget per attention block or
+#   head chunk)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${SDPO_CACHE:-$HOME/.cache/sdpo-rs}"
@@ -20,6 +22,7 @@ STEPS="${STEPS:-2}"
 SEQ="${SEQ:-512}"
 TRL_VENV="${TRL_VENV:-}"
 DTYPE="${DTYPE:-float32}"
+BUDGET="${BUDGET:-512}"
 shapes=("$@")
 [ ${#shapes[@]} -gt 0 ] || shapes=(qwen2.5-0.5b qwen2.5-1.5b)
 mkdir -p "$WORK"
@@ -54,6 +57,7 @@ bnb_4bit_quant_type = "nf4"
 bnb_4bit_use_double_quant = true
 dtype = "$DTYPE"
 gradient_checkpointing = true
+memory_budget_mib = $BUDGET
 per_device_train_batch_size = 2
 max_length = $SEQ
 max_steps = $STEPS
@@ -67,7 +71,7 @@ TOML
         > "$WORK/log-$shape" 2>&1 || { tail -20 "$WORK/log-$shape"; exit 1; }
     read -r secs rss_kib < "$WORK/time"
     runtime=$(grep -o '"train_runtime":[0-9.e+-]*' "$out/metrics.jsonl" | tail -1 | cut -d: -f2)
-    echo "$shape sdpo-rs QLoRA nf4+dq, dtype $DTYPE (flex): peak RSS $((rss_kib / 1024)) MiB, $secs s in all, train_runtime $runtime s for $STEPS steps"
+    echo "$shape sdpo-rs QLoRA nf4+dq, dtype $DTYPE, memory_budget_mib $BUDGET (flex): peak RSS $((rss_kib / 1024)) MiB, $secs s in all, train_runtime $runtime s for $STEPS steps"
     if [ -n "$TRL_VENV" ]; then
         /usr/bin/time -f "%e %M" -o "$WORK/time" "$TRL_VENV/bin/python" "$ROOT/bench/trl_step_bench.py" \
             "$ckpt" "$SEQ" on "$STEPS" --data "$pairs" --qlora --precision fp32 \

@@ -93,7 +93,9 @@ fn a_bfloat16_lora_base_trains_exactly_as_its_rounded_checkpoint() {
             let what = format!("[{}] dora {dora}", dev.name);
             let held = run_losses(config.clone(), &dev.device);
             let reference = run_losses(float.clone(), &dev.device);
-            let tol = if dev.name == "flex" { 0.0 } else { 1e-5 };
+            // The same weights; a widened copy and a loaded tensor may take different matrix
+            // kernels (memory layout), so agreement is to float rounding, not bit for bit.
+            let tol = if dev.name == "flex" { 1e-6 } else { 1e-5 };
             assert_close(
                 &format!("{what}: bf16 base vs rounded"),
                 &held,
@@ -108,7 +110,16 @@ fn a_bfloat16_lora_base_trains_exactly_as_its_rounded_checkpoint() {
                 },
                 &dev.device,
             );
-            assert_ne!(held, plain, "{what}: rounding the base changed nothing");
+            let moved = held
+                .iter()
+                .zip(&plain)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            println!("{what}: rounding the base moved the losses by {moved:.3e}");
+            assert!(
+                moved > 10.0 * tol,
+                "{what}: rounding the base moved the losses by {moved}"
+            );
 
             // Only the adapters are float32; the base's matrices are bfloat16.
             let trainer = Trainer::new(
