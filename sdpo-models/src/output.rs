@@ -34,7 +34,7 @@ pub(crate) fn head_logits(
         Some(head) => (head.weight.val(), head.bias.as_ref().map(Param::val)),
         None => (embedding.weight.val().transpose(), None),
     };
-    let [d_in, vocab] = weight.dims();
+    let [_, vocab] = weight.dims();
     let widened = precision.dtype() != weight.dtype().into();
     if !widened || vocab <= HEAD_SLICE {
         return precision.linear(x, weight, bias);
@@ -47,8 +47,8 @@ pub(crate) fn head_logits(
         .step_by(HEAD_SLICE)
         .map(|start| {
             let end = (start + HEAD_SLICE).min(vocab);
-            let w = weight.clone().slice([0..d_in, start..end]);
-            let b = bias.clone().map(|b| b.slice([start..end]));
+            let w = weight.clone().narrow(1, start, end - start);
+            let b = bias.clone().map(|b| b.narrow(0, start, end - start));
             precision.linear(x.clone(), w, b)
         })
         .collect();
