@@ -110,11 +110,13 @@ fn a_bfloat16_lora_base_trains_exactly_as_its_rounded_checkpoint() {
                 },
                 &dev.device,
             );
+            // `held` is finite (assert_close above); so must `plain` be.
+            assert!(plain.iter().all(|v| v.is_finite()), "{what}: {plain:?}");
             let moved = held
                 .iter()
                 .zip(&plain)
                 .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f64::max);
+                .fold(0.0, f64::max); // nan-checked
             println!("{what}: rounding the base moved the losses by {moved:.3e}");
             assert!(
                 moved > 10.0 * tol,
