@@ -194,10 +194,15 @@ pub fn prepare(input: Map<String, Value>) -> Result<Prepared> {
 fn check_value(key: &str, value: &Value) -> Result<()> {
     let text = value.as_str().unwrap_or_default();
     match (key, text) {
-        ("optim", "adamw_torch" | "adamw_torch_fused") => Ok(()),
+        (
+            "optim",
+            "adamw_torch" | "adamw_torch_fused" | "adamw_8bit" | "adamw_bnb_8bit"
+            | "paged_adamw_8bit",
+        ) => Ok(()),
         ("optim", other) => bail!(
             "`optim` = `{other}` is not supported: sdpo-rs implements AdamW (`adamw_torch`, \
-             `adamw_torch_fused`: the same update); 8-bit AdamW comes with issue 28"
+             `adamw_torch_fused`: the same update) and bitsandbytes' 8-bit AdamW (`adamw_8bit`, \
+             also spelled `adamw_bnb_8bit` and `paged_adamw_8bit`)"
         ),
         ("lr_scheduler_type", "reduce_lr_on_plateau" | "greedy") => bail!(
             "`lr_scheduler_type` = `{text}` is not supported: it adapts the learning rate to \

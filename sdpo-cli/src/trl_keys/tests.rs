@@ -103,3 +103,31 @@ fn every_trl_key_has_a_row_in_the_configuration_reference() {
         .collect();
     assert!(missing.is_empty(), "TRL keys without a row: {missing:?}");
 }
+
+#[test]
+fn transformers_spellings_of_8bit_adamw_load_as_it_and_other_optimizers_are_refused() {
+    let load = |optim: &str| {
+        let mut map = serde_json::Map::new();
+        map.insert("optim".into(), Value::from(optim));
+        crate::trl_config::prepare(map).map(|prepared| {
+            serde_json::from_value::<sdpo_train::TrainConfig>(Value::Object(prepared.map))
+                .expect("a TrainConfig")
+                .optim
+        })
+    };
+    for spelling in ["adamw_8bit", "adamw_bnb_8bit", "paged_adamw_8bit"] {
+        assert_eq!(
+            load(spelling).expect(spelling),
+            sdpo_train::Optimizer::Adamw8bit,
+            "{spelling}"
+        );
+    }
+    assert_eq!(
+        load("adamw_torch").unwrap(),
+        sdpo_train::Optimizer::AdamwTorch
+    );
+    let err = load("adafactor")
+        .expect_err("adafactor is refused")
+        .to_string();
+    assert!(err.contains("optim") && err.contains("adamw_8bit"), "{err}");
+}

@@ -35,7 +35,7 @@ pub(super) const TRAINING_ARGUMENTS: &[TrlKey] = &[
         Dpo,
         Kind::Any,
         "null",
-        Refused("only GaLore/APOLLO optimizers use it, and sdpo-rs has AdamW only"),
+        Refused("only GaLore/APOLLO optimizers use it, and sdpo-rs has AdamW and 8-bit AdamW only"),
     ),
     k("gradient_accumulation_steps", Dpo, I, "1", H),
     k(

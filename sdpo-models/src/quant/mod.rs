@@ -25,6 +25,7 @@
 
 mod apply;
 pub mod blockwise;
+pub mod dynamic;
 mod weight;
 
 use std::fmt;

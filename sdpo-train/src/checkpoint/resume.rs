@@ -43,8 +43,11 @@ fn show(value: Option<&Value>) -> String {
     }
 }
 
-/// Compares every key of the two configurations.
+/// Compares every key of the two configurations. `optim` may change between optimizers that
+/// keep the same state (`adamw_torch` and `adamw_torch_fused`), not to or from `adamw_8bit`,
+/// whose checkpointed state the other could not continue.
 pub fn compare_configs(saved: &TrainConfig, current: &TrainConfig) -> ConfigDiff {
+    let optim_state_changes = !saved.optim.same_state(current.optim);
     let (saved, current) = (saved.to_map(), current.to_map());
     let mut keys: Vec<&String> = saved.keys().chain(current.keys()).collect();
     keys.sort();
@@ -56,7 +59,7 @@ pub fn compare_configs(saved: &TrainConfig, current: &TrainConfig) -> ConfigDiff
             continue;
         }
         let line = format!("`{key}`: {} -> {}", show(a), show(b));
-        if is_run_defining(key) {
+        if is_run_defining(key) || (key == "optim" && optim_state_changes) {
             diff.errors.push(line);
         } else {
             diff.warnings.push(line);

@@ -37,7 +37,7 @@ use crate::objective::{
     POLICY_LOGPS_CHECK, REFERENCE_LOGPS_CHECK, accumulate_metrics, batch_objective, micro_step,
 };
 use crate::observer::{MetricsFile, MetricsRecord, StepProgress, TrainObserver};
-use crate::optimizer::adamw;
+use crate::optimizer::optimizer;
 use crate::precision::{LossScale, gradients_overflowed};
 use crate::reference::sync::{self as ref_sync, sync_reference_of};
 use crate::reference::{self, Reference, Split};

@@ -69,7 +69,7 @@ impl Trainer {
             _ => (initial.fork(&train_device), 0),
         };
         let policy = policy.with_matmul_precision(precision).train();
-        let mut optimizer = adamw(&config, &policy);
+        let mut optimizer = optimizer(&config, &policy);
         if let Some(point) = &resume {
             let path = point.dir.join(OPTIMIZER_FILE);
             optimizer = load_optimizer(optimizer, &path)?;
