@@ -14,6 +14,8 @@ Usage: trl_step_bench.py SMOLLM2_DIR T on|off STEPS [--data FILE.jsonl] [--write
   --prompt-tokens, --completion-tokens
                 lengths of the generated prompt and completions (default T/4 and T; the
                 completions are then cut by max_length = T)
+  --optim       transformers' optimizer name (default adamw_torch_fused; adamw_8bit needs
+                bitsandbytes==0.50.2 in the venv)
   --precision   bf16 (default): TRL's own default, `bf16 = True`, which on the CPU is
                 torch.autocast to bfloat16 (matrix products in bf16, f32 master weights);
                 fp32: `bf16 = False`, everything in float32
@@ -70,6 +72,7 @@ def main():
     parser.add_argument("--write-data")
     parser.add_argument("--lora", action="store_true")
     parser.add_argument("--qlora", action="store_true")
+    parser.add_argument("--optim", default="adamw_torch_fused")
     parser.add_argument("--prompt-tokens", type=int)
     parser.add_argument("--completion-tokens", type=int)
     parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
@@ -135,6 +138,7 @@ def main():
         learning_rate=5e-7,
         dataloader_num_workers=0,
         bf16=args.precision == "bf16",
+        optim=args.optim,
     )
     peft_config = None
     if args.lora or args.qlora:
@@ -153,7 +157,7 @@ def main():
     )
     print(
         f"TRL T={seq} gradient_checkpointing={gc} lora={args.lora} qlora={args.qlora} "
-        f"bf16={config.bf16}",
+        f"bf16={config.bf16} optim={config.optim}",
         flush=True,
     )
     trainer.train()

@@ -427,8 +427,9 @@ fn the_trainer_with_adamw_8bit_matches_trls_dpo_trainer() {
             assert_eq!(kind(moments), kind(&theirs), "{what} {path}: kind of state");
             // The moments, dequantized: within 1/128 of the tensor's largest (one code of the
             // dynamic map near its top is 1/128 wide; measured: all within 1/256); float32
-            // ones within 1e-4 relative plus 1e-5 of the largest for the elements that are
-            // differences of larger gradients (measured 3.3e-6 of the largest).
+            // ones within 1e-4 relative plus 1e-4 of the largest for the elements that are
+            // differences of larger gradients (measured 3.3e-6 of the largest on flex, 1.5e-5
+            // on wgpu, whose gradients are summed in another order).
             let (m, v) = dequantized(moments);
             let (gm, gv) = dequantized(&theirs);
             for (ours, theirs, moment) in [(&m, &gm, "m"), (&v, &gv, "v")] {
@@ -438,7 +439,7 @@ fn the_trainer_with_adamw_8bit_matches_trls_dpo_trainer() {
                     "{name} {moment}: scale {scale}"
                 );
                 let tol = match moments {
-                    Moments::Float { .. } => Tolerance::elementwise(1e-5 * f64::from(scale), 1e-4),
+                    Moments::Float { .. } => Tolerance::elementwise(1e-4 * f64::from(scale), 1e-4),
                     Moments::Blockwise { .. } => Tolerance::absolute(f64::from(scale) / 128.0),
                 };
                 let c = assert_close(ours, theirs, tol, &format!("{what} {name} {moment}"));
