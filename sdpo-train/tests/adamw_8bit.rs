@@ -15,38 +15,21 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::{series, without_timing};
+use common::{
+    f64_of, fixture_path, interrupted_run, resume_to_end, series, trl_fixture_config, usize_of,
+    without_timing,
+};
 use safetensors::Dtype;
 use sdpo_models::quant::dynamic::DynamicMap;
-use sdpo_testkit::{Tolerance, assert_close, fixtures_dir, read_fixture};
+use sdpo_testkit::{Tolerance, assert_close, read_fixture};
 use sdpo_train::optimizer::{AdamW8bit, Moments, STATE_BLOCK};
-use sdpo_train::{
-    MetricsRecord, Optimizer, SilentObserver, Start, TrainConfig, Trainer, read_metrics_records,
-};
+use sdpo_train::{MetricsRecord, Optimizer, SilentObserver, Start, TrainConfig, Trainer};
 use serde_json::Value;
 
 fn json(relative: &str) -> Value {
     serde_json::from_str(&read_fixture(relative)).unwrap_or_else(|e| panic!("{relative}: {e}"))
-}
-
-fn f64_of(v: &Value, what: &str) -> f64 {
-    v.as_f64()
-        .unwrap_or_else(|| panic!("fixture: {what} is not a number: {v}"))
-}
-
-fn usize_of(v: &Value, what: &str) -> usize {
-    v.as_u64()
-        .unwrap_or_else(|| panic!("fixture: {what} is not an integer: {v}")) as usize
-}
-
-fn path_of(fixture: &Value, key: &str) -> PathBuf {
-    fixtures_dir().join(
-        fixture[key]
-            .as_str()
-            .unwrap_or_else(|| panic!("fixture: no {key}")),
-    )
 }
 
 /// Every tensor of a safetensors file: its dtype and bytes.
@@ -106,29 +89,10 @@ fn kind(moments: &Moments) -> &'static str {
     }
 }
 
-/// Both moments as float32 values (the 8-bit ones dequantized as bitsandbytes does).
-fn dequantized(moments: &Moments) -> (Vec<f32>, Vec<f32>) {
-    match moments {
-        Moments::Float { m, v } => (m.clone(), v.clone()),
-        Moments::Blockwise {
-            m_codes,
-            m_absmax,
-            v_codes,
-            v_absmax,
-        } => {
-            let mut m = vec![0.0; m_codes.len()];
-            let mut v = vec![0.0; v_codes.len()];
-            DynamicMap::Signed.dequantize_into(m_codes, m_absmax, STATE_BLOCK, &mut m);
-            DynamicMap::Unsigned.dequantize_into(v_codes, v_absmax, STATE_BLOCK, &mut v);
-            (m, v)
-        }
-    }
-}
-
 #[test]
 fn the_dynamic_maps_are_bitsandbytes() {
     let fixture = json("adamw_8bit/steps.json");
-    let tensors = read_tensors(&path_of(&fixture, "tensors_file"));
+    let tensors = read_tensors(&fixture_path(&fixture, "tensors_file"));
     for (map, name) in [
         (DynamicMap::Signed, "qmap/dynamic"),
         (DynamicMap::Unsigned, "qmap/udynamic"),
@@ -153,7 +117,7 @@ const PARAMS: Tolerance = Tolerance {
 #[test]
 fn every_step_of_the_optimizer_is_bitsandbytes() {
     let fixture = json("adamw_8bit/steps.json");
-    let tensors = read_tensors(&path_of(&fixture, "tensors_file"));
+    let tensors = read_tensors(&fixture_path(&fixture, "tensors_file"));
     let betas = fixture["betas"].as_array().expect("betas");
     let lrs: Vec<f64> = fixture["learning_rates"]
         .as_array()
@@ -199,50 +163,6 @@ fn every_step_of_the_optimizer_is_bitsandbytes() {
             }
         }
     }
-}
-
-/// The TRL run's configuration: every setting read from `trl.json`'s `config`.
-fn trl_config(fixture: &Value, output_dir: &Path) -> TrainConfig {
-    let c = &fixture["config"];
-    assert_eq!(c["loss_type"], serde_json::json!(["sigmoid"]));
-    assert_eq!(c["bf16"], Value::Bool(false), "the goldens are float32");
-    let mut config = TrainConfig {
-        output_dir: output_dir.to_path_buf(),
-        model_name_or_path: path_of(fixture, "policy_model"),
-        tokenizer_name_or_path: Some(path_of(fixture, "tokenizer_dir")),
-        train_file: path_of(fixture, "train_file"),
-        eval_file: None,
-        optim: serde_json::from_value(c["optim"].clone()).expect("optim"),
-        learning_rate: f64_of(&c["learning_rate"], "learning_rate"),
-        lr_scheduler_type: serde_json::from_value(c["lr_scheduler_type"].clone())
-            .expect("lr_scheduler_type"),
-        warmup_steps: usize_of(&c["warmup_steps"], "warmup_steps").into(),
-        weight_decay: f64_of(&c["weight_decay"], "weight_decay"),
-        adam_beta1: f64_of(&c["adam_beta1"], "adam_beta1"),
-        adam_beta2: f64_of(&c["adam_beta2"], "adam_beta2"),
-        adam_epsilon: f64_of(&c["adam_epsilon"], "adam_epsilon"),
-        max_grad_norm: f64_of(&c["max_grad_norm"], "max_grad_norm"),
-        per_device_train_batch_size: usize_of(
-            &c["per_device_train_batch_size"],
-            "per_device_train_batch_size",
-        ),
-        gradient_accumulation_steps: usize_of(
-            &c["gradient_accumulation_steps"],
-            "gradient_accumulation_steps",
-        ),
-        max_steps: c["max_steps"].as_i64().expect("max_steps"),
-        seed: c["seed"].as_u64().expect("seed"),
-        logging_steps: usize_of(&c["logging_steps"], "logging_steps").into(),
-        save_steps: 0.into(),
-        bf16: false,
-        ..TrainConfig::default()
-    };
-    config.loss.loss_type = sdpo_core::LossTypes::One(sdpo_core::LossType::Sigmoid);
-    config.loss.beta = f64_of(&c["beta"], "beta");
-    config.data.max_length = Some(usize_of(&c["max_length"], "max_length"));
-    config.data.truncation_mode =
-        Some(serde_json::from_value(c["truncation_mode"].clone()).expect("truncation_mode"));
-    config
 }
 
 /// Per-step metrics against TRL's: (key, abs, rel). As in sync_ref_model.rs (the same model,
@@ -376,10 +296,10 @@ fn assert_weights(ours: &[f32], theirs: &[f32], what: &str) {
 #[test]
 fn the_trainer_with_adamw_8bit_matches_trls_dpo_trainer() {
     let fixture = json("adamw_8bit/trl.json");
-    let golden = read_tensors(&path_of(&fixture, "weights_file"));
+    let golden = read_tensors(&fixture_path(&fixture, "weights_file"));
     for dev in sdpo_testkit::test_devices!() {
         let tmp = tempfile::tempdir().unwrap();
-        let mut config = trl_config(&fixture, &tmp.path().join("out"));
+        let mut config = trl_fixture_config(&fixture, &tmp.path().join("out"));
         assert_eq!(config.optim, Optimizer::Adamw8bit);
         config.save_steps = (config.max_steps as usize).into();
         let mut trainer = Trainer::new(
@@ -430,8 +350,8 @@ fn the_trainer_with_adamw_8bit_matches_trls_dpo_trainer() {
             // ones within 1e-4 relative plus 1e-4 of the largest for the elements that are
             // differences of larger gradients (measured 3.3e-6 of the largest on flex, 1.5e-5
             // on wgpu, whose gradients are summed in another order).
-            let (m, v) = dequantized(moments);
-            let (gm, gv) = dequantized(&theirs);
+            let (m, v) = moments.dequantized();
+            let (gm, gv) = theirs.dequantized();
             for (ours, theirs, moment) in [(&m, &gm, "m"), (&v, &gv, "v")] {
                 let scale = theirs.iter().fold(0.0f32, |a, x| a.max(x.abs())); // nan-checked below
                 assert!(
@@ -454,42 +374,21 @@ fn a_resumed_adamw_8bit_run_equals_the_uninterrupted_run() {
     let fixture = json("adamw_8bit/trl.json");
     let device = burn::tensor::Device::flex();
     let tmp = tempfile::tempdir().unwrap();
-    let mut config = trl_config(&fixture, &tmp.path().join("out"));
+    let mut config = trl_fixture_config(&fixture, &tmp.path().join("out"));
     config.max_steps = 4;
     config.save_steps = 2.into();
     let mut full =
         Trainer::new(config.clone(), &device, Start::Fresh, &mut SilentObserver).unwrap();
     let full = full.train(None, &mut SilentObserver).unwrap();
 
-    let interrupted = TrainConfig {
-        output_dir: tmp.path().join("out-interrupted"),
-        ..config.clone()
-    };
-    let mut trainer = Trainer::new(
-        interrupted.clone(),
-        &device,
-        Start::Fresh,
-        &mut SilentObserver,
-    )
-    .unwrap();
-    trainer.train(Some(2), &mut SilentObserver).unwrap();
-    drop(trainer);
-    let checkpoint = interrupted.output_dir.join("checkpoint-2");
+    let (interrupted, checkpoint) = interrupted_run(&config, &device, 2);
     assert!(
         checkpoint_moments(&checkpoint)
             .values()
             .any(|m| matches!(m, Moments::Blockwise { .. })),
         "the checkpoint holds 8-bit states"
     );
-    let mut resumed = Trainer::new(
-        interrupted.clone(),
-        &device,
-        Start::Resume(&checkpoint),
-        &mut SilentObserver,
-    )
-    .unwrap();
-    resumed.train(None, &mut SilentObserver).unwrap();
-    let after = read_metrics_records(&interrupted.output_dir.join("metrics.jsonl")).unwrap();
+    let after = resume_to_end(&interrupted, &device, &checkpoint);
     assert_eq!(
         without_timing(&full),
         without_timing(&after),

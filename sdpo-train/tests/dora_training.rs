@@ -12,11 +12,12 @@ use std::path::Path;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use common::{
-    assert_close, config_error_key, eval_loss, run_losses, series, tiny_config, without_timing,
+    assert_close, config_error_key, eval_loss, interrupted_run, resume_to_end, run_losses, series,
+    tiny_config, without_timing,
 };
 use sdpo_models::lora::TargetModules;
 use sdpo_models::{CausalLm, ModelConfig};
-use sdpo_train::{MERGED_DIR, SilentObserver, Start, TrainConfig, Trainer, read_metrics_records};
+use sdpo_train::{MERGED_DIR, SilentObserver, Start, TrainConfig, Trainer};
 
 /// The tiny run with DoRA on every linear layer (no dropout, so runs are deterministic).
 fn dora_config(root: &Path) -> TrainConfig {
@@ -185,29 +186,8 @@ fn resumed_dora_run_equals_the_uninterrupted_run() {
         Trainer::new(config.clone(), &device, Start::Fresh, &mut SilentObserver).unwrap();
     let full = full.train(None, &mut SilentObserver).unwrap();
 
-    let interrupted = TrainConfig {
-        output_dir: tmp.path().join("out-interrupted"),
-        ..config.clone()
-    };
-    let mut trainer = Trainer::new(
-        interrupted.clone(),
-        &device,
-        Start::Fresh,
-        &mut SilentObserver,
-    )
-    .unwrap();
-    trainer.train(Some(2), &mut SilentObserver).unwrap();
-    drop(trainer);
-    let checkpoint = interrupted.output_dir.join("checkpoint-2");
-    let mut resumed = Trainer::new(
-        interrupted.clone(),
-        &device,
-        Start::Resume(&checkpoint),
-        &mut SilentObserver,
-    )
-    .unwrap();
-    resumed.train(None, &mut SilentObserver).unwrap();
-    let after = read_metrics_records(&interrupted.output_dir.join("metrics.jsonl")).unwrap();
+    let (interrupted, checkpoint) = interrupted_run(&config, &device, 2);
+    let after = resume_to_end(&interrupted, &device, &checkpoint);
     assert_eq!(
         without_timing(&full),
         without_timing(&after),

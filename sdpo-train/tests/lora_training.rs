@@ -10,13 +10,12 @@ use std::path::Path;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Tensor};
 use common::{
-    config_error_key, eval_loss, series, tiny_config, without_timing, write_reference_model,
+    config_error_key, eval_loss, interrupted_run, resume_to_end, series, tiny_config,
+    without_timing, write_reference_model,
 };
 use sdpo_models::lora::TargetModules;
 use sdpo_models::{CausalLm, ModelConfig};
-use sdpo_train::{
-    MERGED_DIR, SilentObserver, Start, TrainConfig, TrainError, Trainer, read_metrics_records,
-};
+use sdpo_train::{MERGED_DIR, SilentObserver, Start, TrainConfig, TrainError, Trainer};
 
 /// The tiny run with LoRA on every linear layer (no dropout, so runs are deterministic).
 fn lora_config(root: &Path) -> TrainConfig {
@@ -231,28 +230,8 @@ fn resumed_lora_run_equals_the_uninterrupted_run() {
         config.loss.sdpo_threshold = 0.6;
         let full = run(config.clone(), &dev.device);
 
-        let mut interrupted = config.clone();
-        interrupted.output_dir = tmp.path().join("out-interrupted");
-        let mut trainer = Trainer::new(
-            interrupted.clone(),
-            &dev.device,
-            Start::Fresh,
-            &mut SilentObserver,
-        )
-        .unwrap();
-        trainer.train(Some(2), &mut SilentObserver).unwrap();
-        drop(trainer);
-        let checkpoint = interrupted.output_dir.join("checkpoint-2");
-        let mut resumed = Trainer::new(
-            interrupted.clone(),
-            &dev.device,
-            Start::Resume(&checkpoint),
-            &mut SilentObserver,
-        )
-        .unwrap();
-        assert_eq!(resumed.global_step(), 2);
-        resumed.train(None, &mut SilentObserver).unwrap();
-        let after = read_metrics_records(&interrupted.output_dir.join("metrics.jsonl")).unwrap();
+        let (interrupted, checkpoint) = interrupted_run(&config, &dev.device, 2);
+        let after = resume_to_end(&interrupted, &dev.device, &checkpoint);
         assert_eq!(full.len(), after.len(), "[{}] records", dev.name);
         if dev.name == "flex" {
             assert_eq!(

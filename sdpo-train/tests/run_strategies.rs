@@ -11,7 +11,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{series, tiny_config, without_timing};
+use common::{interrupted_run, resume_to_end, series, tiny_config, without_timing};
 use sdpo_train::best::BestState;
 use sdpo_train::checkpoint::{list_checkpoints, read_trainer_state};
 use sdpo_train::{IntervalStrategy, SaveStrategy, SilentObserver, Start, TrainConfig, Trainer};
@@ -195,34 +195,14 @@ fn a_resumed_tr_dpo_run_continues_from_the_checkpointed_reference() {
     config.ref_model_sync_steps = 1;
     let full = run(config.clone());
 
-    let mut interrupted = config.clone();
-    interrupted.output_dir = tmp.path().join("out-interrupted");
-    let mut trainer = Trainer::new(
-        interrupted.clone(),
-        &device,
-        Start::Fresh,
-        &mut SilentObserver,
-    )
-    .unwrap();
-    trainer.train(Some(2), &mut SilentObserver).unwrap();
-    drop(trainer);
-    let checkpoint = interrupted.output_dir.join("checkpoint-2");
+    let (interrupted, checkpoint) = interrupted_run(&config, &device, 2);
     for file in ["model.safetensors", "config.json", "manifest.json"] {
         assert!(
             checkpoint.join("reference").join(file).is_file(),
             "checkpoint-2/reference lacks {file}"
         );
     }
-    let mut resumed = Trainer::new(
-        interrupted.clone(),
-        &device,
-        Start::Resume(&checkpoint),
-        &mut SilentObserver,
-    )
-    .unwrap();
-    resumed.train(None, &mut SilentObserver).unwrap();
-    let after =
-        sdpo_train::read_metrics_records(&interrupted.output_dir.join("metrics.jsonl")).unwrap();
+    let after = resume_to_end(&interrupted, &device, &checkpoint);
     assert_eq!(
         without_timing(&full),
         without_timing(&after),

@@ -30,12 +30,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::tensor::Device;
-use common::{series, without_timing};
+use common::{f64_of, fixture_path, series, trl_fixture_config, usize_of, without_timing};
 use sdpo_data::{PreferenceProcessor, PreferenceTokenizer};
-use sdpo_testkit::{Tolerance, assert_close, fixtures_dir, read_fixture};
+use sdpo_testkit::{Tolerance, assert_close, read_fixture};
 use sdpo_train::reference::Reference;
 use sdpo_train::{MetricsRecord, SilentObserver, Start, TrainConfig, Trainer};
 use serde_json::Value;
@@ -70,77 +70,17 @@ fn fixture() -> Value {
     serde_json::from_str(&read_fixture("trl_sync/sync.json")).expect("trl_sync/sync.json")
 }
 
-fn f64_of(v: &Value, what: &str) -> f64 {
-    v.as_f64()
-        .unwrap_or_else(|| panic!("fixture: {what} is not a number: {v}"))
-}
-
-fn usize_of(v: &Value, what: &str) -> usize {
-    v.as_u64()
-        .unwrap_or_else(|| panic!("fixture: {what} is not an integer: {v}")) as usize
-}
-
-fn path_of(fixture: &Value, key: &str) -> PathBuf {
-    fixtures_dir().join(
-        fixture[key]
-            .as_str()
-            .unwrap_or_else(|| panic!("fixture: no {key}")),
-    )
-}
-
 /// The run `run` (`no_sync` or `sync`) of the fixture as a configuration: every setting read
 /// from the fixture.
 fn config(fixture: &Value, run: &str, output_dir: &Path) -> TrainConfig {
-    let c = &fixture["config"];
     let r = &fixture["runs"][run];
     assert!(r.is_object(), "fixture: no run {run}");
-    assert_eq!(c["loss_type"], serde_json::json!(["sigmoid"]));
-    assert_eq!(c["bf16"], Value::Bool(false), "the goldens are float32");
-    let sync = r["sync_ref_model"].as_bool().expect("sync_ref_model");
-    let mut config = TrainConfig {
-        output_dir: output_dir.to_path_buf(),
-        model_name_or_path: path_of(fixture, "policy_model"),
-        tokenizer_name_or_path: Some(path_of(fixture, "tokenizer_dir")),
-        train_file: path_of(fixture, "train_file"),
-        eval_file: None,
-        learning_rate: f64_of(&c["learning_rate"], "learning_rate"),
-        lr_scheduler_type: serde_json::from_value(c["lr_scheduler_type"].clone())
-            .expect("lr_scheduler_type"),
-        warmup_steps: usize_of(&c["warmup_steps"], "warmup_steps").into(),
-        weight_decay: f64_of(&c["weight_decay"], "weight_decay"),
-        adam_beta1: f64_of(&c["adam_beta1"], "adam_beta1"),
-        adam_beta2: f64_of(&c["adam_beta2"], "adam_beta2"),
-        adam_epsilon: f64_of(&c["adam_epsilon"], "adam_epsilon"),
-        max_grad_norm: f64_of(&c["max_grad_norm"], "max_grad_norm"),
-        per_device_train_batch_size: usize_of(
-            &c["per_device_train_batch_size"],
-            "per_device_train_batch_size",
-        ),
-        gradient_accumulation_steps: usize_of(
-            &c["gradient_accumulation_steps"],
-            "gradient_accumulation_steps",
-        ),
-        max_steps: c["max_steps"].as_i64().expect("max_steps"),
-        seed: c["seed"].as_u64().expect("seed"),
-        logging_steps: usize_of(&c["logging_steps"], "logging_steps").into(),
-        save_steps: 0.into(),
-        bf16: false,
-        precompute_ref_log_probs: c["precompute_ref_log_probs"]
-            .as_bool()
-            .expect("precompute_ref_log_probs"),
-        sync_ref_model: sync,
-        ..TrainConfig::default()
-    };
-    if sync {
+    let mut config = trl_fixture_config(fixture, output_dir);
+    config.sync_ref_model = r["sync_ref_model"].as_bool().expect("sync_ref_model");
+    if config.sync_ref_model {
         config.ref_model_mixup_alpha = f64_of(&r["ref_model_mixup_alpha"], "ref_model_mixup_alpha");
         config.ref_model_sync_steps = usize_of(&r["ref_model_sync_steps"], "ref_model_sync_steps");
     }
-    config.loss.loss_type = sdpo_core::LossTypes::One(sdpo_core::LossType::Sigmoid);
-    config.loss.beta = f64_of(&c["beta"], "beta");
-    config.loss.label_smoothing = f64_of(&c["label_smoothing"], "label_smoothing");
-    config.data.max_length = Some(usize_of(&c["max_length"], "max_length"));
-    config.data.truncation_mode =
-        Some(serde_json::from_value(c["truncation_mode"].clone()).expect("truncation_mode"));
     config
 }
 
@@ -186,7 +126,7 @@ fn read_safetensors(path: &Path) -> BTreeMap<String, Vec<f32>> {
 
 /// The fixture's tensors under `prefix/` (HF names without the prefix).
 fn golden_weights(fixture: &Value, prefix: &str) -> BTreeMap<String, Vec<f32>> {
-    let all = read_safetensors(&path_of(fixture, "weights_file"));
+    let all = read_safetensors(&fixture_path(fixture, "weights_file"));
     let kept: BTreeMap<String, Vec<f32>> = all
         .into_iter()
         .filter_map(|(name, v)| {
@@ -364,7 +304,8 @@ fn the_fixture_runs_part_after_the_first_sync() {
     }
     // The mix moved the reference away from the initial weights by far more than the weights'
     // tolerance: the largest change in units of the element's tolerance bound.
-    let initial = read_safetensors(&path_of(&fixture, "policy_model").join("model.safetensors"));
+    let initial =
+        read_safetensors(&fixture_path(&fixture, "policy_model").join("model.safetensors"));
     let reference = golden_weights(&fixture, "reference");
     let moved = reference
         .iter()
@@ -399,7 +340,8 @@ fn without_sync_the_trainer_matches_trl() {
     );
     // The reference never moves without sync_ref_model.
     let reference = saved_weights(reference_model(&trainer), &tmp.path().join("reference"));
-    let initial = read_safetensors(&path_of(&fixture, "policy_model").join("model.safetensors"));
+    let initial =
+        read_safetensors(&fixture_path(&fixture, "policy_model").join("model.safetensors"));
     assert_weights(&reference, &initial, Tolerance::EXACT, "no_sync reference");
     assert_metrics(&fixture, "no_sync", &records, &[GRAD_NORM]);
 }

@@ -3,7 +3,8 @@
 mod common;
 
 use common::{
-    series, tiny_config, tokenizer_dir, without_timing, write_pairs, write_reference_model,
+    interrupted_run, resume_to_end, series, tiny_config, tokenizer_dir, without_timing,
+    write_pairs, write_reference_model,
 };
 use sdpo_testkit::{Tolerance, assert_close};
 use sdpo_train::{SilentObserver, Start, TrainConfig, TrainError, Trainer, read_metrics_records};
@@ -77,18 +78,7 @@ fn resumed_run_equals_the_uninterrupted_run() {
         config.loss.loss_weights = Some(vec![1.0, 0.5]);
         let full = run(config.clone(), &dev.device);
 
-        let mut interrupted = config.clone();
-        interrupted.output_dir = tmp.path().join("out-interrupted");
-        let mut trainer = Trainer::new(
-            interrupted.clone(),
-            &dev.device,
-            Start::Fresh,
-            &mut SilentObserver,
-        )
-        .unwrap();
-        trainer.train(Some(2), &mut SilentObserver).unwrap();
-        drop(trainer);
-        let checkpoint = interrupted.output_dir.join("checkpoint-2");
+        let (interrupted, checkpoint) = interrupted_run(&config, &dev.device, 2);
         for file in [
             "model.safetensors",
             "config.json",
@@ -99,16 +89,7 @@ fn resumed_run_equals_the_uninterrupted_run() {
         ] {
             assert!(checkpoint.join(file).is_file(), "checkpoint-2 lacks {file}");
         }
-        let mut resumed = Trainer::new(
-            interrupted.clone(),
-            &dev.device,
-            Start::Resume(&checkpoint),
-            &mut SilentObserver,
-        )
-        .unwrap();
-        assert_eq!(resumed.global_step(), 2);
-        resumed.train(None, &mut SilentObserver).unwrap();
-        let after = read_metrics_records(&interrupted.output_dir.join("metrics.jsonl")).unwrap();
+        let after = resume_to_end(&interrupted, &dev.device, &checkpoint);
         let before = read_metrics_records(&config.output_dir.join("metrics.jsonl")).unwrap();
         assert_eq!(full, before, "the returned records are the file's records");
         // Bit-exact on flex: every metric of every step, including eval (not the clock).

@@ -181,3 +181,141 @@ pub fn config_error_key(config: TrainConfig) -> (String, String) {
         Ok(_) => panic!("expected a config error, got a trainer"),
     }
 }
+
+/// Runs `config` in `<output_dir>-interrupted` until `stop_at` steps and stops, as a killed run
+/// would; returns that configuration and its `checkpoint-<stop_at>`.
+pub fn interrupted_run(
+    config: &TrainConfig,
+    device: &burn::tensor::Device,
+    stop_at: usize,
+) -> (TrainConfig, PathBuf) {
+    use sdpo_train::{SilentObserver, Start, Trainer};
+    let mut interrupted = config.clone();
+    let name = config.output_dir.file_name().expect("an output_dir name");
+    interrupted.output_dir = config
+        .output_dir
+        .with_file_name(format!("{}-interrupted", name.to_string_lossy()));
+    let mut trainer = Trainer::new(
+        interrupted.clone(),
+        device,
+        Start::Fresh,
+        &mut SilentObserver,
+    )
+    .unwrap();
+    trainer.train(Some(stop_at), &mut SilentObserver).unwrap();
+    let checkpoint = interrupted.output_dir.join(format!("checkpoint-{stop_at}"));
+    (interrupted, checkpoint)
+}
+
+/// Resumes the [`interrupted_run`] from `checkpoint` to the end and returns every record of its
+/// `metrics.jsonl` (those before the checkpoint and those after).
+pub fn resume_to_end(
+    interrupted: &TrainConfig,
+    device: &burn::tensor::Device,
+    checkpoint: &Path,
+) -> Vec<sdpo_train::MetricsRecord> {
+    use sdpo_train::{SilentObserver, Start, Trainer};
+    let mut resumed = Trainer::new(
+        interrupted.clone(),
+        device,
+        Start::Resume(checkpoint),
+        &mut SilentObserver,
+    )
+    .unwrap();
+    let step = checkpoint
+        .file_name()
+        .and_then(|n| {
+            n.to_str()?
+                .strip_prefix("checkpoint-")?
+                .parse::<usize>()
+                .ok()
+        })
+        .expect("a checkpoint-N directory");
+    assert_eq!(
+        resumed.global_step(),
+        step,
+        "the resumed run starts at its checkpoint"
+    );
+    resumed.train(None, &mut SilentObserver).unwrap();
+    sdpo_train::read_metrics_records(&interrupted.output_dir.join("metrics.jsonl")).unwrap()
+}
+
+/// A fixture's number, or a panic naming it.
+pub fn f64_of(v: &serde_json::Value, what: &str) -> f64 {
+    v.as_f64()
+        .unwrap_or_else(|| panic!("fixture: {what} is not a number: {v}"))
+}
+
+/// A fixture's integer, or a panic naming it.
+pub fn usize_of(v: &serde_json::Value, what: &str) -> usize {
+    v.as_u64()
+        .unwrap_or_else(|| panic!("fixture: {what} is not an integer: {v}")) as usize
+}
+
+/// The fixture's path under `key`, relative to the fixtures folder.
+pub fn fixture_path(fixture: &serde_json::Value, key: &str) -> PathBuf {
+    sdpo_testkit::fixtures_dir().join(
+        fixture[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("fixture: no {key}")),
+    )
+}
+
+/// The configuration of a run of TRL's `DPOTrainer` recorded in a fixture (fixtures/README.md
+/// sections 11 and 13): every setting read from its `config` by TRL's names (`optim`,
+/// `label_smoothing` and `precompute_ref_log_probs` where it has them), the model, tokenizer
+/// and pairs from `policy_model`, `tokenizer_dir` and `train_file`; no evaluation, no saving.
+pub fn trl_fixture_config(fixture: &serde_json::Value, output_dir: &Path) -> TrainConfig {
+    let c = &fixture["config"];
+    assert_eq!(c["loss_type"], serde_json::json!(["sigmoid"]));
+    assert_eq!(
+        c["bf16"],
+        serde_json::Value::Bool(false),
+        "the goldens are float32"
+    );
+    let mut config = TrainConfig {
+        output_dir: output_dir.to_path_buf(),
+        model_name_or_path: fixture_path(fixture, "policy_model"),
+        tokenizer_name_or_path: Some(fixture_path(fixture, "tokenizer_dir")),
+        train_file: fixture_path(fixture, "train_file"),
+        eval_file: None,
+        learning_rate: f64_of(&c["learning_rate"], "learning_rate"),
+        lr_scheduler_type: serde_json::from_value(c["lr_scheduler_type"].clone())
+            .expect("lr_scheduler_type"),
+        warmup_steps: usize_of(&c["warmup_steps"], "warmup_steps").into(),
+        weight_decay: f64_of(&c["weight_decay"], "weight_decay"),
+        adam_beta1: f64_of(&c["adam_beta1"], "adam_beta1"),
+        adam_beta2: f64_of(&c["adam_beta2"], "adam_beta2"),
+        adam_epsilon: f64_of(&c["adam_epsilon"], "adam_epsilon"),
+        max_grad_norm: f64_of(&c["max_grad_norm"], "max_grad_norm"),
+        per_device_train_batch_size: usize_of(
+            &c["per_device_train_batch_size"],
+            "per_device_train_batch_size",
+        ),
+        gradient_accumulation_steps: usize_of(
+            &c["gradient_accumulation_steps"],
+            "gradient_accumulation_steps",
+        ),
+        max_steps: c["max_steps"].as_i64().expect("max_steps"),
+        seed: c["seed"].as_u64().expect("seed"),
+        logging_steps: usize_of(&c["logging_steps"], "logging_steps").into(),
+        save_steps: 0.into(),
+        bf16: false,
+        ..TrainConfig::default()
+    };
+    if let Some(optim) = c.get("optim") {
+        config.optim = serde_json::from_value(optim.clone()).expect("optim");
+    }
+    if let Some(precompute) = c.get("precompute_ref_log_probs") {
+        config.precompute_ref_log_probs = precompute.as_bool().expect("precompute_ref_log_probs");
+    }
+    config.loss.loss_type = sdpo_core::LossTypes::One(sdpo_core::LossType::Sigmoid);
+    config.loss.beta = f64_of(&c["beta"], "beta");
+    if let Some(smoothing) = c.get("label_smoothing") {
+        config.loss.label_smoothing = f64_of(smoothing, "label_smoothing");
+    }
+    config.data.max_length = Some(usize_of(&c["max_length"], "max_length"));
+    config.data.truncation_mode =
+        Some(serde_json::from_value(c["truncation_mode"].clone()).expect("truncation_mode"));
+    config
+}
