@@ -2,12 +2,15 @@
 //! matrix and embedding, none on biases and normalisation weights (`get_decay_parameter_names`);
 //! AdamW in float32 ([`adamw`]) or bitsandbytes' 8-bit AdamW ([`adamw_8bit`]).
 
+mod adamw;
 mod adamw_8bit;
+
+pub use adamw::AdamW;
 
 pub use adamw_8bit::{AdamW8bit, AdamW8bitState, MIN_8BIT_SIZE, Moments, STATE_BLOCK};
 
 use burn::module::{Module, ModuleVisitor, Param, ParamGroup, ParamId};
-use burn::optim::{AdamWConfig, ModuleOptimizer};
+use burn::optim::ModuleOptimizer;
 use burn::tensor::Tensor;
 
 use serde::{Deserialize, Serialize};
@@ -146,14 +149,13 @@ pub fn optimizer<M: Module>(config: &TrainConfig, model: &M) -> ModuleOptimizer 
 /// AdamW with the configuration's hyper-parameters; weight decay applies to every parameter
 /// except those of [`no_decay_parameter_names`].
 pub fn adamw<M: Module>(config: &TrainConfig, model: &M) -> ModuleOptimizer {
-    let base = AdamWConfig::new()
-        .with_beta_1(config.adam_beta1 as f32)
-        .with_beta_2(config.adam_beta2 as f32)
-        .with_epsilon(config.adam_epsilon as f32);
-    let optimizer = base
-        .clone()
-        .with_weight_decay(config.weight_decay as f32)
-        .init();
+    let group = |weight_decay: f64| AdamW {
+        beta_1: config.adam_beta1,
+        beta_2: config.adam_beta2,
+        epsilon: config.adam_epsilon,
+        weight_decay,
+    };
+    let optimizer = ModuleOptimizer::from(group(config.weight_decay));
     if config.weight_decay == 0.0 {
         return optimizer;
     }
@@ -162,11 +164,7 @@ pub fn adamw<M: Module>(config: &TrainConfig, model: &M) -> ModuleOptimizer {
         .filter(|p| p.no_decay)
         .map(|p| p.id)
         .collect();
-    optimizer.with_group(
-        ParamGroup::from_ids(no_decay),
-        base.with_weight_decay(0.0).build(),
-        None,
-    )
+    optimizer.with_group(ParamGroup::from_ids(no_decay), group(0.0), None)
 }
 
 /// bitsandbytes' 8-bit AdamW as transformers builds it for `optim = "adamw_8bit"`: the decay
