@@ -72,7 +72,7 @@ per_device_train_batch_size = 2
 max_length = $SEQ
 max_steps = $STEPS
 logging_steps = 1
-save_steps = 0
+save_strategy = "no"
 learning_rate = 5e-7
 output_dir = "$out"
 TOML

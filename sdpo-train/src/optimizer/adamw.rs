@@ -40,7 +40,10 @@ impl Optimizer for AdamW {
         let (time, moment_1, moment_2) = match state {
             Some(AdamWState { momentum }) => (
                 momentum.time + 1,
-                momentum.moment_1.mul_scalar(b1).add(grad.mul_scalar(1.0 - b1)),
+                momentum
+                    .moment_1
+                    .mul_scalar(b1)
+                    .add(grad.mul_scalar(1.0 - b1)),
                 momentum.moment_2.mul_scalar(b2).add(weighted_square),
             ),
             None => (1, grad.mul_scalar(1.0 - b1), weighted_square),
