@@ -8,24 +8,13 @@ use std::path::{Path, PathBuf};
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Tensor};
-use common::{tiny_config, tokenizer_dir, write_tiny_model_config};
+use common::{Messages, tiny_config, tokenizer_dir, write_tiny_model_config};
 use sdpo_models::CausalLm;
 use sdpo_train::MetricsFile;
 use sdpo_train::checkpoint::checkpoint_dir;
 use sdpo_train::{
-    MetricsRecord, SilentObserver, Start, TrainConfig, TrainError, TrainObserver, Trainer,
-    read_metrics_records,
+    MetricsRecord, SilentObserver, Start, TrainConfig, TrainError, Trainer, read_metrics_records,
 };
-
-/// Collects the observer's messages.
-#[derive(Default)]
-struct Messages(Vec<String>);
-
-impl TrainObserver for Messages {
-    fn on_message(&mut self, message: &str) {
-        self.0.push(message.to_string());
-    }
-}
 
 struct Flatten(Vec<f32>);
 
@@ -288,6 +277,118 @@ fn damaged_files_without_a_manifest_are_typed_errors_never_panics() {
     let mut trainer = new_trainer(&config, Start::Resume(&checkpoint)).unwrap();
     let err = trainer.train(Some(1), &mut SilentObserver).unwrap_err();
     assert!(err.to_string().contains("metrics.jsonl"), "{err}");
+}
+
+/// Rewrites the optimizer state of `checkpoint` with `edit` applied to its tensors (scalars and
+/// parameter paths kept) and removes the manifest, as a hand-edited checkpoint would look.
+fn edit_optimizer_state(checkpoint: &Path, edit: impl FnOnce(&mut Vec<burn_pack::Tensor>)) {
+    let path = checkpoint.join("optimizer.bpk");
+    let reader = burn_pack::Reader::from_file(&path).unwrap();
+    let scalars = reader.scalars().clone();
+    let metadata = reader.metadata().clone();
+    let mut tensors: Vec<burn_pack::Tensor> = reader
+        .into_tensors()
+        .unwrap()
+        .into_iter()
+        .map(|tensor| {
+            let (name, dtype, shape, id, bytes) = tensor.into_parts().unwrap();
+            let bytes = burn::tensor::Bytes::from_bytes_vec(bytes.to_vec());
+            burn_pack::Tensor::new(name, dtype, shape, id, bytes)
+        })
+        .collect();
+    edit(&mut tensors);
+    let mut writer = burn_pack::Writer::new(tensors).overwrite(true);
+    for (key, value) in &scalars {
+        writer = writer.with_scalar(key, *value);
+    }
+    for (key, value) in &metadata {
+        writer = writer.with_metadata(key, value);
+    }
+    writer.write_to_file(&path).unwrap();
+    let _ = std::fs::remove_file(checkpoint.join("manifest.json"));
+}
+
+/// The optimizer-state error of resuming `checkpoint` with `config`.
+fn optimizer_state_error(config: &TrainConfig, checkpoint: &Path) -> String {
+    match new_trainer(config, Start::Resume(checkpoint)) {
+        Err(err @ TrainError::Optimizer { .. }) => err.to_string(),
+        Err(other) => panic!("expected an optimizer-state error, got {other:?}"),
+        Ok(_) => panic!("an edited optimizer state was accepted"),
+    }
+}
+
+#[test]
+fn an_edited_optimizer_state_is_refused_naming_the_parameter_before_any_update() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (config, checkpoint) = trained_checkpoint(tmp.path());
+    // A moment one row short of its matrix (burn's loader takes it; the update would fail).
+    let copy = tmp.path().join("short-moment");
+    copy_dir(&checkpoint, &copy);
+    edit_optimizer_state(&copy, |tensors| {
+        let tensor = tensors
+            .iter_mut()
+            .find(|t| t.name.ends_with("momentum.moment_1") && t.shape.num_dims() == 2)
+            .expect("a matrix's first moment");
+        let (name, dtype, shape, id, bytes) = tensor.clone().into_parts().unwrap();
+        let dims = shape.to_vec();
+        let row = dims[1] * dtype.size();
+        let kept = bytes[..bytes.len() - row].to_vec();
+        *tensor = burn_pack::Tensor::new(
+            name,
+            dtype,
+            [dims[0] - 1, dims[1]],
+            id,
+            burn::tensor::Bytes::from_bytes_vec(kept),
+        );
+    });
+    let err = optimizer_state_error(&config, &copy);
+    assert!(
+        err.contains("momentum.moment_1") && err.contains("shape") && err.contains("optimizer.bpk"),
+        "{err}"
+    );
+    // A state without its second moment (burn's loader would restart it from zero).
+    let copy = tmp.path().join("missing-leaf");
+    copy_dir(&checkpoint, &copy);
+    edit_optimizer_state(&copy, |tensors| {
+        let at = tensors
+            .iter()
+            .position(|t| t.name.ends_with("momentum.moment_2"))
+            .expect("a second moment");
+        tensors.remove(at);
+    });
+    let err = optimizer_state_error(&config, &copy);
+    assert!(err.contains("leaves") && err.contains("moment_1"), "{err}");
+
+    // 8-bit AdamW (on the Llama of its golden, whose matrices are large enough for 8-bit
+    // states): block maxima one short of the blocks (the update would index past them).
+    let fixture = common::trl_run::json("adamw_8bit/trl.json");
+    let mut config = common::trl_fixture_config(&fixture, &tmp.path().join("8bit"));
+    assert_eq!(config.optim, sdpo_train::Optimizer::Adamw8bit);
+    config.max_steps = 4;
+    config.save_steps = 2.into();
+    new_trainer(&config, Start::Fresh)
+        .unwrap()
+        .train(Some(2), &mut SilentObserver)
+        .unwrap();
+    let checkpoint = checkpoint_dir(&config.output_dir, 2);
+    edit_optimizer_state(&checkpoint, |tensors| {
+        let tensor = tensors
+            .iter_mut()
+            .find(|t| t.name.ends_with("v_absmax"))
+            .expect("an 8-bit state");
+        let (name, dtype, shape, id, bytes) = tensor.clone().into_parts().unwrap();
+        let blocks = shape.to_vec()[0];
+        let kept = bytes[..bytes.len() - dtype.size()].to_vec();
+        *tensor = burn_pack::Tensor::new(
+            name,
+            dtype,
+            [blocks - 1],
+            id,
+            burn::tensor::Bytes::from_bytes_vec(kept),
+        );
+    });
+    let err = optimizer_state_error(&config, &checkpoint);
+    assert!(err.contains("v_absmax") && err.contains("shape"), "{err}");
 }
 
 #[test]

@@ -12,6 +12,7 @@
 
 mod load;
 pub mod manifest;
+mod optimizer_state;
 mod resume;
 
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use sdpo_core::RunningMoments;
 
 pub(crate) use load::{load_optimizer, saved_policy};
+pub(crate) use optimizer_state::check_optimizer_state;
 pub use resume::{ConfigDiff, compare_configs, is_run_defining};
 pub(crate) use resume::{
     resume_point, resumed_policy, verify_checkpoint, warn_existing_checkpoints,

@@ -259,8 +259,8 @@ impl Optimizer for AdamW8bit {
             grad = transpose(&grad, rows, cols);
         }
         let mut state = state.unwrap_or_else(|| self.initial_state(param.len()));
-        // A state restored from a checkpoint of another model cannot get here: the checkpoint's
-        // parameter ids and shapes are checked against the model when it is loaded.
+        // A state restored from a checkpoint has been checked against its parameter's size
+        // before loading (`checkpoint::check_optimizer_state`), so this holds.
         assert_eq!(
             state.moments.len(),
             param.len(),

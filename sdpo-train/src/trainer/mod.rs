@@ -23,9 +23,9 @@ use sdpo_models::CausalLm;
 
 use crate::best::{self, BestMetric, BestTracker};
 use crate::checkpoint::{
-    self, OPTIMIZER_FILE, TrainerState, copy_generation_config, copy_tokenizer_files,
-    load_optimizer, param_ids, resume_point, resumed_policy, saved_policy, verify_checkpoint,
-    warn_existing_checkpoints, write_checkpoint,
+    self, OPTIMIZER_FILE, TrainerState, check_optimizer_state, copy_generation_config,
+    copy_tokenizer_files, load_optimizer, param_ids, resume_point, resumed_policy, saved_policy,
+    verify_checkpoint, warn_existing_checkpoints, write_checkpoint,
 };
 use crate::clip::{clip_grad_norm, global_grad_norm, scale_grads};
 use crate::config::TrainConfig;

@@ -72,6 +72,7 @@ impl Trainer {
         let mut optimizer = optimizer(&config, &policy);
         if let Some(point) = &resume {
             let path = point.dir.join(OPTIMIZER_FILE);
+            check_optimizer_state(&policy, config.optim, &path)?;
             optimizer = load_optimizer(optimizer, &path)?;
         }
         Ok(Self {
