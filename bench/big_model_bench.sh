@@ -13,7 +13,11 @@
 #   MODE=full_8bit: full fine-tuning with bitsandbytes' 8-bit AdamW (`adamw_8bit`) on both sides
 #   STEPS=2 SEQ=512 WORK=/tmp/sdpo-big-bench SDPO=... TRL_VENV=... (no TRL side when unset)
 #   DTYPE=float32|bfloat16: sdpo-rs' `dtype` (with adapters, bfloat16 holds the frozen base in
-#   bfloat16; TRL's side keeps it float32, as PEFT's prepare_model_for_kbit_training does)
+#   bfloat16; TRL's side keeps it float32, as PEFT's prepare_model_for_kbit_training does;
+#   without adapters (MODE=full, full_8bit) the trained weights, gradients and AdamW states are
+#   bfloat16 on both sides: TRL loads the model with dtype=torch.bfloat16)
+#   DEVICE=flex|tch: sdpo-rs' backend; PRECISION=fp32|bf16: `bf16` on both sides (products in
+#   bfloat16; flex warns and stays float32)
 #   BUDGET=512: sdpo-rs' memory_budget_mib (the engine's working budget per attention block or
 #   head chunk)
 set -euo pipefail
@@ -28,6 +32,10 @@ SEQ="${SEQ:-512}"
 TRL_VENV="${TRL_VENV:-}"
 DTYPE="${DTYPE:-float32}"
 BUDGET="${BUDGET:-512}"
+DEVICE="${DEVICE:-flex}"
+PRECISION="${PRECISION:-fp32}"
+trl_model_dtype=float32
+case "$MODE" in full | full_8bit) trl_model_dtype="$DTYPE" ;; esac
 shapes=("$@")
 [ ${#shapes[@]} -gt 0 ] || shapes=(qwen2.5-0.5b qwen2.5-1.5b)
 mkdir -p "$WORK"
@@ -66,6 +74,7 @@ train_file = "$pairs"
 loss_type = "sdpo"
 $mode_keys
 dtype = "$DTYPE"
+bf16 = $([ "$PRECISION" = bf16 ] && echo true || echo false)
 gradient_checkpointing = true
 memory_budget_mib = $BUDGET
 per_device_train_batch_size = 2
@@ -77,16 +86,16 @@ learning_rate = 5e-7
 output_dir = "$out"
 TOML
     start=$(date +%s.%N)
-    /usr/bin/time -f "%e %M" -o "$WORK/time" "$SDPO" train --device flex --config "$WORK/run.toml" \
+    /usr/bin/time -f "%e %M" -o "$WORK/time" "$SDPO" train --device "$DEVICE" --config "$WORK/run.toml" \
         > "$WORK/log-$MODE-$shape" 2>&1 || { tail -20 "$WORK/log-$MODE-$shape"; exit 1; }
     read -r secs rss_kib < "$WORK/time"
     runtime=$(grep -o '"train_runtime":[0-9.e+-]*' "$out/metrics.jsonl" | tail -1 | cut -d: -f2)
-    echo "$shape sdpo-rs $label, dtype $DTYPE, memory_budget_mib $BUDGET (flex): peak RSS $((rss_kib / 1024)) MiB, $secs s in all, train_runtime $runtime s for $STEPS steps"
+    echo "$shape sdpo-rs $label, dtype $DTYPE, $PRECISION, memory_budget_mib $BUDGET ($DEVICE): peak RSS $((rss_kib / 1024)) MiB, $secs s in all, train_runtime $runtime s for $STEPS steps"
     if [ -n "$TRL_VENV" ]; then
         /usr/bin/time -f "%e %M" -o "$WORK/time" "$TRL_VENV/bin/python" "$ROOT/bench/trl_step_bench.py" \
-            "$ckpt" "$SEQ" on "$STEPS" --data "$pairs" "${trl_flags[@]}" --precision fp32 \
+            "$ckpt" "$SEQ" on "$STEPS" --data "$pairs" "${trl_flags[@]}" --precision "$PRECISION" --model-dtype "$trl_model_dtype" \
             > "$WORK/trl-$MODE-$shape" 2>&1 || { tail -20 "$WORK/trl-$MODE-$shape"; exit 1; }
         read -r secs rss_kib < "$WORK/time"
-        echo "$shape TRL $label: peak RSS $((rss_kib / 1024)) MiB, $secs s in all; $(grep -E '^step' "$WORK/trl-$MODE-$shape" | tr '\n' ' ')"
+        echo "$shape TRL $label, model dtype $trl_model_dtype, $PRECISION: peak RSS $((rss_kib / 1024)) MiB, $secs s in all; $(grep -E '^step' "$WORK/trl-$MODE-$shape" | tr '\n' ' ')"
     fi
 done

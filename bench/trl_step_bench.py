@@ -76,6 +76,9 @@ def main():
     parser.add_argument("--prompt-tokens", type=int)
     parser.add_argument("--completion-tokens", type=int)
     parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
+    # The dtype the policy (and so TRL's reference, a fresh load of it) is loaded in:
+    # model_init_kwargs={"dtype": ...}; bfloat16 trains bfloat16 weights and AdamW states.
+    parser.add_argument("--model-dtype", choices=["float32", "bfloat16"], default="float32")
     args = parser.parse_args()
     model_dir, seq, gc, steps = args.model_dir, args.seq, args.gc, args.steps
     torch.set_num_threads(2)
@@ -124,7 +127,9 @@ def main():
             ),
             device_map="cpu",
         )
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, **quantization)
+    model = AutoModelForCausalLM.from_pretrained(
+        model_dir, dtype=getattr(torch, args.model_dtype), **quantization
+    )
     config = DPOConfig(
         output_dir="/tmp/trl-memory-bench",
         per_device_train_batch_size=2,
@@ -157,7 +162,7 @@ def main():
     )
     print(
         f"TRL T={seq} gradient_checkpointing={gc} lora={args.lora} qlora={args.qlora} "
-        f"bf16={config.bf16} optim={config.optim}",
+        f"bf16={config.bf16} optim={config.optim} model dtype={model.dtype}",
         flush=True,
     )
     trainer.train()

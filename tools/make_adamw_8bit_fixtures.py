@@ -23,7 +23,6 @@ Two goldens (fixtures/README.md section 13 specifies every field):
 
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import bitsandbytes as bnb
@@ -32,15 +31,14 @@ import safetensors
 import torch
 import transformers
 import trl
-from datasets import Dataset
 from safetensors.torch import save_file
-from transformers import AutoModelForCausalLM, AutoTokenizer
-from trl import DPOConfig, DPOTrainer
+
+import trl_golden_run
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "fixtures"
 OUT = FIXTURES / "adamw_8bit"
-POLICY = "models/llama"
+POLICY = trl_golden_run.POLICY
 
 VERSIONS = {
     "torch": torch.__version__,
@@ -145,37 +143,11 @@ def optimizer_golden():
 # 2. TRL's DPOTrainer with optim="adamw_8bit".
 
 CONFIG = {
-    "loss_type": ["sigmoid"],
-    "beta": 0.1,
-    "per_device_train_batch_size": 4,
-    "gradient_accumulation_steps": 1,
-    "max_steps": 6,
-    "learning_rate": 1e-3,
-    "lr_scheduler_type": "linear",
-    "warmup_steps": 0,
+    **trl_golden_run.BASE_CONFIG,
     "weight_decay": 0.05,
-    "adam_beta1": 0.9,
-    "adam_beta2": 0.999,
-    "adam_epsilon": 1e-8,
-    "max_grad_norm": 1.0,
-    "logging_steps": 1,
-    "max_length": 64,
-    "truncation_mode": "keep_start",
-    "seed": 42,
     "bf16": False,
     "optim": "adamw_8bit",
 }
-RECORD_KEYS = [
-    "step",
-    "loss",
-    "grad_norm",
-    "learning_rate",
-    "rewards/chosen",
-    "rewards/rejected",
-    "rewards/margins",
-    "logps/chosen",
-    "logps/rejected",
-]
 KEPT = [
     "model.embed_tokens.weight",
     "model.layers.1.self_attn.q_proj.weight",
@@ -187,43 +159,8 @@ KEPT = [
 
 
 def trl_golden():
-    tokenizer = AutoTokenizer.from_pretrained(FIXTURES / "trl_sync" / "tokenizer")
-    pairs = [json.loads(line) for line in (FIXTURES / "trl_sync" / "pairs.jsonl").read_text().splitlines()]
-    torch.manual_seed(CONFIG["seed"])
-    policy = AutoModelForCausalLM.from_pretrained(
-        FIXTURES / POLICY, dtype=torch.float32, attn_implementation="eager"
-    )
-    with tempfile.TemporaryDirectory() as out_dir:
-        args = DPOConfig(
-            output_dir=out_dir,
-            **{k: v for k, v in CONFIG.items()},
-            fp16=False,
-            precompute_ref_log_probs=False,
-            eval_strategy="no",
-            save_strategy="no",
-            use_cpu=True,
-            report_to="none",
-            gradient_checkpointing=False,
-            dataloader_num_workers=0,
-        )
-        trainer = DPOTrainer(
-            model=policy,
-            ref_model=None,
-            args=args,
-            train_dataset=Dataset.from_list(pairs),
-            processing_class=tokenizer,
-        )
-        trainer.train()
-    opt = trainer.optimizer
-    while hasattr(opt, "optimizer"):  # accelerate's wrapper
-        opt = opt.optimizer
+    trainer, opt, records, _ = trl_golden_run.train(FIXTURES, CONFIG, torch.float32)
     assert isinstance(opt, bnb.optim.AdamW), type(opt)
-    records = [
-        {k: h[k] for k in RECORD_KEYS}
-        for h in trainer.state.log_history
-        if "loss" in h and "train_runtime" not in h
-    ]
-    assert [r["step"] for r in records] == list(range(1, CONFIG["max_steps"] + 1)), records
     named = dict(trainer.model.named_parameters())
     tensors = {}
     states = {}
@@ -238,8 +175,6 @@ def trl_golden():
     assert states["model.embed_tokens.weight"] == "float32", states  # transformers' override
     assert states["lm_head.weight"] == "blockwise_8bit", states
     save_file(tensors, str(OUT / "trl_final.safetensors"), metadata={"format": "pt"})
-    for r in records:
-        print(f"  step {r['step']}: loss {r['loss']!r} grad_norm {r['grad_norm']!r}")
     return {
         "format": "adamw_8bit_trl/v1",
         "set": "fixtures",

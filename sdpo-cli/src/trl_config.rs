@@ -246,6 +246,7 @@ fn map_key(key: &str, value: Value, out: &mut Prepared, rpo_alpha: &mut Option<f
                  epoch (`random`), optionally grouped by length (`group_by_length`)"
             ),
         },
+        "model_init_kwargs" => map_model_init_kwargs(value, out)?,
         "rpo_alpha" => {
             *rpo_alpha = Some(
                 value
@@ -255,6 +256,45 @@ fn map_key(key: &str, value: Value, out: &mut Prepared, rpo_alpha: &mut Option<f
         }
         other => bail!("internal: no mapping for `{other}`"),
     }
+    Ok(())
+}
+
+/// `model_init_kwargs` (the options DPOTrainer passes to `from_pretrained`): each entry is read
+/// as the `ModelConfig` key of the same meaning (`dtype` and its old name `torch_dtype`,
+/// `revision` as `model_revision`, `attn_implementation`, `trust_remote_code`), with that key's
+/// handling; one that contradicts a key given directly is refused, as is any other option.
+fn map_model_init_kwargs(value: Value, out: &mut Prepared) -> Result<()> {
+    let Value::Object(entries) = value else {
+        bail!(
+            "`model_init_kwargs` = {value}: expected a mapping such as {{\"dtype\": \"bfloat16\"}}"
+        );
+    };
+    let mut translated = Map::new();
+    for (name, value) in entries {
+        let key = match name.as_str() {
+            "dtype" | "torch_dtype" => "dtype",
+            "revision" => "model_revision",
+            "attn_implementation" | "trust_remote_code" => name.as_str(),
+            _ => bail!(
+                "`model_init_kwargs.{name}` = {value} is not supported: of from_pretrained's \
+                 options only dtype (torch_dtype), revision, attn_implementation and \
+                 trust_remote_code apply here"
+            ),
+        };
+        translated.insert(key.to_string(), value);
+    }
+    let inner = prepare(translated)?;
+    for (key, value) in inner.map {
+        match out.map.get(&key) {
+            Some(given) if *given != value => bail!(
+                "`model_init_kwargs` sets `{key}` = {value}, but `{key}` = {given} is given too"
+            ),
+            _ => {
+                out.map.insert(key, value);
+            }
+        }
+    }
+    out.warnings.extend(inner.warnings);
     Ok(())
 }
 

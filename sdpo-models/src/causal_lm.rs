@@ -117,7 +117,7 @@ impl CausalLm {
         with_family!(self, m => crate::checkpoint::param_slots(m))
     }
 
-    /// Writes `config.json` and `model.safetensors` (float32, Hugging Face key names and
+    /// Writes `config.json` and `model.safetensors` (each tensor in its dtype, Hugging Face key names and
     /// layouts, metadata `format: pt`) into `dir`, creating it, so that transformers'
     /// `from_pretrained(dir)` loads the model. Existing files are replaced.
     ///

@@ -71,7 +71,7 @@ pub use families::phi3::{Phi3Attention, Phi3DecoderLayer, Phi3ForCausalLm, Phi3M
 pub use families::supported_model_types;
 pub use hf_config::{HfConfig, HfRopeParameters};
 pub use output::CausalLmOutput;
-pub use precision::{MatmulPrecision, store_matrices_as, store_product_weights_as};
+pub use precision::{MatmulPrecision, matrix_dtype, store_matrices_as, store_product_weights_as};
 pub use rope::{RopeTables, inverse_frequencies, rope_frequencies};
 pub use stack::{AttentionInputs, PackedRows, StackContext};
 pub use streaming::{Piece, StreamedLm, WeightStorage};

@@ -5,9 +5,9 @@
 //! of every linear layer, the LoRA branch and the output head are cast to the low-precision
 //! dtype, the product runs there, and its result comes back as float32. Norms, RoPE,
 //! activations, residual sums, the attention (scores, softmax, weighted sum), and the
-//! log-softmax over the vocabulary stay in float32, as do the parameters themselves (the
-//! "master weights") and therefore their gradients: `cast` is differentiable and its backward
-//! casts the gradient back.
+//! log-softmax over the vocabulary stay in float32; the parameters keep their own dtype
+//! (float32 "master weights" unless [`store_matrices_as`] holds them lower), and so do their
+//! gradients: `cast` is differentiable and its backward casts the gradient back.
 //!
 //! The blocked attention's products stay in float32 unlike autocast's: they are a small share
 //! of the products at these lengths, and casting the `[queries, keys]` scores to and from the
@@ -20,11 +20,13 @@
 //! With [`MatmulPrecision::F32`] every cast is a no-op and the forward is bit-for-bit the plain
 //! float32 forward.
 //!
-//! [`store_matrices_as`] is the other half: it keeps a frozen model's matrices (linear weights,
-//! embeddings) in a low-precision dtype in memory (`ref_dtype`), half the bytes; the forward casts
-//! them to the dtype each product needs.
+//! [`store_matrices_as`] is the other half: it keeps a model's matrices (linear weights,
+//! embeddings) in a low-precision dtype in memory (a frozen reference's `ref_dtype`, a PEFT
+//! base's or a fully trained policy's `dtype`), half the bytes; the forward casts them to the
+//! dtype each product needs, and the gradient of a trained matrix comes back in its dtype.
+//! [`matrix_dtype`] says which dtype a model holds its matrices in.
 
-use burn::module::{Module, ModuleMapper, Param};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
 use burn::tensor::FloatDType;
 use burn::tensor::module::linear;
@@ -109,6 +111,25 @@ pub fn store_product_weights_as(mut model: CausalLm, dtype: FloatDType) -> Causa
     model
 }
 
+/// The dtype `module` holds its matrices in: that of its first float parameter of two or more
+/// dimensions (float32 when it has none).
+pub fn matrix_dtype<M: Module>(module: &M) -> FloatDType {
+    let mut first = FirstMatrixDtype(None);
+    module.visit(&mut first);
+    first.0.unwrap_or(FloatDType::F32)
+}
+
+/// Records the dtype of the first matrix parameter visited.
+struct FirstMatrixDtype(Option<FloatDType>);
+
+impl ModuleVisitor for FirstMatrixDtype {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if D >= 2 && self.0.is_none() {
+            self.0 = Some(param.val().dtype().into());
+        }
+    }
+}
+
 /// Casts every matrix parameter (two or more dimensions) to `dtype`.
 pub(crate) struct MatrixCast {
     pub(crate) dtype: FloatDType,
@@ -120,6 +141,8 @@ impl ModuleMapper for MatrixCast {
             return param;
         }
         let dtype = self.dtype;
-        param.map(|tensor| tensor.cast(dtype))
+        // Detached: on an autodiff device the cast would otherwise be a non-leaf tensor, which
+        // cannot be a trained parameter.
+        param.map(|tensor| tensor.cast(dtype).detach())
     }
 }

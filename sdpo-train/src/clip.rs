@@ -3,7 +3,7 @@
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
-use burn::tensor::Tensor;
+use burn::tensor::{FloatDType, Tensor};
 
 struct SquaredNorm<'a> {
     grads: &'a GradientsParams,
@@ -13,7 +13,7 @@ struct SquaredNorm<'a> {
 impl ModuleVisitor for SquaredNorm<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         if let Some(grad) = self.grads.get::<D>(param.id) {
-            let sq = grad.square().sum();
+            let sq = squared_sum(grad);
             self.total = Some(match self.total.take() {
                 Some(t) => t + sq,
                 None => sq,
@@ -21,6 +21,37 @@ impl ModuleVisitor for SquaredNorm<'_> {
         }
     }
 }
+
+/// The sum of the squares of `grad`'s values, accumulated in float32 whatever its dtype (a
+/// bfloat16 gradient is widened a slice of rows at a time, so no float32 copy of a large one
+/// exists).
+fn squared_sum<const D: usize>(grad: Tensor<D>) -> Tensor<1> {
+    if FloatDType::from(grad.dtype()) == FloatDType::F32 {
+        return grad.square().sum();
+    }
+    let dims = grad.dims();
+    let rows = dims.first().copied().unwrap_or(1);
+    let row_len = dims.iter().skip(1).product::<usize>().max(1);
+    let slice_rows = (WIDENED_SLICE / row_len).clamp(1, rows.max(1));
+    let mut total: Option<Tensor<1>> = None;
+    for start in (0..rows).step_by(slice_rows) {
+        let len = slice_rows.min(rows - start);
+        let sq = grad
+            .clone()
+            .narrow(0, start, len)
+            .cast(FloatDType::F32)
+            .square()
+            .sum();
+        total = Some(match total {
+            Some(t) => t + sq,
+            None => sq,
+        });
+    }
+    total.unwrap_or_else(|| Tensor::zeros([1], &grad.device()))
+}
+
+/// Values of a low-precision gradient widened to float32 at once (16 MiB).
+const WIDENED_SLICE: usize = 1 << 22;
 
 struct Scale<'a> {
     grads: &'a mut GradientsParams,

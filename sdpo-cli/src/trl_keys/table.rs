@@ -89,8 +89,8 @@ const DPO_CONFIG: &[TrlKey] = &[
         Dpo,
         D,
         "null",
-        Refused(
-            "from_pretrained options do not apply; the reference's dtype is ref_dtype, mixed precision bf16/fp16",
+        Mapped(
+            "its dtype (torch_dtype) sets dtype, revision model_revision; attn_implementation and trust_remote_code as their own keys; other from_pretrained options are refused",
         ),
     ),
     k(

@@ -131,3 +131,41 @@ fn transformers_spellings_of_8bit_adamw_load_as_it_and_other_optimizers_are_refu
         .to_string();
     assert!(err.contains("optim") && err.contains("adamw_8bit"), "{err}");
 }
+
+#[test]
+fn model_init_kwargs_dtype_sets_dtype_and_other_options_are_refused_by_name() {
+    let prepare = |kwargs: Value, extra: &[(&str, Value)]| {
+        let mut input = serde_json::Map::new();
+        for (key, value) in extra {
+            input.insert(key.to_string(), value.clone());
+        }
+        input.insert("model_init_kwargs".into(), kwargs);
+        crate::trl_config::prepare(input)
+    };
+    for spelling in ["dtype", "torch_dtype"] {
+        let prepared = prepare(serde_json::json!({ spelling: "bfloat16" }), &[]).expect(spelling);
+        let config: sdpo_train::TrainConfig =
+            serde_json::from_value(Value::Object(prepared.map)).expect("a TrainConfig");
+        assert_eq!(config.dtype, sdpo_train::ModelDtype::Bfloat16, "{spelling}");
+    }
+    // A JSON object in a string, as a command-line flag gives it.
+    let prepared = prepare(Value::String(r#"{"dtype": "float16"}"#.into()), &[]).unwrap();
+    assert_eq!(prepared.map["dtype"], "float16");
+    // The same value given twice is fine, a contradiction is not.
+    prepare(
+        serde_json::json!({"dtype": "bfloat16"}),
+        &[("dtype", "bfloat16".into())],
+    )
+    .expect("the same dtype twice");
+    let err = prepare(
+        serde_json::json!({"dtype": "bfloat16"}),
+        &[("dtype", "float32".into())],
+    )
+    .expect_err("two dtypes")
+    .to_string();
+    assert!(err.contains("dtype") && err.contains("float32"), "{err}");
+    let err = prepare(serde_json::json!({"device_map": "auto"}), &[])
+        .expect_err("device_map")
+        .to_string();
+    assert!(err.contains("model_init_kwargs.device_map"), "{err}");
+}

@@ -5,9 +5,9 @@ use std::path::Path;
 
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
-use burn::tensor::Device;
+use burn::tensor::{Device, FloatDType};
 
-use sdpo_models::CausalLm;
+use sdpo_models::{CausalLm, matrix_dtype, store_matrices_as};
 
 use crate::error::TrainError;
 use crate::startup::model_error;
@@ -18,8 +18,9 @@ pub(crate) fn is_adapter_dir(dir: &Path) -> bool {
     dir.join(sdpo_models::lora::ADAPTER_CONFIG_FILE).is_file()
 }
 
-/// The policy saved in `dir` on `device`: a full model, or (when `dir` holds a PEFT adapter)
-/// the adapter loaded onto the base of `initial` (the run's base model, adapters removed).
+/// The policy saved in `dir` on `device`: a full model (its matrices held in the dtype
+/// `initial` holds its own in, `dtype`), or (when `dir` holds a PEFT adapter) the adapter
+/// loaded onto the base of `initial` (the run's base model, adapters removed).
 pub(crate) fn saved_policy(
     dir: &Path,
     initial: &CausalLm,
@@ -32,7 +33,11 @@ pub(crate) fn saved_policy(
             .map_err(model_error(dir))?;
         Ok(policy.fork(device))
     } else {
-        CausalLm::from_pretrained(dir, device).map_err(model_error(dir))
+        let model = CausalLm::from_pretrained(dir, device).map_err(model_error(dir))?;
+        Ok(match matrix_dtype(initial) {
+            FloatDType::F32 => model,
+            dtype => store_matrices_as(model, dtype),
+        })
     }
 }
 

@@ -45,9 +45,11 @@ impl RefDtype {
 /// default), `"bfloat16"`, `"float16"`, or `"auto"` (the checkpoint's own, from its
 /// `config.json`).
 ///
-/// With `use_peft` the frozen base (its embeddings, output head and float linear weights) is
-/// held in this dtype, the adapters in float32 (PEFT's `autocast_adapter_dtype`); without it the
-/// trained parameters stay float32 master weights (the products follow `bf16`/`fp16`).
+/// The model's matrices (embeddings, output head, float linear weights) are held in this dtype.
+/// With `use_peft` that is the frozen base, the adapters stay float32 (PEFT's
+/// `autocast_adapter_dtype`); without it the trained matrices, their gradients and their AdamW
+/// moments are in this dtype, as transformers trains a model loaded in it (norm weights and
+/// biases stay float32). A backend without the dtype trains float32 weights with a warning.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ModelDtype {

@@ -7,9 +7,21 @@
 //! `p ← p·(1 − lr·wd)`, `m ← β1·m + (1 − β1)·g`, `v ← β2·v + (1 − β2)·g²`,
 //! `p ← p − lr/(1 − β1ᵗ) · m / (√v/√(1 − β2ᵗ) + ε)`. The state is burn's [`AdamWState`], so
 //! checkpoints written with burn's AdamW resume with this one.
+//!
+//! A parameter held in bfloat16 or float16 (`dtype = "bfloat16"` without adapters) keeps its
+//! moments in its own dtype, as `torch.optim.AdamW` does for a model loaded in bfloat16, and is
+//! updated as PyTorch's fused CPU kernel (`adamw_torch_fused`, transformers' default) updates
+//! it: parameter, gradient and moments widened to float32, the whole update computed there
+//! (`m` by `lerp`), each rounded back once. The update runs over slices of
+//! [`LOW_PRECISION_SLICE`] values, so its float32 temporaries stay small whatever the
+//! parameter's size.
 
 use burn::optim::{AdamWState, AdaptiveMomentumState, LearningRate, Optimizer};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, FloatDType, Tensor};
+
+/// The values of a bfloat16/float16 parameter updated at once in float32 (16 MiB per
+/// temporary).
+pub const LOW_PRECISION_SLICE: usize = 1 << 22;
 
 /// AdamW for one parameter group.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -34,6 +46,9 @@ impl Optimizer for AdamW {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
+        if FloatDType::from(tensor.dtype()) != FloatDType::F32 {
+            return self.low_precision_step(lr, tensor, grad, state, LOW_PRECISION_SLICE);
+        }
         let (b1, b2) = (self.beta_1, self.beta_2);
         // `v` first: it needs the gradient once more, after which `g` is only `m`'s.
         let weighted_square = grad.clone().square().mul_scalar(1.0 - b2);
@@ -73,5 +88,122 @@ impl Optimizer for AdamW {
     fn to_device<const D: usize>(mut state: Self::State<D>, device: &Device) -> Self::State<D> {
         state.momentum = state.momentum.to_device(device);
         state
+    }
+}
+
+impl AdamW {
+    /// The update of a bfloat16/float16 parameter (see the module documentation), about
+    /// `slice_values` values at a time (whole rows). Moments of another dtype (a checkpoint
+    /// written where the parameter was float32) are converted.
+    fn low_precision_step<const D: usize>(
+        &self,
+        lr: LearningRate,
+        tensor: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<AdamWState<D>>,
+        slice_values: usize,
+    ) -> (Tensor<D>, Option<AdamWState<D>>) {
+        let dtype = FloatDType::from(tensor.dtype());
+        let (time, moments) = match state {
+            Some(AdamWState { momentum }) => (
+                momentum.time + 1,
+                Some((momentum.moment_1.cast(dtype), momentum.moment_2.cast(dtype))),
+            ),
+            None => (1, None),
+        };
+        let t = time as i32;
+        let (b1, b2) = (self.beta_1, self.beta_2);
+        let step_size = lr / (1.0 - b1.powi(t));
+        let bias_correction2_sqrt = (1.0 - b2.powi(t)).sqrt();
+        let decay = 1.0 - lr * self.weight_decay;
+        let dims = tensor.dims();
+        if tensor.shape().num_elements() == 0 {
+            let momentum = AdaptiveMomentumState::new(time, grad.zeros_like(), grad.zeros_like());
+            return (tensor, Some(AdamWState::new(momentum)));
+        }
+        let rows = dims.first().copied().unwrap_or(1).max(1);
+        let row_len = dims.iter().skip(1).product::<usize>().max(1);
+        let slice_rows = (slice_values / row_len).clamp(1, rows);
+        let wide = |t: Tensor<D>| t.cast(FloatDType::F32);
+        let (mut params, mut firsts, mut seconds) = (Vec::new(), Vec::new(), Vec::new());
+        for start in (0..rows).step_by(slice_rows) {
+            let len = slice_rows.min(rows - start);
+            let slice = |t: &Tensor<D>| wide(t.clone().narrow(0, start, len));
+            let (p, g) = (slice(&tensor), slice(&grad));
+            let (m, v) = match &moments {
+                Some((m, v)) => (slice(m), slice(v)),
+                None => (g.zeros_like(), g.zeros_like()),
+            };
+            let p = if self.weight_decay == 0.0 {
+                p
+            } else {
+                p.mul_scalar(decay)
+            };
+            // `exp_avg.lerp_(grad, 1 - β1)`: m + (1 - β1)·(g − m).
+            let m = m.clone().add(g.clone().sub(m).mul_scalar(1.0 - b1));
+            let v = v.mul_scalar(b2).add(g.square().mul_scalar(1.0 - b2));
+            let denominator = v
+                .clone()
+                .sqrt()
+                .div_scalar(bias_correction2_sqrt)
+                .add_scalar(self.epsilon);
+            let p = p.sub(m.clone().mul_scalar(step_size).div(denominator));
+            params.push(p.cast(dtype));
+            firsts.push(m.cast(dtype));
+            seconds.push(v.cast(dtype));
+        }
+        // The old parameter, gradient and moments go before the slices are joined.
+        drop((tensor, grad, moments));
+        let momentum =
+            AdaptiveMomentumState::new(time, Tensor::cat(firsts, 0), Tensor::cat(seconds, 0));
+        (Tensor::cat(params, 0), Some(AdamWState::new(momentum)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::TensorData;
+
+    fn values(tensor: Tensor<2>) -> Vec<f32> {
+        tensor
+            .cast(FloatDType::F32)
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_bfloat16_update_in_slices_equals_the_update_in_one() {
+        let device = Device::flex();
+        let optim = AdamW {
+            beta_1: 0.9,
+            beta_2: 0.999,
+            epsilon: 1e-8,
+            weight_decay: 0.1,
+        };
+        let matrix = |seed: f32| {
+            let values: Vec<f32> = (0..45).map(|i| ((i as f32 + seed) * 0.37).sin()).collect();
+            Tensor::<2>::from_data(TensorData::new(values, [9, 5]), &device).cast(FloatDType::BF16)
+        };
+        let run = |slice_values: usize| {
+            let (mut param, mut state) = (matrix(0.0), None);
+            for step in 0..3 {
+                let grad = matrix(step as f32 + 1.0);
+                let (p, s) = optim.low_precision_step(1e-2, param, grad, state, slice_values);
+                (param, state) = (p, s);
+            }
+            let momentum = state.expect("a state").momentum;
+            (
+                values(param),
+                values(momentum.moment_1),
+                values(momentum.moment_2),
+            )
+        };
+        // Two rows (10 values) per slice, the last slice a single row, against one slice.
+        let sliced = run(10);
+        assert_eq!(sliced, run(LOW_PRECISION_SLICE));
+        assert!(sliced.0.iter().all(|v| v.is_finite()));
     }
 }

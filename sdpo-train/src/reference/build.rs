@@ -22,7 +22,7 @@ use crate::config::TrainConfig;
 use crate::error::TrainError;
 use crate::observer::TrainObserver;
 use crate::precision::run_precision;
-use crate::startup::{RunData, load_initial_policy, model_error};
+use crate::startup::{RunData, base_storage, load_initial_policy, model_error};
 
 /// The reference side of the loss. With `reference_free` none is loaded or run; otherwise the
 /// model at `ref_model_name_or_path` or a frozen copy of `initial` (with `use_peft`: `initial`
@@ -99,13 +99,17 @@ pub(crate) fn computing_reference(
         }
         None => &config.model_name_or_path,
     };
+    let starting_weights_dtype = match config.ref_model_name_or_path {
+        Some(_) => None,
+        None => base_storage(config, device)?.0,
+    };
     let (precision, _) = run_precision(config, device);
     let model = StreamedLm::open(dir, device)
         .map_err(model_error(dir))?
         .with_matmul_precision(precision);
     data.check_model(model.model(), dir, config)?;
-    let storage = match config.ref_dtype {
-        Some(dtype) if !device.supports_dtype(dtype.dtype()) => {
+    let storage = match (config.ref_dtype, starting_weights_dtype) {
+        (Some(dtype), _) if !device.supports_dtype(dtype.dtype()) => {
             observer.on_message(&format!(
                 "warning: ref_dtype = \"{}\", but this backend cannot hold {} tensors: the \
                  reference stays float32",
@@ -114,11 +118,13 @@ pub(crate) fn computing_reference(
             ));
             WeightStorage::F32
         }
-        Some(dtype) => WeightStorage::Matrices(dtype.dtype()),
-        None if precision != MatmulPrecision::F32 && !config.use_peft => {
+        (Some(dtype), _) => WeightStorage::Matrices(dtype.dtype()),
+        // The policy's own starting weights, held as the policy holds them (`dtype`).
+        (None, Some(dtype)) => WeightStorage::Matrices(dtype),
+        (None, None) if precision != MatmulPrecision::F32 && !config.use_peft => {
             WeightStorage::ProductWeights(precision.dtype())
         }
-        None => WeightStorage::F32,
+        (None, None) => WeightStorage::F32,
     };
     observer.on_message(&format!(
         "streaming the reference `{}` one layer at a time ({} layers) to compute its log-probs",
@@ -181,8 +187,8 @@ pub(crate) fn reference_model(
 
 /// The `reference` part of the cache key of `config`'s reference: its weight files, or the
 /// policy's config and seed when it is a randomly initialised copy of the policy.
-/// A reference that is the policy's 4-bit base adds its quantization settings, one that is a
-/// LoRA base held in a lower `dtype` that dtype.
+/// A reference that is the policy's 4-bit base adds its quantization settings, one held in a
+/// lower `dtype` (a LoRA base, or the starting weights of full fine-tuning) that dtype.
 pub(crate) fn reference_identity_of(config: &TrainConfig) -> Result<String, TrainError> {
     match &config.ref_model_name_or_path {
         Some(dir) => reference_identity(dir, None),
@@ -201,10 +207,11 @@ pub(crate) fn reference_identity_of(config: &TrainConfig) -> Result<String, Trai
                 ),
                 None => files,
             };
-            // A LoRA base held in a lower dtype is a reference with rounded weights.
+            // A base (LoRA) or starting policy (full fine-tuning) held in a lower dtype is a
+            // reference with rounded weights.
             Ok(match config.dtype.resolve(dir)? {
-                Some(dtype) if config.use_peft => format!("{files};dtype={dtype:?}"),
-                _ => files,
+                Some(dtype) => format!("{files};dtype={dtype:?}"),
+                None => files,
             })
         }
     }

@@ -98,9 +98,13 @@ pub(crate) fn load_initial_policy(
     })
 }
 
-/// The dtype the frozen base of a `use_peft` run is held in (`dtype`; `None` = float32), and
-/// a warning when `dtype` asks full fine-tuning for a lower one (the trained weights stay
-/// float32 master weights). A backend that cannot store the dtype is an error naming `dtype`.
+/// The dtype the policy's matrices (linear weights, embeddings, the output head) are held in
+/// (`dtype`; `None` = float32), and a warning when the backend cannot hold it. With `use_peft`
+/// that is the frozen base (the adapters stay float32, PEFT's `autocast_adapter_dtype`), and a
+/// backend without the dtype is an error naming `dtype` (the reference cache is keyed by the
+/// base's dtype). Without it, the trained matrices themselves, their gradients and their AdamW
+/// moments are in `dtype`, as transformers trains a model loaded in it; a backend without the
+/// dtype trains float32 weights instead, with the warning.
 pub(crate) fn base_storage(
     config: &TrainConfig,
     device: &Device,
@@ -113,15 +117,16 @@ pub(crate) fn base_storage(
     } else {
         "float16"
     };
-    if !config.use_peft {
+    if device.supports_dtype(dtype) {
+        Ok((Some(dtype), None))
+    } else if !config.use_peft {
         let warning = format!(
-            "warning: dtype = \"{}\" ({name}): full fine-tuning keeps the trained weights in \
-             float32 (master weights); bf16/fp16 set the products' precision and ref_dtype the \
-             reference's storage",
+            "warning: dtype = \"{}\" ({name}): this backend cannot hold {name} tensors; the \
+             trained weights, their gradients and the optimizer state stay float32",
             config.dtype.as_str()
         );
         Ok((None, Some(warning)))
-    } else if !device.supports_dtype(dtype) {
+    } else {
         // An error, not a float32 fallback: the reference cache is keyed by the base's dtype.
         Err(TrainError::Config {
             key: "dtype".into(),
@@ -131,8 +136,6 @@ pub(crate) fn base_storage(
                 config.dtype.as_str()
             ),
         })
-    } else {
-        Ok((Some(dtype), None))
     }
 }
 

@@ -4,6 +4,18 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod trl_run;
+
+/// Collects the trainer's messages (`TrainObserver::on_message`).
+#[derive(Default)]
+pub struct Messages(pub Vec<String>);
+
+impl sdpo_train::TrainObserver for Messages {
+    fn on_message(&mut self, message: &str) {
+        self.0.push(message.to_string());
+    }
+}
+
 use sdpo_train::TrainConfig;
 
 /// The SmolLM2 tokenizer fixture directory.
@@ -262,17 +274,13 @@ pub fn fixture_path(fixture: &serde_json::Value, key: &str) -> PathBuf {
 }
 
 /// The configuration of a run of TRL's `DPOTrainer` recorded in a fixture (fixtures/README.md
-/// sections 11 and 13): every setting read from its `config` by TRL's names (`optim`,
-/// `label_smoothing` and `precompute_ref_log_probs` where it has them), the model, tokenizer
+/// sections 11, 13 and 14): every setting read from its `config` by TRL's names (`optim`,
+/// `label_smoothing` and `precompute_ref_log_probs` where it has them, `bf16`), the dtype the
+/// model was loaded in (`model_dtype`, when given), the model, tokenizer
 /// and pairs from `policy_model`, `tokenizer_dir` and `train_file`; no evaluation, no saving.
 pub fn trl_fixture_config(fixture: &serde_json::Value, output_dir: &Path) -> TrainConfig {
     let c = &fixture["config"];
     assert_eq!(c["loss_type"], serde_json::json!(["sigmoid"]));
-    assert_eq!(
-        c["bf16"],
-        serde_json::Value::Bool(false),
-        "the goldens are float32"
-    );
     let mut config = TrainConfig {
         output_dir: output_dir.to_path_buf(),
         model_name_or_path: fixture_path(fixture, "policy_model"),
@@ -300,9 +308,12 @@ pub fn trl_fixture_config(fixture: &serde_json::Value, output_dir: &Path) -> Tra
         seed: c["seed"].as_u64().expect("seed"),
         logging_steps: usize_of(&c["logging_steps"], "logging_steps").into(),
         save_steps: 0.into(),
-        bf16: false,
+        bf16: c["bf16"].as_bool().expect("bf16"),
         ..TrainConfig::default()
     };
+    if let Some(dtype) = fixture.get("model_dtype") {
+        config.dtype = serde_json::from_value(dtype.clone()).expect("model_dtype");
+    }
     if let Some(optim) = c.get("optim") {
         config.optim = serde_json::from_value(optim.clone()).expect("optim");
     }
