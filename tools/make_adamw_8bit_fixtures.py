@@ -27,10 +27,7 @@ from pathlib import Path
 
 import bitsandbytes as bnb
 import numpy as np
-import safetensors
 import torch
-import transformers
-import trl
 from safetensors.torch import save_file
 
 import trl_golden_run
@@ -40,15 +37,7 @@ FIXTURES = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "fixtures"
 OUT = FIXTURES / "adamw_8bit"
 POLICY = trl_golden_run.POLICY
 
-VERSIONS = {
-    "torch": torch.__version__,
-    "bitsandbytes": bnb.__version__,
-    "transformers": transformers.__version__,
-    "trl": trl.__version__,
-    "safetensors": safetensors.__version__,
-    "numpy": np.__version__,
-    "python": sys.version.split()[0],
-}
+VERSIONS = trl_golden_run.versions(bitsandbytes=bnb.__version__)
 
 # ---------------------------------------------------------------------------------------------
 # 1. The optimizer alone.

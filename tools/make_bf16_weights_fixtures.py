@@ -22,11 +22,7 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-import safetensors
 import torch
-import transformers
-import trl
 from safetensors.torch import save_file
 
 import trl_golden_run
@@ -36,14 +32,7 @@ FIXTURES = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "fixtures"
 OUT = FIXTURES / "bf16_weights"
 POLICY = trl_golden_run.POLICY
 
-VERSIONS = {
-    "torch": torch.__version__,
-    "transformers": transformers.__version__,
-    "trl": trl.__version__,
-    "safetensors": safetensors.__version__,
-    "numpy": np.__version__,
-    "python": sys.version.split()[0],
-}
+VERSIONS = trl_golden_run.versions()
 
 # ---------------------------------------------------------------------------------------------
 # 1. The optimizer alone.

@@ -8,14 +8,32 @@ through their .sh scripts, which make the pinned venv of tools/trl-venv.sh).
 """
 
 import json
+import sys
 import tempfile
 
+import numpy as np
+import safetensors
 import torch
+import transformers
+import trl
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import DPOConfig, DPOTrainer
 
 POLICY = "models/llama"  # relative to the fixtures folder
+
+# The versions a golden records (`versions`): torch's first, then `extra` (e.g. bitsandbytes).
+def versions(**extra):
+    return {
+        "torch": torch.__version__,
+        **extra,
+        "transformers": transformers.__version__,
+        "trl": trl.__version__,
+        "safetensors": safetensors.__version__,
+        "numpy": np.__version__,
+        "python": sys.version.split()[0],
+    }
+
 
 # The settings both goldens share; each adds `weight_decay`, `bf16` and `optim`.
 BASE_CONFIG = {

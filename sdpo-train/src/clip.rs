@@ -5,6 +5,8 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{FloatDType, Tensor};
 
+use crate::precision::{WIDENED_SLICE, row_slices};
+
 struct SquaredNorm<'a> {
     grads: &'a GradientsParams,
     total: Option<Tensor<1>>,
@@ -29,13 +31,8 @@ fn squared_sum<const D: usize>(grad: Tensor<D>) -> Tensor<1> {
     if FloatDType::from(grad.dtype()) == FloatDType::F32 {
         return grad.square().sum();
     }
-    let dims = grad.dims();
-    let rows = dims.first().copied().unwrap_or(1);
-    let row_len = dims.iter().skip(1).product::<usize>().max(1);
-    let slice_rows = (WIDENED_SLICE / row_len).clamp(1, rows.max(1));
     let mut total: Option<Tensor<1>> = None;
-    for start in (0..rows).step_by(slice_rows) {
-        let len = slice_rows.min(rows - start);
+    for (start, len) in row_slices(&grad.dims(), WIDENED_SLICE) {
         let sq = grad
             .clone()
             .narrow(0, start, len)
@@ -49,9 +46,6 @@ fn squared_sum<const D: usize>(grad: Tensor<D>) -> Tensor<1> {
     }
     total.unwrap_or_else(|| Tensor::zeros([1], &grad.device()))
 }
-
-/// Values of a low-precision gradient widened to float32 at once (16 MiB).
-const WIDENED_SLICE: usize = 1 << 22;
 
 struct Scale<'a> {
     grads: &'a mut GradientsParams,

@@ -5,6 +5,9 @@
 //! the low-precision dtype, everything else in float32 ([`MatmulPrecision`]). A backend that
 //! only stores the dtype and converts it to float32 for every product (flex) would run slower
 //! and round more for nothing, so there the run says so and trains in float32.
+//!
+//! [`row_slices`] is how low-precision parameters and gradients are widened to float32 (the
+//! AdamW update, the gradient norm): a few rows at a time, never the whole tensor.
 
 use burn::tensor::{Device, FloatDType};
 use sdpo_models::MatmulPrecision;
@@ -149,5 +152,38 @@ mod tests {
         assert!(!gradients_overflowed(&step(3.0, 0.7)));
         // A non-finite loss is divergence, not overflow: the step is refused, not skipped.
         assert!(!gradients_overflowed(&step(f64::NAN, f64::NAN)));
+    }
+}
+
+/// The values of a bfloat16/float16 tensor widened to float32 at once (16 MiB per temporary).
+pub const WIDENED_SLICE: usize = 1 << 22;
+
+/// `(start, len)` ranges along the first dimension of a tensor of shape `dims`, each of
+/// whole rows and about `values` values (at least one row); none for an empty tensor.
+pub fn row_slices(dims: &[usize], values: usize) -> impl Iterator<Item = (usize, usize)> {
+    let rows = dims.first().copied().unwrap_or(1);
+    let rows = if dims.contains(&0) { 0 } else { rows };
+    let row_len = dims.iter().skip(1).product::<usize>().max(1);
+    let per_slice = (values / row_len).max(1);
+    (0..rows)
+        .step_by(per_slice)
+        .map(move |start| (start, per_slice.min(rows - start)))
+}
+
+#[cfg(test)]
+mod slice_tests {
+    use super::row_slices;
+
+    #[test]
+    fn row_slices_cover_every_row_once() {
+        let slices: Vec<_> = row_slices(&[9, 5], 10).collect();
+        assert_eq!(slices, [(0, 2), (2, 2), (4, 2), (6, 2), (8, 1)]);
+        assert_eq!(
+            row_slices(&[3, 100], 10).collect::<Vec<_>>(),
+            [(0, 1), (1, 1), (2, 1)]
+        );
+        assert_eq!(row_slices(&[37], 1 << 22).collect::<Vec<_>>(), [(0, 37)]);
+        assert_eq!(row_slices(&[0, 4], 10).count(), 0);
+        assert_eq!(row_slices(&[4, 0], 10).count(), 0);
     }
 }

@@ -13,15 +13,13 @@
 //! updated as PyTorch's fused CPU kernel (`adamw_torch_fused`, transformers' default) updates
 //! it: parameter, gradient and moments widened to float32, the whole update computed there
 //! (`m` by `lerp`), each rounded back once. The update runs over slices of
-//! [`LOW_PRECISION_SLICE`] values, so its float32 temporaries stay small whatever the
-//! parameter's size.
+//! [`WIDENED_SLICE`] values, so its float32 temporaries stay small whatever the parameter's
+//! size.
 
 use burn::optim::{AdamWState, AdaptiveMomentumState, LearningRate, Optimizer};
 use burn::tensor::{Device, FloatDType, Tensor};
 
-/// The values of a bfloat16/float16 parameter updated at once in float32 (16 MiB per
-/// temporary).
-pub const LOW_PRECISION_SLICE: usize = 1 << 22;
+use crate::precision::{WIDENED_SLICE, row_slices};
 
 /// AdamW for one parameter group.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -47,7 +45,7 @@ impl Optimizer for AdamW {
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
         if FloatDType::from(tensor.dtype()) != FloatDType::F32 {
-            return self.low_precision_step(lr, tensor, grad, state, LOW_PRECISION_SLICE);
+            return self.low_precision_step(lr, tensor, grad, state, WIDENED_SLICE);
         }
         let (b1, b2) = (self.beta_1, self.beta_2);
         // `v` first: it needs the gradient once more, after which `g` is only `m`'s.
@@ -116,18 +114,13 @@ impl AdamW {
         let step_size = lr / (1.0 - b1.powi(t));
         let bias_correction2_sqrt = (1.0 - b2.powi(t)).sqrt();
         let decay = 1.0 - lr * self.weight_decay;
-        let dims = tensor.dims();
         if tensor.shape().num_elements() == 0 {
             let momentum = AdaptiveMomentumState::new(time, grad.zeros_like(), grad.zeros_like());
             return (tensor, Some(AdamWState::new(momentum)));
         }
-        let rows = dims.first().copied().unwrap_or(1).max(1);
-        let row_len = dims.iter().skip(1).product::<usize>().max(1);
-        let slice_rows = (slice_values / row_len).clamp(1, rows);
         let wide = |t: Tensor<D>| t.cast(FloatDType::F32);
         let (mut params, mut firsts, mut seconds) = (Vec::new(), Vec::new(), Vec::new());
-        for start in (0..rows).step_by(slice_rows) {
-            let len = slice_rows.min(rows - start);
+        for (start, len) in row_slices(&tensor.dims(), slice_values) {
             let slice = |t: &Tensor<D>| wide(t.clone().narrow(0, start, len));
             let (p, g) = (slice(&tensor), slice(&grad));
             let (m, v) = match &moments {
@@ -203,7 +196,7 @@ mod tests {
         };
         // Two rows (10 values) per slice, the last slice a single row, against one slice.
         let sliced = run(10);
-        assert_eq!(sliced, run(LOW_PRECISION_SLICE));
+        assert_eq!(sliced, run(WIDENED_SLICE));
         assert!(sliced.0.iter().all(|v| v.is_finite()));
     }
 }
