@@ -70,7 +70,7 @@ pub use families::parts::{GatedMlp, SelfAttention};
 pub use families::phi3::{Phi3Attention, Phi3DecoderLayer, Phi3ForCausalLm, Phi3Mlp};
 pub use families::supported_model_types;
 pub use hf_config::{HfConfig, HfRopeParameters};
-pub use output::CausalLmOutput;
+pub use output::{CausalLmOutput, HeadGradients};
 pub use precision::{MatmulPrecision, matrix_dtype, store_matrices_as, store_product_weights_as};
 pub use rope::{RopeTables, inverse_frequencies, rope_frequencies};
 pub use stack::{AttentionInputs, PackedRows, StackContext};

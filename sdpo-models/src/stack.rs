@@ -41,6 +41,7 @@ use crate::attention::fused::{self, FusedAttention};
 use crate::attention::mask::{block_blocked, first_visible_key};
 use crate::causal_lm::CausalLm;
 use crate::config::{LayerAttention, LayerRope};
+use crate::output::HeadGradients;
 use crate::rope::RopeTables;
 
 /// Rows that pack a shared prefix and branches continuing it: for a preference pair, the prompt
@@ -455,7 +456,24 @@ impl CausalLm {
     /// # Shapes
     /// - `x`: `[rows, n, hidden]`; output `[rows, n, vocab]`
     pub fn lm_head(&self, x: Tensor<3>) -> Tensor<3> {
-        self.decoder().lm_head(x)
+        self.decoder().output_head().logits(x)
+    }
+
+    /// The output head's backward for the positions `x` (final-norm outputs, untracked) without
+    /// autodiff: `seed` receives their logits (the bits [`CausalLm::lm_head`] gives) and
+    /// returns the gradient of the loss with respect to them; the result holds the gradient of
+    /// `x` and, for a trained head (or tied embedding), of its parameters. Nothing of the
+    /// product is kept for a backward, so a head stored in a lower dtype than its product is
+    /// never widened whole (the memory-bounded engine's head pass).
+    ///
+    /// # Shapes
+    /// - `x`: `[n, hidden]`; `seed`: `[n, vocab]` → `[n, vocab]`
+    pub fn lm_head_backward(
+        &self,
+        x: Tensor<2>,
+        seed: impl FnOnce(Tensor<2>) -> Tensor<2>,
+    ) -> HeadGradients {
+        self.decoder().output_head().backward(x, seed)
     }
 }
 

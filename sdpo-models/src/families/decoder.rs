@@ -12,7 +12,7 @@ use crate::config::ModelConfig;
 use crate::init::Init;
 use crate::lora::AttachedAdapter;
 use crate::lora::linear::Adaptable;
-use crate::output::{embed, head_logits};
+use crate::output::{OutputHead, embed};
 use crate::precision::store_matrices_as;
 use crate::rope::RopeTables;
 use crate::stack::AttentionInputs;
@@ -66,11 +66,6 @@ pub(crate) fn new_decoder_lm<L: DecoderLayer>(c: &ModelConfig, init: &mut Init) 
     }
 }
 
-/// `cap · tanh(x / cap)`.
-pub(crate) fn soft_cap<const D: usize>(x: Tensor<D>, cap: f64) -> Tensor<D> {
-    (x / cap).tanh() * cap
-}
-
 impl<L: DecoderLayer> Decoder for DecoderLm<L> {
     fn config(&self) -> &ModelConfig {
         &self.config
@@ -118,16 +113,12 @@ impl<L: DecoderLayer> Decoder for DecoderLm<L> {
         rms_norm(&self.model.norm, x, self.config.norm_weight_offset)
     }
 
-    fn lm_head(&self, x: Tensor<3>) -> Tensor<3> {
-        let logits = head_logits(
-            x,
-            self.lm_head.as_ref(),
-            &self.model.embed_tokens,
-            self.config.matmul_precision,
-        );
-        match self.config.final_logit_softcap {
-            Some(cap) => soft_cap(logits, cap),
-            None => logits,
+    fn output_head(&self) -> OutputHead<'_> {
+        OutputHead {
+            head: self.lm_head.as_ref(),
+            embedding: &self.model.embed_tokens,
+            precision: self.config.matmul_precision,
+            soft_cap: self.config.final_logit_softcap,
         }
     }
 

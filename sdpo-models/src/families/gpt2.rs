@@ -22,7 +22,7 @@ use crate::hf_config::HfConfig;
 use crate::init::Init;
 use crate::lora::linear::{Adaptable, adapted_forward, empty_weight};
 use crate::lora::{AttachedAdapter, LoraBranch, TrainedCopy};
-use crate::output::{embed, head_logits};
+use crate::output::{OutputHead, embed};
 use crate::precision::{MatmulPrecision, store_matrices_as};
 use crate::quant::Quantized4bit;
 use crate::rope::RopeTables;
@@ -293,13 +293,13 @@ impl Decoder for Gpt2LmHeadModel {
         layer_norm(&self.transformer.ln_f, x, self.config.norm_eps)
     }
 
-    fn lm_head(&self, x: Tensor<3>) -> Tensor<3> {
-        head_logits(
-            x,
-            self.lm_head.as_ref(),
-            &self.transformer.wte,
-            self.config.matmul_precision,
-        )
+    fn output_head(&self) -> OutputHead<'_> {
+        OutputHead {
+            head: self.lm_head.as_ref(),
+            embedding: &self.transformer.wte,
+            precision: self.config.matmul_precision,
+            soft_cap: None,
+        }
     }
 
     fn linear_layers(&self) -> Vec<(String, &dyn Adaptable)> {

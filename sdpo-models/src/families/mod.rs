@@ -20,6 +20,7 @@ use crate::hf_config::HfConfig;
 use crate::init::Init;
 use crate::lora::AttachedAdapter;
 use crate::lora::linear::Adaptable;
+use crate::output::OutputHead;
 use crate::rope::RopeTables;
 use crate::stack::AttentionInputs;
 
@@ -114,9 +115,9 @@ pub(crate) trait Decoder {
     fn after_attention(&self, layer: usize, x: Tensor<3>, attention: Tensor<3>) -> Tensor<3>;
     /// The final norm.
     fn final_norm(&self, x: Tensor<3>) -> Tensor<3>;
-    /// Logits from final-norm outputs (output head or tied embedding, soft-capped if so
-    /// configured).
-    fn lm_head(&self, x: Tensor<3>) -> Tensor<3>;
+    /// The output head (an untied head or the tied embedding, the product's precision, the
+    /// logit soft-cap), whose logits and backward every path shares.
+    fn output_head(&self) -> OutputHead<'_>;
     /// Every LoRA-capable linear layer with its full Hugging Face module name, in model order.
     fn linear_layers(&self) -> Vec<(String, &dyn Adaptable)>;
     /// [`Decoder::linear_layers`], mutable.

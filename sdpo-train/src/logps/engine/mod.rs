@@ -17,8 +17,9 @@
 //!    `[chunk, vocab]` logits exist at a time.
 //! 2. **The loss** on those log-probs as autodiff leaves, by the caller's closure; its backward
 //!    gives `dL/dlogp`.
-//! 3. **Head**: per chunk, the logits recomputed under autodiff from the saved final-norm
-//!    output and seeded with `dL/dlogp · (onehot(label) - softmax)`: the head's weight gradient
+//! 3. **Head**: per chunk, the logits recomputed from the saved final-norm output and the head's
+//!    backward for the seed `dL/dlogp · (onehot(label) - softmax)`, with plain products
+//!    ([`CausalLm::lm_head_backward`]: nothing kept for autodiff): the head's weight gradient
 //!    and `dL/dh`; then the final norm recomputed from the last layer's output: its gradient
 //!    and the gradient of the last layer's output.
 //! 4. **Layers, top down**: layer `i` recomputed from its saved input in three tracked pieces
@@ -47,7 +48,7 @@ mod budget;
 mod forward;
 mod streamed;
 
-use burn::module::Module;
+use burn::module::{Module, ParamId};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{Gradients, IndexingUpdateOp, Tensor};
 
@@ -77,7 +78,26 @@ struct Collector<'a> {
 
 impl Collector<'_> {
     fn add(&mut self, grads: Gradients) {
-        let params = GradientsParams::from_grads(grads, self.policy);
+        self.accumulate(GradientsParams::from_grads(grads, self.policy));
+    }
+
+    /// The output head's parameter gradients from its backward without autodiff.
+    fn add_head(
+        &mut self,
+        weight: Option<(ParamId, Tensor<2>)>,
+        bias: Option<(ParamId, Tensor<1>)>,
+    ) {
+        let mut params = GradientsParams::new();
+        if let Some((id, grad)) = weight {
+            params.register(id, grad);
+        }
+        if let Some((id, grad)) = bias {
+            params.register(id, grad);
+        }
+        self.accumulate(params);
+    }
+
+    fn accumulate(&mut self, params: GradientsParams) {
         if !params.is_empty() {
             self.accumulator.accumulate(self.policy, params);
         }
@@ -162,31 +182,29 @@ pub fn policy_step<M>(
     for (s, e) in positions.chunks(chunk) {
         let n = e - s;
         let source = ints1(&positions.source[s..e], &device);
-        let h = leaf(forward.normed.clone().select(0, source.clone()), tracking);
-        let logits = policy
-            .lm_head(h.clone().reshape([1, n, hidden]))
-            .reshape([n, vocab]);
-        // d log p(label) / d logits = onehot(label) - softmax(logits), so the gradient of the
-        // logits is dL/dlogp · (onehot - p), built untracked and fed to the head's backward.
+        let h = forward.normed.clone().select(0, source.clone());
         let g = dlogp_flat.clone().narrow(0, s, n);
-        // Softmax from primitives: flex's fused softmax kernel over [682, 49152] chunks put
-        // SmolLM2's layer-0 gradient norms 0.3 % off transformers' (the 1024-token oracle).
-        let values = logits.clone().without_autodiff();
-        let shifted = (values.clone() - values.max_dim(1)).exp();
-        let probs = shifted.clone() / shifted.sum_dim(1);
         let at_labels: Vec<i64> = positions.labels[s..e]
             .iter()
             .enumerate()
             .map(|(i, &label)| i as i64 * vocab as i64 + label)
             .collect();
-        let dlogits = (probs * g.clone().neg().reshape([n, 1]))
-            .reshape([n * vocab])
-            .select_assign(0, ints1(&at_labels, &device), g, IndexingUpdateOp::Add)
-            .reshape([n, vocab]);
-        let grads = (logits * leaf_constant(dlogits, tracking)).sum().backward();
-        let dh = grad_or_zeros(&h, &grads);
-        collector.add(grads);
-        dnormed = dnormed.select_assign(0, source, dh, IndexingUpdateOp::Add);
+        // d log p(label) / d logits = onehot(label) - softmax(logits), so the gradient of the
+        // logits is dL/dlogp · (onehot - p); the head's backward runs without autodiff, which
+        // would keep the product's operands (a widened copy of a bfloat16 head).
+        let head = policy.lm_head_backward(h, |logits| {
+            // Softmax from primitives: flex's fused softmax kernel over [682, 49152] chunks
+            // put SmolLM2's layer-0 gradient norms 0.3 % off transformers' (the 1024-token
+            // oracle).
+            let shifted = (logits.clone() - logits.max_dim(1)).exp();
+            let probs = shifted.clone() / shifted.sum_dim(1);
+            (probs * g.clone().neg().reshape([n, 1]))
+                .reshape([n * vocab])
+                .select_assign(0, ints1(&at_labels, &device), g, IndexingUpdateOp::Add)
+                .reshape([n, vocab])
+        });
+        collector.add_head(head.weight, head.bias);
+        dnormed = dnormed.select_assign(0, source, head.input, IndexingUpdateOp::Add);
     }
     let Forward {
         mut layer_inputs, ..
