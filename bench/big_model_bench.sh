@@ -12,6 +12,8 @@
 #   MODE=full: full fine-tuning with AdamW (`adamw_torch`), the reference a float32 copy
 #   MODE=full_8bit: full fine-tuning with bitsandbytes' 8-bit AdamW (`adamw_8bit`) on both sides
 #   STEPS=2 SEQ=512 WORK=/tmp/sdpo-big-bench SDPO=... TRL_VENV=... (no TRL side when unset)
+#   (measure flex rows with the default release build, `cargo build --release -p sdpo-cli`: a
+#   binary linked with LibTorch, `--features tch`, holds ~490 MB more from its start)
 #   DTYPE=float32|bfloat16: sdpo-rs' `dtype` (with adapters, bfloat16 holds the frozen base in
 #   bfloat16; TRL's side keeps it float32, as PEFT's prepare_model_for_kbit_training does;
 #   without adapters (MODE=full, full_8bit) the trained weights, gradients and AdamW states are
