@@ -44,6 +44,7 @@ mod families;
 pub mod grad;
 mod hf_config;
 mod init;
+pub mod libtorch;
 pub mod lora;
 mod output;
 mod precision;

@@ -73,22 +73,40 @@ impl MatmulPrecision {
     /// `x · w + b` (`w` stored `[in, out]`, as burn's `linear`) with the product in this
     /// precision and the bias added in float32.
     pub fn linear(self, x: Tensor<3>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<3> {
-        match self {
-            Self::F32 => linear(
+        let on_libtorch = crate::libtorch::holds(&x);
+        if self == Self::F32 && !on_libtorch {
+            // burn's own linear layer: bit for bit the plain float32 forward.
+            return linear(
                 x,
                 weight.cast(FloatDType::F32),
                 bias.map(|b| b.cast(FloatDType::F32)),
-            ),
-            _ => {
-                let dtype = self.dtype();
-                let out = linear(x.cast(dtype), weight.cast(dtype), None).cast(FloatDType::F32);
-                match bias {
-                    Some(b) => out + b.cast(FloatDType::F32).unsqueeze::<3>(),
-                    None => out,
-                }
-            }
+            );
+        }
+        let dtype = self.dtype();
+        let (x, weight) = (x.cast(dtype), weight.cast(dtype));
+        let out = if on_libtorch {
+            merged_rows_product(x, weight)
+        } else {
+            linear(x, weight, None)
+        }
+        .cast(FloatDType::F32);
+        match bias {
+            Some(b) => out + b.cast(FloatDType::F32).unsqueeze::<3>(),
+            None => out,
         }
     }
+}
+
+/// `x · w` as one `[rows·T, in] · [in, out]` product, as `torch.nn.functional.linear` runs it.
+/// burn's `linear` multiplies `[rows, T, in]` by the weight broadcast to `[1, in, out]`, which
+/// LibTorch's batched product materialises, a copy of the weight per row: a bfloat16
+/// `[4, 512, 896] · [896, 4864]` took 31 ms that way and 19 ms merged on this CPU.
+fn merged_rows_product(x: Tensor<3>, weight: Tensor<2>) -> Tensor<3> {
+    let [rows, seq, d_in] = x.dims();
+    let [_, d_out] = weight.dims();
+    x.reshape([rows * seq, d_in])
+        .matmul(weight)
+        .reshape([rows, seq, d_out])
 }
 
 /// Keeps every matrix parameter (linear weights, embeddings; two or more dimensions) in `dtype`

@@ -24,6 +24,7 @@ use common::{
     without_timing,
 };
 use safetensors::Dtype;
+use sdpo_models::libtorch::LowPrecisionAdamW;
 use sdpo_testkit::{Tolerance, assert_close};
 use sdpo_train::optimizer::AdamW;
 use sdpo_train::{ModelDtype, Optimizer, SilentObserver, Start, Trainer};
@@ -157,6 +158,85 @@ fn fused_adamw_steps_bfloat16_parameters_as_torch() {
             }
         }
         println!("{}: every step of every parameter equals torch's", dev.name);
+    }
+}
+
+/// The update never writes into memory another handle holds: a parameter shared with a live
+/// reference (the initial policy's weights are) keeps its values in the other handle; and on
+/// LibTorch, whose bfloat16 update runs in place over slices, any slice size gives the same
+/// bits as one slice.
+#[test]
+fn a_bfloat16_update_leaves_shared_memory_alone_and_any_slicing_agrees() {
+    let optim = AdamW {
+        beta_1: 0.9,
+        beta_2: 0.999,
+        epsilon: 1e-8,
+        weight_decay: 0.1,
+    };
+    let wave = |seed: f32| -> Vec<f32> {
+        (0..4 * 37)
+            .map(|i| ((i as f32 + seed) * 0.37).sin())
+            .collect()
+    };
+    for dev in bf16_devices() {
+        let param = bf16_tensor(wave(0.0), [4, 37], &dev.device);
+        let shared = param.clone();
+        let before = values(shared.clone());
+        let mut state: Option<AdamWState<2>> = None;
+        let mut current = param;
+        for step in 1..=3 {
+            let grad = bf16_tensor(wave(step as f32), [4, 37], &dev.device);
+            let (p, s) = optim.step(1e-2, current, grad, state);
+            (current, state) = (p, s);
+        }
+        assert_ne!(
+            values(current),
+            before,
+            "[{}] the parameter moved",
+            dev.name
+        );
+        assert_eq!(
+            values(shared),
+            before,
+            "[{}] the shared handle kept its values",
+            dev.name
+        );
+
+        let update = LowPrecisionAdamW {
+            beta_1: 0.9,
+            beta_2: 0.999,
+            epsilon: 1e-8,
+            step_size: 1e-2 / 0.1,
+            bias_correction2_sqrt: 0.001f64.sqrt(),
+            decay: Some(1.0 - 1e-3),
+        };
+        let run = |slice: usize| {
+            let param = bf16_tensor(wave(0.0), [4, 37], &dev.device);
+            let grad = bf16_tensor(wave(1.0), [4, 37], &dev.device);
+            let moments = Some((
+                bf16_tensor(wave(2.0), [4, 37], &dev.device),
+                bf16_tensor(
+                    wave(3.0).iter().map(|v| v * v).collect(),
+                    [4, 37],
+                    &dev.device,
+                ),
+            ));
+            update
+                .update_in_place(param, grad, moments, slice)
+                .ok()
+                .map(|(p, m, v)| (values(p), values(m), values(v)))
+        };
+        match (run(7), run(1 << 20)) {
+            (Some(sliced), Some(whole)) => {
+                assert_eq!(sliced, whole, "[{}] slices of 7 against one", dev.name);
+                assert!(sliced.0.iter().all(|v| v.is_finite()));
+            }
+            (None, None) => assert_ne!(dev.name, "tch", "LibTorch runs the in-place update"),
+            _ => panic!(
+                "[{}] the in-place update ran for one slicing only",
+                dev.name
+            ),
+        }
     }
 }
 

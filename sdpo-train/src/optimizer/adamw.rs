@@ -19,7 +19,13 @@
 use burn::optim::{AdamWState, AdaptiveMomentumState, LearningRate, Optimizer};
 use burn::tensor::{Device, FloatDType, Tensor};
 
+use sdpo_models::libtorch::LowPrecisionAdamW;
+
 use crate::precision::{WIDENED_SLICE, row_slices};
+
+/// Values per slice of LibTorch's in-place bfloat16 update: six float32 slices of 1 MiB each
+/// stay in the CPU's caches.
+const LIBTORCH_SLICE: usize = 1 << 18;
 
 /// AdamW for one parameter group.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -118,6 +124,23 @@ impl AdamW {
             let momentum = AdaptiveMomentumState::new(time, grad.zeros_like(), grad.zeros_like());
             return (tensor, Some(AdamWState::new(momentum)));
         }
+        // On LibTorch: the same update with its in-place operators, in the tensors' own memory.
+        let update = LowPrecisionAdamW {
+            beta_1: b1,
+            beta_2: b2,
+            epsilon: self.epsilon,
+            step_size,
+            bias_correction2_sqrt,
+            decay: (self.weight_decay != 0.0).then_some(decay),
+        };
+        let (tensor, grad, moments) =
+            match update.update_in_place(tensor, grad, moments, LIBTORCH_SLICE) {
+                Ok((param, m, v)) => {
+                    let momentum = AdaptiveMomentumState::new(time, m, v);
+                    return (param, Some(AdamWState::new(momentum)));
+                }
+                Err(inputs) => *inputs,
+            };
         let wide = |t: Tensor<D>| t.cast(FloatDType::F32);
         let (mut params, mut firsts, mut seconds) = (Vec::new(), Vec::new(), Vec::new());
         for (start, len) in row_slices(&tensor.dims(), slice_values) {
