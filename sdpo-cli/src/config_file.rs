@@ -32,8 +32,15 @@ fn is_yaml(path: &Path) -> bool {
 /// The keys of the file at `path`; a YAML file's `env:` mapping is set in the environment
 /// first, as `TrlParser` does (before any Hub id is resolved).
 fn read_file(path: &Path) -> Result<Map<String, Value>> {
-    let text = std::fs::read_to_string(path)
+    let bytes = std::fs::read(path)
         .with_context(|| format!("cannot read config file `{}`", path.display()))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "config file `{}` is not UTF-8 text: invalid byte at offset {}",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })?;
     if !is_yaml(path) {
         let table: toml::Table = toml::from_str(&text)
             .with_context(|| format!("config file `{}` is not valid TOML", path.display()))?;
@@ -53,6 +60,12 @@ fn read_file(path: &Path) -> Result<Map<String, Value>> {
                 Value::String(s) => s,
                 other => other.to_string(),
             };
+            if name.is_empty() || name.contains(['=', '\0']) || value.contains('\0') {
+                bail!(
+                    "config file `{}`: `env.{name}`: an environment variable's name must be non-empty without `=` or NUL, and its value without NUL",
+                    path.display()
+                );
+            }
             // SAFETY: the command line sets these before it starts any thread (no other thread
             // reads or writes the environment yet), as TRL sets them before training.
             unsafe { std::env::set_var(&name, value) };

@@ -5,7 +5,6 @@
 
 mod args;
 mod common_args;
-mod config_file;
 mod device;
 mod hub;
 mod inspect;
@@ -13,9 +12,6 @@ mod merge;
 mod progress;
 mod report;
 mod tracking;
-mod trl_config;
-mod trl_keys;
-mod yaml;
 
 use std::process::ExitCode;
 
@@ -26,11 +22,13 @@ use sdpo_train::{
     precompute_reference,
 };
 
+use sdpo_cli::config_file;
+
 use crate::args::{Cli, Command, CommonArgs};
 use crate::progress::{TerminalProgress, format_record};
 
 fn main() -> ExitCode {
-    let (args, trl_flags) = args::split_trl_flags(std::env::args().collect());
+    let (args, trl_flags) = sdpo_cli::flags::split_trl_flags(std::env::args().collect());
     let mut cli = Cli::parse_from(args);
     if let Command::Train { common, .. }
     | Command::Eval { common, .. }

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use sdpo_report::{RunComparison, RunReport};
 
-use crate::config_file::load_config;
+use sdpo_cli::config_file::load_config;
 
 /// Options of `sdpo report`.
 #[derive(Debug, Args)]

@@ -2,12 +2,14 @@
 
 use anyhow::{Result, anyhow, bail};
 use serde_json::{Map, Number, Value};
+use yaml_rust2::parser::{Event, Parser};
 use yaml_rust2::{Yaml, YamlLoader};
 
 /// The top-level mapping of a YAML document, its values as JSON. Keys must be strings; anchors
 /// and aliases are resolved by the parser; a value YAML cannot represent as JSON (`.nan`) is an
 /// error naming its key.
 pub fn parse_yaml(text: &str) -> Result<Map<String, Value>> {
+    check_shape(text)?;
     let docs = YamlLoader::load_from_str(text).map_err(|e| anyhow!("not valid YAML: {e}"))?;
     match docs.into_iter().next() {
         None => Ok(Map::new()),
@@ -55,6 +57,76 @@ fn to_json(value: Yaml) -> Result<Value> {
         }
         Yaml::Alias(_) | Yaml::BadValue => bail!("unsupported YAML value"),
     })
+}
+
+/// The deepest a configuration may nest: yaml-rust2's loader, the conversion below and the
+/// value's drop each recurse once per level.
+const MAX_DEPTH: usize = 64;
+
+/// The most values a configuration may hold once its aliases are expanded (the loader copies an
+/// anchored value at each alias: nine aliases of nine aliases are 387 million values).
+const MAX_VALUES: usize = 100_000;
+
+/// Walks the document's events (yaml-rust2's event parser is iterative) and refuses, with the
+/// line, a nesting deeper than [`MAX_DEPTH`] or aliases that expand past [`MAX_VALUES`], before
+/// the recursive loader sees it.
+fn check_shape(text: &str) -> Result<()> {
+    let mut parser = Parser::new_from_str(text);
+    // The value count of each open collection (and its anchor), and of each anchor.
+    let mut open: Vec<(usize, usize)> = Vec::new();
+    let mut anchored: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
+    let mut total = 0usize;
+    loop {
+        let (event, mark) = parser
+            .next_token()
+            .map_err(|e| anyhow!("not valid YAML: {e}"))?;
+        // What the event adds to its parent collection, and to the document's total (a
+        // collection's values are in the total already, only the collection itself is new).
+        let (added, new_values) = match event {
+            Event::StreamEnd => return Ok(()),
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                if open.len() >= MAX_DEPTH {
+                    bail!(
+                        "line {}: nested deeper than {MAX_DEPTH} levels",
+                        mark.line()
+                    );
+                }
+                open.push((anchor, 0));
+                continue;
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                let Some((anchor, count)) = open.pop() else {
+                    continue;
+                };
+                let size = count.saturating_add(1);
+                if anchor > 0 {
+                    anchored.insert(anchor, size);
+                }
+                (size, 1)
+            }
+            Event::Scalar(_, _, anchor, _) => {
+                if anchor > 0 {
+                    anchored.insert(anchor, 1);
+                }
+                (1, 1)
+            }
+            Event::Alias(anchor) => {
+                let size = anchored.get(&anchor).copied().unwrap_or(1);
+                (size, size)
+            }
+            _ => continue,
+        };
+        total = total.saturating_add(new_values);
+        if total > MAX_VALUES {
+            bail!(
+                "line {}: the document holds more than {MAX_VALUES} values once its aliases are expanded",
+                mark.line()
+            );
+        }
+        if let Some((_, count)) = open.last_mut() {
+            *count = count.saturating_add(added);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -44,10 +44,7 @@ pub fn read_card_configs(dir: &Path) -> Result<Vec<CardConfig>, DataError> {
     if !path.is_file() {
         return Ok(Vec::new());
     }
-    let text = std::fs::read_to_string(&path).map_err(|source| DataError::Io {
-        path: path.clone(),
-        source,
-    })?;
+    let text = crate::error::read_text(&path)?;
     let Some(yaml) = front_matter(&text) else {
         return Ok(Vec::new());
     };
@@ -55,8 +52,20 @@ pub fn read_card_configs(dir: &Path) -> Result<Vec<CardConfig>, DataError> {
         path: path.clone(),
         reason,
     };
-    let matter: FrontMatter = serde_yaml_ng::from_str(yaml)
-        .map_err(|e| bad(format!("the YAML front matter does not parse: {e}")))?;
+    let matter: FrontMatter = serde_yaml_ng::from_str(yaml).map_err(|e| {
+        // The front matter starts on the card's line 2 (after `---`).
+        match e.location() {
+            Some(at) => bad(format!(
+                "the YAML front matter does not parse at line {}, column {}: {e}",
+                at.line() + 1,
+                at.column()
+            )),
+            None => bad(format!(
+                "the YAML front matter (lines 2 to {}) does not parse: {e}",
+                yaml.lines().count() + 1
+            )),
+        }
+    })?;
     let Some(configs) = matter.configs else {
         return Ok(Vec::new());
     };
@@ -120,6 +129,19 @@ fn parse_config(entry: &serde_yaml_ng::Value) -> Result<CardConfig, String> {
                 .map_err(|reason| format!("config `{name}`: `data_files`: {reason}"))?,
         ),
     };
+    let paths = data_dir.iter().map(|dir| ("data_dir", dir)).chain(
+        data_files
+            .iter()
+            .flatten()
+            .flat_map(|(_, patterns)| patterns.iter().map(|p| ("data_files", p))),
+    );
+    for (key, path) in paths {
+        if leaves_the_dataset(path) {
+            return Err(format!(
+                "config `{name}`: `{key}`: `{path}` leaves the dataset directory (an absolute path or `..`)"
+            ));
+        }
+    }
     Ok(CardConfig {
         name,
         default,
@@ -199,6 +221,20 @@ pub fn default_config(configs: &[CardConfig]) -> Result<Option<&CardConfig>, Str
         }
     }
     Ok(found)
+}
+
+/// Whether a card's path or pattern reaches outside the dataset directory: `datasets` resolves
+/// them inside the repository, and a card from the Hub must not make us read the machine's
+/// files.
+fn leaves_the_dataset(path: &str) -> bool {
+    let path = std::path::Path::new(path);
+    path.has_root()
+        || path.components().any(|c| {
+            !matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        })
 }
 
 #[cfg(test)]

@@ -43,8 +43,8 @@ use crate::record::{ColumnNames, PreferenceRecord};
 /// Rows decoded per record batch.
 pub(crate) const BATCH_ROWS: usize = 1024;
 
-const PARQUET: &str = "Parquet";
-const ARROW_IPC: &str = "Arrow IPC";
+pub(crate) const PARQUET: &str = "Parquet";
+pub(crate) const ARROW_IPC: &str = "Arrow IPC";
 
 /// The top-level columns to read, by index in the file schema: chosen and rejected are required
 /// (else [`DataError::MissingColumn`]), the prompt is optional.
@@ -121,7 +121,7 @@ where
         return Err(columnar(None, "the file is empty (0 bytes)".into()));
     }
     let metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())
-        .map_err(|e| columnar(None, e.to_string()))?;
+        .map_err(|e| columnar(Some("footer metadata".into()), e.to_string()))?;
     let projection = projection(path, metadata.schema(), columns)?;
     let mask = ProjectionMask::roots(metadata.parquet_schema(), projection.indices.clone());
     let shared: Arc<Path> = Arc::from(path);
@@ -209,26 +209,26 @@ where
     let part = |b: usize| Some(format!("record batch {b}"));
     if is_file_format {
         let reader = arrow_ipc::reader::FileReader::try_new_buffered(open()?, None)
-            .map_err(|e| columnar(None, e.to_string()))?;
+            .map_err(|e| columnar(Some("footer and schema".into()), e.to_string()))?;
         let projection = projection(path, &reader.schema(), columns)?;
         drop(reader);
         let reader =
             arrow_ipc::reader::FileReader::try_new_buffered(open()?, Some(projection.indices))
-                .map_err(|e| columnar(None, e.to_string()))?;
+                .map_err(|e| columnar(Some("footer and schema".into()), e.to_string()))?;
         for (index, batch) in reader.enumerate() {
             let batch = batch.map_err(|e| columnar(part(index), e.to_string()))?;
             each_batch(index, batch)?;
         }
     } else {
         let reader = arrow_ipc::reader::StreamReader::try_new(BufReader::new(open()?), None)
-            .map_err(|e| columnar(None, e.to_string()))?;
+            .map_err(|e| columnar(Some("schema message".into()), e.to_string()))?;
         let projection = projection(path, &reader.schema(), columns)?;
         drop(reader);
         let reader = arrow_ipc::reader::StreamReader::try_new(
             BufReader::with_capacity(1 << 16, open()?),
             Some(projection.indices),
         )
-        .map_err(|e| columnar(None, e.to_string()))?;
+        .map_err(|e| columnar(Some("schema message".into()), e.to_string()))?;
         for (index, batch) in reader.enumerate() {
             let batch = batch.map_err(|e| columnar(part(index), e.to_string()))?;
             each_batch(index, batch)?;

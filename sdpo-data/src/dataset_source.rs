@@ -33,6 +33,10 @@ const FILES_TO_IGNORE: [&str; 6] = [
 /// [`DataError::DataSource`] for an unknown config, a malformed card, a pattern that matches no
 /// file; [`DataError::Io`] when the path cannot be read.
 pub fn dataset_split_names(path: &Path, config: Option<&str>) -> Result<Vec<String>, DataError> {
+    from_card(path, split_names(path, config))
+}
+
+fn split_names(path: &Path, config: Option<&str>) -> Result<Vec<String>, DataError> {
     match layout(path, config)? {
         Layout::File(_) => Ok(vec!["train".into()]),
         Layout::Patterns { splits, .. } => Ok(splits.into_iter().map(|(s, _)| s).collect()),
@@ -46,6 +50,32 @@ pub fn dataset_split_names(path: &Path, config: Option<&str>) -> Result<Vec<Stri
 /// As [`dataset_split_names`], and [`DataError::DataSource`] listing the splits when there is
 /// no split `split`.
 pub fn resolve_dataset(
+    path: &Path,
+    config: Option<&str>,
+    split: &str,
+) -> Result<Vec<DataFile>, DataError> {
+    from_card(path, resolve_split(path, config, split))
+}
+
+/// `result`, with an error that does not name the dataset card named after it when the
+/// dataset directory `path` has one whose configs chose the files: a path the card got wrong
+/// is the card's error.
+fn from_card<T>(path: &Path, result: Result<T, DataError>) -> Result<T, DataError> {
+    result.map_err(|error| {
+        let card = path.join(crate::card::README);
+        let text = error.to_string();
+        let card_chose = read_card_configs(path).is_ok_and(|configs| !configs.is_empty());
+        if !card_chose || text.contains(&*card.to_string_lossy()) {
+            return error;
+        }
+        DataError::DataSource {
+            path: card,
+            reason: format!("the data files its `configs` name: {text}"),
+        }
+    })
+}
+
+fn resolve_split(
     path: &Path,
     config: Option<&str>,
     split: &str,

@@ -90,6 +90,16 @@ pub enum DataError {
         source: std::io::Error,
     },
 
+    /// A text file (a dataset card, a manifest, a tokenizer config, a chat template) is not
+    /// UTF-8.
+    #[error("{}: not UTF-8 text: invalid byte at offset {offset}", path.display())]
+    NotText {
+        /// The file.
+        path: PathBuf,
+        /// The offset of the first byte that is not UTF-8.
+        offset: usize,
+    },
+
     /// A record is not valid JSON (or, in a JSON-array file, the array itself is broken, which
     /// stops reading even when skipping is allowed).
     #[error("{origin}: malformed JSON: {message}")]
@@ -371,4 +381,30 @@ impl DataError {
     pub fn is_record_error(&self) -> bool {
         self.origin().is_some()
     }
+}
+
+/// Reads a text file: [`DataError::Io`] when it cannot be read, [`DataError::NotText`] with the
+/// offset of the first bad byte when it is not UTF-8.
+pub(crate) fn read_text(path: &std::path::Path) -> Result<String, DataError> {
+    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    String::from_utf8(bytes).map_err(|e| DataError::NotText {
+        path: path.to_path_buf(),
+        offset: e.utf8_error().valid_up_to(),
+    })
+}
+
+/// Runs `f`, turning a panic inside it (third-party decoders and the template engine have
+/// panicked on hostile input: an Arrow buffer sliced past its end, an overflow in minijinja's
+/// lexer) into its message, so that bad input is an error naming the file, never a crash.
+pub(crate) fn contain_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+        payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "a panic without a message".into())
+    })
 }

@@ -20,7 +20,7 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::columnar::{read_arrow_ipc, read_parquet};
+use crate::columnar::{ARROW_IPC, PARQUET, read_arrow_ipc, read_parquet};
 use crate::error::{DataError, RecordLocation, RecordOrigin};
 use crate::record::{ColumnNames, PreferenceRecord, needs_ordered_twin};
 use crate::source::{DataFile, FileKind, resolve_data_files};
@@ -83,11 +83,13 @@ where
         FileKind::Json => read_json(&file.path, false, columns, on_record),
         FileKind::JsonGzip => read_json(&file.path, true, columns, on_record),
         FileKind::Parquet => {
-            read_parquet(&file.path, columns, on_record)?;
+            crate::error::contain_panic(|| read_parquet(&file.path, columns, on_record))
+                .map_err(|message| decoder_failed(&file.path, PARQUET, message))??;
             Ok(FileLayout::Parquet)
         }
         FileKind::ArrowIpc => {
-            read_arrow_ipc(&file.path, columns, on_record)?;
+            crate::error::contain_panic(|| read_arrow_ipc(&file.path, columns, on_record))
+                .map_err(|message| decoder_failed(&file.path, ARROW_IPC, message))??;
             Ok(FileLayout::ArrowIpc)
         }
     }
@@ -358,5 +360,15 @@ where
             self.index += 1;
         }
         Ok(())
+    }
+}
+
+/// A columnar decoder that panicked on the file: its message, as the file's error.
+fn decoder_failed(path: &Path, format: &'static str, message: String) -> DataError {
+    DataError::Columnar {
+        path: path.to_path_buf(),
+        format,
+        part: None,
+        message: format!("the decoder failed on malformed metadata or data: {message}"),
     }
 }

@@ -209,10 +209,7 @@ pub(crate) fn is_metadata(path: &Path) -> bool {
 }
 
 fn read_manifest(path: &Path) -> Result<serde_json::Value, DataError> {
-    let text = std::fs::read_to_string(path).map_err(|source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = crate::error::read_text(path)?;
     serde_json::from_str(&text).map_err(|e| DataError::DataSource {
         path: path.to_path_buf(),
         reason: format!("not valid JSON: {e}"),
@@ -292,31 +289,35 @@ pub(crate) fn resolve_dir(dir: &Path, split: &str) -> Result<Vec<DataFile>, Data
     let state = dir.join("state.json");
     if state.is_file() {
         let manifest = read_manifest(&state)?;
-        let names: Vec<&str> = manifest
-            .get("_data_files")
-            .and_then(|f| f.as_array())
-            .map(|f| {
-                f.iter()
-                    .filter_map(|v| v.get("filename").and_then(|n| n.as_str()))
-                    .collect()
-            })
-            .ok_or_else(|| DataError::DataSource {
-                path: state.clone(),
-                reason: "has no `_data_files` list".into(),
-            })?;
-        if names.is_empty() {
-            return Err(DataError::DataSource {
-                path: state,
-                reason: "lists no data file".into(),
-            });
+        let bad = |reason: String| DataError::DataSource {
+            path: state.clone(),
+            reason,
+        };
+        let Some(entries) = manifest.get("_data_files").and_then(|f| f.as_array()) else {
+            return Err(bad("field `_data_files`: missing or not a list".into()));
+        };
+        if entries.is_empty() {
+            return Err(bad("field `_data_files`: lists no data file".into()));
         }
-        return Ok(names
-            .into_iter()
-            .map(|name| DataFile {
-                path: dir.join(name),
-                kind: FileKind::ArrowIpc,
+        return entries
+            .iter()
+            .enumerate()
+            .map(|(i, entry)| {
+                let field = format!("field `_data_files[{i}].filename`");
+                let Some(name) = entry.get("filename").and_then(|n| n.as_str()) else {
+                    return Err(bad(format!("{field}: missing or not a string")));
+                };
+                if !is_plain_file_name(name) || !dir.join(name).is_file() {
+                    return Err(bad(format!(
+                        "{field}: `{name}` is not the name of a file in the dataset directory"
+                    )));
+                }
+                Ok(DataFile {
+                    path: dir.join(name),
+                    kind: FileKind::ArrowIpc,
+                })
             })
-            .collect());
+            .collect();
     }
     let (root, found) = hub_layout_files(dir)?;
     if found.is_empty() {
@@ -437,6 +438,17 @@ fn split_name(rel: &Path) -> String {
         _ => stem.trim_end_matches(|c: char| c.is_ascii_digit()),
     };
     stem.trim_end_matches(['-', '_', ' ']).to_string()
+}
+
+/// Whether `name` names a file directly inside a directory: not empty, not absolute, no
+/// directory part (`save_to_disk` writes its shards next to `state.json`).
+fn is_plain_file_name(name: &str) -> bool {
+    let path = Path::new(name);
+    let mut components = path.components();
+    matches!(
+        (components.next(), components.next()),
+        (Some(std::path::Component::Normal(_)), None)
+    )
 }
 
 #[cfg(test)]

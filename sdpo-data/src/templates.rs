@@ -46,12 +46,7 @@ impl ChatTemplates {
     ) -> Result<Self, DataError> {
         let mut named = Vec::new();
         let compile = |source: &str, path: &Path| ChatTemplate::new(source, tokens.clone(), path);
-        let read = |path: &Path| {
-            std::fs::read_to_string(path).map_err(|source| DataError::Io {
-                path: path.to_path_buf(),
-                source,
-            })
-        };
+        let read = |path: &Path| crate::error::read_text(path);
         let jinja_path = dir.join("chat_template.jinja");
         if jinja_path.is_file() {
             named.push((

@@ -124,10 +124,7 @@ impl PreferenceTokenizer {
             })?;
         let config_path = dir.join("tokenizer_config.json");
         let config: Value = if config_path.exists() {
-            let text = std::fs::read_to_string(&config_path).map_err(|source| DataError::Io {
-                path: config_path.clone(),
-                source,
-            })?;
+            let text = crate::error::read_text(&config_path)?;
             serde_json::from_str(&text).map_err(|err| DataError::TokenizerConfig {
                 path: config_path.clone(),
                 field: "<file>".into(),

@@ -109,7 +109,7 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
             dir: dir.to_path_buf(),
         });
     }
-    let text = std::fs::read_to_string(&index).map_err(io_error(&index))?;
+    let text = crate::error::read_text(&index)?;
     let json: Value = serde_json::from_str(&text).map_err(|source| ModelError::Json {
         path: index.clone(),
         source,
@@ -217,12 +217,18 @@ pub fn read_header(path: &Path) -> Result<BTreeMap<String, StoredTensor>, ModelE
             }
         }
         data_end = data_end.max(end);
+        // 8 + header_len + end must be a position in the file (checked below); an offset near
+        // u64::MAX is refused here, before the sum wraps.
+        let data_start = 8u64
+            .checked_add(header_len)
+            .and_then(|n| n.checked_add(begin))
+            .ok_or_else(|| truncated(u64::MAX))?;
         tensors.insert(
             name,
             StoredTensor {
                 dtype: dtype.to_string(),
                 shape,
-                data_start: 8 + header_len + begin,
+                data_start,
             },
         );
     }

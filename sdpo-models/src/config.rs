@@ -304,16 +304,73 @@ impl TryFrom<HfConfig> for ModelConfig {
                 model_type: model_type.clone(),
             },
         )?;
+        check_declared_sizes(&hf)?;
         let config = (family.resolve)(&hf, &model_type)?;
         config.check_layers()?;
+        if !(config.norm_eps.is_finite() && config.norm_eps > 0.0) {
+            return Err(ModelError::InvalidConfig {
+                key: "rms_norm_eps".into(),
+                reason: format!(
+                    "the norm's epsilon {} is not a positive number",
+                    config.norm_eps
+                ),
+            });
+        }
         Ok(config)
     }
 }
 
+/// The most decoder layers a config may declare (the largest published models have ~130).
+pub const MAX_LAYERS: usize = 4096;
+
+/// The largest width a config may declare (hidden size, MLP width, vocabulary, heads, head
+/// size; the largest published vocabularies are ~260K).
+pub const MAX_WIDTH: usize = 1 << 24;
+
+/// Refuses sizes no model has before anything is built from them: the layer list is allocated
+/// from `num_hidden_layers`, and products of widths must not overflow.
+fn check_declared_sizes(hf: &HfConfig) -> Result<(), ModelError> {
+    let too_big = |key: &str, value: usize, bound: usize| ModelError::InvalidConfig {
+        key: key.into(),
+        reason: format!("{value} is larger than any model's ({bound} at most)"),
+    };
+    for (key, value) in [
+        ("num_hidden_layers", hf.num_hidden_layers),
+        ("n_layer", hf.n_layer),
+    ] {
+        if let Some(value) = value.filter(|&v| v > MAX_LAYERS) {
+            return Err(too_big(key, value, MAX_LAYERS));
+        }
+    }
+    let widths = [
+        ("hidden_size", hf.hidden_size),
+        ("intermediate_size", hf.intermediate_size),
+        ("vocab_size", hf.vocab_size),
+        ("num_attention_heads", hf.num_attention_heads),
+        ("num_key_value_heads", hf.num_key_value_heads),
+        ("head_dim", hf.head_dim),
+        ("n_embd", hf.n_embd),
+        ("n_inner", hf.n_inner),
+        ("n_head", hf.n_head),
+        ("n_positions", hf.n_positions),
+        ("max_position_embeddings", hf.max_position_embeddings),
+    ];
+    for (key, value) in widths {
+        if let Some(value) = value.filter(|&v| v > MAX_WIDTH) {
+            return Err(too_big(key, value, MAX_WIDTH));
+        }
+    }
+    Ok(())
+}
+
 impl ModelConfig {
-    /// Reads `<dir>/config.json` and resolves it.
+    /// Reads `<dir>/config.json` and resolves it; an error in its values names the file.
     pub fn from_pretrained_dir(dir: &std::path::Path) -> Result<Self, ModelError> {
-        Self::try_from(HfConfig::from_file(&dir.join("config.json"))?)
+        let path = dir.join("config.json");
+        Self::try_from(HfConfig::from_file(&path)?).map_err(|source| ModelError::InFile {
+            path,
+            source: Box::new(source),
+        })
     }
 
     /// Number of query heads sharing one key/value head.

@@ -55,6 +55,26 @@ pub enum ModelError {
         key: &'static str,
     },
 
+    /// A text file (a config, an index) is not UTF-8.
+    #[error("{}: not UTF-8 text: invalid byte at offset {offset}", path.display())]
+    NotText {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The offset of the first byte that is not UTF-8.
+        offset: usize,
+    },
+
+    /// An error about the contents of a file whose own message does not name it (a config
+    /// value, an adapter setting): the file, then the error.
+    #[error("{}: {source}", path.display())]
+    InFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong in it.
+        #[source]
+        source: Box<ModelError>,
+    },
+
     /// A config value is out of range or inconsistent with another one.
     #[error("invalid config value `{key}`: {reason}")]
     InvalidConfig {
@@ -65,7 +85,7 @@ pub enum ModelError {
     },
 
     /// `model_type` names an architecture this crate does not implement.
-    #[error("unsupported model_type `{model_type}` (supported: llama, mistral, qwen2, gpt2)")]
+    #[error("unsupported model_type `{model_type}` (supported: {})", crate::families::supported_model_types().join(", "))]
     UnsupportedModelType {
         /// The value found in `config.json`.
         model_type: String,
@@ -254,4 +274,39 @@ pub enum ModelError {
         "the model's linear layers are held in 4 bits (load_in_4bit); save the adapter, or merge it into the float base loaded again from its checkpoint"
     )]
     QuantizedBase,
+}
+
+/// Reads a text file: [`ModelError::Io`] when it cannot be read, [`ModelError::NotText`] with
+/// the offset of the first bad byte when it is not UTF-8.
+pub(crate) fn read_text(path: &std::path::Path) -> Result<String, ModelError> {
+    let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    String::from_utf8(bytes).map_err(|e| ModelError::NotText {
+        path: path.to_path_buf(),
+        offset: e.utf8_error().valid_up_to(),
+    })
+}
+
+/// `error` about the contents of `path`, naming the file when its own message does not.
+pub(crate) fn in_file(path: &std::path::Path, error: ModelError) -> ModelError {
+    if error.to_string().contains(&path.display().to_string()) {
+        error
+    } else {
+        ModelError::InFile {
+            path: path.to_path_buf(),
+            source: Box::new(error),
+        }
+    }
+}
+
+impl ModelError {
+    /// The error itself, without the [`ModelError::InFile`] wrappers that name its file.
+    pub fn without_file(self) -> ModelError {
+        match self {
+            ModelError::InFile { source, .. } => source.without_file(),
+            other => other,
+        }
+    }
 }

@@ -188,19 +188,15 @@ impl HfConfig {
             source,
         };
         let raw: Map<String, Value> = serde_json::from_str(text).map_err(json_err)?;
-        let mut config: HfConfig =
-            serde_json::from_value(Value::Object(raw.clone())).map_err(json_err)?;
+        // From the text, not the parsed map: the error then says the line and column.
+        let mut config: HfConfig = serde_json::from_str(text).map_err(json_err)?;
         config.raw = raw;
         Ok(config)
     }
 
     /// Reads and parses `path` (usually `<checkpoint>/config.json`).
     pub fn from_file(path: &Path) -> Result<Self, ModelError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::from_json_str(&text, path)
+        Self::from_json_str(&crate::error::read_text(path)?, path)
     }
 
     /// The JSON object to write as `config.json`: the keys the file was read with, overlaid

@@ -309,7 +309,14 @@ fn hostile_adapters_and_settings_give_typed_errors() {
             serde_json::json!(["q_proj", "qkv_proj"]),
         );
     });
-    match base().load_adapter(dir.path()) {
+    let loaded = base().load_adapter(dir.path());
+    if let Err(err) = &loaded {
+        assert!(
+            err.to_string().contains("adapter_config.json"),
+            "names the file: {err}"
+        );
+    }
+    match loaded.map_err(ModelError::without_file) {
         Err(ModelError::UnknownTargetModules {
             unknown, available, ..
         }) => {
@@ -349,11 +356,16 @@ fn hostile_adapters_and_settings_give_typed_errors() {
         edit_config(dir.path(), |c| {
             c.insert(key.into(), value.clone());
         });
-        match base().load_adapter(dir.path()) {
+        match base()
+            .load_adapter(dir.path())
+            .map_err(ModelError::without_file)
+        {
             Err(ModelError::UnsupportedLora { option, .. }) => {
                 assert!(option.starts_with(key), "{key}: {option}")
             }
-            Err(ModelError::Json { .. }) if key == "init_lora_weights" => {}
+            Err(ModelError::InvalidLoraConfig { key: named, .. }) if key == "init_lora_weights" => {
+                assert_eq!(named, key)
+            }
             other => panic!("{key} = {value}: {other:?}"),
         }
     }

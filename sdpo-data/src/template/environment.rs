@@ -55,6 +55,10 @@ pub(crate) fn build_environment(
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
     env.set_keep_trailing_newline(false);
+    // No execution state attached to errors (minijinja's default in debug builds): an error
+    // would carry the template's variables out of the render's own large stack, and a value
+    // nested a million deep dropped on another thread overflows its stack.
+    env.set_debug(false);
     env.set_fuel(Some(TEMPLATE_FUEL));
     env.set_recursion_limit(TEMPLATE_RECURSION_LIMIT);
     minijinja_contrib::add_to_environment(&mut env);
@@ -65,7 +69,7 @@ pub(crate) fn build_environment(
         }
         match value.as_str() {
             Some(s) if value.kind() == ValueKind::String => out.write_str(s)?,
-            _ => out.write_str(&python_str(value))?,
+            _ => out.write_str(&python_str(value)?)?,
         }
         Ok(())
     });
@@ -74,7 +78,7 @@ pub(crate) fn build_environment(
         strftime_now(clock, &format)
     });
     env.add_filter("tojson", tojson);
-    env.add_filter("string", |value: Value| Value::from(python_str(&value)));
+    env.add_filter("string", |value: Value| python_str(&value).map(Value::from));
     env.add_filter("trim", trim);
     env.add_test("sequence", |value: Value| {
         matches!(
@@ -102,7 +106,7 @@ pub(crate) fn build_environment(
 fn raise_exception(message: Value) -> Result<Value, Error> {
     Err(Error::new(
         ErrorKind::InvalidOperation,
-        python_str(&message),
+        python_str(&message)?,
     ))
 }
 
@@ -126,6 +130,9 @@ fn strftime_now(clock: TemplateClock, format: &str) -> Result<Value, Error> {
     Ok(Value::from(text))
 }
 
+/// The longest `tojson` indent: each level of the output repeats it.
+const MAX_INDENT: usize = 64;
+
 /// transformers' `tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False)`
 /// = `json.dumps` with those arguments (not Jinja2's HTML-escaping filter).
 fn tojson(value: Value, kwargs: Kwargs) -> Result<Value, Error> {
@@ -137,16 +144,25 @@ fn tojson(value: Value, kwargs: Kwargs) -> Result<Value, Error> {
     let indent = match indent {
         None => None,
         Some(v) if v.is_none() => None,
-        Some(v) => match v.as_str() {
-            Some(s) => Some(s.to_string()),
-            None => Some(" ".repeat(usize::try_from(v)?)),
-        },
+        Some(v) => {
+            let indent = match v.as_str() {
+                Some(s) => s.to_string(),
+                None => " ".repeat(usize::try_from(v)?.min(MAX_INDENT + 1)),
+            };
+            if indent.len() > MAX_INDENT {
+                return Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("tojson: an indent longer than {MAX_INDENT} characters"),
+                ));
+            }
+            Some(indent)
+        }
     };
     let separators = match separators {
         Some(v) if !v.is_none() => {
             let parts: Vec<Value> = v.try_iter()?.collect();
             match parts.as_slice() {
-                [item, key] => (python_str(item), python_str(key)),
+                [item, key] => (python_str(item)?, python_str(key)?),
                 _ => {
                     return Err(Error::new(
                         ErrorKind::InvalidOperation,
@@ -168,9 +184,14 @@ fn tojson(value: Value, kwargs: Kwargs) -> Result<Value, Error> {
 }
 
 /// Jinja2's `trim(value, chars=None)` = `str(value).strip(chars)`.
-fn trim(value: Value, chars: Option<String>) -> Value {
-    let text = python_str(&value);
-    Value::from(python_strip(&text, chars.as_deref(), true, true))
+fn trim(value: Value, chars: Option<String>) -> Result<Value, Error> {
+    let text = python_str(&value)?;
+    Ok(Value::from(python_strip(
+        &text,
+        chars.as_deref(),
+        true,
+        true,
+    )))
 }
 
 fn python_strip<'a>(s: &'a str, chars: Option<&str>, start: bool, end: bool) -> &'a str {

@@ -104,6 +104,26 @@ pub struct ChatTemplate {
 
 const CONTINUE_TAG: &str = "CONTINUE_FINAL_MESSAGE_TAG ";
 
+/// Runs `f` on a thread of its own with [`RENDER_STACK_BYTES`] of stack; `Err` says why the
+/// thread could not run it.
+fn on_large_stack<T: Send>(f: impl FnOnce() -> T + Send) -> Result<T, String> {
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("chat template".into())
+            .stack_size(RENDER_STACK_BYTES)
+            .spawn_scoped(scope, f)
+            .map_err(|e| format!("cannot start the template engine's thread: {e}"))?
+            .join()
+            .map_err(|_| "the template engine failed".to_string())
+    })
+}
+
+/// The stack a render (or a compile) runs on. Within its fuel a template can build a value nested millions
+/// deep (a namespace holding a list of itself, one level per loop step), and the engine drops
+/// such a value one stack frame per level: 50,000 levels overflowed a 2 MiB thread stack. The
+/// stack is reserved, not touched: a render uses only the pages its frames reach.
+const RENDER_STACK_BYTES: usize = 1 << 30;
+
 impl ChatTemplate {
     /// Compiles `source`; `origin` names where it came from, for the error message.
     ///
@@ -124,12 +144,23 @@ impl ChatTemplate {
         origin: &Path,
         clock: TemplateClock,
     ) -> Result<Self, DataError> {
-        let env = build_environment(source.to_string(), clock).map_err(|source| {
-            DataError::TemplateSyntax {
-                path: origin.to_path_buf(),
-                line: source.line(),
-                source,
-            }
+        // Compiled on a large stack too: minijinja's parser recurses once per unary operator
+        // (`- - - - ...` 100,000 times overflowed an 8 MiB stack).
+        let env = on_large_stack(|| {
+            crate::error::contain_panic(|| build_environment(source.to_string(), clock))
+        })
+        .unwrap_or_else(Err)
+        .map_err(|message| {
+            Error::new(
+                ErrorKind::SyntaxError,
+                format!("the template engine failed on this template: {message}"),
+            )
+        })
+        .and_then(|built| built)
+        .map_err(|source| DataError::TemplateSyntax {
+            path: origin.to_path_buf(),
+            line: source.line(),
+            source,
         })?;
         Ok(Self {
             env,
@@ -222,13 +253,26 @@ impl ChatTemplate {
     }
 
     fn render_bounded(&self, context: Value) -> Result<String, Error> {
+        on_large_stack(|| self.render_here(context))
+            .unwrap_or_else(|message| Err(Error::new(ErrorKind::InvalidOperation, message)))
+    }
+
+    fn render_here(&self, context: Value) -> Result<String, Error> {
         let template = self.env.get_template(TEMPLATE_NAME)?;
         let overflowed = Arc::new(AtomicBool::new(false));
         let mut out = BoundedOutput {
             text: Vec::new(),
             overflowed: Arc::clone(&overflowed),
         };
-        if let Err(err) = template.render_captured_to(context, &mut out) {
+        let rendered =
+            crate::error::contain_panic(|| template.render_captured_to(context, &mut out))
+                .unwrap_or_else(|message| {
+                    Err(Error::new(
+                        ErrorKind::InvalidOperation,
+                        format!("the template engine failed: {message}"),
+                    ))
+                });
+        if let Err(err) = rendered {
             if overflowed.load(Ordering::Relaxed) {
                 return Err(Error::new(
                     ErrorKind::InvalidOperation,

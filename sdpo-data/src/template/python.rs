@@ -87,14 +87,42 @@ fn string_repr(s: &str, out: &mut String) {
     out.push(quote);
 }
 
-/// Python's `str(value)` (`repr` for the items of containers).
-pub(crate) fn python_str(value: &Value) -> String {
-    let mut out = String::new();
-    write_python(value, false, &mut out);
-    out
+/// The deepest a value is written: Python's `repr` and `json.dumps` fail on a value nested
+/// about 1,000 deep (and on one that contains itself, which a namespace can), and each level
+/// here is a native stack frame.
+pub(crate) const MAX_VALUE_DEPTH: usize = 200;
+
+/// A value nested deeper than [`MAX_VALUE_DEPTH`] (or containing itself), or one whose text
+/// passes the template output cap.
+fn unwritable(what: &str) -> Error {
+    Error::new(
+        ErrorKind::InvalidOperation,
+        format!(
+            "{what}: the value is nested deeper than {MAX_VALUE_DEPTH} levels (or contains itself) or its text passes {} MiB",
+            super::environment::TEMPLATE_MAX_OUTPUT_BYTES >> 20
+        ),
+    )
 }
 
-fn write_python(value: &Value, nested: bool, out: &mut String) {
+fn check_room(depth: usize, out: &str, what: &str) -> Result<(), Error> {
+    if depth > MAX_VALUE_DEPTH || out.len() > super::environment::TEMPLATE_MAX_OUTPUT_BYTES {
+        return Err(unwritable(what));
+    }
+    Ok(())
+}
+
+/// Python's `str(value)` (`repr` for the items of containers).
+///
+/// # Errors
+/// A value nested deeper than [`MAX_VALUE_DEPTH`] or whose text passes the output cap.
+pub(crate) fn python_str(value: &Value) -> Result<String, Error> {
+    let mut out = String::new();
+    write_python(value, false, 0, &mut out)?;
+    Ok(out)
+}
+
+fn write_python(value: &Value, nested: bool, depth: usize, out: &mut String) -> Result<(), Error> {
+    check_room(depth, out, "str")?;
     match value.kind() {
         ValueKind::Undefined => {}
         ValueKind::None => out.push_str("None"),
@@ -117,7 +145,7 @@ fn write_python(value: &Value, nested: bool, out: &mut String) {
                     if i > 0 {
                         out.push_str(", ");
                     }
-                    write_python(&item, true, out);
+                    write_python(&item, true, depth + 1, out)?;
                 }
             }
             out.push(']');
@@ -129,10 +157,10 @@ fn write_python(value: &Value, nested: bool, out: &mut String) {
                     if i > 0 {
                         out.push_str(", ");
                     }
-                    write_python(&key, true, out);
+                    write_python(&key, true, depth + 1, out)?;
                     out.push_str(": ");
                     let item = value.get_item(&key).unwrap_or_default();
-                    write_python(&item, true, out);
+                    write_python(&item, true, depth + 1, out)?;
                 }
             }
             out.push('}');
@@ -141,6 +169,7 @@ fn write_python(value: &Value, nested: bool, out: &mut String) {
             let _ = write!(out, "{value}");
         }
     }
+    Ok(())
 }
 
 /// The value as `f64` when it is a float (not an integer).
@@ -180,6 +209,7 @@ fn write_json(
     level: usize,
     out: &mut String,
 ) -> Result<(), Error> {
+    check_room(level, out, "tojson")?;
     match value.kind() {
         ValueKind::None => out.push_str("null"),
         ValueKind::Bool => out.push_str(if value.is_true() { "true" } else { "false" }),
@@ -208,7 +238,7 @@ fn write_json(
             write_container(out, options, level, '{', '}', &keys, |key, out| {
                 let name = match key.as_str() {
                     Some(s) => s.to_string(),
-                    None => python_str(key),
+                    None => python_str(key)?,
                 };
                 json_string(&name, options, out);
                 out.push_str(&options.separators.1);
@@ -317,12 +347,46 @@ mod tests {
             "a": [true, null, "it's", 1, 2.0],
             "b": "x\ny"
         }));
+        let text = |v: &Value| python_str(v).expect("a shallow value prints");
         assert_eq!(
-            python_str(&value),
+            text(&value),
             r#"{'a': [True, None, "it's", 1, 2.0], 'b': 'x\ny'}"#
         );
-        assert_eq!(python_str(&Value::from(false)), "False");
-        assert_eq!(python_str(&Value::from(())), "None");
+        assert_eq!(text(&Value::from(false)), "False");
+        assert_eq!(text(&Value::from(())), "None");
+    }
+
+    #[test]
+    fn values_nested_past_the_depth_limit_are_an_error_not_a_stack_overflow() {
+        let nested = |depth: usize| {
+            let mut value = Value::from(1);
+            for _ in 0..depth {
+                value = Value::from(vec![value]);
+            }
+            value
+        };
+        let options = JsonOptions {
+            ensure_ascii: false,
+            indent: None,
+            separators: (", ".into(), ": ".into()),
+            sort_keys: false,
+        };
+        let at_limit = nested(MAX_VALUE_DEPTH);
+        assert_eq!(
+            python_str(&at_limit)
+                .expect("at the limit")
+                .matches('[')
+                .count(),
+            MAX_VALUE_DEPTH
+        );
+        assert!(json_dumps(&at_limit, &options).is_ok());
+        let past = nested(MAX_VALUE_DEPTH + 1);
+        for err in [
+            python_str(&past).unwrap_err(),
+            json_dumps(&past, &options).unwrap_err(),
+        ] {
+            assert!(err.to_string().contains("nested deeper than 200"), "{err}");
+        }
     }
 
     #[test]

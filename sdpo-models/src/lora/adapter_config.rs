@@ -18,16 +18,13 @@ impl LoraConfig {
     /// hold a null, `false` or empty value.
     pub fn from_adapter_config(dir: &Path) -> Result<(Self, AdapterInfo), ModelError> {
         let path = dir.join(ADAPTER_CONFIG_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|source| ModelError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        let text = crate::error::read_text(&path)?;
         let json: Map<String, Value> =
             serde_json::from_str(&text).map_err(|source| ModelError::Json {
                 path: path.clone(),
                 source,
             })?;
-        Self::from_adapter_json(&json, &path)
+        Self::from_adapter_json(&json, &path).map_err(|e| crate::error::in_file(&path, e))
     }
 
     /// [`LoraConfig::from_adapter_config`] on an already parsed object; `path` is only used in
@@ -130,11 +127,26 @@ impl LoraConfig {
             .into_iter()
             .filter(|(k, _)| PARSED.contains(&k.as_str()))
             .collect();
-        let config: LoraConfig =
-            serde_json::from_value(Value::Object(keep)).map_err(|source| ModelError::Json {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        let config: LoraConfig = match serde_json::from_value(Value::Object(keep.clone())) {
+            Ok(config) => config,
+            Err(source) => {
+                // serde's message says the type, not the key: find the key whose value alone
+                // fails (every field has a default), as the training config's reader does.
+                let culprit = keep.iter().find_map(|(key, value)| {
+                    let single = Map::from_iter([(key.clone(), value.clone())]);
+                    serde_json::from_value::<LoraConfig>(Value::Object(single))
+                        .err()
+                        .map(|e| (key.clone(), e.to_string()))
+                });
+                return Err(match culprit {
+                    Some((key, reason)) => ModelError::InvalidLoraConfig { key, reason },
+                    None => ModelError::Json {
+                        path: path.to_path_buf(),
+                        source,
+                    },
+                });
+            }
+        };
         config.validate()?;
         let info = AdapterInfo {
             base_model_name_or_path: json

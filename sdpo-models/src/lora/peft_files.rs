@@ -34,14 +34,16 @@ impl CausalLm {
         let dir = dir.as_ref();
         let (config, _) = LoraConfig::from_adapter_config(dir)?;
         self.check_no_adapter()?;
-        let (adapted, trained) = resolve(&config, &self)?;
+        let config_file = dir.join(ADAPTER_CONFIG_FILE);
+        let in_config = |e| crate::error::in_file(&config_file, e);
+        let (adapted, trained) = resolve(&config, &self).map_err(in_config)?;
 
         // Every tensor the adapter must hold, under its PEFT name and PyTorch shape.
         let mut expected: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         for (name, layer) in self.adaptable_layers() {
             let [d_in, d_out] = base_dims(layer);
             if adapted.contains(&name) {
-                let r = config.layer(&name)?.r;
+                let r = config.layer(&name).map_err(in_config)?.r;
                 expected.insert(format!("{PEFT_PREFIX}{name}.lora_A.weight"), vec![r, d_in]);
                 expected.insert(format!("{PEFT_PREFIX}{name}.lora_B.weight"), vec![d_out, r]);
                 if config.use_dora {
@@ -75,7 +77,7 @@ impl CausalLm {
             let [d_in, d_out] = base_dims(layer);
             let device = layer.weight().device();
             if adapted.contains(&name) {
-                let lora = config.layer(&name)?;
+                let lora = config.layer(&name).map_err(in_config)?;
                 let a = take(format!("{PEFT_PREFIX}{name}.lora_A.weight"));
                 let b = take(format!("{PEFT_PREFIX}{name}.lora_B.weight"));
                 let branch = LoraBranch::from_peft(

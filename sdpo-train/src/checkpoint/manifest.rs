@@ -102,10 +102,22 @@ pub fn verify_manifest(dir: &Path) -> Result<ManifestStatus, TrainError> {
         file: file.to_string(),
         reason,
     };
-    let text = std::fs::read_to_string(&path).map_err(io("read", &path))?;
-    let manifest: Manifest = serde_json::from_str(&text)
+    let bytes = std::fs::read(&path).map_err(io("read", &path))?;
+    let manifest: Manifest = serde_json::from_slice(&bytes)
         .map_err(|e| corrupt(MANIFEST_FILE, format!("is malformed: {e}")))?;
     for (name, expected) in &manifest.files {
+        // Only files inside the checkpoint: a manifest must not make us read (or block on)
+        // anything else on the machine.
+        let inside = !name.is_empty()
+            && Path::new(name)
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !inside {
+            return Err(corrupt(
+                name,
+                format!("{MANIFEST_FILE} lists a path outside the checkpoint directory"),
+            ));
+        }
         let file = dir.join(name);
         if !file.is_file() {
             return Err(corrupt(name, "is missing".into()));

@@ -88,8 +88,8 @@ pub fn resolve_checkpoint(output_dir: &Path, spec: &Path) -> Result<PathBuf, Tra
 /// Reads `trainer_state.json`.
 pub fn read_trainer_state(dir: &Path) -> Result<TrainerState, TrainError> {
     let path = dir.join(TRAINER_STATE_FILE);
-    let text = std::fs::read_to_string(&path).map_err(io("read", &path))?;
-    serde_json::from_str(&text).map_err(|e| TrainError::Malformed {
+    let bytes = std::fs::read(&path).map_err(io("read", &path))?;
+    serde_json::from_slice(&bytes).map_err(|e| TrainError::Malformed {
         what: "trainer state",
         path,
         reason: e.to_string(),

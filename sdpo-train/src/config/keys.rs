@@ -71,6 +71,10 @@ fn parse_part<T: DeserializeOwned>(
 /// The closest known key to a misspelt one, when it is close enough to be a likely typo
 /// (edit distance at most 2, or a quarter of the key's length).
 pub fn closest_key<'a>(unknown: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    // No key is this long, and the distance costs its length times every known key's.
+    if unknown.len() > 128 {
+        return None;
+    }
     fn distance(a: &str, b: &str) -> usize {
         let b: Vec<char> = b.chars().collect();
         let mut row: Vec<usize> = (0..=b.len()).collect();

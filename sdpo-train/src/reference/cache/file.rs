@@ -251,12 +251,11 @@ pub fn read(path: &Path) -> Result<(CacheHeader, Vec<PairLogps>), TrainError> {
             .chunks_exact(8)
             .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
             .collect();
-        if offsets.len() != header.pair_count + 1 {
+        if Some(offsets.len()) != header.pair_count.checked_add(1) {
             return Err(bad(format!(
-                "`{name}_offsets` has {} entries for {} pairs (expected {})",
+                "`{name}_offsets` has {} entries for {} pairs (expected one more)",
                 offsets.len(),
                 header.pair_count,
-                header.pair_count + 1
             )));
         }
         if offsets[0] != 0 || offsets[offsets.len() - 1] != values.len() as i64 {
@@ -266,17 +265,19 @@ pub fn read(path: &Path) -> Result<(CacheHeader, Vec<PairLogps>), TrainError> {
             )));
         }
         for (i, w) in offsets.windows(2).enumerate() {
-            if w[1] < w[0] {
+            // Each offset is checked against the values before it is used: the last one equals
+            // the length, but one in the middle may still pass it.
+            if w[1] < w[0] || w[1] > values.len() as i64 {
                 return Err(bad(format!(
-                    "`{name}_offsets` decreases at pair {}",
-                    header.first_pair + i
+                    "`{name}_offsets` decreases or passes the end of `{name}_logps` at pair {}",
+                    header.first_pair.saturating_add(i)
                 )));
             }
             let span = &values[w[0] as usize..w[1] as usize];
             if let Some(bad_value) = span.iter().find(|v| !v.is_finite()) {
                 return Err(bad(format!(
                     "`{name}_logps` of pair {} holds {bad_value}",
-                    header.first_pair + i
+                    header.first_pair.saturating_add(i)
                 )));
             }
             sides[side].push(span.to_vec());
