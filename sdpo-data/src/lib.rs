@@ -83,8 +83,9 @@ pub use record::{ColumnNames, KNOWN_ROLES, Message, PairBody, PreferenceRecord, 
 pub use sampler::{BatchSampler, DEFAULT_MEGABATCH_FACTOR};
 pub use source::{DataFile, FileKind, resolve_data_files};
 pub use template::{
-    ChatTemplate, RESERVED_TEMPLATE_KWARGS, RenderInput, TEMPLATE_FUEL, TEMPLATE_MAX_OUTPUT_BYTES,
-    TEMPLATE_RECURSION_LIMIT, TemplateClock, TemplateTokens,
+    ChatTemplate, RESERVED_TEMPLATE_KWARGS, RenderInput, TEMPLATE_FUEL, TEMPLATE_MAX_COMPILE_WORK,
+    TEMPLATE_MAX_OUTPUT_BYTES, TEMPLATE_MAX_TAG_CODE_BYTES, TEMPLATE_RECURSION_LIMIT,
+    TemplateClock, TemplateTokens,
 };
 pub use templates::{ADDITIONAL_TEMPLATES_DIR, ChatTemplates};
 pub use tokenizer::{PreferenceTokenizer, SpecialToken, TokenizerInfo};

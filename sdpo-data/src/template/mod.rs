@@ -7,6 +7,7 @@
 
 mod environment;
 mod python;
+mod tag_size;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ pub use environment::{
     TEMPLATE_FUEL, TEMPLATE_MAX_OUTPUT_BYTES, TEMPLATE_RECURSION_LIMIT, TemplateClock,
 };
 use python::is_python_space;
+pub use tag_size::{TEMPLATE_MAX_COMPILE_WORK, TEMPLATE_MAX_TAG_CODE_BYTES};
 
 /// The special-token strings a template may use (`{{ bos_token }}`, ...): transformers'
 /// `special_tokens_map`, the named tokens the tokenizer config sets (no fallbacks).
@@ -137,13 +139,22 @@ impl ChatTemplate {
     /// that print today's date reproducible).
     ///
     /// # Errors
-    /// [`DataError::TemplateSyntax`] when the template does not parse.
+    /// [`DataError::TemplateSyntax`] when the template does not parse, or when one of its tags
+    /// holds more than [`TEMPLATE_MAX_TAG_CODE_BYTES`] of code or all together more than
+    /// [`TEMPLATE_MAX_COMPILE_WORK`].
     pub fn with_clock(
         source: &str,
         tokens: TemplateTokens,
         origin: &Path,
         clock: TemplateClock,
     ) -> Result<Self, DataError> {
+        if let Some(tag) = tag_size::first_oversized_tag(source) {
+            return Err(DataError::TemplateSyntax {
+                path: origin.to_path_buf(),
+                line: Some(tag.line),
+                source: Error::new(ErrorKind::SyntaxError, tag.message()),
+            });
+        }
         // Compiled on a large stack too: minijinja's parser recurses once per unary operator
         // (`- - - - ...` 100,000 times overflowed an 8 MiB stack).
         let env = on_large_stack(|| {
