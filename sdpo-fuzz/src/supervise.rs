@@ -140,6 +140,9 @@ pub struct TargetReport {
 pub struct Plan {
     /// The targets, run in this order, `jobs` at a time.
     pub targets: Vec<String>,
+    /// The first input of each target: a run of `from..from + count` continues one of
+    /// `0..from` with the same seed (a long run split over processes or sessions).
+    pub from: u64,
     /// Inputs per target.
     pub count: u64,
     /// The run seed.
@@ -210,8 +213,12 @@ fn run_target(plan: &Plan, name: &str) -> std::io::Result<TargetReport> {
     let mut max_rss_kib = 0;
     let mut campaign = None;
     loop {
-        let checkpoint = read_checkpoint(&state).unwrap_or_default();
-        if checkpoint.next >= plan.count {
+        let end = plan.from.saturating_add(plan.count);
+        let checkpoint = read_checkpoint(&state).unwrap_or(Checkpoint {
+            next: plan.from,
+            tally: Tally::default(),
+        });
+        if checkpoint.next >= end {
             let mut tally = checkpoint.tally;
             tally.merge(&deaths);
             return Ok(TargetReport {
@@ -228,7 +235,7 @@ fn run_target(plan: &Plan, name: &str) -> std::io::Result<TargetReport> {
             .args(["--target", name])
             .args(["--seed", &plan.seed.to_string()])
             .args(["--from", &checkpoint.next.to_string()])
-            .args(["--to", &plan.count.to_string()])
+            .args(["--to", &end.to_string()])
             .arg("--state")
             .arg(&state)
             .arg("--findings")

@@ -42,6 +42,10 @@ enum Commands {
         /// Inputs per target.
         #[arg(long, default_value_t = 10_000)]
         count: u64,
+        /// The first input's index: `--from 500000 --count 500000` runs the second half of a
+        /// million-input run of the same seed.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
         /// The run seed: the same seed gives the same inputs.
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -129,6 +133,7 @@ fn run() -> anyhow::Result<ExitCode> {
         Commands::Run {
             targets,
             count,
+            from,
             seed,
             jobs,
             findings,
@@ -148,6 +153,7 @@ fn run() -> anyhow::Result<ExitCode> {
             let state = state.unwrap_or_else(default_state);
             let plan = Plan {
                 targets,
+                from,
                 count,
                 seed,
                 jobs,
@@ -156,7 +162,7 @@ fn run() -> anyhow::Result<ExitCode> {
                 findings: findings.clone(),
             };
             println!(
-                "{count} inputs per target, seed {seed}, {jobs} at once; memory bound {} MiB and time budget {} s per input",
+                "{count} inputs per target from input {from}, seed {seed}, {jobs} at once; memory bound {} MiB and time budget {} s per input",
                 budget::MEMORY_BOUND >> 20,
                 budget::TIME_BUDGET.as_secs()
             );
