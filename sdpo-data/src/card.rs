@@ -52,6 +52,14 @@ pub fn read_card_configs(dir: &Path) -> Result<Vec<CardConfig>, DataError> {
         path: path.clone(),
         reason,
     };
+    if let Some(line) = deeper_flow_than_allowed(yaml) {
+        // The front matter starts on the card's line 2 (after `---`).
+        return Err(bad(format!(
+            "the YAML front matter nests flow collections (`{{`, `[`) deeper than \
+             {MAX_FLOW_DEPTH} levels at line {}",
+            line + 1
+        )));
+    }
     let matter: FrontMatter = serde_yaml_ng::from_str(yaml).map_err(|e| {
         // The front matter starts on the card's line 2 (after `---`).
         match e.location() {
@@ -79,6 +87,59 @@ pub fn read_card_configs(dir: &Path) -> Result<Vec<CardConfig>, DataError> {
             parse_config(entry).map_err(|reason| bad(format!("configs[{i}]: {reason}")))
         })
         .collect()
+}
+
+/// The deepest flow nesting (`{`, `[`) a card's front matter may have. libyaml's scanner (under
+/// serde_yaml_ng) looks at every open flow level at each token, so scanning `{"a":{"a":...`
+/// 100,000 deep took minutes before the parser's recursion limit could refuse it (`sdpo-fuzz`).
+const MAX_FLOW_DEPTH: usize = 64;
+
+/// The 1-based line of `yaml` where a `{` or `[` opens a flow level deeper than
+/// [`MAX_FLOW_DEPTH`], if one does. Quoted scalars and comments are skipped; a bracket inside a
+/// plain or block scalar counts too, which can only matter for text with 64 unclosed brackets.
+fn deeper_flow_than_allowed(yaml: &str) -> Option<usize> {
+    let bytes = yaml.as_bytes();
+    let mut depth = 0usize;
+    let mut line = 1;
+    let mut i = 0;
+    while i < bytes.len() {
+        let byte = bytes[i];
+        let starts_token = i == 0 || matches!(bytes[i - 1], b' ' | b'\t' | b'\n' | b'\r');
+        let starts_value = starts_token || matches!(bytes[i - 1], b'[' | b'{' | b',' | b':');
+        match byte {
+            b'\n' => line += 1,
+            b'#' if starts_token => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'\'' | b'"' if starts_value => {
+                // A quoted scalar: `''` escapes a single quote, `\` escapes in double quotes.
+                i += 1;
+                while i < bytes.len() {
+                    match bytes[i] {
+                        b'\n' => line += 1,
+                        b'\\' if byte == b'"' => i += 1,
+                        b'\'' if byte == b'\'' && bytes.get(i + 1) == Some(&b'\'') => i += 1,
+                        quote if quote == byte => break,
+                        _ => {}
+                    }
+                    i += 1;
+                }
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > MAX_FLOW_DEPTH {
+                    return Some(line);
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 /// The text between a leading `---` line and the next `---` line.
@@ -246,6 +307,23 @@ mod tests {
         assert_eq!(front_matter("---\na: 1\n---\n# Title\n"), Some("a: 1\n"));
         assert_eq!(front_matter("# no front matter\n---\n"), None);
         assert_eq!(front_matter("---\nunterminated: 1\n"), None);
+    }
+
+    #[test]
+    fn flow_nesting_past_the_bound_is_found_with_its_line_and_quotes_are_not_nesting() {
+        let within = format!("a: {}1{}\n", "[".repeat(64), "]".repeat(64));
+        assert_eq!(deeper_flow_than_allowed(&within), None);
+        let past = format!("a: 1\nb: {}1{}\n", "[".repeat(65), "]".repeat(65));
+        assert_eq!(deeper_flow_than_allowed(&past), Some(2));
+        let deep = format!("c: {}\n", "{\"a\":".repeat(100_000));
+        assert_eq!(deeper_flow_than_allowed(&deep), Some(1));
+        let quoted = format!(
+            "a: '{}'\nb: \"{}\\\"\"\nc: it's [1] # {}\n",
+            "{".repeat(100),
+            "[".repeat(100),
+            "[".repeat(100)
+        );
+        assert_eq!(deeper_flow_than_allowed(&quoted), None);
     }
 
     #[test]
