@@ -4,6 +4,7 @@ mod config;
 mod data;
 mod models;
 mod run;
+mod templates;
 
 use std::sync::LazyLock;
 
@@ -13,6 +14,7 @@ use crate::Target;
 pub static TARGETS: LazyLock<Vec<&'static Target>> = LazyLock::new(|| {
     data::TARGETS
         .iter()
+        .chain(&templates::TARGETS)
         .chain(&config::TARGETS)
         .chain(&models::TARGETS)
         .chain(&run::TARGETS)
