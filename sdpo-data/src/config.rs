@@ -42,6 +42,17 @@ impl TrlPipeline {
     }
 }
 
+/// The least default of [`DataConfig::max_text_bytes`]: 512 KiB, about 110,000 tokens of
+/// English. The tokenizer spends hundreds of bytes of memory per token (the pre-tokenized
+/// pieces, offsets and token strings), so an unbounded text could take gigabytes only to be
+/// truncated to `max_length`.
+pub const MIN_DEFAULT_MAX_TEXT_BYTES: usize = 512 << 10;
+
+/// Text bytes per token of `max_length` in the default of [`DataConfig::max_text_bytes`]:
+/// several times the 3 to 5 bytes a token of English or code takes, so a record `max_length`
+/// keeps is never refused for its size.
+pub const DEFAULT_TEXT_BYTES_PER_TOKEN: usize = 16;
+
 /// TRL 0.28's `max_prompt_length` default.
 pub const DEFAULT_MAX_PROMPT_LENGTH_V0_28: usize = 512;
 
@@ -102,6 +113,12 @@ pub struct DataConfig {
     pub skip_invalid_records: bool,
     /// How many skip/drop reasons the report keeps verbatim. Default 10.
     pub max_reported_reasons: usize,
+    /// The longest text handed to the tokenizer, in bytes: a field, or a conversation as the
+    /// chat template rendered it; a longer one is a record error (skippable). Unset: the
+    /// larger of [`MIN_DEFAULT_MAX_TEXT_BYTES`] and [`DEFAULT_TEXT_BYTES_PER_TOKEN`] bytes per
+    /// token of `max_length`. Read it through [`Self::max_text_bytes`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_text_bytes: Option<usize>,
     /// The column (JSON key) holding the prompt. Default `"prompt"`. When a file has no such
     /// column (or key), the prompt is extracted from `chosen`/`rejected` (implicit prompt).
     pub prompt_column: String,
@@ -144,6 +161,7 @@ impl Default for DataConfig {
             pad_to_multiple_of: None,
             skip_invalid_records: false,
             max_reported_reasons: 10,
+            max_text_bytes: None,
             prompt_column: "prompt".into(),
             chosen_column: "chosen".into(),
             rejected_column: "rejected".into(),
@@ -182,6 +200,17 @@ impl DataConfig {
                 .max_prompt_length
                 .unwrap_or(Some(DEFAULT_MAX_PROMPT_LENGTH_V0_28)),
         }
+    }
+
+    /// The text length bound in effect: `max_text_bytes` when set, else the larger of
+    /// [`MIN_DEFAULT_MAX_TEXT_BYTES`] and [`DEFAULT_TEXT_BYTES_PER_TOKEN`] x `max_length`.
+    pub fn max_text_bytes(&self) -> usize {
+        self.max_text_bytes.unwrap_or_else(|| {
+            let per_length = self.max_length.map_or(0, |tokens| {
+                tokens.saturating_mul(DEFAULT_TEXT_BYTES_PER_TOKEN)
+            });
+            per_length.max(MIN_DEFAULT_MAX_TEXT_BYTES)
+        })
     }
 
     /// The column mapping (`prompt_column`, `chosen_column`, `rejected_column`).
@@ -236,6 +265,9 @@ impl DataConfig {
             ("dataset_test_split", &self.dataset_test_split),
         ] {
             check_split_name(field, name)?;
+        }
+        if self.max_text_bytes == Some(0) {
+            return Err(bad("max_text_bytes", "must be at least 1".into()));
         }
         if self.max_length == Some(0) {
             return Err(bad(

@@ -226,6 +226,22 @@ pub enum DataError {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 
+    /// A text to tokenize (a field, or a conversation as the chat template rendered it) is
+    /// longer than [`max_text_bytes`](crate::DataConfig::max_text_bytes).
+    #[error(
+        "{origin}: field `{field}`: the text to tokenize has {bytes} bytes, more than max_text_bytes = {limit} (tokenizing costs hundreds of bytes of memory per token); raise max_text_bytes, or allow skipping"
+    )]
+    TextTooLong {
+        /// File and line/index.
+        origin: RecordOrigin,
+        /// The field being tokenized.
+        field: String,
+        /// The text's length in bytes.
+        bytes: usize,
+        /// The limit in effect.
+        limit: usize,
+    },
+
     /// Truncation to `max_length` would leave no completion token (the prompt alone fills it).
     #[error(
         "{origin}: field `{field}`: prompt has {prompt_len} tokens, so truncating to max_length = {max_length} ({mode}) leaves no completion token; raise max_length, set max_prompt_length, or allow skipping"
@@ -370,6 +386,7 @@ impl DataError {
             | DataError::NoChatTemplate { origin, .. }
             | DataError::TemplateRender { origin, .. }
             | DataError::Tokenize { origin, .. }
+            | DataError::TextTooLong { origin, .. }
             | DataError::CompletionTruncatedAway { origin, .. }
             | DataError::NoScoredToken { origin, .. } => Some(origin),
             _ => None,

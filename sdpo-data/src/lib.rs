@@ -71,7 +71,10 @@ mod tokenizer;
 
 pub use card::{CardConfig, README, read_card_configs};
 pub use collate::{Collator, PreferenceBatch, scored_completion_tokens};
-pub use config::{DEFAULT_MAX_PROMPT_LENGTH_V0_28, DataConfig, TrlPipeline, TruncationMode};
+pub use config::{
+    DEFAULT_MAX_PROMPT_LENGTH_V0_28, DEFAULT_TEXT_BYTES_PER_TOKEN, DataConfig,
+    MIN_DEFAULT_MAX_TEXT_BYTES, TrlPipeline, TruncationMode,
+};
 pub use dataset::{DataReport, TokenizedDataset, TokenizedPair};
 pub use dataset_source::{dataset_has_split, dataset_split_names, resolve_dataset};
 pub use error::{DataError, RecordLocation, RecordOrigin};

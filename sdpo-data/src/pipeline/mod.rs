@@ -6,6 +6,7 @@
 pub(crate) mod v0_28;
 pub(crate) mod v1;
 
+use crate::config::DataConfig;
 use crate::dataset::TokenizedPair;
 use crate::error::{DataError, RecordOrigin};
 use crate::record::{ColumnNames, Message, PreferenceRecord};
@@ -40,24 +41,55 @@ pub(crate) struct PairNotes {
     pub unscored: bool,
 }
 
-/// Token ids of `text`, with the tokenizer's post-processor specials when `special`.
-pub(crate) fn encode(
-    tokenizer: &PreferenceTokenizer,
-    text: &str,
-    special: bool,
-    field: &str,
-    origin: &RecordOrigin,
-) -> Result<Vec<u32>, DataError> {
-    let result = if special {
-        tokenizer.encode_with_special_tokens(text, true)
-    } else {
-        tokenizer.encode(text)
-    };
-    result.map_err(|source| DataError::Tokenize {
-        origin: origin.clone(),
-        field: field.into(),
-        source,
-    })
+/// Tokenizes one record's texts, refusing a text over the configured
+/// [`max_text_bytes`](DataConfig::max_text_bytes) before the tokenizer sees it.
+pub(crate) struct TextEncoder<'a> {
+    tokenizer: &'a PreferenceTokenizer,
+    max_text_bytes: usize,
+    origin: &'a RecordOrigin,
+}
+
+impl<'a> TextEncoder<'a> {
+    /// The encoder of one record.
+    pub(crate) fn new(
+        tokenizer: &'a PreferenceTokenizer,
+        config: &DataConfig,
+        origin: &'a RecordOrigin,
+    ) -> Self {
+        Self {
+            tokenizer,
+            max_text_bytes: config.max_text_bytes(),
+            origin,
+        }
+    }
+
+    /// Token ids of `text`, with the tokenizer's post-processor specials when `special`;
+    /// errors name the record and `field`.
+    pub(crate) fn encode(
+        &self,
+        text: &str,
+        special: bool,
+        field: &str,
+    ) -> Result<Vec<u32>, DataError> {
+        if text.len() > self.max_text_bytes {
+            return Err(DataError::TextTooLong {
+                origin: self.origin.clone(),
+                field: field.into(),
+                bytes: text.len(),
+                limit: self.max_text_bytes,
+            });
+        }
+        let result = if special {
+            self.tokenizer.encode_with_special_tokens(text, true)
+        } else {
+            self.tokenizer.encode(text)
+        };
+        result.map_err(|source| DataError::Tokenize {
+            origin: self.origin.clone(),
+            field: field.into(),
+            source,
+        })
+    }
 }
 
 /// Renders `messages` with the record's tools and template arguments; errors name the record,

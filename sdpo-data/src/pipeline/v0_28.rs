@@ -12,7 +12,7 @@
 //!   be cut away entirely by `max_length`, or that has no scored completion token, is an error
 //!   (a counted skip with `skip_invalid_records`).
 
-use super::{Outcome, PairNotes, encode, render_pair};
+use super::{Outcome, PairNotes, TextEncoder, render_pair};
 use crate::collate::scored_completion_tokens;
 use crate::config::{DataConfig, TruncationMode};
 use crate::dataset::TokenizedPair;
@@ -28,6 +28,7 @@ pub(crate) fn tokenize(
     record: &PreferenceRecord,
 ) -> Result<Outcome, DataError> {
     let origin = &record.origin;
+    let encoder = TextEncoder::new(tokenizer, config, origin);
     let info = tokenizer.info();
     let (mut prompt_ids, chosen_ids, rejected_ids) = match &record.body {
         PairBody::Standard {
@@ -35,8 +36,8 @@ pub(crate) fn tokenize(
             chosen,
             rejected,
         } => {
-            let mut chosen_ids = encode(tokenizer, chosen, false, &columns.chosen, origin)?;
-            let mut rejected_ids = encode(tokenizer, rejected, false, &columns.rejected, origin)?;
+            let mut chosen_ids = encoder.encode(chosen, false, &columns.chosen)?;
+            let mut rejected_ids = encoder.encode(rejected, false, &columns.rejected)?;
             if let Some(eos) = info.eos_token_id() {
                 for ids in [&mut chosen_ids, &mut rejected_ids] {
                     if ids.last() != Some(&eos) {
@@ -45,7 +46,7 @@ pub(crate) fn tokenize(
                 }
             }
             (
-                encode(tokenizer, prompt, false, &columns.prompt, origin)?,
+                encoder.encode(prompt, false, &columns.prompt)?,
                 chosen_ids,
                 rejected_ids,
             )
@@ -58,9 +59,9 @@ pub(crate) fn tokenize(
             let (prompt, chosen, rejected) =
                 render_conversation(tokenizer, columns, record, prompt, chosen, rejected)?;
             (
-                encode(tokenizer, &prompt, false, &columns.prompt, origin)?,
-                encode(tokenizer, &chosen, false, &columns.chosen, origin)?,
-                encode(tokenizer, &rejected, false, &columns.rejected, origin)?,
+                encoder.encode(&prompt, false, &columns.prompt)?,
+                encoder.encode(&chosen, false, &columns.chosen)?,
+                encoder.encode(&rejected, false, &columns.rejected)?,
             )
         }
     };

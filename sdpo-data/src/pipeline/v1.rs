@@ -14,7 +14,7 @@
 //!
 //! Truncation of each row to `max_length` happens in the collator.
 
-use super::{Outcome, PairNotes, encode, render_pair};
+use super::{Outcome, PairNotes, TextEncoder, render_pair};
 use crate::collate::scored_completion_tokens;
 use crate::config::{DataConfig, TruncationMode};
 use crate::dataset::TokenizedPair;
@@ -30,6 +30,7 @@ pub(crate) fn tokenize(
     record: &PreferenceRecord,
 ) -> Result<Outcome, DataError> {
     let origin = &record.origin;
+    let encoder = TextEncoder::new(tokenizer, config, origin);
     let (prompt_ids, full_chosen, full_rejected) = match &record.body {
         PairBody::Standard {
             prompt,
@@ -42,15 +43,9 @@ pub(crate) fn tokenize(
                 _ => format!("{prompt}{text}"),
             };
             (
-                encode(tokenizer, prompt, true, &columns.prompt, origin)?,
-                encode(tokenizer, &with_eos(chosen), true, &columns.chosen, origin)?,
-                encode(
-                    tokenizer,
-                    &with_eos(rejected),
-                    true,
-                    &columns.rejected,
-                    origin,
-                )?,
+                encoder.encode(prompt, true, &columns.prompt)?,
+                encoder.encode(&with_eos(chosen), true, &columns.chosen)?,
+                encoder.encode(&with_eos(rejected), true, &columns.rejected)?,
             )
         }
         PairBody::Conversational {
@@ -66,9 +61,9 @@ pub(crate) fn tokenize(
                 false,
             )?;
             (
-                encode(tokenizer, &prompt_text, false, &columns.prompt, origin)?,
-                encode(tokenizer, &chosen_text, false, &columns.chosen, origin)?,
-                encode(tokenizer, &rejected_text, false, &columns.rejected, origin)?,
+                encoder.encode(&prompt_text, false, &columns.prompt)?,
+                encoder.encode(&chosen_text, false, &columns.chosen)?,
+                encoder.encode(&rejected_text, false, &columns.rejected)?,
             )
         }
     };

@@ -30,7 +30,8 @@ pub const TEMPLATE_FUEL: u64 = 20_000_000;
 /// Nesting depth of macro calls and recursive loops one rendering may reach.
 pub const TEMPLATE_RECURSION_LIMIT: usize = 100;
 
-/// The largest rendered text, in bytes.
+/// The largest rendered text, in bytes (what the pipeline then tokenizes is bounded by
+/// [`max_text_bytes`](crate::DataConfig::max_text_bytes)).
 pub const TEMPLATE_MAX_OUTPUT_BYTES: usize = 32 << 20;
 
 /// The template's name in minijinja's error messages.

@@ -97,3 +97,82 @@ fn a_template_error_names_the_template_line() {
         "{message}"
     );
 }
+
+#[test]
+fn a_text_past_max_text_bytes_is_refused_before_tokenizing_and_can_be_skipped() {
+    let config = DataConfig {
+        max_text_bytes: Some(1000),
+        ..DataConfig::default()
+    };
+    // Under the bound the record is kept; one byte past it, refused naming the field.
+    let at_bound = "a".repeat(1000 - " Hello".len() - "Hi".len() - "<|im_end|>".len());
+    let past = format!("{at_bound}a");
+    let lines = format!(
+        "{{\"prompt\": \"Hi\", \"chosen\": \" Hello{at_bound}\", \"rejected\": \" Go\"}}\n{{\"prompt\": \"Hi\", \"chosen\": \" Hello{past}\", \"rejected\": \" Go\"}}\n"
+    );
+    let path = write_temp("long.jsonl", lines.as_bytes());
+    let err = processor_with(config.clone(), None)
+        .process_file(&path)
+        .expect_err("must fail");
+    let message = err.to_string();
+    assert!(
+        matches!(
+            &err,
+            DataError::TextTooLong {
+                bytes: 1001,
+                limit: 1000,
+                ..
+            }
+        ),
+        "{message}"
+    );
+    assert!(
+        message.contains("long.jsonl: line 2: field `chosen`")
+            && message.contains("max_text_bytes"),
+        "{message}"
+    );
+
+    let skipping = DataConfig {
+        skip_invalid_records: true,
+        ..config
+    };
+    let dataset = processor_with(skipping, None).process_file(&path).unwrap();
+    assert_eq!(dataset.len(), 1);
+    assert_eq!(dataset.report.skipped_invalid, 1);
+    assert_eq!(dataset.report.records_read, 2);
+}
+
+#[test]
+fn the_default_text_bound_grows_with_max_length() {
+    let default = DataConfig::default();
+    assert_eq!(default.max_length, Some(1024));
+    assert_eq!(
+        default.max_text_bytes(),
+        sdpo_data::MIN_DEFAULT_MAX_TEXT_BYTES
+    );
+    let long = DataConfig {
+        max_length: Some(131_072),
+        ..DataConfig::default()
+    };
+    assert_eq!(
+        long.max_text_bytes(),
+        131_072 * sdpo_data::DEFAULT_TEXT_BYTES_PER_TOKEN
+    );
+    let unlimited = DataConfig {
+        max_length: None,
+        ..DataConfig::default()
+    };
+    assert_eq!(
+        unlimited.max_text_bytes(),
+        sdpo_data::MIN_DEFAULT_MAX_TEXT_BYTES
+    );
+}
+
+#[test]
+fn a_template_rendering_past_the_text_bound_is_refused_before_tokenizing() {
+    // 10 MB: under the template's 32 MiB output cap, far past the default text bound.
+    let template = "{% if big is defined %}{% for a in range(100) %}{{ 'x' * 100000 }}{% endfor %}{% endif %}ok";
+    let err = first_error(template, r#", "chat_template_kwargs": {"big": true}"#);
+    let message = err.to_string();
+    assert!(matches!(err, DataError::TextTooLong { .. }), "{message}");
+}

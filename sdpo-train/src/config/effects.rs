@@ -157,6 +157,7 @@ pub const KEY_EFFECTS: &[KeyEffects] = &[
     key("max_prompt_length", Refused, Setting),
     key("truncation_mode", Refused, Setting),
     key("skip_invalid_records", Refused, Data),
+    key("max_text_bytes", Refused, Data),
     key("prompt_column", Refused, Data),
     key("chosen_column", Refused, Data),
     key("rejected_column", Refused, Data),
