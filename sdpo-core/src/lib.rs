@@ -35,6 +35,7 @@ pub mod metrics;
 pub mod numerics;
 pub mod quantile;
 pub mod selection;
+pub mod token_methods;
 pub mod token_stats;
 
 pub use error::CoreError;
@@ -52,4 +53,7 @@ pub use metrics::{
 };
 pub use quantile::masked_quantile;
 pub use selection::{SequenceLogps, TokenLogps, TokenSelection, mask_unimportant_tokens};
+pub use token_methods::{
+    SidePair, TokenColumns, TokenMethod, TokenMethodOutput, TokenScorer, TokenWeights, WeightKind,
+};
 pub use token_stats::{completion_token_stats, label_is_top1, masked_mean, token_entropy};
