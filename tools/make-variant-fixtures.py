@@ -203,9 +203,28 @@ def new_chat(out):
     return f"smollm2 chat prompt replaced: {len(messages)} messages, {len(ids)} tokens"
 
 
+def token_methods(out):
+    path = out / "token_methods.json"
+    doc = load(path)
+    # Every third case dropped (each method keeps some), the rest reversed, and in each case
+    # the pairs of the batch reversed: every per-pair field leads with the batch index.
+    doc["cases"] = [c for i, c in enumerate(doc["cases"]) if i % 3 != 2][::-1]
+    for case in doc["cases"]:
+        for block in (case["inputs"], case["expected"]):
+            for key, value in block.items():
+                if isinstance(value, list):
+                    block[key] = value[::-1]
+        layout = case.get("authors_layout")
+        if layout:
+            layout["prompt_lengths"] = layout["prompt_lengths"][::-1]
+    mark(doc)
+    dump(path, doc)
+    return f"token_methods.json: {len(doc['cases'])} cases (reversed, every 3rd dropped, pairs reversed)"
+
+
 def main():
     args = sys.argv[1:]
-    steps = [dpo_loss, sdpo_mask, sdpo_e2e, models, smollm2]
+    steps = [dpo_loss, sdpo_mask, sdpo_e2e, models, smollm2, token_methods]
     if args and args[0] == "--new-chat":
         args = args[1:]
         steps.append(new_chat)

@@ -295,8 +295,8 @@ fn weighted_sum(values: Tensor<2>, valid: Tensor<2, Bool>, weights: Tensor<2>) -
 /// A `[batch, seq]` tensor read back to the host as rows of f64.
 pub(crate) fn host_rows(tensor: Tensor<2>, name: &'static str) -> Result<Vec<Vec<f64>>, CoreError> {
     let [_, seq] = tensor.dims();
+    // Converted on the host: not every backend has float64 (wgpu).
     let flat = tensor
-        .cast(DType::F64)
         .try_into_vec_as::<f64>()
         .map_err(|e| CoreError::DeviceRead {
             tensor: name,
