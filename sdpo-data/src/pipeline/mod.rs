@@ -63,6 +63,11 @@ impl<'a> TextEncoder<'a> {
         }
     }
 
+    /// The most bytes a text may have to be tokenized.
+    pub(crate) fn max_text_bytes(&self) -> usize {
+        self.max_text_bytes
+    }
+
     /// Token ids of `text`, with the tokenizer's post-processor specials when `special`;
     /// errors name the record and `field`.
     pub(crate) fn encode(
@@ -101,6 +106,7 @@ fn render(
     add_generation_prompt: bool,
     continue_final_message: bool,
     field: &str,
+    max_text_bytes: usize,
 ) -> Result<String, DataError> {
     let input = RenderInput {
         messages,
@@ -108,6 +114,8 @@ fn render(
         kwargs: &record.chat_template_kwargs,
         add_generation_prompt,
         continue_final_message,
+        // A longer text would be refused before tokenizing: rendering stops there.
+        max_output_bytes: Some(max_text_bytes),
     };
     match tokenizer.apply_chat_template(&input) {
         None => Err(DataError::NoChatTemplate {
@@ -133,6 +141,7 @@ pub(crate) fn render_pair(
     record: &PreferenceRecord,
     turns: (&[Message], &[Message], &[Message]),
     continue_final: bool,
+    max_text_bytes: usize,
 ) -> Result<(String, String, String), DataError> {
     let (prompt, chosen, rejected) = turns;
     let joined = |more: &[Message]| [prompt, more].concat();
@@ -144,6 +153,7 @@ pub(crate) fn render_pair(
             !continue_final,
             continue_final,
             &columns.prompt,
+            max_text_bytes,
         )?,
         render(
             tokenizer,
@@ -152,6 +162,7 @@ pub(crate) fn render_pair(
             false,
             false,
             &columns.chosen,
+            max_text_bytes,
         )?,
         render(
             tokenizer,
@@ -160,6 +171,7 @@ pub(crate) fn render_pair(
             false,
             false,
             &columns.rejected,
+            max_text_bytes,
         )?,
     ))
 }

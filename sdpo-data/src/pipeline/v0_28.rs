@@ -56,8 +56,13 @@ pub(crate) fn tokenize(
             chosen,
             rejected,
         } => {
-            let (prompt, chosen, rejected) =
-                render_conversation(tokenizer, columns, record, prompt, chosen, rejected)?;
+            let (prompt, chosen, rejected) = render_conversation(
+                tokenizer,
+                columns,
+                record,
+                (prompt, chosen, rejected),
+                encoder.max_text_bytes(),
+            )?;
             (
                 encoder.encode(&prompt, false, &columns.prompt)?,
                 encoder.encode(&chosen, false, &columns.chosen)?,
@@ -136,10 +141,10 @@ fn render_conversation(
     tokenizer: &PreferenceTokenizer,
     columns: &ColumnNames,
     record: &PreferenceRecord,
-    prompt: &[Message],
-    chosen: &[Message],
-    rejected: &[Message],
+    turns: (&[Message], &[Message], &[Message]),
+    max_text_bytes: usize,
 ) -> Result<(String, String, String), DataError> {
+    let (prompt, chosen, rejected) = turns;
     let continue_final = prompt.last().is_some_and(|m| m.role == "assistant");
     let (prompt_text, full_chosen, full_rejected) = render_pair(
         tokenizer,
@@ -147,6 +152,7 @@ fn render_conversation(
         record,
         (prompt, chosen, rejected),
         continue_final,
+        max_text_bytes,
     )?;
     // Some templates (DeepSeek-R1) add markup with the generation prompt that the full
     // rendering lacks; the shared prefix is the prompt, as in TRL.

@@ -59,6 +59,7 @@ pub(crate) fn tokenize(
                 record,
                 (prompt, chosen, rejected),
                 false,
+                encoder.max_text_bytes(),
             )?;
             (
                 encoder.encode(&prompt_text, false, &columns.prompt)?,

@@ -329,17 +329,20 @@ fn parse_tag(tag: &str) -> Option<(usize, &str, &str, &str)> {
     Some((len, open_marker, word, close_marker))
 }
 
-/// Collects a rendering, failing once it passes [`TEMPLATE_MAX_OUTPUT_BYTES`].
+/// Collects a rendering, failing once it passes `limit` (at most
+/// [`TEMPLATE_MAX_OUTPUT_BYTES`]).
 pub(crate) struct BoundedOutput {
     /// The text so far.
     pub text: Vec<u8>,
+    /// The most it may hold, in bytes.
+    pub limit: usize,
     /// Set when the cap was hit.
     pub overflowed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::io::Write for BoundedOutput {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.text.len() + buf.len() > TEMPLATE_MAX_OUTPUT_BYTES {
+        if self.text.len() + buf.len() > self.limit {
             self.overflowed
                 .store(true, std::sync::atomic::Ordering::Relaxed);
             return Err(std::io::Error::other("rendered text too long"));

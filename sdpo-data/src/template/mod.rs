@@ -94,6 +94,9 @@ pub struct RenderInput<'a> {
     pub add_generation_prompt: bool,
     /// Cut the text right after the last message's content, so a model continues it.
     pub continue_final_message: bool,
+    /// Stop rendering past this many bytes (the pipeline's `max_text_bytes`: a longer text
+    /// would not be tokenized); `None`, or more than [`TEMPLATE_MAX_OUTPUT_BYTES`]: that cap.
+    pub max_output_bytes: Option<usize>,
 }
 
 /// A compiled chat template.
@@ -256,23 +259,31 @@ impl ChatTemplate {
             "add_generation_prompt".into(),
             Value::from(input.add_generation_prompt),
         ));
-        let rendered = self.render_bounded(Value::from_iter(context))?;
+        // The continue tag is cut off again after rendering: room for it on top of the bound.
+        let limit = input
+            .max_output_bytes
+            .map_or(TEMPLATE_MAX_OUTPUT_BYTES, |bytes| {
+                bytes.saturating_add(CONTINUE_TAG.len())
+            })
+            .min(TEMPLATE_MAX_OUTPUT_BYTES);
+        let rendered = self.render_bounded(Value::from_iter(context), limit)?;
         match final_content {
             Some(content) => cut_at_continue_tag(rendered, content),
             None => Ok(rendered),
         }
     }
 
-    fn render_bounded(&self, context: Value) -> Result<String, Error> {
-        on_large_stack(|| self.render_here(context))
+    fn render_bounded(&self, context: Value, limit: usize) -> Result<String, Error> {
+        on_large_stack(|| self.render_here(context, limit))
             .unwrap_or_else(|message| Err(Error::new(ErrorKind::InvalidOperation, message)))
     }
 
-    fn render_here(&self, context: Value) -> Result<String, Error> {
+    fn render_here(&self, context: Value, limit: usize) -> Result<String, Error> {
         let template = self.env.get_template(TEMPLATE_NAME)?;
         let overflowed = Arc::new(AtomicBool::new(false));
         let mut out = BoundedOutput {
             text: Vec::new(),
+            limit,
             overflowed: Arc::clone(&overflowed),
         };
         let rendered =
@@ -287,10 +298,18 @@ impl ChatTemplate {
             if overflowed.load(Ordering::Relaxed) {
                 return Err(Error::new(
                     ErrorKind::InvalidOperation,
-                    format!(
-                        "the rendered text passed {} MiB, the most a chat template may write",
-                        TEMPLATE_MAX_OUTPUT_BYTES >> 20
-                    ),
+                    if limit < TEMPLATE_MAX_OUTPUT_BYTES {
+                        format!(
+                            "the rendered text passed {limit} bytes, more than the pipeline \
+                             tokenizes (max_text_bytes; a chat template may write at most {} MiB)",
+                            TEMPLATE_MAX_OUTPUT_BYTES >> 20
+                        )
+                    } else {
+                        format!(
+                            "the rendered text passed {} MiB, the most a chat template may write",
+                            TEMPLATE_MAX_OUTPUT_BYTES >> 20
+                        )
+                    },
                 ));
             }
             return Err(err);

@@ -89,6 +89,7 @@ fn chat_templates_render_as_transformers() {
             kwargs: &kwargs,
             add_generation_prompt: case.get_attr("add_generation_prompt").unwrap().is_true(),
             continue_final_message: case.get_attr("continue_final_message").unwrap().is_true(),
+            max_output_bytes: None,
         };
         let ours = template.render(&input);
         match case.get_attr("text").ok().filter(|t| !t.is_undefined()) {

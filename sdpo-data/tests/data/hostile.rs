@@ -169,10 +169,37 @@ fn the_default_text_bound_grows_with_max_length() {
 }
 
 #[test]
-fn a_template_rendering_past_the_text_bound_is_refused_before_tokenizing() {
-    // 10 MB: under the template's 32 MiB output cap, far past the default text bound.
+fn a_template_rendering_past_the_text_bound_stops_there() {
+    // 10 MB: under the template's 32 MiB output cap, far past the default text bound, which
+    // stops the render (rendering the rest took seconds for nothing).
     let template = "{% if big is defined %}{% for a in range(100) %}{{ 'x' * 100000 }}{% endfor %}{% endif %}ok";
     let err = first_error(template, r#", "chat_template_kwargs": {"big": true}"#);
     let message = err.to_string();
-    assert!(matches!(err, DataError::TextTooLong { .. }), "{message}");
+    assert!(matches!(err, DataError::TemplateRender { .. }), "{message}");
+    let bound = DataConfig::default().max_text_bytes();
+    assert!(
+        message.contains("max_text_bytes") && message.contains(&format!("passed {}", bound + 27)),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_rendered_conversation_just_past_the_text_bound_is_refused_before_tokenizing() {
+    // The render may run a little past the bound (room for the continuation marker): the text
+    // itself is then refused with its length.
+    let config = DataConfig {
+        max_text_bytes: Some(200),
+        ..DataConfig::default()
+    };
+    let template = "{% for m in messages %}{{ m.content }}{% endfor %}{% if big is defined %}{{ 'x' * 205 }}{% endif %}";
+    let line = format!("{{{USER_TURN}, \"chat_template_kwargs\": {{\"big\": true}}}}\n");
+    let path = write_temp("hostile.jsonl", line.as_bytes());
+    let err = processor_with(config, Some(template))
+        .process_file(&path)
+        .expect_err("must fail");
+    let message = err.to_string();
+    assert!(
+        matches!(err, DataError::TextTooLong { limit: 200, .. }),
+        "{message}"
+    );
 }
