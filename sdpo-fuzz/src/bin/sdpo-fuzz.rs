@@ -4,6 +4,7 @@
 //! sdpo-fuzz list
 //! sdpo-fuzz run [--target NAME]... [--count N] [--seed S] [--jobs J] [--findings DIR]
 //! sdpo-fuzz replay --target NAME FILE...
+//! sdpo-fuzz corpus --target NAME --count N --out DIR
 //! ```
 
 use std::collections::BTreeSet;
@@ -88,6 +89,22 @@ enum Commands {
         #[arg(long)]
         matching: String,
         /// Where the matching inputs are saved (`<index>` and `<index>.txt`).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Writes a target's first inputs (its seed files, then generated and mutated inputs) as
+    /// files: the starting corpus of a coverage-guided engine (libFuzzer, AFL++).
+    Corpus {
+        /// The target.
+        #[arg(long)]
+        target: String,
+        /// The run seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Inputs written (the seed files count; at least all of them are written).
+        #[arg(long, default_value_t = 1_000)]
+        count: u64,
+        /// The directory written (created).
         #[arg(long)]
         out: PathBuf,
     },
@@ -239,6 +256,30 @@ fn run() -> anyhow::Result<ExitCode> {
             let _ = std::fs::remove_dir_all(&dir);
             println!(
                 "{saved} of {count} inputs matched; saved under {}",
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Commands::Corpus {
+            target,
+            seed,
+            count,
+            out,
+        } => {
+            let target = find(&target).with_context(|| format!("no fuzz target named {target}"))?;
+            let campaign = sdpo_fuzz::campaign::Campaign::new(target, seed)?;
+            std::fs::create_dir_all(&out)
+                .with_context(|| format!("cannot create {}", out.display()))?;
+            let count = count.max(campaign.corpus_len() as u64);
+            for index in 0..count {
+                let path = out.join(format!("{index:07}"));
+                std::fs::write(&path, campaign.input(index))
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            println!(
+                "{count} inputs of {} ({} seed files) written to {}",
+                target.name,
+                campaign.corpus_len(),
                 out.display()
             );
             Ok(ExitCode::SUCCESS)
