@@ -2,7 +2,7 @@
 //!
 //! As the authors' code computes it (`hee-suk-yoon/ConfPO`, `CPOTrainer.cpo_loss_confpo`):
 //! per sequence and side, a token is kept when its policy probability is below the sequence's
-//! arithmetic mean token probability (`lp_t < log(mean_t exp(lp_t))`, strict, recomputed from
+//! arithmetic mean token probability (`exp(lp_t) < mean_t exp(lp_t)`, strict, recomputed from
 //! the current policy at every step); the loss is SimPO over the kept tokens only,
 //! `-logsigmoid(beta * (a_c - a_r - simpo_gamma / beta))` with `a_s` the mean kept log-prob,
 //! smoothed by `label_smoothing`; a pair with no kept token on a side has loss 0 and still
@@ -153,9 +153,13 @@ fn low_confidence(logps: Tensor<2>, valid: Tensor<2, Bool>) -> Side {
     let invalid = valid.clone().bool_not();
     let logps = logps.detach().mask_fill(invalid.clone(), f64::NEG_INFINITY);
     let count = valid.clone().int().sum_dim(1).float().cast(dtype); // [batch, 1]
-    let mean_prob = logps.clone().exp().sum_dim(1) / count.clamp_min(1.0);
-    let threshold = mean_prob.log().expand([batch, seq]);
-    let kept = logps.clone().lower(threshold).bool_and(valid);
+    // Compared as probabilities, `p_t < mean(p)`, the same test as `lp_t < log(mean(p))`:
+    // both sides then come from one `exp`, so a token equal to its row's mean (a one-token
+    // completion, a row of equal log-probs) is never kept, however exact the backend's `exp`
+    // and `log` are.
+    let probs = logps.clone().exp();
+    let mean_prob = (probs.clone().sum_dim(1) / count.clamp_min(1.0)).expand([batch, seq]);
+    let kept = probs.lower(mean_prob).bool_and(valid);
     let weights = kept.float().cast(dtype);
     Side {
         scores: logps.mask_fill(invalid, 0.0),
