@@ -30,7 +30,8 @@ static TARGET: LazyLock<&'static Target> = LazyLock::new(|| {
 
 /// A directory of this process's own, in memory.
 static DIR: LazyLock<PathBuf> = LazyLock::new(|| {
-    let base = std::env::var_os("SDPO_FUZZ_STATE").map_or_else(|| PathBuf::from("/dev/shm"), PathBuf::from);
+    let base = std::env::var_os("SDPO_FUZZ_STATE")
+        .map_or_else(|| PathBuf::from("/dev/shm"), PathBuf::from);
     base.join(format!("sdpo-libfuzzer-{}", std::process::id()))
 });
 
