@@ -244,11 +244,11 @@ impl TokenScorer for CriticalToken {
         let dims = inputs.check_shapes()?;
         let ce = columns.require(NAME, CE_PROB_COLUMN, dims)?;
         let like = &inputs.policy_chosen_logps;
-        let mut sides = Vec::with_capacity(2);
-        for (chosen, probs, mask) in [
+        let [chosen_side, rejected_side] = [
             (true, &ce.chosen, &inputs.chosen_loss_mask),
             (false, &ce.rejected, &inputs.rejected_loss_mask),
-        ] {
+        ]
+        .map(|(chosen, probs, mask)| -> Result<_, CoreError> {
             let probs = host_rows(probs.clone().detach(), CE_PROB_COLUMN)?;
             let valid = host_mask(mask.clone(), "loss mask")?;
             let mut scores = Vec::with_capacity(probs.len());
@@ -283,10 +283,10 @@ impl TokenScorer for CriticalToken {
                 scores.push(score_row);
                 weights.push(weight_row);
             }
-            sides.push((device_rows(&scores, like), device_rows(&weights, like)));
-        }
-        let (rejected_scores, rejected) = sides.pop().expect("two sides");
-        let (chosen_scores, chosen) = sides.pop().expect("two sides");
+            Ok((device_rows(&scores, like), device_rows(&weights, like)))
+        });
+        let (chosen_scores, chosen) = chosen_side?;
+        let (rejected_scores, rejected) = rejected_side?;
         Ok(TokenWeights {
             kind: WeightKind::Weight,
             chosen_scores,

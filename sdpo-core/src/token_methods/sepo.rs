@@ -120,8 +120,7 @@ impl TokenScorer for Sepo {
             .config
             .sepo_rejected_ratio
             .unwrap_or(self.config.sepo_ratio);
-        let mut sides = Vec::with_capacity(2);
-        for (name, oracle, oracle_ref, mask, ratio, top) in [
+        let [chosen_side, rejected_side] = [
             (
                 "chosen",
                 &oracle.chosen,
@@ -138,41 +137,44 @@ impl TokenScorer for Sepo {
                 rejected_ratio,
                 false,
             ),
-        ] {
-            let lo = host_rows(oracle.clone().detach(), ORACLE_COLUMN)?;
-            let lor = host_rows(oracle_ref.clone().detach(), ORACLE_REF_COLUMN)?;
-            let valid = host_mask(mask.clone(), "loss mask")?;
-            let mut scores = Vec::with_capacity(valid.len());
-            let mut selected = Vec::with_capacity(valid.len());
-            let mut counts = Vec::with_capacity(valid.len());
-            for (pair, ((lo, lor), valid)) in lo.iter().zip(&lor).zip(&valid).enumerate() {
-                let row: Vec<f64> = lo
-                    .iter()
-                    .zip(lor)
-                    .zip(valid)
-                    .map(|((lo, lor), &valid)| if valid { lo - lor } else { 0.0 })
-                    .collect();
-                let keep =
-                    select(&row, valid, ratio, top).map_err(|reason| CoreError::TooSmall {
-                        tensor: if top {
-                            "chosen_loss_mask"
-                        } else {
-                            "rejected_loss_mask"
-                        },
-                        reason: format!("pair {pair}, {name} completion: {reason}"),
-                    })?;
-                counts.push(keep.iter().filter(|&&k| k).count() as f64);
-                selected.push(keep.iter().map(|&k| f64::from(u8::from(k))).collect());
-                scores.push(row);
-            }
-            sides.push((
-                device_rows(&scores, like),
-                device_rows(&selected, like),
-                device_values(counts, like),
-            ));
-        }
-        let (rejected_scores, rejected, rejected_count) = sides.pop().expect("two sides");
-        let (chosen_scores, chosen, chosen_count) = sides.pop().expect("two sides");
+        ]
+        .map(
+            |(name, oracle, oracle_ref, mask, ratio, top)| -> Result<_, CoreError> {
+                let lo = host_rows(oracle.clone().detach(), ORACLE_COLUMN)?;
+                let lor = host_rows(oracle_ref.clone().detach(), ORACLE_REF_COLUMN)?;
+                let valid = host_mask(mask.clone(), "loss mask")?;
+                let mut scores = Vec::with_capacity(valid.len());
+                let mut selected = Vec::with_capacity(valid.len());
+                let mut counts = Vec::with_capacity(valid.len());
+                for (pair, ((lo, lor), valid)) in lo.iter().zip(&lor).zip(&valid).enumerate() {
+                    let row: Vec<f64> = lo
+                        .iter()
+                        .zip(lor)
+                        .zip(valid)
+                        .map(|((lo, lor), &valid)| if valid { lo - lor } else { 0.0 })
+                        .collect();
+                    let keep =
+                        select(&row, valid, ratio, top).map_err(|reason| CoreError::TooSmall {
+                            tensor: if top {
+                                "chosen_loss_mask"
+                            } else {
+                                "rejected_loss_mask"
+                            },
+                            reason: format!("pair {pair}, {name} completion: {reason}"),
+                        })?;
+                    counts.push(keep.iter().filter(|&&k| k).count() as f64);
+                    selected.push(keep.iter().map(|&k| f64::from(u8::from(k))).collect());
+                    scores.push(row);
+                }
+                Ok((
+                    device_rows(&scores, like),
+                    device_rows(&selected, like),
+                    device_values(counts, like),
+                ))
+            },
+        );
+        let (chosen_scores, chosen, chosen_count) = chosen_side?;
+        let (rejected_scores, rejected, rejected_count) = rejected_side?;
         Ok(TokenWeights {
             kind: WeightKind::Mask,
             chosen_scores,

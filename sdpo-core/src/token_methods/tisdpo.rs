@@ -337,11 +337,11 @@ impl TokenScorer for Tisdpo {
     ) -> Result<TokenWeights, CoreError> {
         let dims = inputs.check_shapes()?;
         let like = &inputs.policy_chosen_logps;
-        let mut sides = Vec::with_capacity(2);
-        for (chosen, mask) in [
+        let [chosen_side, rejected_side] = [
             (true, &inputs.chosen_loss_mask),
             (false, &inputs.rejected_loss_mask),
-        ] {
+        ]
+        .map(|(chosen, mask)| -> Result<_, CoreError> {
             let raw = self.raw_scores(columns, dims, chosen)?;
             let valid = host_mask(mask.clone(), "loss mask")?;
             let mut scores = Vec::with_capacity(raw.len());
@@ -375,10 +375,10 @@ impl TokenScorer for Tisdpo {
                 scores.push(score_row);
                 weights.push(weight_row);
             }
-            sides.push((device_rows(&scores, like), device_rows(&weights, like)));
-        }
-        let (rejected_scores, rejected) = sides.pop().expect("two sides");
-        let (chosen_scores, chosen) = sides.pop().expect("two sides");
+            Ok((device_rows(&scores, like), device_rows(&weights, like)))
+        });
+        let (chosen_scores, chosen) = chosen_side?;
+        let (rejected_scores, rejected) = rejected_side?;
         Ok(TokenWeights {
             kind: WeightKind::Weight,
             chosen_scores,
