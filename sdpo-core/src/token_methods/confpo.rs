@@ -88,13 +88,12 @@ impl Confpo {
         if let Some(valid) = &weights.pair_valid {
             losses = losses.mask_fill(valid.clone().bool_not(), 0.0);
         }
-        Ok(TokenMethodOutput {
-            loss: losses.clone().mean(),
+        Ok(TokenMethodOutput::new(
             losses,
-            chosen_rewards: sums.policy_chosen.detach() * beta,
-            rejected_rewards: sums.policy_rejected.detach() * beta,
+            sums.policy_chosen * beta,
+            sums.policy_rejected * beta,
             weights,
-        })
+        ))
     }
 }
 

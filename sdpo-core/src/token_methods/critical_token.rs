@@ -17,7 +17,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 
 use super::{
     TokenColumns, TokenMethodOutput, TokenScorer, TokenWeights, WeightKind, check_finite,
-    device_rows, host_mask, host_rows,
+    device_rows, host_mask, host_rows, log_ratios, plain_rewards,
 };
 use crate::error::{CoreError, expect_shape};
 use crate::numerics::log_sigmoid;
@@ -106,14 +106,13 @@ impl CriticalToken {
             }
         };
         // The code logs the unweighted `beta * rho` (averaged over its grid).
-        let plain = inputs.full_sums();
-        Ok(TokenMethodOutput {
-            loss: losses.clone().mean(),
+        let (chosen_rewards, rejected_rewards) = plain_rewards(inputs, beta);
+        Ok(TokenMethodOutput::new(
             losses,
-            chosen_rewards: (plain.policy_chosen - plain.ref_chosen).detach() * beta,
-            rejected_rewards: (plain.policy_rejected - plain.ref_rejected).detach() * beta,
+            chosen_rewards,
+            rejected_rewards,
             weights,
-        })
+        ))
     }
 
     /// Per-pair losses of the position reduction, scaled so that their mean is the code's
@@ -178,31 +177,19 @@ impl CriticalToken {
         };
         let (chosen_index, chosen_present) = aligned(&chosen_positions);
         let (rejected_index, rejected_present) = aligned(&rejected_positions);
-        let term = |policy: &Tensor<2>,
-                    reference: &Tensor<2>,
-                    valid: &Tensor<2, burn::tensor::Bool>,
-                    w: &Tensor<2>,
-                    index: Tensor<2, Int>,
-                    present: &Vec<Vec<f64>>| {
-            let invalid = valid.clone().bool_not();
-            let ratio = policy.clone().mask_fill(invalid.clone(), 0.0)
-                - reference.clone().mask_fill(invalid, 0.0);
-            let weighted = ratio * w.clone();
-            let present = device_rows(present, like);
-            weighted.gather(1, index) * present
+        // Each side's weighted log-ratio at completion index i (0 where the side has none).
+        let ratios = log_ratios(inputs);
+        let aligned_terms = |ratio: Tensor<2>, w: &Tensor<2>, index, present: &[Vec<f64>]| {
+            (ratio * w.clone()).gather(1, index) * device_rows(present, like)
         };
-        let chosen = term(
-            &inputs.policy_chosen_logps,
-            &inputs.ref_chosen_logps,
-            &inputs.chosen_loss_mask,
+        let chosen = aligned_terms(
+            ratios.chosen,
             &weights.chosen,
             chosen_index,
             &chosen_present,
         );
-        let rejected = term(
-            &inputs.policy_rejected_logps,
-            &inputs.ref_rejected_logps,
-            &inputs.rejected_loss_mask,
+        let rejected = aligned_terms(
+            ratios.rejected,
             &weights.rejected,
             rejected_index,
             &rejected_present,

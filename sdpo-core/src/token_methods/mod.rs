@@ -140,10 +140,7 @@ impl TokenWeights {
         let side = |values: &Tensor<2>, valid: &Tensor<2, Bool>, weights: &Tensor<2>| {
             weighted_sum(values.clone(), valid.clone(), weights.clone())
         };
-        let normalise = |sum: Tensor<1>, divisor: &Option<Tensor<1>>| match divisor {
-            Some(divisor) => sum / divisor.clone(),
-            None => sum,
-        };
+        let normalise = divide;
         let chosen_mask = &inputs.chosen_loss_mask;
         let rejected_mask = &inputs.rejected_loss_mask;
         SequenceLogps {
@@ -170,35 +167,16 @@ impl TokenWeights {
     /// chosen and rejected, `[batch]` each: the form TIS-DPO, the critical-token method and
     /// TGDPO write their losses in.
     pub fn weighted_log_ratios(&self, inputs: &TokenLogps) -> (Tensor<1>, Tensor<1>) {
-        let ratio = |policy: &Tensor<2>, reference: &Tensor<2>, valid: &Tensor<2, Bool>| {
-            let valid = valid.clone().bool_not();
-            policy.clone().mask_fill(valid.clone(), 0.0) - reference.clone().mask_fill(valid, 0.0)
-        };
-        let chosen = weighted_sum(
-            ratio(
-                &inputs.policy_chosen_logps,
-                &inputs.ref_chosen_logps,
-                &inputs.chosen_loss_mask,
-            ),
-            inputs.chosen_loss_mask.clone(),
-            self.chosen.clone(),
-        );
-        let rejected = weighted_sum(
-            ratio(
-                &inputs.policy_rejected_logps,
-                &inputs.ref_rejected_logps,
-                &inputs.rejected_loss_mask,
-            ),
-            inputs.rejected_loss_mask.clone(),
-            self.rejected.clone(),
-        );
-        let normalise = |sum: Tensor<1>, divisor: &Option<Tensor<1>>| match divisor {
-            Some(divisor) => sum / divisor.clone(),
-            None => sum,
+        let ratios = log_ratios(inputs);
+        let sum = |values: Tensor<2>, weights: &Tensor<2>| {
+            (values * weights.clone()).sum_dim(1).squeeze_dim(1)
         };
         (
-            normalise(chosen, &self.chosen_normaliser),
-            normalise(rejected, &self.rejected_normaliser),
+            divide(sum(ratios.chosen, &self.chosen), &self.chosen_normaliser),
+            divide(
+                sum(ratios.rejected, &self.rejected),
+                &self.rejected_normaliser,
+            ),
         )
     }
 }
@@ -290,6 +268,64 @@ fn weighted_sum(values: Tensor<2>, valid: Tensor<2, Bool>, weights: Tensor<2>) -
     (values.mask_fill(valid.bool_not(), 0.0) * weights)
         .sum_dim(1)
         .squeeze_dim(1)
+}
+
+impl TokenMethodOutput {
+    /// The output of per-pair `losses` (the loss is their mean) with the rewards the method's
+    /// code logs (detached here).
+    pub(crate) fn new(
+        losses: Tensor<1>,
+        chosen_rewards: Tensor<1>,
+        rejected_rewards: Tensor<1>,
+        weights: TokenWeights,
+    ) -> Self {
+        Self {
+            loss: losses.clone().mean(),
+            losses,
+            chosen_rewards: chosen_rewards.detach(),
+            rejected_rewards: rejected_rewards.detach(),
+            weights,
+        }
+    }
+}
+
+/// `sum / divisor`, or `sum` without a divisor.
+fn divide(sum: Tensor<1>, divisor: &Option<Tensor<1>>) -> Tensor<1> {
+    match divisor {
+        Some(divisor) => sum / divisor.clone(),
+        None => sum,
+    }
+}
+
+/// The per-token log-ratios `policy - ref` of both sides, 0 off the completion (whatever the
+/// log-probs hold there).
+pub(crate) fn log_ratios(inputs: &TokenLogps) -> SidePair {
+    let side = |policy: &Tensor<2>, reference: &Tensor<2>, valid: &Tensor<2, Bool>| {
+        let invalid = valid.clone().bool_not();
+        policy.clone().mask_fill(invalid.clone(), 0.0) - reference.clone().mask_fill(invalid, 0.0)
+    };
+    SidePair {
+        chosen: side(
+            &inputs.policy_chosen_logps,
+            &inputs.ref_chosen_logps,
+            &inputs.chosen_loss_mask,
+        ),
+        rejected: side(
+            &inputs.policy_rejected_logps,
+            &inputs.ref_rejected_logps,
+            &inputs.rejected_loss_mask,
+        ),
+    }
+}
+
+/// The unweighted rewards `beta * sum_t (policy_t - ref_t)` of both sides, `[batch]` each:
+/// what the TGDPO and critical-token code log whatever their weights.
+pub(crate) fn plain_rewards(inputs: &TokenLogps, beta: f64) -> (Tensor<1>, Tensor<1>) {
+    let plain = inputs.full_sums();
+    (
+        (plain.policy_chosen - plain.ref_chosen) * beta,
+        (plain.policy_rejected - plain.ref_rejected) * beta,
+    )
 }
 
 /// A `[batch, seq]` tensor read back to the host as rows of f64.

@@ -84,13 +84,12 @@ impl Sepo {
         let margin =
             (sums.policy_chosen.clone() - sums.policy_rejected.clone()) * self.config.sepo_scale;
         let losses = log_sigmoid(margin).neg();
-        Ok(TokenMethodOutput {
-            loss: losses.clone().mean(),
+        Ok(TokenMethodOutput::new(
             losses,
-            chosen_rewards: sums.policy_chosen.detach(),
-            rejected_rewards: sums.policy_rejected.detach(),
+            sums.policy_chosen,
+            sums.policy_rejected,
             weights,
-        })
+        ))
     }
 }
 

@@ -10,7 +10,7 @@
 
 use super::{
     TokenColumns, TokenMethodOutput, TokenScorer, TokenWeights, WeightKind, check_finite,
-    mask_weights,
+    mask_weights, plain_rewards,
 };
 use crate::error::CoreError;
 use crate::numerics::log_sigmoid;
@@ -69,14 +69,13 @@ impl Tgdpo {
         let beta = self.config.beta;
         let (chosen, rejected) = weights.weighted_log_ratios(inputs);
         let losses = log_sigmoid((chosen - rejected) * beta).neg();
-        let plain = inputs.full_sums();
-        Ok(TokenMethodOutput {
-            loss: losses.clone().mean(),
+        let (chosen_rewards, rejected_rewards) = plain_rewards(inputs, beta);
+        Ok(TokenMethodOutput::new(
             losses,
-            chosen_rewards: (plain.policy_chosen - plain.ref_chosen).detach() * beta,
-            rejected_rewards: (plain.policy_rejected - plain.ref_rejected).detach() * beta,
+            chosen_rewards,
+            rejected_rewards,
             weights,
-        })
+        ))
     }
 }
 

@@ -255,13 +255,12 @@ impl Tisdpo {
         let (chosen, rejected) = weights.weighted_log_ratios(inputs);
         let beta = self.config.beta;
         let losses = log_sigmoid((chosen.clone() - rejected.clone()) * beta).neg();
-        Ok(TokenMethodOutput {
-            loss: losses.clone().mean(),
+        Ok(TokenMethodOutput::new(
             losses,
-            chosen_rewards: chosen.detach() * beta,
-            rejected_rewards: rejected.detach() * beta,
+            chosen * beta,
+            rejected * beta,
             weights,
-        })
+        ))
     }
 
     /// The raw scores of one batch side: the precomputed column, or `round(lm- - lm+)` from
