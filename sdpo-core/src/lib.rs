@@ -42,7 +42,10 @@ pub use error::CoreError;
 pub use log_sum_sq_probs::{completion_log_sum_sq_probs, log_sum_sq_probs};
 pub use logps::{NextTokenTargets, completion_logps, masked_sum, next_token_targets, token_logps};
 pub use loss::bco::RunningMoments;
-pub use loss::config::{FDivergenceType, LossConfig, LossType, LossTypes, TrlSemantics};
+pub use loss::config::{
+    CtReductionName, FDivergenceType, LossConfig, LossType, LossTypes, TisdpoTransformName,
+    TrlSemantics,
+};
 pub use loss::family::{DpoLossOutput, dpo_loss};
 pub use loss::objective::{LossOutput, PreferenceLoss, chosen_nll_loss};
 pub use loss::trl1::{Trl1Inputs, f_divergence_scores, trl1_loss};

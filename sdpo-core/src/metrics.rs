@@ -60,6 +60,20 @@ pub fn preference_metrics(out: &LossOutput) -> Vec<Metric> {
             finite_mean(sel.rejected_threshold.clone()),
         ));
     }
+    if let Some(weights) = &out.token_weights {
+        // The mean weight of the completion tokens (for a mask: the kept fraction).
+        let mean_weight = |w: &Tensor<2>, valid: Tensor<1>| {
+            w.clone().detach().cast(dtype).sum() / valid.cast(dtype).clamp_min(1.0)
+        };
+        metrics.push((
+            "tokens/chosen_weight_mean",
+            mean_weight(&weights.chosen, out.valid_tokens.0.clone()),
+        ));
+        metrics.push((
+            "tokens/rejected_weight_mean",
+            mean_weight(&weights.rejected, out.valid_tokens.1.clone()),
+        ));
+    }
     metrics
 }
 

@@ -384,3 +384,61 @@ fn trl_0_28_refuses_the_1x_only_options() {
         .unwrap();
     }
 }
+
+/// A token-level method parses by its name, stands alone in `loss_type`, and refuses the
+/// DPO-family options it would not read, naming the key; its own keys are checked too.
+#[test]
+fn token_level_methods_stand_alone_and_refuse_what_they_ignore() {
+    let parse = |json: &str| serde_json::from_str::<LossConfig>(json).expect(json);
+    for t in LossType::TOKEN_METHODS {
+        let config = parse(&format!(r#"{{"loss_type": "{t}"}}"#));
+        config.validate().unwrap_or_else(|e| panic!("{t}: {e}"));
+        assert_eq!(
+            config.token_method().expect("built").map(|m| m.loss_type()),
+            Some(t)
+        );
+        let combined = parse(&format!(r#"{{"loss_type": ["{t}", "sft"]}}"#));
+        assert_eq!(field_of(combined), "loss_type", "{t} with sft");
+        let weighted = parse(&format!(r#"{{"loss_type": "{t}", "use_weighting": true}}"#));
+        assert_eq!(field_of(weighted), "use_weighting", "{t}");
+        let ld = parse(&format!(r#"{{"loss_type": "{t}", "ld_alpha": 0.5}}"#));
+        assert_eq!(field_of(ld), "ld_alpha", "{t}");
+    }
+    assert!(
+        LossConfig::default()
+            .token_method()
+            .expect("sdpo")
+            .is_none()
+    );
+    let cases = [
+        (
+            r#"{"loss_type": "sepo", "label_smoothing": 0.1}"#,
+            "label_smoothing",
+        ),
+        (
+            r#"{"loss_type": "tisdpo", "reference_free": true}"#,
+            "reference_free",
+        ),
+        (r#"{"loss_type": "sepo", "sepo_ratio": 0.0}"#, "sepo_ratio"),
+        (r#"{"loss_type": "tgdpo", "tgdpo_alpha": NaN}"#, ""),
+        (
+            r#"{"loss_type": "tisdpo", "tisdpo_transform": "threshold_and_scale", "tisdpo_min_val": 2.0}"#,
+            "tisdpo_max_val",
+        ),
+        (
+            r#"{"loss_type": "critical_token", "ct_ce_gamma": -1.0}"#,
+            "ct_ce_gamma",
+        ),
+    ];
+    for (json, field) in cases {
+        if field.is_empty() {
+            assert!(serde_json::from_str::<LossConfig>(json).is_err(), "{json}");
+            continue;
+        }
+        assert_eq!(field_of(parse(json)), field, "{json}");
+    }
+    // ConfPO reads label smoothing; SePO and ConfPO are reference-free anyway.
+    parse(r#"{"loss_type": "confpo", "label_smoothing": 0.1, "reference_free": true}"#)
+        .validate()
+        .expect("confpo with label smoothing");
+}

@@ -522,3 +522,52 @@ fn contrastive_estimation_probabilities_match_the_logits_cases() {
         }
     }
 }
+
+/// The flat configuration keys (`loss_type` plus the case's `params`, which use the keys'
+/// names) build the same method as the typed configs above, and `PreferenceLoss` with those
+/// keys gives the fixture's loss and rewards: the path `sdpo train` takes.
+#[test]
+fn the_configuration_keys_build_each_case_s_method_and_loss() {
+    use sdpo_core::{LossConfig, PreferenceLoss};
+    let device = Device::flex().autodiff();
+    for case in cases() {
+        let name = case["name"].as_str().expect("name");
+        let mut keys = case["params"].as_object().expect("params").clone();
+        keys.insert("loss_type".into(), case["method"].clone());
+        let config: LossConfig = serde_json::from_value(Value::Object(keys))
+            .unwrap_or_else(|e| panic!("{name}: the params are not configuration keys: {e}"));
+        let built = config
+            .token_method()
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .unwrap_or_else(|| panic!("{name}: not a token-level method"));
+        assert_eq!(
+            format!("{built:?}"),
+            format!("{:?}", method(&case)),
+            "{name}: the keys build another method"
+        );
+        let mut loss = PreferenceLoss::new(config).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (label, columns) = column_sets(&case, Precision::F64, &device)
+            .into_iter()
+            .next()
+            .expect("a column set");
+        let batch = batch(&case, Precision::F64, &device);
+        let out = loss
+            .forward_with_columns(&batch.logps, None, &columns)
+            .unwrap_or_else(|e| panic!("{name}{label}: {e}"));
+        let tol = tolerances(Precision::F64).loss;
+        let expected = &case["expected"];
+        assert_close(
+            &host1(out.loss),
+            &[expected["loss"].as_f64().expect("loss")],
+            tol,
+            &format!("{name}{label}: loss through PreferenceLoss"),
+        );
+        assert_close(
+            &host1(out.chosen_rewards),
+            &vec1(&expected["chosen_rewards"], f64::NAN),
+            tol,
+            &format!("{name}{label}: chosen_rewards through PreferenceLoss"),
+        );
+        assert!(out.token_weights.is_some(), "{name}: no token weights");
+    }
+}

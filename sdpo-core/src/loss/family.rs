@@ -169,6 +169,19 @@ pub fn dpo_loss(
             expect_shape("nll_loss", &nll.dims(), &[1])?;
             nll.expand([batch])
         }
+        LossType::Confpo
+        | LossType::Sepo
+        | LossType::Tisdpo
+        | LossType::CriticalToken
+        | LossType::Tgdpo => {
+            return Err(CoreError::InvalidConfig {
+                field: "loss_type",
+                value: loss_type.name().into(),
+                reason: "a token-level method has its own loss (`PreferenceLoss` or \
+                         `TokenMethod::forward`), not a term of the DPO family"
+                    .into(),
+            });
+        }
     };
     Ok(DpoLossOutput {
         losses,

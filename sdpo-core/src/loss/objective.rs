@@ -11,6 +11,7 @@ use super::trl1::{Trl1Inputs, trl1_loss};
 use super::weighting::{sequence_sums, token_counts, wpo_pair_weights};
 use crate::error::CoreError;
 use crate::selection::{SequenceLogps, TokenLogps, TokenSelection, mask_unimportant_tokens};
+use crate::token_methods::{TokenColumns, TokenMethod, TokenWeights};
 
 /// Everything one evaluation of the objective produced.
 #[derive(Debug, Clone)]
@@ -31,6 +32,9 @@ pub struct LossOutput {
     /// kept-token sums; the `sdpo` loss and its rewards use them LD-adjusted when `ld_alpha` is
     /// set under TRL 1.x semantics).
     pub selection: Option<TokenSelection>,
+    /// The token weights, when the configuration is a token-level method (`confpo`, `sepo`,
+    /// `tisdpo`, `critical_token`, `tgdpo`).
+    pub token_weights: Option<TokenWeights>,
     /// Number of valid chosen and rejected tokens, `[1]` each (for the kept fractions).
     pub valid_tokens: (Tensor<1>, Tensor<1>),
 }
@@ -40,16 +44,42 @@ pub struct LossOutput {
 pub struct PreferenceLoss {
     config: LossConfig,
     bco: RunningMoments,
+    method: Option<TokenMethod>,
 }
 
 impl PreferenceLoss {
     /// Validates the configuration and starts with fresh state.
     pub fn new(config: LossConfig) -> Result<Self, CoreError> {
         config.validate()?;
+        let method = config.token_method()?;
         Ok(Self {
             config,
             bco: RunningMoments::default(),
+            method,
         })
+    }
+
+    /// The configured token-level method, if the configuration is one.
+    pub fn token_method(&self) -> Option<&TokenMethod> {
+        self.method.as_ref()
+    }
+
+    /// The per-token columns the configured method reads besides the policy's and the
+    /// reference's log-probs (none for the DPO family and SDPO).
+    pub fn columns(&self) -> Vec<&'static str> {
+        self.method
+            .as_ref()
+            .map_or_else(Vec::new, |m| m.scorer().columns())
+    }
+
+    /// Whether the loss reads the reference's log-probs: `false` with `reference_free` and for
+    /// the reference-free token-level methods (ConfPO, SePO), so a trainer can skip the
+    /// reference forward.
+    pub fn uses_reference(&self) -> bool {
+        match &self.method {
+            Some(method) => method.scorer().uses_reference(),
+            None => !self.config.reference_free,
+        }
     }
 
     /// The configuration.
@@ -81,7 +111,24 @@ impl PreferenceLoss {
         inputs: &TokenLogps,
         nll_loss: Option<Tensor<1>>,
     ) -> Result<LossOutput, CoreError> {
+        self.forward_with_columns(inputs, nll_loss, &TokenColumns::new())
+    }
+
+    /// [`Self::forward`] with the per-token columns a token-level method reads
+    /// ([`Self::columns`]); the DPO family ignores `columns`.
+    ///
+    /// # Errors
+    /// As [`Self::forward`], and a column the method needs missing or misshapen.
+    pub fn forward_with_columns(
+        &mut self,
+        inputs: &TokenLogps,
+        nll_loss: Option<Tensor<1>>,
+        columns: &TokenColumns,
+    ) -> Result<LossOutput, CoreError> {
         inputs.check_shapes()?;
+        if let Some(method) = &self.method {
+            return Ok(method_output(inputs, method, columns)?);
+        }
         match self.config.trl_semantics {
             TrlSemantics::V0_28 => self.forward_v0_28(inputs, nll_loss),
             TrlSemantics::V1 => self.forward_v1(inputs, nll_loss),
@@ -221,10 +268,7 @@ impl PreferenceLoss {
                 reason: "give at least one loss type".into(),
             });
         };
-        let valid_tokens = (
-            inputs.chosen_loss_mask.clone().int().sum().float(),
-            inputs.rejected_loss_mask.clone().int().sum().float(),
-        );
+        let valid_tokens = valid_token_counts(inputs);
         Ok(LossOutput {
             loss,
             losses,
@@ -232,9 +276,38 @@ impl PreferenceLoss {
             rejected_rewards,
             full_sums,
             selection,
+            token_weights: None,
             valid_tokens,
         })
     }
+}
+
+/// A token-level method's loss as the objective's output.
+fn method_output(
+    inputs: &TokenLogps,
+    method: &TokenMethod,
+    columns: &TokenColumns,
+) -> Result<LossOutput, CoreError> {
+    let out = method.forward(inputs, columns)?;
+    let loss_type = method.loss_type();
+    Ok(LossOutput {
+        loss: out.loss,
+        losses: vec![(loss_type, out.losses)],
+        chosen_rewards: out.chosen_rewards,
+        rejected_rewards: out.rejected_rewards,
+        full_sums: inputs.full_sums(),
+        selection: None,
+        token_weights: Some(out.weights),
+        valid_tokens: valid_token_counts(inputs),
+    })
+}
+
+/// Number of valid chosen and rejected tokens, `[1]` each.
+fn valid_token_counts(inputs: &TokenLogps) -> (Tensor<1>, Tensor<1>) {
+    (
+        inputs.chosen_loss_mask.clone().int().sum().float(),
+        inputs.rejected_loss_mask.clone().int().sum().float(),
+    )
 }
 
 /// Mean negative log-likelihood of the chosen completion tokens, `[1]` (the input of `sft`).

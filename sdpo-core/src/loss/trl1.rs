@@ -175,6 +175,19 @@ pub fn trl1_loss(
             expect_shape("nll_loss", &nll.dims(), &[1])?;
             nll.expand([batch])
         }
+        LossType::Confpo
+        | LossType::Sepo
+        | LossType::Tisdpo
+        | LossType::CriticalToken
+        | LossType::Tgdpo => {
+            return Err(CoreError::InvalidConfig {
+                field: "loss_type",
+                value: loss_type.name().into(),
+                reason: "a token-level method has its own loss (`PreferenceLoss` or \
+                         `TokenMethod::forward`), not a term of the DPO family"
+                    .into(),
+            });
+        }
     };
     let losses = match &inputs.pair_weights {
         Some(w) => losses * w.clone().detach(),

@@ -233,6 +233,18 @@ pub enum TokenMethod {
 }
 
 impl TokenMethod {
+    /// The method's `loss_type`.
+    pub fn loss_type(&self) -> crate::LossType {
+        use crate::LossType;
+        match self {
+            Self::Confpo(_) => LossType::Confpo,
+            Self::Sepo(_) => LossType::Sepo,
+            Self::Tisdpo(_) => LossType::Tisdpo,
+            Self::CriticalToken(_) => LossType::CriticalToken,
+            Self::Tgdpo(_) => LossType::Tgdpo,
+        }
+    }
+
     /// The method's scorer.
     pub fn scorer(&self) -> &dyn TokenScorer {
         match self {

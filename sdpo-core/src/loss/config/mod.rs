@@ -8,7 +8,11 @@ use crate::error::CoreError;
 
 mod types;
 
-pub use types::{FDivergenceType, LossType, LossTypes, TrlSemantics};
+pub use types::{
+    CtReductionName, FDivergenceType, LossType, LossTypes, TisdpoTransformName, TrlSemantics,
+};
+
+mod methods;
 
 /// The loss configuration, with TRL's `DPOConfig` names and defaults (except `loss_type`, whose
 /// default here is `sdpo`). `trl_semantics` picks TRL 1.x's loss (the default) or TRL 0.28's.
@@ -53,6 +57,48 @@ pub struct LossConfig {
     /// SDPO: the per-sequence quantile of the token scores below which tokens are dropped, in
     /// `[0, 1]`. 0 keeps every token (plain DPO); 0.6 keeps about the top 40 %.
     pub sdpo_threshold: f64,
+    /// ConfPO: SimPO's target margin `gamma` (`CPOConfig`'s name).
+    pub simpo_gamma: f64,
+    /// SePO: the fraction of candidate tokens selected (the code's `k_perc`).
+    pub sepo_ratio: f64,
+    /// SePO: the fraction on the rejected side; unset = `sepo_ratio`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sepo_rejected_ratio: Option<f64>,
+    /// SePO: a factor on the margin inside the sigmoid (the paper's coefficient; 1 in the code).
+    pub sepo_scale: f64,
+    /// TIS-DPO: how a sequence's scores become weights.
+    pub tisdpo_transform: TisdpoTransformName,
+    /// TIS-DPO `binary`: the percentage of tokens given weight 1.
+    pub tisdpo_top_percent: f64,
+    /// TIS-DPO `threshold`: the upper clip.
+    pub tisdpo_upper: f64,
+    /// TIS-DPO `threshold`: the lower clip.
+    pub tisdpo_lower: f64,
+    /// TIS-DPO `threshold_and_scale`: the lower clip.
+    pub tisdpo_min_val: f64,
+    /// TIS-DPO `threshold_and_scale`: the upper clip.
+    pub tisdpo_max_val: f64,
+    /// TIS-DPO `threshold_and_scale` and `rank_based`: the smallest weight.
+    pub tisdpo_min_scale: f64,
+    /// TIS-DPO `threshold_and_scale` and `rank_based`: the largest weight.
+    pub tisdpo_max_scale: f64,
+    /// TIS-DPO: decimals the live scores are rounded to (the authors' 2); unset: not rounded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tisdpo_round_decimals: Option<u32>,
+    /// Critical tokens: chosen tokens weigh 1 (the code's default); `false` weighs them by
+    /// `p_CE`.
+    pub ct_only_neg: bool,
+    /// Critical tokens: `"position"` (the code's) or `"sequence"` (the paper's).
+    pub ct_dpo_reduction: CtReductionName,
+    /// Critical tokens, `position`: the grid size the summed terms are divided by; unset: the
+    /// batch's own `B * T`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ct_position_denominator: Option<f64>,
+    /// Critical tokens: the contrast `gamma` of `softmax((1 + gamma) logits+ - gamma logits-)`
+    /// when `p_CE` is computed live from the two tuned models (the code's 1).
+    pub ct_ce_gamma: f64,
+    /// TGDPO: how strongly the token reward moves each token's beta.
+    pub tgdpo_alpha: f64,
 }
 
 impl Default for LossConfig {
@@ -70,6 +116,24 @@ impl Default for LossConfig {
             use_weighting: false,
             discopop_tau: 0.05,
             sdpo_threshold: 0.6,
+            simpo_gamma: 0.5,
+            sepo_ratio: 0.3,
+            sepo_rejected_ratio: None,
+            sepo_scale: 1.0,
+            tisdpo_transform: TisdpoTransformName::RankBased,
+            tisdpo_top_percent: 100.0,
+            tisdpo_upper: 1.0,
+            tisdpo_lower: -1.0,
+            tisdpo_min_val: -1.5,
+            tisdpo_max_val: 1.5,
+            tisdpo_min_scale: 0.7,
+            tisdpo_max_scale: 1.3,
+            tisdpo_round_decimals: Some(2),
+            ct_only_neg: true,
+            ct_dpo_reduction: CtReductionName::Position,
+            ct_position_denominator: None,
+            ct_ce_gamma: 1.0,
+            tgdpo_alpha: 0.5,
         }
     }
 }
@@ -164,6 +228,9 @@ impl LossConfig {
                 self.sdpo_threshold,
                 "must lie in [0, 1] (it is a quantile)",
             ));
+        }
+        if self.loss_types().iter().any(|t| t.is_token_method()) {
+            return self.token_method().map(|_| ());
         }
         match self.trl_semantics {
             TrlSemantics::V1 => self.validate_v1(),

@@ -43,6 +43,16 @@ pub enum LossType {
     /// Length-normalised sigmoid (TRL 1.x only): `-logsigmoid(beta * (chosen_score / chosen_len
     /// - rejected_score / rejected_len))`.
     SigmoidNorm,
+    /// ConfPO: SimPO over the policy's low-confidence tokens (a token-level method, alone).
+    Confpo,
+    /// SePO: an oracle's token rewards select the tokens of a reference-free contrastive loss.
+    Sepo,
+    /// TIS-DPO: DPO on importance-weighted token sums.
+    Tisdpo,
+    /// cDPO (critical tokens): rejected tokens weighted by `1 - p_CE` of two tuned models.
+    CriticalToken,
+    /// TGDPO: DPO with a per-token beta from a token reward.
+    Tgdpo,
 }
 
 impl LossType {
@@ -65,7 +75,27 @@ impl LossType {
             Self::Sft => "sft",
             Self::Sdpo => "sdpo",
             Self::SigmoidNorm => "sigmoid_norm",
+            Self::Confpo => "confpo",
+            Self::Sepo => "sepo",
+            Self::Tisdpo => "tisdpo",
+            Self::CriticalToken => "critical_token",
+            Self::Tgdpo => "tgdpo",
         }
+    }
+
+    /// The token-level methods with their own loss ([`crate::TokenMethod`]); each stands alone
+    /// in `loss_type`.
+    pub const TOKEN_METHODS: [LossType; 5] = [
+        Self::Confpo,
+        Self::Sepo,
+        Self::Tisdpo,
+        Self::CriticalToken,
+        Self::Tgdpo,
+    ];
+
+    /// Whether this is one of [`Self::TOKEN_METHODS`].
+    pub fn is_token_method(self) -> bool {
+        Self::TOKEN_METHODS.contains(&self)
     }
 
     /// Every loss type, in TRL's documentation order (`sigmoid_norm`, new in TRL 1.x, after
@@ -132,13 +162,15 @@ impl std::str::FromStr for LossType {
         }
         Self::ALL
             .into_iter()
+            .chain(Self::TOKEN_METHODS)
             .find(|t| t.name() == s)
             .ok_or_else(|| CoreError::InvalidConfig {
                 field: "loss_type",
                 value: s.to_string(),
                 reason: format!(
-                    "unknown loss type; known: {}",
-                    Self::ALL.map(LossType::name).join(", ")
+                    "unknown loss type; known: {}, and the token-level methods {}",
+                    Self::ALL.map(LossType::name).join(", "),
+                    Self::TOKEN_METHODS.map(LossType::name).join(", ")
                 ),
             })
     }
@@ -244,4 +276,34 @@ impl TrlSemantics {
             Self::V0_28 => "0.28",
         }
     }
+}
+
+/// TIS-DPO's weight transform by name (`tisdpo_transform`); its parameters are the
+/// `tisdpo_*` keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TisdpoTransformName {
+    /// `w = u`.
+    Origin,
+    /// 1 for the top `tisdpo_top_percent` percent, else 0.
+    Binary,
+    /// `clip(u, tisdpo_lower, tisdpo_upper)`.
+    Threshold,
+    /// Clipped to `[tisdpo_min_val, tisdpo_max_val]`, mapped onto `[tisdpo_min_scale,
+    /// tisdpo_max_scale]`.
+    ThresholdAndScale,
+    /// By rank onto `[tisdpo_min_scale, tisdpo_max_scale]` (the authors' README setting).
+    #[default]
+    RankBased,
+}
+
+/// How the critical-token loss reduces its per-token terms (`ct_dpo_reduction`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CtReductionName {
+    /// The authors' code: one term per aligned completion position.
+    #[default]
+    Position,
+    /// The paper: one term per pair, on the weighted sums.
+    Sequence,
 }
