@@ -99,7 +99,7 @@ fn resolve_one(
 
 /// Replaces every Hub id in `config` by its local directory (one resolution step at start-up,
 /// before any file is read): `model_name_or_path` (at `model_revision`),
-/// `ref_model_name_or_path`, `tokenizer_name_or_path`, `peft_adapter_path`, `dataset_name` and
+/// `ref_model_name_or_path`, the token-level methods' scoring models, `tokenizer_name_or_path`, `peft_adapter_path`, `dataset_name` and
 /// the `path` of each `datasets` mixture entry (sdpo-data then reads the local directory's
 /// splits and configs).
 pub fn resolve_hub_ids(config: &mut TrainConfig) -> Result<()> {
@@ -130,6 +130,20 @@ pub fn resolve_hub_ids(config: &mut TrainConfig) -> Result<()> {
         if let Some(path) = slot.as_ref() {
             let spec = path_spec(path);
             *slot = Some(resolve_one(&mut resolver, key, &spec, None, role)?);
+        }
+    }
+    for entry in sdpo_train::scoring::SCORING_MODEL_KEYS {
+        if let Some(slot) = config.scoring_model_slot(entry.key)
+            && let Some(path) = slot.as_ref()
+        {
+            let spec = path_spec(path);
+            *slot = Some(resolve_one(
+                &mut resolver,
+                entry.key,
+                &spec,
+                None,
+                Role::Model,
+            )?);
         }
     }
     if let Some(name) = config.data.dataset_name.clone() {

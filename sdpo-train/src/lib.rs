@@ -38,6 +38,7 @@ pub mod precision;
 pub mod reference;
 pub mod run_summary;
 pub mod schedule;
+pub mod scoring;
 mod startup;
 pub mod steps;
 mod trainer;
@@ -52,6 +53,7 @@ pub use observer::{MetricsFile, MetricsRecord, SilentObserver, StepProgress, Tra
 pub use reference::{
     PrecomputeJob, Reference, ReferenceLogps, Split, export_pairs, precompute_reference,
 };
+pub use scoring::ScoringModels;
 /// The run directory's names, records, readers and writers (the `sdpo-run` crate).
 pub use sdpo_run as run_dir;
 pub use sdpo_run::read_metrics_records;

@@ -11,7 +11,8 @@ use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 
 use sdpo_core::{
-    LossType, Metric, PreferenceLoss, TokenLogps, chosen_nll_loss, masked_sum, preference_metrics,
+    LossType, Metric, PreferenceLoss, TokenColumns, TokenLogps, chosen_nll_loss, masked_sum,
+    preference_metrics,
 };
 use sdpo_data::PreferenceBatch;
 use sdpo_models::CausalLm;
@@ -19,6 +20,32 @@ use sdpo_models::CausalLm;
 use crate::error::TrainError;
 use crate::logps::{DeviceBatch, LogpsPath, SidedLogps, policy_gradients};
 use crate::reference::{Reference, ReferenceLogps, Split};
+use crate::scoring::ScoringModels;
+
+/// The frozen side of the loss: the reference and the token-level method's scoring models.
+#[derive(Debug, Clone, Copy)]
+pub struct FrozenModels<'a> {
+    /// The reference (model, cache or none).
+    pub reference: &'a Reference,
+    /// The scoring models (none for the DPO family and SDPO).
+    pub scoring: &'a ScoringModels,
+}
+
+impl FrozenModels<'_> {
+    /// The reference's log-probs of `batch` (collated from `host`, of `split`) and the
+    /// method's per-token columns, computed before the policy's forward.
+    pub fn inputs(
+        &self,
+        path: &LogpsPath,
+        split: Split,
+        host: &PreferenceBatch,
+        batch: &DeviceBatch,
+    ) -> Result<(ReferenceLogps, TokenColumns), TrainError> {
+        let reference = self.reference.logps(path, split, host, batch)?;
+        let columns = self.scoring.columns(path, split, host, batch, &reference)?;
+        Ok((reference, columns))
+    }
+}
 
 /// A batch's loss (with the policy's graph on an autodiff device), its metrics and its checks,
 /// all still on the device.
@@ -58,17 +85,17 @@ pub const REFERENCE_LOGPS_CHECK: &str = "reference log-probs";
 /// times `fp16`'s loss scale), advancing `objective`'s `bco_pair` state.
 pub fn micro_step(
     policy: &CausalLm,
-    reference: &Reference,
+    frozen: FrozenModels<'_>,
     path: &LogpsPath,
     host: &PreferenceBatch,
     batch: &DeviceBatch,
     objective: &mut PreferenceLoss,
     loss_weight: f64,
 ) -> Result<MicroStep, TrainError> {
-    let reference = reference.logps(path, Split::Train, host, batch)?;
+    let (reference, columns) = frozen.inputs(path, Split::Train, host, batch)?;
     let wpo = objective.config().use_weighting;
     let ((metrics, checks), grads) = policy_gradients(policy, batch, path, wpo, |logps| {
-        let out = objective_from_logps(logps, reference, objective)?;
+        let out = objective_from_logps(logps, reference, &columns, objective)?;
         Ok((out.loss * loss_weight, (out.metrics, out.checks)))
     })?;
     Ok(MicroStep {
@@ -84,16 +111,16 @@ pub fn micro_step(
 /// device and `path` is [`crate::logps::MemoryMode::Whole`].
 pub fn batch_objective(
     model: &CausalLm,
-    reference: &Reference,
+    frozen: FrozenModels<'_>,
     path: &LogpsPath,
     split: Split,
     host: &PreferenceBatch,
     batch: &DeviceBatch,
     objective: &mut PreferenceLoss,
 ) -> Result<BatchObjective, TrainError> {
-    let reference = reference.logps(path, split, host, batch)?;
+    let (reference, columns) = frozen.inputs(path, split, host, batch)?;
     let policy = path.logps(model, batch, objective.config().use_weighting)?;
-    objective_from_logps(policy, reference, objective)
+    objective_from_logps(policy, reference, &columns, objective)
 }
 
 /// The policy's statistics that are logged but not part of the loss.
@@ -132,10 +159,12 @@ pub fn token_logps(policy: SidedLogps, reference: ReferenceLogps) -> TokenLogps 
 }
 
 /// The loss, TRL's metrics and the checks from the policy's per-token log-probs (`policy`, with
-/// WPO's `log(sum_v p_v^2)` when the loss uses weighting) and the reference's.
+/// WPO's `log(sum_v p_v^2)` when the loss uses weighting), the reference's, and the per-token
+/// columns a token-level method reads.
 pub fn objective_from_logps(
     policy: SidedLogps,
     reference: ReferenceLogps,
+    columns: &TokenColumns,
     objective: &mut PreferenceLoss,
 ) -> Result<BatchObjective, TrainError> {
     let (inputs, stats) = loss_inputs(policy, reference);
@@ -160,7 +189,7 @@ pub fn objective_from_logps(
         .contains(&LossType::Sft)
         .then(|| chosen_nll_loss(&inputs));
     let out = objective
-        .forward(&inputs, nll)
+        .forward_with_columns(&inputs, nll, columns)
         .map_err(TrainError::Compute)?;
     let mut metrics: Vec<Metric> = vec![("loss", out.loss.clone().detach().without_autodiff())];
     metrics.extend(

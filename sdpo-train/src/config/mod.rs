@@ -49,6 +49,27 @@ pub struct TrainConfig {
     /// The reference model directory; unset = a frozen copy of the initial policy. Any
     /// supported architecture and size with the same tokenizer.
     pub ref_model_name_or_path: Option<PathBuf>,
+    /// SePO: the oracle model whose token rewards `log(pi_oracle / pi_oracle_ref)` select the
+    /// tokens (required with `loss_type = "sepo"`).
+    pub sepo_oracle_model_name_or_path: Option<PathBuf>,
+    /// SePO: the oracle's own reference; unset = the run's reference (`ref_model_name_or_path`,
+    /// else the initial policy).
+    pub sepo_oracle_ref_model_name_or_path: Option<PathBuf>,
+    /// TIS-DPO: the forward-DPO model `pi+` of the contrastive pair (required with
+    /// `loss_type = "tisdpo"`).
+    pub tisdpo_positive_model_name_or_path: Option<PathBuf>,
+    /// TIS-DPO: the reverse-DPO model `pi-` of the contrastive pair (required with
+    /// `loss_type = "tisdpo"`).
+    pub tisdpo_negative_model_name_or_path: Option<PathBuf>,
+    /// Critical tokens: the model tuned on chosen completions (required with
+    /// `loss_type = "critical_token"`).
+    pub ct_positive_model_name_or_path: Option<PathBuf>,
+    /// Critical tokens: the model tuned on rejected completions (required with
+    /// `loss_type = "critical_token"`).
+    pub ct_negative_model_name_or_path: Option<PathBuf>,
+    /// TGDPO: the DPO-trained model whose token rewards `log(pi_reward / pi_ref)` set each
+    /// token's beta (required with `loss_type = "tgdpo"`).
+    pub tgdpo_reward_model_name_or_path: Option<PathBuf>,
     /// The tokenizer directory (`tokenizer.json`, `tokenizer_config.json`); default: the
     /// policy's directory.
     pub tokenizer_name_or_path: Option<PathBuf>,
@@ -276,6 +297,13 @@ impl Default for TrainConfig {
             output_dir: PathBuf::from("runs/sdpo"),
             model_name_or_path: PathBuf::new(),
             ref_model_name_or_path: None,
+            sepo_oracle_model_name_or_path: None,
+            sepo_oracle_ref_model_name_or_path: None,
+            tisdpo_positive_model_name_or_path: None,
+            tisdpo_negative_model_name_or_path: None,
+            ct_positive_model_name_or_path: None,
+            ct_negative_model_name_or_path: None,
+            tgdpo_reward_model_name_or_path: None,
             tokenizer_name_or_path: None,
             init_from_config: false,
             train_file: PathBuf::new(),

@@ -50,6 +50,7 @@ impl TrainConfig {
             return Err(bad("output_dir", "must not be empty"));
         }
         self.loss.validate().map_err(TrainError::Loss)?;
+        self.validate_scoring_models()?;
         self.data.validate()?;
         let positive = |key: &str, v: f64| {
             if v.is_finite() && v > 0.0 {

@@ -35,15 +35,37 @@ pub(crate) fn build_reference(
     device: &Device,
     observer: &mut dyn TrainObserver,
 ) -> Result<Reference, TrainError> {
-    if config.loss.reference_free {
+    if !config.needs_reference_logps() {
         if let Some(dir) = &config.ref_model_name_or_path {
             observer.on_message(&format!(
-                "warning: reference_free = true: the reference `{}` is not loaded",
+                "warning: {}: the reference `{}` is not loaded",
+                if config.loss.reference_free {
+                    "reference_free = true".to_string()
+                } else {
+                    format!(
+                        "loss_type = \"{}\" reads no reference",
+                        config.loss.loss_type.as_slice()[0]
+                    )
+                },
                 dir.display()
             ));
         }
         return Ok(Reference::None);
     }
+    build_frozen_model(config, initial, data, device, observer)
+}
+
+/// The frozen model at `ref_model_name_or_path` (or the initial policy's copy) as a
+/// reference: the model in memory, or with `precompute_ref_log_probs` its log-probs, cached
+/// under `output_dir` by its weight files. The token-level methods' scoring models are built
+/// through it too ([`crate::scoring`]).
+pub(crate) fn build_frozen_model(
+    config: &TrainConfig,
+    initial: &CausalLm,
+    data: &RunData,
+    device: &Device,
+    observer: &mut dyn TrainObserver,
+) -> Result<Reference, TrainError> {
     if !config.precompute_ref_log_probs {
         let model = reference_model(config, Some(initial), data, device, observer)?;
         return Ok(Reference::Model(Box::new(model)));

@@ -23,7 +23,7 @@ use burn::tensor::{Tensor, TensorData};
 use sdpo_data::PreferenceBatch;
 use sdpo_models::CausalLm;
 
-pub(crate) use build::build_reference;
+pub(crate) use build::{build_frozen_model, build_reference, reference_model};
 pub use cache::RefLogpsCache;
 pub use export::{PAIRS_FORMAT, export_pairs};
 pub use job::{PrecomputeJob, precompute_reference};

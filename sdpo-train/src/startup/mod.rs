@@ -19,6 +19,7 @@ use crate::error::TrainError;
 use crate::observer::TrainObserver;
 use crate::precision::run_precision;
 use crate::reference::{Reference, build_reference, sync};
+use crate::scoring::ScoringModels;
 
 /// The models a run starts from, on the plain device: the policy's starting weights (adapters
 /// attached) and the reference, each checked against the data.
@@ -27,6 +28,8 @@ pub(crate) struct StartingModels {
     pub initial: CausalLm,
     /// The reference (model, cache or none).
     pub reference: Reference,
+    /// The token-level method's scoring models.
+    pub scoring: ScoringModels,
     /// The precision the run's products use on this device.
     pub precision: MatmulPrecision,
 }
@@ -59,9 +62,11 @@ impl StartingModels {
                 reference = sync::load_reference(dir, &reference, device)?;
             }
         }
+        let scoring = ScoringModels::build(config, &initial, data, device, observer)?;
         Ok(Self {
             initial,
             reference,
+            scoring,
             precision,
         })
     }

@@ -22,7 +22,7 @@ impl Trainer {
             let batch = DeviceBatch::new(&host, &self.device);
             let out = batch_objective(
                 &model,
-                &self.reference,
+                self.frozen(),
                 &path,
                 Split::Eval,
                 &host,

@@ -34,7 +34,8 @@ use crate::error::{TrainError, io};
 use crate::logps::{DeviceBatch, LogpsPath};
 use crate::model_card::{self, CardFacts};
 use crate::objective::{
-    POLICY_LOGPS_CHECK, REFERENCE_LOGPS_CHECK, accumulate_metrics, batch_objective, micro_step,
+    FrozenModels, POLICY_LOGPS_CHECK, REFERENCE_LOGPS_CHECK, accumulate_metrics, batch_objective,
+    micro_step,
 };
 use crate::observer::{MetricsFile, MetricsRecord, StepProgress, TrainObserver};
 use crate::optimizer::optimizer;
@@ -45,6 +46,7 @@ use crate::run_summary::{
     Session, TokenCounts, end_of_run, eval_speed, non_embedding_params, total_flos,
 };
 use crate::schedule::LrSchedule;
+use crate::scoring::ScoringModels;
 use crate::startup::{Plan, RunData, StartingModels, model_error};
 use crate::steps::SaveStrategy;
 
@@ -82,6 +84,8 @@ pub struct Trainer {
     /// the update can reuse their memory instead of allocating a second copy).
     policy: Option<CausalLm>,
     reference: Reference,
+    /// The token-level method's scoring models.
+    scoring: ScoringModels,
     loss: PreferenceLoss,
     optimizer: ModuleOptimizer,
     data: RunData,
@@ -152,6 +156,19 @@ impl Trainer {
     /// Where the reference log-probs come from.
     pub fn reference(&self) -> &Reference {
         &self.reference
+    }
+
+    /// The token-level method's scoring models (none for the DPO family and SDPO).
+    pub fn scoring(&self) -> &ScoringModels {
+        &self.scoring
+    }
+
+    /// The reference and the scoring models, as the objective reads them.
+    pub(crate) fn frozen(&self) -> FrozenModels<'_> {
+        FrozenModels {
+            reference: &self.reference,
+            scoring: &self.scoring,
+        }
     }
 
     /// The run's tokenized data.

@@ -46,6 +46,7 @@ impl Trainer {
         let StartingModels {
             initial,
             reference,
+            scoring,
             precision,
         } = StartingModels::load(&config, device, &data, reference_checkpoint, observer)?;
 
@@ -79,6 +80,7 @@ impl Trainer {
             device: device.clone(),
             policy: Some(policy),
             reference,
+            scoring,
             loss,
             optimizer,
             data,

@@ -80,7 +80,7 @@ impl Trainer {
             let loss_weight = weight * loss_scale;
             let out = micro_step(
                 self.policy(),
-                &self.reference,
+                self.frozen(),
                 &path,
                 &host,
                 &batch,
