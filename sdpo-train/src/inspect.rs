@@ -1,18 +1,20 @@
-//! What SDPO trains on, for `sdpo inspect`: for chosen pairs of the train or eval data, every
-//! scored completion token with the policy's and the reference's log-probs and its SDPO score,
-//! and for each threshold `q` the tokens `sdpo-core`'s selection keeps, the sequences' score
-//! thresholds and kept sums, the rewards and the pair's loss.
+//! What SDPO and the token-level methods train on, for `sdpo inspect`: for chosen pairs of the
+//! train or eval data, every scored completion token with the policy's and the reference's
+//! log-probs and its SDPO score, and for each column (an SDPO threshold `q`, or a token-level
+//! method) the tokens kept, each token's weight and the method's own score, the sequences'
+//! score thresholds (SDPO) and kept (weighted) sums, the rewards and the pair's loss.
 //!
 //! The numbers come from the same code path as training: the same collation, the same policy
-//! forward, the same reference (model or precomputed cache) and `sdpo-core`'s own selection and
-//! loss, with `loss_type = "sdpo"` and `sdpo_threshold = q`; nothing is re-implemented.
+//! forward, the same reference (model or precomputed cache), the same scoring models and
+//! `sdpo-core`'s own selection, weights and loss (`loss_type = "sdpo"` with
+//! `sdpo_threshold = q`, or the method's `loss_type`); nothing is re-implemented.
 
 use std::path::Path;
 
 use burn::module::Module;
 use burn::tensor::{Bool, Tensor};
 
-use sdpo_core::{LossType, LossTypes, PreferenceLoss};
+use sdpo_core::{LossType, LossTypes, PreferenceLoss, TokenLogps};
 
 use burn::tensor::Device;
 use sdpo_data::PreferenceBatch;
@@ -23,9 +25,10 @@ use crate::config::TrainConfig;
 use crate::error::TrainError;
 use crate::logps::{DeviceBatch, LogpsPath};
 use crate::objective::token_logps;
-use crate::observer::TrainObserver;
+use crate::observer::{SilentObserver, TrainObserver};
 use crate::reference::sync::sync_reference_of;
 use crate::reference::{Reference, Split};
+use crate::scoring::ScoringModels;
 use crate::startup::{RunData, StartingModels};
 use crate::trainer::Trainer;
 
@@ -40,14 +43,41 @@ pub struct InspectedSequence {
     pub ref_logps: Vec<f64>,
     /// Each token's SDPO score (chosen `ref - policy`, rejected `policy - ref`).
     pub scores: Vec<f64>,
-    /// Per threshold, per token: kept by the selection.
+    /// Per column, per token: kept by the selection (for a weighting method: a non-zero
+    /// weight).
     pub kept: Vec<Vec<bool>>,
-    /// Per threshold: the sequence's score threshold (the `q`-quantile of its scores).
+    /// Per column, per token: the token's weight in the loss (SDPO: 1 kept, 0 dropped).
+    pub weights: Vec<Vec<f64>>,
+    /// Per column, per token: the column's method's score (SDPO: `scores`).
+    pub method_scores: Vec<Vec<f64>>,
+    /// Per column: the sequence's score threshold (SDPO: the `q`-quantile of its scores; NaN
+    /// for the other methods).
     pub thresholds: Vec<f64>,
-    /// Per threshold: the policy's log-probs summed over the kept tokens.
+    /// Per column: the policy's log-probs summed over the kept tokens (weighted, and divided
+    /// by the method's per-sequence divisor, for the token-level methods).
     pub policy_sums: Vec<f64>,
-    /// Per threshold: the reference's log-probs summed over the kept tokens.
+    /// Per column: the same for the reference's log-probs.
     pub ref_sums: Vec<f64>,
+}
+
+/// One column of an inspection.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum InspectColumn {
+    /// SDPO at this `sdpo_threshold`.
+    Sdpo(f64),
+    /// A token-level method (`confpo`, `sepo`, `tisdpo`, `critical_token`, `tgdpo`) with the
+    /// configuration's keys and scoring models.
+    Method(LossType),
+}
+
+impl InspectColumn {
+    /// The column's label: `q = 0.6`, or the method's `loss_type`.
+    pub fn label(&self) -> String {
+        match self {
+            Self::Sdpo(q) => format!("q = {q}"),
+            Self::Method(method) => method.name().to_string(),
+        }
+    }
 }
 
 /// One pair as SDPO sees it.
@@ -63,11 +93,12 @@ pub struct InspectedPair {
     pub chosen: InspectedSequence,
     /// The rejected completion.
     pub rejected: InspectedSequence,
-    /// Per threshold: `beta * (policy - reference)` of the chosen kept sums.
+    /// Per column: the chosen reward the column's loss logs (SDPO: `beta * (policy -
+    /// reference)` of the kept sums).
     pub chosen_rewards: Vec<f64>,
-    /// Per threshold: the same for the rejected completion.
+    /// Per column: the same for the rejected completion.
     pub rejected_rewards: Vec<f64>,
-    /// Per threshold: the pair's SDPO loss.
+    /// Per column: the pair's loss.
     pub losses: Vec<f64>,
 }
 
@@ -96,6 +127,7 @@ pub struct Inspector {
     data: RunData,
     policy: CausalLm,
     reference: Reference,
+    scoring: ScoringModels,
 }
 
 impl std::fmt::Debug for Inspector {
@@ -117,7 +149,10 @@ impl Inspector {
         policy_weights: Option<&Path>,
         observer: &mut dyn TrainObserver,
     ) -> Result<Self, TrainError> {
-        config.validate()?;
+        // A configuration may name several methods' scoring models to compare them
+        // (`InspectColumn::Method`); each is checked when its column is built.
+        let run = config.without_unused_scoring_models();
+        run.validate()?;
         PreferenceLoss::new(config.loss.clone()).map_err(TrainError::Loss)?;
         let data = RunData::load(&config, observer)?;
         if let Some(dir) = policy_weights
@@ -126,7 +161,7 @@ impl Inspector {
             verify_checkpoint(dir, observer)?;
         }
         let models = StartingModels::load(
-            &config,
+            &run,
             device,
             &data,
             policy_weights.and_then(sync_reference_of),
@@ -146,6 +181,7 @@ impl Inspector {
             data,
             policy,
             reference: models.reference,
+            scoring: models.scoring,
         })
     }
 
@@ -166,6 +202,7 @@ impl Inspector {
             data: &self.data,
             policy: self.policy.clone(),
             reference: &self.reference,
+            scoring: &self.scoring,
             device: &self.device,
         }
     }
@@ -180,6 +217,7 @@ impl Trainer {
             data: self.data(),
             policy: self.policy().valid(),
             reference: self.reference(),
+            scoring: self.scoring(),
             device: self.device(),
         }
     }
@@ -193,6 +231,8 @@ pub struct Inspection<'a> {
     /// On the plain (non-autodiff) device.
     policy: CausalLm,
     reference: &'a Reference,
+    /// The scoring models of the run's own method.
+    scoring: &'a ScoringModels,
     device: &'a Device,
 }
 
@@ -214,6 +254,21 @@ impl Inspection<'_> {
         split: Split,
         indices: &[usize],
         thresholds: &[f64],
+    ) -> Result<Vec<InspectedPair>, TrainError> {
+        let columns: Vec<InspectColumn> =
+            thresholds.iter().map(|&q| InspectColumn::Sdpo(q)).collect();
+        self.inspect_columns(split, indices, &columns, &mut SilentObserver)
+    }
+
+    /// Inspects the pairs `indices` of `split` in each column of `columns`, side by side. A
+    /// method column uses the configuration's keys and, for a method other than the run's
+    /// own, loads its scoring models (reporting to `observer`).
+    pub fn inspect_columns(
+        &self,
+        split: Split,
+        indices: &[usize],
+        columns: &[InspectColumn],
+        observer: &mut dyn TrainObserver,
     ) -> Result<Vec<InspectedPair>, TrainError> {
         let (dataset, file) = match split {
             Split::Train => (&self.data.train, &self.config.train_file),
@@ -238,16 +293,48 @@ impl Inspection<'_> {
                 ),
             });
         }
-        let mut losses = Vec::with_capacity(thresholds.len());
-        for &q in thresholds {
-            let config = sdpo_core::LossConfig {
-                loss_type: LossTypes::One(LossType::Sdpo),
-                loss_weights: None,
-                sdpo_threshold: q,
-                ..self.config.loss.clone()
-            };
-            losses.push(PreferenceLoss::new(config).map_err(TrainError::Loss)?);
+        let own_method = match self.config.loss.loss_types() {
+            [one] if one.is_token_method() => Some(*one),
+            _ => None,
+        };
+        let mut losses = Vec::with_capacity(columns.len());
+        let mut loaded: Vec<Option<ScoringModels>> = Vec::with_capacity(columns.len());
+        for column in columns {
+            match *column {
+                InspectColumn::Sdpo(q) => {
+                    let config = sdpo_core::LossConfig {
+                        loss_type: LossTypes::One(LossType::Sdpo),
+                        loss_weights: None,
+                        sdpo_threshold: q,
+                        ..self.config.loss.clone()
+                    };
+                    losses.push(PreferenceLoss::new(config).map_err(TrainError::Loss)?);
+                    loaded.push(None);
+                }
+                InspectColumn::Method(method) => {
+                    let config = self.config.for_method(method);
+                    config.validate()?;
+                    losses
+                        .push(PreferenceLoss::new(config.loss.clone()).map_err(TrainError::Loss)?);
+                    loaded.push(if own_method == Some(method) {
+                        None
+                    } else {
+                        Some(ScoringModels::build(
+                            &config,
+                            &self.policy,
+                            self.data,
+                            self.device,
+                            observer,
+                        )?)
+                    });
+                }
+            }
         }
+        let scored: Vec<(PreferenceLoss, &ScoringModels)> = losses
+            .into_iter()
+            .zip(&loaded)
+            .map(|(loss, models)| (loss, models.as_ref().unwrap_or(self.scoring)))
+            .collect();
         let batch_size = self.config.per_device_eval_batch_size.max(1);
         let mut out = Vec::with_capacity(indices.len());
         for chunk in indices.chunks(batch_size) {
@@ -258,7 +345,7 @@ impl Inspection<'_> {
                 &LogpsPath::for_config(self.config),
                 split,
                 &host_batch,
-                &losses,
+                &scored,
                 self.device,
             )?;
             for pair in &mut pairs {
@@ -274,62 +361,145 @@ impl Inspection<'_> {
     }
 }
 
+/// One column of one batch on the host: per side `[B * (T-1)]` kept flags, weights and method
+/// scores, per-sequence thresholds and sums, per-pair rewards and losses.
+struct HostColumn {
+    kept: [Vec<bool>; 2],
+    weights: [Vec<f64>; 2],
+    /// `None`: the SDPO scores.
+    scores: Option<[Vec<f64>; 2]>,
+    thresholds: [Vec<f64>; 2],
+    /// Policy then reference, per side.
+    sums: [[Vec<f64>; 2]; 2],
+    rewards: [Vec<f64>; 2],
+    losses: Vec<f64>,
+}
+
+/// Evaluates one column's loss on `inputs` and reads what inspection shows back to the host.
+fn host_column(
+    loss: &PreferenceLoss,
+    scoring: &ScoringModels,
+    inputs: &TokenLogps,
+    columns_of: impl FnOnce(&ScoringModels) -> Result<sdpo_core::TokenColumns, TrainError>,
+) -> Result<HostColumn, TrainError> {
+    let columns = columns_of(scoring)?;
+    let out = loss
+        .clone()
+        .forward_with_columns(inputs, None, &columns)
+        .map_err(TrainError::Compute)?;
+    let rewards = [
+        host(out.chosen_rewards.clone(), "rewards")?,
+        host(out.rejected_rewards.clone(), "rewards")?,
+    ];
+    let losses = host(out.losses[0].1.clone(), "losses")?;
+    if let Some(selection) = out.selection {
+        let kept = [
+            host_bool(selection.chosen_kept, "kept tokens")?,
+            host_bool(selection.rejected_kept, "kept tokens")?,
+        ];
+        let weights = kept
+            .clone()
+            .map(|side| side.into_iter().map(|k| f64::from(u8::from(k))).collect());
+        return Ok(HostColumn {
+            kept,
+            weights,
+            scores: None,
+            thresholds: [
+                host(selection.chosen_threshold, "thresholds")?,
+                host(selection.rejected_threshold, "thresholds")?,
+            ],
+            sums: [
+                [
+                    host(selection.sums.policy_chosen, "kept sums")?,
+                    host(selection.sums.ref_chosen, "kept sums")?,
+                ],
+                [
+                    host(selection.sums.policy_rejected, "kept sums")?,
+                    host(selection.sums.ref_rejected, "kept sums")?,
+                ],
+            ],
+            rewards,
+            losses,
+        });
+    }
+    let weights = out.token_weights.ok_or_else(|| TrainError::Config {
+        key: "loss_type".into(),
+        reason: "inspection shows sdpo and the token-level methods; this loss selects no tokens"
+            .into(),
+    })?;
+    let sums = weights.weighted_sums(inputs);
+    let host_weights = [
+        host(weights.chosen.clone(), "token weights")?,
+        host(weights.rejected.clone(), "token weights")?,
+    ];
+    let batch = rewards[0].len();
+    Ok(HostColumn {
+        kept: host_weights
+            .clone()
+            .map(|side| side.into_iter().map(|w| w != 0.0).collect()),
+        weights: host_weights,
+        scores: Some([
+            host(weights.chosen_scores, "token scores")?,
+            host(weights.rejected_scores, "token scores")?,
+        ]),
+        thresholds: [vec![f64::NAN; batch], vec![f64::NAN; batch]],
+        sums: [
+            [
+                host(sums.policy_chosen, "weighted sums")?,
+                host(sums.ref_chosen, "weighted sums")?,
+            ],
+            [
+                host(sums.policy_rejected, "weighted sums")?,
+                host(sums.ref_rejected, "weighted sums")?,
+            ],
+        ],
+        rewards,
+        losses,
+    })
+}
+
 /// Inspects one collated batch: the policy's and the reference's per-token log-probs, and for
-/// each loss of `losses` (one `sdpo` loss per threshold) `sdpo-core`'s selection, kept sums,
-/// rewards and per-pair losses. Pair `row` of the result is row `row` of `host_batch`; its
+/// each column of `columns` (an `sdpo` loss at one threshold, or a token-level method's loss
+/// with its scoring models) `sdpo-core`'s selection or weights, the kept (weighted) sums, the
+/// rewards and the per-pair losses. Pair `row` of the result is row `row` of `host_batch`; its
 /// `index` is `host_batch.pair_indices[row]` and its `origin` is left empty.
 ///
-/// Both models run on `path` (the run's [`LogpsPath::for_config`]). `policy` is a
-/// plain (non-autodiff) model; `split` picks the reference cache's split when the
-/// reference is precomputed.
+/// The models run on `path` (the run's [`LogpsPath::for_config`]). `policy` is a
+/// plain (non-autodiff) model; `split` picks the caches' split when the reference or a scoring
+/// model is precomputed.
 pub fn inspect_batch(
     policy: &CausalLm,
     reference: &Reference,
     path: &LogpsPath,
     split: Split,
     host_batch: &PreferenceBatch,
-    losses: &[PreferenceLoss],
+    columns: &[(PreferenceLoss, &ScoringModels)],
     device: &Device,
 ) -> Result<Vec<InspectedPair>, TrainError> {
     let mut out = Vec::with_capacity(host_batch.batch_size);
     let batch = DeviceBatch::new(host_batch, device);
     let reference = reference.logps(path, split, host_batch, &batch)?;
-    let inputs = token_logps(path.logps(policy, &batch, false)?, reference);
+    let inputs = token_logps(path.logps(policy, &batch, false)?, reference.clone());
     let (b, t) = (host_batch.batch_size, host_batch.seq_len);
     let width = t - 1;
     let read = |x: &Tensor<2>, what| host(x.clone(), what);
-    let policy_c = read(&inputs.policy_chosen_logps, "policy log-probs")?;
-    let policy_r = read(&inputs.policy_rejected_logps, "policy log-probs")?;
-    let ref_c = read(&inputs.ref_chosen_logps, "reference log-probs")?;
-    let ref_r = read(&inputs.ref_rejected_logps, "reference log-probs")?;
-    let mask_c = host_bool(inputs.chosen_loss_mask.clone(), "loss mask")?;
-    let mask_r = host_bool(inputs.rejected_loss_mask.clone(), "loss mask")?;
-    // Per threshold: kept masks, thresholds, kept sums, rewards, losses.
-    let mut per_q = Vec::with_capacity(losses.len());
-    for loss in losses {
-        let out = loss
-            .clone()
-            .forward(&inputs, None)
-            .map_err(TrainError::Compute)?;
-        let selection = out.selection.ok_or_else(|| TrainError::Config {
-            key: "loss_type".into(),
-            reason: "the sdpo loss returned no token selection".into(),
-        })?;
-        per_q.push((
-            host_bool(selection.chosen_kept, "kept tokens")?,
-            host_bool(selection.rejected_kept, "kept tokens")?,
-            host(selection.chosen_threshold, "thresholds")?,
-            host(selection.rejected_threshold, "thresholds")?,
-            [
-                host(selection.sums.policy_chosen, "kept sums")?,
-                host(selection.sums.ref_chosen, "kept sums")?,
-                host(selection.sums.policy_rejected, "kept sums")?,
-                host(selection.sums.ref_rejected, "kept sums")?,
-            ],
-            host(out.chosen_rewards, "rewards")?,
-            host(out.rejected_rewards, "rewards")?,
-            host(out.losses[0].1.clone(), "losses")?,
-        ));
+    let policy_logps = [
+        read(&inputs.policy_chosen_logps, "policy log-probs")?,
+        read(&inputs.policy_rejected_logps, "policy log-probs")?,
+    ];
+    let ref_logps = [
+        read(&inputs.ref_chosen_logps, "reference log-probs")?,
+        read(&inputs.ref_rejected_logps, "reference log-probs")?,
+    ];
+    let masks = [
+        host_bool(inputs.chosen_loss_mask.clone(), "loss mask")?,
+        host_bool(inputs.rejected_loss_mask.clone(), "loss mask")?,
+    ];
+    let mut per_column = Vec::with_capacity(columns.len());
+    for (loss, scoring) in columns {
+        per_column.push(host_column(loss, scoring, &inputs, |scoring| {
+            scoring.columns(path, split, host_batch, &batch, &reference)
+        })?);
     }
     for row in 0..b {
         let index = host_batch.pair_indices[row];
@@ -341,38 +511,47 @@ pub fn inspect_batch(
             .map(|p| ids[p] as u32)
             .collect();
         let sequence = |side: usize| {
-            let (mask, pol, rf) = if side == 0 {
-                (&mask_c, &policy_c, &ref_c)
-            } else {
-                (&mask_r, &policy_r, &ref_r)
-            };
             let row_ids = host_batch.input_ids_row(side * b + row);
-            let positions: Vec<usize> = (0..width).filter(|&p| mask[row * width + p]).collect();
-            let policy_logps: Vec<f64> = positions.iter().map(|&p| pol[row * width + p]).collect();
-            let ref_logps: Vec<f64> = positions.iter().map(|&p| rf[row * width + p]).collect();
-            let scores = policy_logps
+            let positions: Vec<usize> = (0..width)
+                .filter(|&p| masks[side][row * width + p])
+                .collect();
+            let at = |values: &[f64]| -> Vec<f64> {
+                positions.iter().map(|&p| values[row * width + p]).collect()
+            };
+            let policy = at(&policy_logps[side]);
+            let reference = at(&ref_logps[side]);
+            let scores: Vec<f64> = policy
                 .iter()
-                .zip(&ref_logps)
+                .zip(&reference)
                 .map(|(p, r)| if side == 0 { r - p } else { p - r })
                 .collect();
             let mut seq = InspectedSequence {
                 token_ids: positions.iter().map(|&p| row_ids[p + 1] as u32).collect(),
-                policy_logps,
-                ref_logps,
-                scores,
+                policy_logps: policy,
+                ref_logps: reference,
+                scores: scores.clone(),
                 kept: Vec::new(),
+                weights: Vec::new(),
+                method_scores: Vec::new(),
                 thresholds: Vec::new(),
                 policy_sums: Vec::new(),
                 ref_sums: Vec::new(),
             };
-            for (kept_c, kept_r, thr_c, thr_r, sums, ..) in &per_q {
-                let kept = if side == 0 { kept_c } else { kept_r };
-                seq.kept
-                    .push(positions.iter().map(|&p| kept[row * width + p]).collect());
-                seq.thresholds
-                    .push(if side == 0 { thr_c[row] } else { thr_r[row] });
-                seq.policy_sums.push(sums[2 * side][row]);
-                seq.ref_sums.push(sums[2 * side + 1][row]);
+            for column in &per_column {
+                seq.kept.push(
+                    positions
+                        .iter()
+                        .map(|&p| column.kept[side][row * width + p])
+                        .collect(),
+                );
+                seq.weights.push(at(&column.weights[side]));
+                seq.method_scores.push(match &column.scores {
+                    Some(method) => at(&method[side]),
+                    None => scores.clone(),
+                });
+                seq.thresholds.push(column.thresholds[side][row]);
+                seq.policy_sums.push(column.sums[side][0][row]);
+                seq.ref_sums.push(column.sums[side][1][row]);
             }
             seq
         };
@@ -384,9 +563,9 @@ pub fn inspect_batch(
             prompt_ids,
             chosen,
             rejected,
-            chosen_rewards: per_q.iter().map(|q| q.5[row]).collect(),
-            rejected_rewards: per_q.iter().map(|q| q.6[row]).collect(),
-            losses: per_q.iter().map(|q| q.7[row]).collect(),
+            chosen_rewards: per_column.iter().map(|c| c.rewards[0][row]).collect(),
+            rejected_rewards: per_column.iter().map(|c| c.rewards[1][row]).collect(),
+            losses: per_column.iter().map(|c| c.losses[row]).collect(),
         });
     }
     Ok(out)

@@ -37,6 +37,67 @@ const DPO_CITATION: &str = "@inproceedings{rafailov2023direct,
     editor       = {Alice Oh and Tristan Naumann and Amir Globerson and Kate Saenko and Sergey Levine},
 }";
 
+/// The token-level methods' papers: `loss_type`, the name, the title, the arXiv id and the
+/// citation (authors as the arXiv entry lists them are left to the reader's tool: the eprint
+/// identifies the paper).
+const TOKEN_METHOD_PAPERS: &[(LossType, &str, &str, &str, &str)] = &[
+    (
+        LossType::Confpo,
+        "ConfPO",
+        "ConfPO: Exploiting Policy Model Confidence for Critical Token Selection in Preference Optimization",
+        "2506.08712",
+        "@misc{confpo2025,
+    title         = {{ConfPO: Exploiting Policy Model Confidence for Critical Token Selection in Preference Optimization}},
+    year          = 2025,
+    eprint        = {arXiv:2506.08712}
+}",
+    ),
+    (
+        LossType::Sepo,
+        "SePO (Selective Preference Optimization)",
+        "Selective Preference Optimization via Token-Level Reward Function Estimation",
+        "2408.13518",
+        "@misc{sepo2024,
+    title         = {{Selective Preference Optimization via Token-Level Reward Function Estimation}},
+    year          = 2024,
+    eprint        = {arXiv:2408.13518}
+}",
+    ),
+    (
+        LossType::Tisdpo,
+        "TIS-DPO",
+        "TIS-DPO: Token-level Importance Sampling for Direct Preference Optimization With Estimated Weights",
+        "2410.04350",
+        "@misc{tisdpo2024,
+    title         = {{TIS-DPO: Token-level Importance Sampling for Direct Preference Optimization With Estimated Weights}},
+    year          = 2024,
+    eprint        = {arXiv:2410.04350}
+}",
+    ),
+    (
+        LossType::CriticalToken,
+        "critical-token DPO (cDPO)",
+        "Critical Tokens Matter: Token-Level Contrastive Estimation Enhances LLM's Reasoning Capability",
+        "2411.19943",
+        "@misc{criticaltokens2024,
+    title         = {{Critical Tokens Matter: Token-Level Contrastive Estimation Enhances LLM's Reasoning Capability}},
+    year          = 2024,
+    eprint        = {arXiv:2411.19943}
+}",
+    ),
+    (
+        LossType::Tgdpo,
+        "TGDPO",
+        "TGDPO: Harnessing Token-Level Reward Guidance for Enhancing Direct Preference Optimization",
+        "2506.14574",
+        "@misc{tgdpo2025,
+    title         = {{TGDPO: Harnessing Token-Level Reward Guidance for Enhancing Direct Preference Optimization}},
+    year          = 2025,
+    eprint        = {arXiv:2506.14574}
+}",
+    ),
+];
+
 const TR_DPO_CITATION: &str = "@misc{gorbatovski2024learn,
     title         = {{Learn Your Reference Model for Real Good Alignment}},
     author        = {Alexey Gorbatovski and Boris Shaposhnikov and Alexey Malakhov and Nikita Surnachev and Yaroslav Aksenov and Ian Maksimov and Nikita Balagansky and Daniil Gavrilov},
@@ -79,6 +140,12 @@ fn yaml_string(s: &str) -> String {
 /// The method the loss configuration trains with: its name, paper title and arXiv id, and
 /// BibTeX.
 fn method(config: &TrainConfig) -> (&'static str, &'static str, &'static str, &'static str) {
+    if let Some(method) = TOKEN_METHOD_PAPERS
+        .iter()
+        .find(|paper| config.loss.loss_types() == [paper.0])
+    {
+        return (method.1, method.2, method.3, method.4);
+    }
     if config.loss.loss_types().contains(&LossType::Sdpo) {
         (
             "SDPO (Selective DPO)",

@@ -117,6 +117,32 @@ impl TrainConfig {
         })
     }
 
+    /// This configuration training with `method` alone: `loss_type = method`, and the scoring
+    /// models of the other methods left out (`sdpo inspect` compares methods of one
+    /// configuration that names several methods' models).
+    pub fn for_method(&self, method: LossType) -> TrainConfig {
+        let mut config = self.clone();
+        config.loss.loss_type = sdpo_core::LossTypes::One(method);
+        config.without_unused_scoring_models()
+    }
+
+    /// This configuration without the scoring models its `loss_type` does not read.
+    pub fn without_unused_scoring_models(&self) -> TrainConfig {
+        let mut config = self.clone();
+        let method = match self.loss.loss_types() {
+            [one] => Some(*one),
+            _ => None,
+        };
+        for entry in SCORING_MODEL_KEYS {
+            if Some(entry.method) != method
+                && let Some(slot) = config.scoring_model_slot(entry.key)
+            {
+                *slot = None;
+            }
+        }
+        config
+    }
+
     /// Whether the run needs the reference's log-probs: the loss reads them, or (SePO without
     /// `sepo_oracle_ref_model_name_or_path`) they are the oracle's reference. ConfPO, and SePO
     /// with its own oracle reference, load no reference.

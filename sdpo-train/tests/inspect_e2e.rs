@@ -13,6 +13,7 @@ use sdpo_report::{
     render_inspect_text,
 };
 use sdpo_testkit::{Tolerance, assert_close};
+use sdpo_train::ScoringModels;
 use sdpo_train::inspect::{InspectedPair, InspectedSequence, inspect_batch};
 use sdpo_train::logps::{LogpsPath, MemoryBudget, RowLayout};
 use sdpo_train::reference::{Reference, Split};
@@ -65,24 +66,31 @@ fn expected_sequence(fixture: &Value, side: &str, row: usize) -> InspectedSequen
     };
     let policy_logps = pick(&format!("policy_{side}_logps"));
     let ref_logps = pick(&format!("ref_{side}_logps"));
-    let scores = policy_logps
+    let scores: Vec<f64> = policy_logps
         .iter()
         .zip(&ref_logps)
         .map(|(p, r)| if side == "chosen" { r - p } else { p - r })
         .collect();
     let results = fixture["results"].as_array().expect("results");
+    let kept: Vec<Vec<bool>> = results
+        .iter()
+        .map(|r| {
+            let kept = &bool_rows(&r[format!("{side}_kept_mask")], "kept mask")[row];
+            positions.iter().map(|&p| kept[p]).collect()
+        })
+        .collect();
     InspectedSequence {
         token_ids: positions.iter().map(|&p| ids[p + 1] as u32).collect(),
         policy_logps,
         ref_logps,
-        scores,
-        kept: results
+        // SDPO's weights are its kept flags, its method scores the SDPO scores.
+        weights: kept
             .iter()
-            .map(|r| {
-                let kept = &bool_rows(&r[format!("{side}_kept_mask")], "kept mask")[row];
-                positions.iter().map(|&p| kept[p]).collect()
-            })
+            .map(|k| k.iter().map(|&k| f64::from(u8::from(k))).collect())
             .collect(),
+        method_scores: vec![scores.clone(); results.len()],
+        scores,
+        kept,
         thresholds: results
             .iter()
             .map(|r| floats(&r[format!("{side}_threshold")], "threshold")[row])
@@ -137,6 +145,18 @@ fn check_sequence(got: &InspectedSequence, want: &InspectedSequence, what: &str)
     assert_eq!(got.kept.len(), want.kept.len(), "{what}: thresholds");
     for (k, (g, w)) in got.kept.iter().zip(&want.kept).enumerate() {
         assert_eq!(g, w, "{what}: kept tokens at threshold #{k}");
+    }
+    assert_eq!(
+        got.weights, want.weights,
+        "{what}: SDPO weights are the kept flags"
+    );
+    assert_eq!(
+        got.method_scores.len(),
+        want.method_scores.len(),
+        "{what}: columns"
+    );
+    for (g, w) in got.method_scores.iter().zip(&want.method_scores) {
+        assert_close(g, w, tol, &format!("{what}: method scores"));
     }
     // A sequence's threshold is -inf only without scored tokens: both sides must agree.
     for (g, w) in got.thresholds.iter().zip(&want.thresholds) {
@@ -282,6 +302,9 @@ fn inspect_equals_pytorch_on_the_sdpo_e2e_batch() {
             .expect("loss")
         })
         .collect();
+    let none = ScoringModels::none();
+    let columns: Vec<(PreferenceLoss, &ScoringModels)> =
+        losses.into_iter().map(|loss| (loss, &none)).collect();
     let want = expected_pairs(&fixture);
     let host = sdpo_e2e_batch(&fixture);
     let want_text = render_inspect_text(&report(&want, &thresholds, beta), TextStyle::Plain)
@@ -313,7 +336,7 @@ fn inspect_equals_pytorch_on_the_sdpo_e2e_batch() {
             &path,
             Split::Train,
             &host,
-            &losses,
+            &columns,
             &dev.device,
         )
         .expect("inspect");

@@ -61,9 +61,13 @@ fn sdpo_step(
     })
     .unwrap();
     let device_batch = DeviceBatch::new(host, device);
+    let scoring = sdpo_train::ScoringModels::none();
     let out = micro_step(
         &policy,
-        &reference,
+        sdpo_train::objective::FrozenModels {
+            reference: &reference,
+            scoring: &scoring,
+        },
         &path,
         host,
         &device_batch,

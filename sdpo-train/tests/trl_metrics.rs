@@ -15,9 +15,10 @@ use sdpo_core::{LossConfig, LossType, LossTypes, PreferenceLoss, read_metrics};
 use sdpo_data::PreferenceBatch;
 use sdpo_models::CausalLm;
 use sdpo_testkit::{Tolerance, assert_close};
+use sdpo_train::ScoringModels;
 use sdpo_train::clip::global_grad_norm;
 use sdpo_train::logps::{DeviceBatch, LogpsPath, MemoryBudget, RowLayout};
-use sdpo_train::objective::{batch_objective, micro_step};
+use sdpo_train::objective::{FrozenModels, batch_objective, micro_step};
 use sdpo_train::reference::{Reference, Split};
 use sdpo_train::run_summary::{non_embedding_params, total_flos};
 use serde_json::Value;
@@ -108,7 +109,12 @@ fn train_step(
 ) -> (BTreeMap<String, f64>, GradientsParams) {
     let mut loss = objective(fixture);
     let batch = DeviceBatch::new(host, device);
-    let out = micro_step(policy, reference, &path, host, &batch, &mut loss, 1.0).unwrap();
+    let scoring = ScoringModels::none();
+    let frozen = FrozenModels {
+        reference,
+        scoring: &scoring,
+    };
+    let out = micro_step(policy, frozen, &path, host, &batch, &mut loss, 1.0).unwrap();
     let (metrics, grads) = (out.metrics, out.grads);
     let values = read_metrics(metrics)
         .unwrap()
@@ -171,9 +177,13 @@ fn one_step_logs_what_trl_logs_on_every_engine_path() {
             // Evaluation: the same batch through the eval path (no graph).
             let mut loss = objective(&fixture);
             let batch = DeviceBatch::new(&host, &dev.device);
+            let scoring = ScoringModels::none();
             let out = batch_objective(
                 &policy.valid(),
-                &reference,
+                FrozenModels {
+                    reference: &reference,
+                    scoring: &scoring,
+                },
                 &path,
                 Split::Eval,
                 &host,

@@ -4,6 +4,8 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
+use sdpo_core::LossType;
+
 use crate::data::{COMPLETION_LEN, DECISIVE, DISTRACTORS};
 use crate::study::{Options, RunResult, Study};
 
@@ -19,14 +21,27 @@ fn mean_sd(values: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
-/// An arm: `(reference, threshold, epochs)`.
-type Arm = (&'static str, f64, f64);
+/// An arm: `(method label, reference, epochs)`.
+type Arm = (String, &'static str, f64);
+
+/// The method column of a run: `sigmoid` (DPO) at q = 0, `sdpo` with its q, or the method.
+pub fn method_label(run: &RunResult) -> String {
+    match run.method {
+        LossType::Sigmoid => "DPO (q = 0)".to_string(),
+        LossType::Sdpo => format!("SDPO q = {}", run.threshold),
+        method => method.name().to_string(),
+    }
+}
+
+fn arm_of(run: &RunResult) -> Arm {
+    (method_label(run), run.reference, run.epochs)
+}
 
 /// The arms in run order.
 fn arms(study: &Study) -> Vec<Arm> {
     let mut arms: Vec<Arm> = Vec::new();
     for run in &study.runs {
-        let arm = (run.reference, run.threshold, run.epochs);
+        let arm = arm_of(run);
         if !arms.contains(&arm) {
             arms.push(arm);
         }
@@ -34,12 +49,8 @@ fn arms(study: &Study) -> Vec<Arm> {
     arms
 }
 
-fn runs_of(study: &Study, arm: Arm) -> Vec<&RunResult> {
-    study
-        .runs
-        .iter()
-        .filter(|r| (r.reference, r.threshold, r.epochs) == arm)
-        .collect()
+fn runs_of<'a>(study: &'a Study, arm: &Arm) -> Vec<&'a RunResult> {
+    study.runs.iter().filter(|r| arm_of(r) == *arm).collect()
 }
 
 fn cell(runs: &[&RunResult], value: impl Fn(&RunResult) -> f64) -> String {
@@ -57,7 +68,7 @@ pub fn markdown(study: &Study, options: &Options) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "SDPO ablation: {} seed(s) per arm, training for {:?} epoch(s), {} decisive + {} distractor differences \
+        "SDPO and token-level methods ablation: {} seed(s) per arm, training for {:?} epoch(s), {} decisive + {} distractor differences \
          per {}-word completion (decisive share of scored tokens {:.3}); whole study {:.0} s.\n",
         options.seeds,
         options.epochs,
@@ -76,18 +87,17 @@ pub fn markdown(study: &Study, options: &Options) -> String {
         study.reference.clean_accuracy
     );
     out.push_str(
-        "| epochs | reference | q | clean accuracy | clean margin | distractor \\|margin\\| | precision (start → end) | recall (end) | kept (end) | s/run |\n\
+        "| epochs | method | reference (scoring models) | clean accuracy | clean margin | distractor \\|margin\\| | precision (start → end) | recall (end) | kept (end) | s/run |\n\
          | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     for arm in arms(study) {
-        let runs = runs_of(study, arm);
+        let runs = runs_of(study, &arm);
         let _ = writeln!(
             out,
-            "| {} | {} | {}{} | {} | {} | {} | {} → {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} → {} | {} | {} | {} |",
             arm.2,
             arm.0,
             arm.1,
-            if arm.1 == 0.0 { " (DPO)" } else { "" },
             cell(&runs, |r| r.scores.clean_accuracy),
             cell(&runs, |r| r.scores.clean_margin),
             cell(&runs, |r| r.scores.distractor_margin),
@@ -118,12 +128,15 @@ pub fn json(study: &Study, options: &Options) -> Value {
             "epochs": options.epochs,
             "reference_epochs": options.reference_epochs,
             "thresholds": options.thresholds,
+            "methods": options.methods.iter().map(|m| m.name()).collect::<Vec<_>>(),
         },
         "decisive_share": study.decisive_share,
         "initial_policy": scores(&study.initial),
         "stronger_reference": scores(&study.reference),
         "seconds": study.seconds,
+        "reverse_reference": scores(&study.reverse),
         "runs": study.runs.iter().map(|r| json!({
+            "method": r.method.name(),
             "reference": r.reference,
             "sdpo_threshold": r.threshold,
             "epochs": r.epochs,
@@ -148,8 +161,11 @@ pub fn sanity_failures(study: &Study) -> Vec<String> {
     }
     for run in &study.runs {
         let name = format!(
-            "{} q={} epochs={} seed {}",
-            run.reference, run.threshold, run.epochs, run.seed
+            "{} ({}) epochs={} seed {}",
+            method_label(run),
+            run.reference,
+            run.epochs,
+            run.seed
         );
         let numbers = [
             run.final_loss,
@@ -160,7 +176,7 @@ pub fn sanity_failures(study: &Study) -> Vec<String> {
         if numbers.iter().any(|v| !v.is_finite()) {
             failures.push(format!("{name}: a non-finite result {numbers:?}"));
         }
-        if run.threshold == 0.0 {
+        if run.method == LossType::Sigmoid {
             for (when, s) in [("start", run.selection_start), ("end", run.selection_end)] {
                 if (s.precision - study.decisive_share).abs() > 1e-12 || s.kept != 1.0 {
                     failures.push(format!(
@@ -171,7 +187,23 @@ pub fn sanity_failures(study: &Study) -> Vec<String> {
                 }
             }
         }
-        if run.reference == "initial policy" && run.selection_start.kept != 1.0 {
+        // SePO keeps exactly floor(sepo_ratio * (n - 1)) of the n tokens of every completion.
+        let sepo_kept = (0.3 * COMPLETION_LEN as f64).floor() / (COMPLETION_LEN + 1) as f64;
+        if run.method == LossType::Sepo
+            && [run.selection_start.kept, run.selection_end.kept]
+                .iter()
+                .any(|k| (k - sepo_kept).abs() > 1e-12)
+        {
+            failures.push(format!(
+                "{name}: SePO keeps {sepo_kept:.4} of the tokens of every completion; kept {:.4} \
+                 at the start, {:.4} at the end",
+                run.selection_start.kept, run.selection_end.kept
+            ));
+        }
+        if matches!(run.method, LossType::Sigmoid | LossType::Sdpo)
+            && run.reference == "initial policy"
+            && run.selection_start.kept != 1.0
+        {
             failures.push(format!(
                 "{name}: with the initial policy as reference every score is 0 before the first \
                  step, so every token is kept; kept {:.4}",

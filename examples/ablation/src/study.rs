@@ -1,6 +1,8 @@
 //! The study: an initial policy, a stronger reference DPO-trained from it on clean pairs, and
-//! for each reference and `sdpo_threshold` a training run per seed on noisy pairs, every run
-//! scored by the same evaluator.
+//! for each reference and `sdpo_threshold` a training run per seed on noisy pairs; then the
+//! token-level methods (ConfPO, SePO, TIS-DPO, critical tokens, TGDPO) with their scoring
+//! models trained from the same initial policy on the same clean pairs; every run scored by
+//! the same evaluator.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -9,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use sdpo_core::{LossType, LossTypes};
 use sdpo_models::{CausalLm, ModelConfig};
-use sdpo_train::inspect::InspectedPair;
+use sdpo_train::inspect::{InspectColumn, InspectedPair};
 use sdpo_train::reference::Split;
 use sdpo_train::{Inspector, SaveStrategy, SilentObserver, Start, TrainConfig, Trainer};
 use serde_json::{Value, json};
@@ -29,6 +31,8 @@ pub struct Options {
     pub reference_epochs: f64,
     /// The `sdpo_threshold` values (0 = plain DPO, TRL's sigmoid loss).
     pub thresholds: Vec<f64>,
+    /// The token-level methods compared (each with the initial policy as its policy).
+    pub methods: Vec<LossType>,
 }
 
 impl Options {
@@ -40,6 +44,7 @@ impl Options {
             epochs: vec![1.0, 3.0],
             reference_epochs: 3.0,
             thresholds: vec![0.0, 0.3, 0.6, 0.8],
+            methods: LossType::TOKEN_METHODS.to_vec(),
         }
     }
 
@@ -79,21 +84,26 @@ pub struct Scores {
     pub likelihood_accuracy: f64,
 }
 
-/// Which tokens a selection keeps on held-out noisy pairs.
+/// Where an arm's token weights fall on held-out noisy pairs. For a selection (SDPO, ConfPO,
+/// SePO: weights 0 or 1) these are the kept tokens' precision and recall and the kept
+/// fraction; for a weighting method the same sums over its real weights.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Selection {
-    /// Kept tokens that are decisive.
+    /// The share of the weight on decisive tokens (for a selection: kept tokens that are
+    /// decisive).
     pub precision: f64,
-    /// Decisive tokens that are kept.
+    /// The mean weight of a decisive token (for a selection: decisive tokens that are kept).
     pub recall: f64,
-    /// Kept fraction of all completion tokens.
+    /// The mean weight of a completion token (for a selection: the kept fraction).
     pub kept: f64,
 }
 
 /// One training run of one arm.
 #[derive(Debug, Clone)]
 pub struct RunResult {
-    /// `"initial policy"` or `"stronger reference"`.
+    /// The arm's `loss_type`: `sigmoid` (q = 0), `sdpo`, or a token-level method.
+    pub method: LossType,
+    /// `"initial policy"`, `"stronger reference"`, or for a token-level method its models.
     pub reference: &'static str,
     /// `sdpo_threshold`.
     pub threshold: f64,
@@ -120,6 +130,9 @@ pub struct Study {
     pub initial: Scores,
     /// The stronger reference scored by the evaluator.
     pub reference: Scores,
+    /// The reverse reference (DPO on the swapped clean pairs: TIS-DPO's `pi-`) scored by the
+    /// evaluator.
+    pub reverse: Scores,
     /// Share of completion tokens (EOS included) that are decisive.
     pub decisive_share: f64,
     /// Every run.
@@ -132,7 +145,11 @@ struct Layout {
     tokenizer: PathBuf,
     initial: PathBuf,
     reference: PathBuf,
+    reverse: PathBuf,
+    chosen_sft: PathBuf,
+    rejected_sft: PathBuf,
     reference_train: PathBuf,
+    reference_train_swapped: PathBuf,
     held_out_clean: PathBuf,
     held_out_distractors: PathBuf,
     held_out_noisy: PathBuf,
@@ -173,7 +190,19 @@ fn prepare(options: &Options, device: &Device) -> Result<Layout> {
         data::write_jsonl(&path, &pairs)?;
         Ok((path, pairs))
     };
-    let (reference_train, _) = write("reference_train_clean.jsonl", Kind::Clean, REFERENCE_PAIRS)?;
+    let (reference_train, clean) =
+        write("reference_train_clean.jsonl", Kind::Clean, REFERENCE_PAIRS)?;
+    // The same clean pairs with chosen and rejected swapped: what the reverse models learn.
+    let swapped: Vec<Pair> = clean
+        .iter()
+        .map(|pair| Pair {
+            chosen: pair.rejected.clone(),
+            rejected: pair.chosen.clone(),
+            ..pair.clone()
+        })
+        .collect();
+    let reference_train_swapped = data_dir.join("reference_train_clean_swapped.jsonl");
+    data::write_jsonl(&reference_train_swapped, &swapped)?;
     let (held_out_clean, _) = write("held_out_clean.jsonl", Kind::Clean, HELD_OUT_PAIRS)?;
     let (held_out_distractors, _) = write(
         "held_out_distractors.jsonl",
@@ -207,7 +236,11 @@ fn prepare(options: &Options, device: &Device) -> Result<Layout> {
         tokenizer,
         initial,
         reference: out.join("stronger_reference"),
+        reverse: out.join("reverse_reference"),
+        chosen_sft: out.join("chosen_sft"),
+        rejected_sft: out.join("rejected_sft"),
         reference_train,
+        reference_train_swapped,
         held_out_clean,
         held_out_distractors,
         held_out_noisy,
@@ -296,12 +329,17 @@ fn score(layout: &Layout, policy: &Path, device: &Device) -> Result<Scores> {
     Ok(scores)
 }
 
-/// Precision and recall of the decisive tokens in `trainer`'s selection at `q` on the
-/// held-out noisy pairs.
-fn selection(trainer: &Trainer, pairs: &[Pair], q: f64) -> Result<Selection> {
+/// Where `trainer`'s token weights in `column` fall on the held-out noisy pairs (see
+/// [`Selection`]).
+fn selection(trainer: &Trainer, pairs: &[Pair], column: InspectColumn) -> Result<Selection> {
     let indices: Vec<usize> = (0..pairs.len()).collect();
-    let inspected = trainer.inspection().inspect(Split::Eval, &indices, &[q])?;
-    let (mut kept, mut kept_decisive, mut decisive, mut tokens) = (0usize, 0usize, 0usize, 0usize);
+    let inspected = trainer.inspection().inspect_columns(
+        Split::Eval,
+        &indices,
+        &[column],
+        &mut SilentObserver,
+    )?;
+    let (mut weight, mut decisive_weight, mut decisive, mut tokens) = (0.0, 0.0, 0usize, 0usize);
     for (pair, truth) in inspected.iter().zip(pairs) {
         for side in [&pair.chosen, &pair.rejected] {
             if side.token_ids.len() != COMPLETION_LEN + 1 {
@@ -312,20 +350,22 @@ fn selection(trainer: &Trainer, pairs: &[Pair], q: f64) -> Result<Selection> {
                     COMPLETION_LEN
                 );
             }
-            for (i, &k) in side.kept[0].iter().enumerate() {
+            for (i, &w) in side.weights[0].iter().enumerate() {
                 let is_decisive = truth.decisive.contains(&i);
                 tokens += 1;
                 decisive += usize::from(is_decisive);
-                kept += usize::from(k);
-                kept_decisive += usize::from(k && is_decisive);
+                weight += w;
+                if is_decisive {
+                    decisive_weight += w;
+                }
             }
         }
     }
-    let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    let ratio = |a: f64, b: f64| if b == 0.0 { 0.0 } else { a / b };
     Ok(Selection {
-        precision: ratio(kept_decisive, kept),
-        recall: ratio(kept_decisive, decisive),
-        kept: ratio(kept, tokens),
+        precision: ratio(decisive_weight, weight),
+        recall: ratio(decisive_weight, decisive as f64),
+        kept: ratio(weight, tokens as f64),
     })
 }
 
@@ -345,6 +385,131 @@ fn train_run(config: TrainConfig, device: &Device) -> Result<(Trainer, f64)> {
     Ok((trainer, loss))
 }
 
+/// Trains a model from the initial policy on the clean pairs (`file`) with `loss_type` into
+/// `out`, with the tokenizer next to it: the study's stronger reference and the token-level
+/// methods' scoring models.
+fn train_helper_model(
+    layout: &Layout,
+    options: &Options,
+    loss_type: LossType,
+    file: &Path,
+    out: &Path,
+    device: &Device,
+) -> Result<()> {
+    let mut config = run_config(
+        layout,
+        &layout.initial,
+        &layout.initial,
+        file,
+        out.to_path_buf(),
+    );
+    config.loss.loss_type = LossTypes::One(loss_type);
+    config.num_train_epochs = options.reference_epochs;
+    config.seed = DATA_SEED;
+    train_run(config, device)?;
+    copy_tokenizer(&layout.tokenizer, out)
+}
+
+/// One training run of an arm on `seed`'s noisy pairs, scored, with its selection before the
+/// first step and after the last.
+struct ArmRun<'a> {
+    method: LossType,
+    reference_name: &'static str,
+    threshold: f64,
+    epochs: f64,
+    seed: usize,
+    tag: String,
+    config: TrainConfig,
+    column: InspectColumn,
+    layout: &'a Layout,
+}
+
+impl ArmRun<'_> {
+    fn run(self, options: &Options, device: &Device, started: Instant) -> Result<RunResult> {
+        let run_started = Instant::now();
+        let selection_pairs = &self.layout.selection_pairs;
+        let before = Trainer::new(
+            self.config.clone(),
+            device,
+            Start::Fresh,
+            &mut SilentObserver,
+        )?;
+        let selection_start = selection(&before, selection_pairs, self.column)?;
+        drop(before);
+        let (trainer, final_loss) = train_run(self.config, device)?;
+        let selection_end = selection(&trainer, selection_pairs, self.column)?;
+        let seconds = run_started.elapsed().as_secs_f64();
+        let scores = score(
+            self.layout,
+            &options.out.join("runs").join(&self.tag),
+            device,
+        )?;
+        eprintln!(
+            "[{:>5.0} s] {} ({}), {} epoch(s), seed {}: clean accuracy {:.3}, distractor \
+             |margin| {:.3}, precision {:.3} -> {:.3}, {:.1} s",
+            started.elapsed().as_secs_f64(),
+            self.column.label(),
+            self.reference_name,
+            self.epochs,
+            self.seed,
+            scores.clean_accuracy,
+            scores.distractor_margin,
+            selection_start.precision,
+            selection_end.precision,
+            seconds
+        );
+        Ok(RunResult {
+            method: self.method,
+            reference: self.reference_name,
+            threshold: self.threshold,
+            epochs: self.epochs,
+            seed: self.seed as u64,
+            scores,
+            selection_start,
+            selection_end,
+            final_loss,
+            seconds,
+        })
+    }
+}
+
+/// The models a token-level method's arm scores with, in words (the table's reference column).
+pub fn method_models(method: LossType) -> &'static str {
+    match method {
+        LossType::Confpo => "none (the policy's confidence)",
+        LossType::Sepo => "oracle: stronger reference vs initial policy",
+        LossType::Tisdpo => "initial policy; pi+/pi-: stronger/reverse reference",
+        LossType::CriticalToken => "initial policy; chosen/rejected SFT models",
+        LossType::Tgdpo => "initial policy; reward: stronger reference",
+        _ => "initial policy",
+    }
+}
+
+/// `config` set up for the token-level `method` with the study's scoring models.
+fn method_config(mut config: TrainConfig, method: LossType, layout: &Layout) -> TrainConfig {
+    config.loss.loss_type = LossTypes::One(method);
+    match method {
+        // The authors' run (their CPOConfig default 0.1 is CPO's): SimPO needs a larger beta.
+        LossType::Confpo => {
+            config.loss.beta = 1.5;
+            config.loss.simpo_gamma = 1.6;
+            config.ref_model_name_or_path = None;
+        }
+        LossType::Sepo => config.sepo_oracle_model_name_or_path = Some(layout.reference.clone()),
+        LossType::Tisdpo => {
+            config.tisdpo_positive_model_name_or_path = Some(layout.reference.clone());
+            config.tisdpo_negative_model_name_or_path = Some(layout.reverse.clone());
+        }
+        LossType::CriticalToken => {
+            config.ct_positive_model_name_or_path = Some(layout.chosen_sft.clone());
+            config.ct_negative_model_name_or_path = Some(layout.rejected_sft.clone());
+        }
+        LossType::Tgdpo => config.tgdpo_reward_model_name_or_path = Some(layout.reference.clone()),
+        _ => {}
+    }
+    config
+}
+
 /// Runs the whole study, printing progress to stderr.
 pub fn run(options: &Options) -> Result<Study> {
     let started = Instant::now();
@@ -356,19 +521,48 @@ pub fn run(options: &Options) -> Result<Study> {
         "[{:>5.0} s] training the stronger reference (DPO on clean pairs)",
         started.elapsed().as_secs_f64()
     );
-    let mut config = run_config(
+    train_helper_model(
         &layout,
-        &layout.initial,
-        &layout.initial,
+        options,
+        LossType::Sigmoid,
         &layout.reference_train,
-        layout.reference.clone(),
-    );
-    config.num_train_epochs = options.reference_epochs;
-    config.seed = DATA_SEED;
-    train_run(config, &device)?;
-    copy_tokenizer(&layout.tokenizer, &layout.reference)?;
+        &layout.reference,
+        &device,
+    )?;
+    let needs = |methods: &[LossType]| options.methods.iter().any(|m| methods.contains(m));
+    if needs(&[LossType::Tisdpo]) {
+        eprintln!(
+            "[{:>5.0} s] training the reverse reference (DPO on swapped clean pairs: TIS-DPO's pi-)",
+            started.elapsed().as_secs_f64()
+        );
+        train_helper_model(
+            &layout,
+            options,
+            LossType::Sigmoid,
+            &layout.reference_train_swapped,
+            &layout.reverse,
+            &device,
+        )?;
+    }
+    if needs(&[LossType::CriticalToken]) {
+        eprintln!(
+            "[{:>5.0} s] training the critical-token pair (SFT on clean chosen / rejected completions)",
+            started.elapsed().as_secs_f64()
+        );
+        for (file, out) in [
+            (&layout.reference_train, &layout.chosen_sft),
+            (&layout.reference_train_swapped, &layout.rejected_sft),
+        ] {
+            train_helper_model(&layout, options, LossType::Sft, file, out, &device)?;
+        }
+    }
     let initial = score(&layout, &layout.initial, &device)?;
     let reference = score(&layout, &layout.reference, &device)?;
+    let reverse = if needs(&[LossType::Tisdpo]) {
+        score(&layout, &layout.reverse, &device)?
+    } else {
+        Scores::default()
+    };
     eprintln!(
         "[{:>5.0} s] clean-pair likelihood accuracy: initial policy {:.3}, stronger reference {:.3}",
         started.elapsed().as_secs_f64(),
@@ -377,22 +571,15 @@ pub fn run(options: &Options) -> Result<Study> {
     );
 
     let mut runs = Vec::new();
-    let references: [(&'static str, &Path); 2] = [
-        ("initial policy", &layout.initial),
-        ("stronger reference", &layout.reference),
+    let references: [(&'static str, &Path, &str); 2] = [
+        ("initial policy", &layout.initial, "initial"),
+        ("stronger reference", &layout.reference, "stronger"),
     ];
-    for (reference_name, reference_dir) in references {
+    for (reference_name, reference_dir, short) in references {
         for &epochs in &options.epochs {
             for &q in &options.thresholds {
                 for (seed, (train_file, _)) in layout.noisy.iter().enumerate() {
-                    let tag = format!(
-                        "{}_q{q}_epochs{epochs}_seed{seed}",
-                        if reference_dir == layout.initial.as_path() {
-                            "initial"
-                        } else {
-                            "stronger"
-                        }
-                    );
+                    let tag = format!("{short}_q{q}_epochs{epochs}_seed{seed}");
                     let mut config = run_config(
                         &layout,
                         &layout.initial,
@@ -400,50 +587,66 @@ pub fn run(options: &Options) -> Result<Study> {
                         train_file,
                         options.out.join("runs").join(&tag),
                     );
-                    if q > 0.0 {
+                    let method = if q > 0.0 {
                         config.loss.loss_type = LossTypes::One(LossType::Sdpo);
                         config.loss.sdpo_threshold = q;
-                    }
+                        LossType::Sdpo
+                    } else {
+                        LossType::Sigmoid
+                    };
                     config.num_train_epochs = epochs;
                     config.seed = seed as u64;
                     config.eval_file = Some(layout.held_out_noisy.clone());
-                    let run_started = Instant::now();
-                    let before =
-                        Trainer::new(config.clone(), &device, Start::Fresh, &mut SilentObserver)?;
-                    let selection_start = selection(&before, &layout.selection_pairs, q)?;
-                    drop(before);
-                    let (trainer, final_loss) = train_run(config, &device)?;
-                    let selection_end = selection(&trainer, &layout.selection_pairs, q)?;
-                    let seconds = run_started.elapsed().as_secs_f64();
-                    let scores = score(&layout, &options.out.join("runs").join(&tag), &device)?;
-                    eprintln!(
-                        "[{:>5.0} s] {reference_name}, q = {q}, {epochs} epoch(s), seed {seed}: clean accuracy {:.3}, \
-                     distractor |margin| {:.3}, precision {:.3} -> {:.3}, {:.1} s",
-                        started.elapsed().as_secs_f64(),
-                        scores.clean_accuracy,
-                        scores.distractor_margin,
-                        selection_start.precision,
-                        selection_end.precision,
-                        seconds
-                    );
-                    runs.push(RunResult {
-                        reference: reference_name,
+                    let arm = ArmRun {
+                        method,
+                        reference_name,
                         threshold: q,
                         epochs,
-                        seed: seed as u64,
-                        scores,
-                        selection_start,
-                        selection_end,
-                        final_loss,
-                        seconds,
-                    });
+                        seed,
+                        tag,
+                        config,
+                        column: InspectColumn::Sdpo(q),
+                        layout: &layout,
+                    };
+                    runs.push(arm.run(options, &device, started)?);
                 }
+            }
+        }
+    }
+    for &method in &options.methods {
+        for &epochs in &options.epochs {
+            for (seed, (train_file, _)) in layout.noisy.iter().enumerate() {
+                let tag = format!("{method}_epochs{epochs}_seed{seed}");
+                let mut config = run_config(
+                    &layout,
+                    &layout.initial,
+                    &layout.initial,
+                    train_file,
+                    options.out.join("runs").join(&tag),
+                );
+                config = method_config(config, method, &layout);
+                config.num_train_epochs = epochs;
+                config.seed = seed as u64;
+                config.eval_file = Some(layout.held_out_noisy.clone());
+                let arm = ArmRun {
+                    method,
+                    reference_name: method_models(method),
+                    threshold: f64::NAN,
+                    epochs,
+                    seed,
+                    tag,
+                    config,
+                    column: InspectColumn::Method(method),
+                    layout: &layout,
+                };
+                runs.push(arm.run(options, &device, started)?);
             }
         }
     }
     Ok(Study {
         initial,
         reference,
+        reverse,
         decisive_share,
         runs,
         seconds: started.elapsed().as_secs_f64(),

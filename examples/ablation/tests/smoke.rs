@@ -2,7 +2,8 @@
 //! conditions (`--check`): the stronger reference is more accurate on clean pairs than the
 //! initial policy, the selection at q = 0 keeps every token (precision = decisive share), the
 //! initial policy as reference keeps every token before the first step, and every number is
-//! finite. The results files are written and list every arm.
+//! finite; SePO keeps its exact share of every completion. The results files are written and
+//! list every arm, the token-level methods included.
 
 use std::process::Command;
 
@@ -26,8 +27,8 @@ fn the_quick_study_runs_and_passes_its_sanity_checks() {
     )
     .expect("valid JSON");
     let runs = results["runs"].as_array().expect("runs");
-    // 2 references x 4 thresholds x 1 seed.
-    assert_eq!(runs.len(), 8);
+    // 2 references x 4 thresholds x 1 seed, and the five token-level methods x 1 seed.
+    assert_eq!(runs.len(), 13);
     let table = std::fs::read_to_string(out.path().join("results.md")).expect("results.md");
     assert_eq!(table.matches(" | initial policy |").count(), 4, "{table}");
     assert_eq!(
@@ -35,4 +36,21 @@ fn the_quick_study_runs_and_passes_its_sanity_checks() {
         4,
         "{table}"
     );
+    for method in ["confpo", "sepo", "tisdpo", "critical_token", "tgdpo"] {
+        assert_eq!(
+            table.matches(&format!(" | {method} | ")).count(),
+            1,
+            "{method}: {table}"
+        );
+        let run = runs
+            .iter()
+            .find(|r| r["method"] == method)
+            .unwrap_or_else(|| panic!("no {method} run"));
+        assert!(
+            run["scores"]["clean_accuracy"]
+                .as_f64()
+                .is_some_and(f64::is_finite),
+            "{method}: {run}"
+        );
+    }
 }
