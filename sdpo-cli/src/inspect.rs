@@ -1,18 +1,21 @@
-//! `sdpo inspect`: which completion tokens SDPO trains on, for real pairs, as one
-//! self-contained HTML page or as terminal text. The numbers come from the trainer's own
-//! selection (`Inspection::inspect`); this file only picks the pairs, decodes the tokens and hands
-//! the report to `sdpo-report`.
+//! `sdpo inspect`: which completion tokens SDPO (at one or more thresholds) and the
+//! token-level methods train on, for real pairs, side by side, as one self-contained HTML page
+//! or as terminal text. The numbers come from the trainer's own selection and weights
+//! (`Inspection::inspect_columns`); this file only picks the pairs and columns, decodes the
+//! tokens and hands the report to `sdpo-report`.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
+use sdpo_core::LossType;
 use sdpo_data::PreferenceTokenizer;
 use sdpo_report::{
-    InspectPair, InspectReport, InspectToken, PairSelection, SequenceSelection, TextStyle,
+    InspectColumn as ReportColumn, InspectPair, InspectReport, InspectToken, PairSelection,
+    SequenceSelection, TextStyle,
 };
-use sdpo_train::inspect::Inspector;
+use sdpo_train::inspect::{InspectColumn, Inspector};
 use sdpo_train::inspect::{InspectedPair, InspectedSequence};
 use sdpo_train::reference::{Reference, Split};
 
@@ -57,9 +60,15 @@ pub struct InspectArgs {
     /// Inspect these pairs (0-based, comma-separated).
     #[arg(long, value_delimiter = ',', value_name = "I,J,...")]
     pub index: Vec<usize>,
-    /// An SDPO threshold q to show (repeatable, side by side); default: `sdpo_threshold`.
+    /// An SDPO threshold q to show (repeatable, side by side); default: `sdpo_threshold`
+    /// (or the configured token-level method, when `loss_type` is one).
     #[arg(long = "threshold", value_name = "Q")]
     pub thresholds: Vec<f64>,
+    /// A token-level method to show (repeatable, side by side, after the thresholds):
+    /// `confpo`, `sepo`, `tisdpo`, `critical_token` or `tgdpo`, with its keys and scoring
+    /// models from the configuration.
+    #[arg(long = "method", value_name = "LOSS_TYPE")]
+    pub methods: Vec<String>,
     /// Output format.
     #[arg(long, value_enum, default_value = "html")]
     pub format: Format,
@@ -95,11 +104,30 @@ pub fn run(args: &InspectArgs) -> Result<()> {
             bail!("--threshold {q}: an SDPO threshold is a quantile in [0, 1]");
         }
     }
-    let thresholds = if args.thresholds.is_empty() {
-        vec![config.loss.sdpo_threshold]
-    } else {
-        args.thresholds.clone()
-    };
+    let mut columns: Vec<InspectColumn> = args
+        .thresholds
+        .iter()
+        .map(|&q| InspectColumn::Sdpo(q))
+        .collect();
+    for name in &args.methods {
+        let method: LossType = name
+            .parse()
+            .ok()
+            .filter(|m: &LossType| m.is_token_method())
+            .with_context(|| {
+                format!(
+                    "--method {name}: not a token-level method; known: {}",
+                    LossType::TOKEN_METHODS.map(LossType::name).join(", ")
+                )
+            })?;
+        columns.push(InspectColumn::Method(method));
+    }
+    if columns.is_empty() {
+        columns.push(match config.loss.loss_types() {
+            [method] if method.is_token_method() => InspectColumn::Method(*method),
+            _ => InspectColumn::Sdpo(config.loss.sdpo_threshold),
+        });
+    }
     let tokenizer = PreferenceTokenizer::from_dir(config.tokenizer_dir())
         .context("cannot load the tokenizer")?;
     let policy = match &args.checkpoint {
@@ -133,7 +161,7 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         (Reference::Model(_), None) => "a frozen copy of the initial policy".to_string(),
     };
     let inspected = inspection
-        .inspect(split, &indices, &thresholds)
+        .inspect_columns(split, &indices, &columns, &mut view)
         .context("cannot inspect")?;
     let decode = |id: u32| {
         tokenizer
@@ -149,7 +177,13 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         policy,
         reference,
         beta,
-        thresholds,
+        columns: columns
+            .iter()
+            .map(|column| match column {
+                InspectColumn::Sdpo(q) => ReportColumn::sdpo(*q),
+                InspectColumn::Method(method) => ReportColumn::method(method.name()),
+            })
+            .collect(),
         pairs,
     };
     match args.format {
@@ -199,6 +233,8 @@ fn tokens(
                 ref_logp: sequence.ref_logps[i],
                 score: sequence.scores[i],
                 kept: sequence.kept.iter().map(|kept| kept[i]).collect(),
+                weights: sequence.weights.iter().map(|w| w[i]).collect(),
+                column_scores: sequence.method_scores.iter().map(|s| s[i]).collect(),
             })
         })
         .collect()

@@ -186,6 +186,64 @@ fn inspect_on_a_real_run() {
 }
 
 #[test]
+fn inspect_compares_sdpo_with_token_level_methods_side_by_side() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = write_run(tmp.path());
+    let config = config.to_str().unwrap();
+    let out = sdpo(
+        &["train", "--config", config, "--device", "flex"],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    // TGDPO's reward model: the trained checkpoint (a DPO-trained model, with its tokenizer).
+    let out = sdpo(
+        &[
+            "inspect",
+            "--config",
+            config,
+            "--set",
+            "tgdpo_reward_model_name_or_path=out/checkpoint-4",
+            "--pairs",
+            "2",
+            "--threshold",
+            "0.6",
+            "--method",
+            "tgdpo",
+            "--method",
+            "confpo",
+            "--format",
+            "text",
+            "--color",
+            "never",
+        ],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("columns q = 0.6, tgdpo, confpo"),
+        "{stdout}"
+    );
+    for heading in ["--- q = 0.6 ---", "--- tgdpo ---", "--- confpo ---"] {
+        assert_eq!(stdout.matches(heading).count(), 2, "{heading}: {stdout}");
+    }
+    assert!(stdout.contains("sum weight"), "{stdout}");
+
+    let out = sdpo(
+        &[
+            "inspect", "--config", config, "--method", "cdpo", "--format", "text",
+        ],
+        tmp.path(),
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--method cdpo") && stderr.contains("critical_token"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn inspect_refuses_hostile_input_with_one_clear_message() {
     let tmp = tempfile::tempdir().unwrap();
     let config = write_run(tmp.path());

@@ -20,7 +20,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     eprintln!(
         "{html}: {} token elements, {} charts",
         report.html_token_elements(),
-        report.thresholds.len()
+        report.columns.len()
     );
     Ok(())
 }

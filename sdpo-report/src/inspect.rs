@@ -1,8 +1,9 @@
 //! The data model of `sdpo inspect`: for each pair, every completion token with its policy and
-//! reference log-probs, its SDPO score and whether each threshold keeps it, and per threshold
-//! the sequences' score thresholds, masked sums, rewards and the loss. The trainer fills it from
-//! `sdpo-core`'s own selection; this crate only checks it is consistent, summarises and renders
-//! it.
+//! reference log-probs, its SDPO score, and per column (an SDPO threshold, or a token-level
+//! method) whether the token is kept, its weight and the column's score; per column the
+//! sequences' score thresholds, masked (weighted) sums, rewards and the loss. The trainer fills
+//! it from `sdpo-core`'s own selection and weights; this crate only checks it is consistent,
+//! summarises and renders it.
 
 use std::collections::BTreeMap;
 
@@ -22,12 +23,54 @@ pub struct InspectReport {
     /// The loss's `beta` (the rewards are `beta × (policy sum − reference sum)`).
     #[serde(with = "crate::floats")]
     pub beta: f64,
-    /// The `sdpo_threshold` quantiles `q` compared side by side, one column each; every
-    /// `kept` and `selections` vector is indexed like this one.
-    #[serde(with = "crate::floats::vec")]
-    pub thresholds: Vec<f64>,
+    /// The columns compared side by side (SDPO thresholds `q`, token-level methods); every
+    /// `kept`, `weights`, `column_scores` and `selections` vector is indexed like this one.
+    pub columns: Vec<InspectColumn>,
     /// The pairs, in the order shown.
     pub pairs: Vec<InspectPair>,
+}
+
+/// One column of the report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InspectColumn {
+    /// The column's `loss_type`: `sdpo`, or a token-level method (`confpo`, `sepo`, `tisdpo`,
+    /// `critical_token`, `tgdpo`).
+    pub method: String,
+    /// SDPO's `sdpo_threshold` quantile `q`; NaN for the other methods.
+    #[serde(with = "crate::floats")]
+    pub threshold: f64,
+}
+
+impl InspectColumn {
+    /// SDPO at the quantile `q`.
+    pub fn sdpo(q: f64) -> Self {
+        Self {
+            method: "sdpo".into(),
+            threshold: q,
+        }
+    }
+
+    /// A token-level method.
+    pub fn method(name: &str) -> Self {
+        Self {
+            method: name.into(),
+            threshold: f64::NAN,
+        }
+    }
+
+    /// Whether this is an SDPO column.
+    pub fn is_sdpo(&self) -> bool {
+        self.method == "sdpo"
+    }
+
+    /// The column's heading: `q = 0.6`, or the method's name.
+    pub fn label(&self) -> String {
+        if self.is_sdpo() {
+            format!("q = {}", self.threshold)
+        } else {
+            self.method.clone()
+        }
+    }
 }
 
 /// One preference pair.
@@ -44,7 +87,7 @@ pub struct InspectPair {
     pub chosen: Vec<InspectToken>,
     /// The rejected completion's valid tokens (after truncation), in order.
     pub rejected: Vec<InspectToken>,
-    /// One entry per threshold of [`InspectReport::thresholds`].
+    /// One entry per column of [`InspectReport::columns`].
     pub selections: Vec<PairSelection>,
 }
 
@@ -64,44 +107,53 @@ pub struct InspectToken {
     /// The SDPO score: chosen `ref_logp − policy_logp`, rejected `policy_logp − ref_logp`.
     #[serde(with = "crate::floats")]
     pub score: f64,
-    /// Per threshold: whether the token is kept (`score >= ` that sequence's threshold).
+    /// Per column: whether the token is kept (SDPO: `score >= ` that sequence's threshold;
+    /// a weighting method: a non-zero weight).
     pub kept: Vec<bool>,
+    /// Per column: the token's weight in the loss (SDPO: 1 kept, 0 dropped).
+    #[serde(with = "crate::floats::vec")]
+    pub weights: Vec<f64>,
+    /// Per column: the column's own score of the token (SDPO: `score`), which colours it.
+    #[serde(with = "crate::floats::vec")]
+    pub column_scores: Vec<f64>,
 }
 
-/// The selection of one sequence at one threshold.
+/// The selection of one sequence in one column.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct SequenceSelection {
     /// The sequence's score threshold: the `q`-quantile of its scores (`-inf` without valid
-    /// tokens).
+    /// tokens); NaN for a method without one.
     #[serde(with = "crate::floats")]
     pub threshold: f64,
     /// Tokens kept.
     pub kept_tokens: usize,
-    /// The policy's log-prob summed over the kept tokens.
+    /// The policy's log-prob summed over the kept tokens (weighted, and divided by the
+    /// method's per-sequence divisor, for a token-level method).
     #[serde(with = "crate::floats")]
     pub policy_logp_sum: f64,
-    /// The reference's log-prob summed over the kept tokens.
+    /// The reference's log-prob summed the same way.
     #[serde(with = "crate::floats")]
     pub ref_logp_sum: f64,
 }
 
-/// The selection of one pair at one threshold, with its rewards and loss.
+/// The selection of one pair in one column, with its rewards and loss.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct PairSelection {
     /// The chosen sequence.
     pub chosen: SequenceSelection,
     /// The rejected sequence.
     pub rejected: SequenceSelection,
-    /// `beta × (chosen policy sum − chosen reference sum)`.
+    /// The chosen reward the column's loss logs (SDPO: `beta × (chosen policy sum − chosen
+    /// reference sum)`).
     #[serde(with = "crate::floats")]
     pub chosen_reward: f64,
-    /// `beta × (rejected policy sum − rejected reference sum)`.
+    /// The rejected reward, likewise.
     #[serde(with = "crate::floats")]
     pub rejected_reward: f64,
     /// `chosen_reward − rejected_reward`.
     #[serde(with = "crate::floats")]
     pub reward_margin: f64,
-    /// The pair's loss at this threshold.
+    /// The pair's loss in this column.
     #[serde(with = "crate::floats")]
     pub loss: f64,
 }
@@ -167,11 +219,11 @@ pub struct KeptToken {
     pub occurrences: usize,
 }
 
-/// The summary of one threshold over all pairs.
+/// The summary of one column over all pairs.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ThresholdSummary {
-    /// The quantile `q`.
-    pub threshold: f64,
+pub struct ColumnSummary {
+    /// The column.
+    pub column: InspectColumn,
     /// Per pair: (chosen, rejected) kept fraction (NaN for a sequence without tokens).
     pub kept_fraction: Vec<(f64, f64)>,
     /// Kept tokens by relative position in their completion (`(i + 0.5) / len`, in
@@ -195,46 +247,52 @@ impl SequenceSelection {
 }
 
 impl InspectReport {
-    /// Checks the report is consistent: at least one threshold; per pair one selection per
-    /// threshold; per token one `kept` flag per threshold; each selection's `kept_tokens`
-    /// equal to the tokens flagged kept.
+    /// Checks the report is consistent: at least one column; per pair one selection per
+    /// column; per token one `kept` flag, weight and column score per column; each
+    /// selection's `kept_tokens` equal to the tokens flagged kept.
     ///
     /// # Errors
-    /// [`ReportError::Inspect`] naming the pair, side and threshold.
+    /// [`ReportError::Inspect`] naming the pair, side and column.
     pub fn validate(&self) -> Result<(), ReportError> {
-        let n = self.thresholds.len();
+        let n = self.columns.len();
         if n == 0 {
-            return Err(ReportError::Inspect("no threshold".to_string()));
+            return Err(ReportError::Inspect("no column".to_string()));
         }
         for pair in &self.pairs {
             if pair.selections.len() != n {
                 return Err(ReportError::Inspect(format!(
-                    "pair {} has {} selections for {n} thresholds",
+                    "pair {} has {} selections for {n} columns",
                     pair.index,
                     pair.selections.len()
                 )));
             }
             for side in Side::BOTH {
                 let tokens = pair.tokens(side);
-                if let Some((i, token)) = tokens.iter().enumerate().find(|(_, t)| t.kept.len() != n)
-                {
-                    return Err(ReportError::Inspect(format!(
-                        "pair {} {} token {i} (id {}) has {} kept flags for {n} thresholds",
-                        pair.index,
-                        side.as_str(),
-                        token.id,
-                        token.kept.len()
-                    )));
+                for (i, token) in tokens.iter().enumerate() {
+                    for (what, len) in [
+                        ("kept flags", token.kept.len()),
+                        ("weights", token.weights.len()),
+                        ("column scores", token.column_scores.len()),
+                    ] {
+                        if len != n {
+                            return Err(ReportError::Inspect(format!(
+                                "pair {} {} token {i} (id {}) has {len} {what} for {n} columns",
+                                pair.index,
+                                side.as_str(),
+                                token.id,
+                            )));
+                        }
+                    }
                 }
                 for (t, selection) in pair.selections.iter().enumerate() {
                     let flagged = tokens.iter().filter(|tok| tok.kept[t]).count();
                     let claimed = selection.side(side).kept_tokens;
                     if flagged != claimed {
                         return Err(ReportError::Inspect(format!(
-                            "pair {} {} at threshold {}: {claimed} kept tokens stated, {flagged} flagged",
+                            "pair {} {} at {}: {claimed} kept tokens stated, {flagged} flagged",
                             pair.index,
                             side.as_str(),
-                            self.thresholds[t]
+                            self.columns[t].label()
                         )));
                     }
                 }
@@ -243,25 +301,42 @@ impl InspectReport {
         Ok(())
     }
 
-    /// Number of token elements the HTML view has: every completion token once per threshold
-    /// column.
+    /// The columns in words: `thresholds q = 0, 0.6` when every column is SDPO's, else
+    /// `columns q = 0.6, sepo`.
+    pub fn columns_heading(&self) -> String {
+        if self.columns.iter().all(InspectColumn::is_sdpo) {
+            let qs: Vec<String> = self
+                .columns
+                .iter()
+                .map(|c| c.threshold.to_string())
+                .collect();
+            format!("thresholds q = {}", qs.join(", "))
+        } else {
+            let labels: Vec<String> = self.columns.iter().map(InspectColumn::label).collect();
+            format!("columns {}", labels.join(", "))
+        }
+    }
+
+    /// Number of token elements the HTML view has: every completion token once per column.
     pub fn html_token_elements(&self) -> usize {
         self.pairs
             .iter()
             .map(|p| p.chosen.len() + p.rejected.len())
             .sum::<usize>()
-            * self.thresholds.len()
+            * self.columns.len()
     }
 
-    /// The scale of the colour map: the 95th percentile of `|score|` over every token shown
-    /// (nearest rank), so one outlier does not wash out the rest; larger scores saturate.
-    /// 1.0 when there is no finite non-zero score.
-    pub fn score_scale(&self) -> f64 {
+    /// The scale of column `t`'s colour map: the 95th percentile of `|column score|` over
+    /// every token shown (nearest rank), so one outlier does not wash out the rest; larger
+    /// scores saturate. 1.0 when there is no finite non-zero score. The methods' scores have
+    /// their own units, so each column has its own scale.
+    pub fn score_scale(&self, t: usize) -> f64 {
         let mut magnitudes: Vec<f64> = self
             .pairs
             .iter()
             .flat_map(|p| p.chosen.iter().chain(&p.rejected))
-            .map(|t| t.score.abs())
+            .filter_map(|tok| tok.column_scores.get(t))
+            .map(|s| s.abs())
             .filter(|s| s.is_finite() && *s > 0.0)
             .collect();
         if magnitudes.is_empty() {
@@ -272,14 +347,12 @@ impl InspectReport {
         magnitudes[rank - 1]
     }
 
-    /// The per-threshold summaries, in threshold order.
-    pub fn summaries(&self) -> Vec<ThresholdSummary> {
-        (0..self.thresholds.len())
-            .map(|t| self.summary(t))
-            .collect()
+    /// The per-column summaries, in column order.
+    pub fn summaries(&self) -> Vec<ColumnSummary> {
+        (0..self.columns.len()).map(|t| self.summary(t)).collect()
     }
 
-    fn summary(&self, t: usize) -> ThresholdSummary {
+    fn summary(&self, t: usize) -> ColumnSummary {
         let mut chosen_positions = [0; POSITION_BINS];
         let mut rejected_positions = [0; POSITION_BINS];
         let mut counts: BTreeMap<u32, KeptToken> = BTreeMap::new();
@@ -319,8 +392,8 @@ impl InspectReport {
         let mut top_kept: Vec<KeptToken> = counts.into_values().filter(|k| k.kept > 0).collect();
         top_kept.sort_by(|a, b| b.kept.cmp(&a.kept).then(a.id.cmp(&b.id)));
         top_kept.truncate(TOP_TOKENS);
-        ThresholdSummary {
-            threshold: self.thresholds[t],
+        ColumnSummary {
+            column: self.columns[t].clone(),
             kept_fraction,
             chosen_positions,
             rejected_positions,

@@ -8,7 +8,9 @@ use std::fmt::Write;
 use crate::charts::{BinChart, PALETTE, bin_chart_svg};
 use crate::error::ReportError;
 use crate::html::{escape, number, page, percent};
-use crate::inspect::{InspectPair, InspectReport, InspectToken, POSITION_BINS, Side, visible_text};
+use crate::inspect::{
+    InspectColumn, InspectPair, InspectReport, InspectToken, POSITION_BINS, Side, visible_text,
+};
 
 const INSPECT_CSS: &str = "
 .legend { display: flex; flex-wrap: wrap; gap: 18px; align-items: center; font-size: 13px; }
@@ -63,19 +65,20 @@ pub(crate) fn score_color(score: f64, scale: f64) -> (u8, u8, u8) {
 /// cannot be drawn.
 pub fn render_inspect_html(report: &InspectReport) -> Result<String, ReportError> {
     report.validate()?;
-    let scale = report.score_scale();
+    let scales: Vec<f64> = (0..report.columns.len())
+        .map(|t| report.score_scale(t))
+        .collect();
     let mut main = String::new();
-    legend(&mut main, report, scale);
+    legend(&mut main, report, scales[0]);
     summary(&mut main, report)?;
     for pair in &report.pairs {
-        pair_section(&mut main, report, pair, scale);
+        pair_section(&mut main, report, pair, &scales);
     }
-    let qs: Vec<String> = report.thresholds.iter().map(|q| q.to_string()).collect();
     let subtitle = format!(
-        "{} · {} pairs · thresholds q = {} · policy {} · reference {}",
+        "{} · {} pairs · {} · policy {} · reference {}",
         report.source,
         report.pairs.len(),
-        qs.join(", "),
+        report.columns_heading(),
         report.policy,
         report.reference
     );
@@ -107,7 +110,9 @@ fn legend(out: &mut String, report: &InspectReport, scale: f64) {
          rejected <code>policy − ref</code> (the policy over-rates a bad token). Red = positive, blue = negative, \
          full colour at |score| ≥ {} (95th percentile of this page). Each sequence keeps its tokens with \
          score ≥ its threshold (the q-quantile of its scores); boxed bold tokens are kept. Hover a token for \
-         its id, log-probs and score. Rewards are β × (Σ policy − Σ ref) over kept tokens, β = {}.</p>\n</section>\n",
+         its id, log-probs and score. Rewards are β × (Σ policy − Σ ref) over kept tokens, β = {}. \
+         A token-level method's column is coloured by that method's own score (its own scale) and keeps \
+         the tokens it gives a non-zero weight; hover shows the weight, its sums are weighted.</p>\n</section>\n",
         number(-scale),
         number(scale),
         number(scale),
@@ -119,8 +124,8 @@ fn summary(out: &mut String, report: &InspectReport) -> Result<(), ReportError> 
     let summaries = report.summaries();
     out.push_str("<section id=\"summary\">\n<h2>Summary</h2>\n<div class=\"stats\">\n<div>\n");
     out.push_str("<h3>Kept fraction per pair (chosen / rejected)</h3>\n<table>\n<tr><th>pair</th>");
-    for q in &report.thresholds {
-        let _ = write!(out, "<th class=\"num\">q = {q}</th>");
+    for column in &report.columns {
+        let _ = write!(out, "<th class=\"num\">{}</th>", escape(&column.label()));
     }
     out.push_str("</tr>\n");
     for (p, pair) in report.pairs.iter().enumerate() {
@@ -144,9 +149,9 @@ fn summary(out: &mut String, report: &InspectReport) -> Result<(), ReportError> 
     for s in &summaries {
         let _ = write!(
             out,
-            "<h3>Kept most often, q = {}</h3>\n<table>\n<tr><th>token</th><th class=\"num\">id</th>\
+            "<h3>Kept most often, {}</h3>\n<table>\n<tr><th>token</th><th class=\"num\">id</th>\
              <th class=\"num\">kept</th><th class=\"num\">of</th></tr>\n",
-            s.threshold
+            escape(&s.column.label())
         );
         if s.top_kept.is_empty() {
             out.push_str("<tr><td colspan=\"4\" class=\"note\">no token kept</td></tr>\n");
@@ -167,7 +172,7 @@ fn summary(out: &mut String, report: &InspectReport) -> Result<(), ReportError> 
     out.push_str("</div>\n<div>\n");
     for s in &summaries {
         let chart = BinChart {
-            title: format!("Where kept tokens sit (q = {})", s.threshold),
+            title: format!("Where kept tokens sit ({})", s.column.label()),
             x_label: "relative position in the completion".to_string(),
             y_label: "kept tokens".to_string(),
             bars: vec![
@@ -197,12 +202,12 @@ fn token_html(
     out: &mut String,
     token: &InspectToken,
     t: usize,
-    q: f64,
+    column: &InspectColumn,
     threshold: f64,
     scale: f64,
 ) {
     let kept = token.kept[t];
-    let (r, g, b) = score_color(token.score, scale);
+    let (r, g, b) = score_color(token.column_scores[t], scale);
     let light = (r as u32 * 299 + g as u32 * 587 + b as u32 * 114) / 1000 < 140;
     let fg = if light { ";color:#fff" } else { "" };
     let (text, newline) = visible_text(&token.text);
@@ -216,13 +221,19 @@ fn token_html(
             c => body.push_str(&escape(&c.to_string())),
         }
     }
-    let verdict = if kept {
-        format!("kept at q = {q} (score ≥ threshold {})", number(threshold))
-    } else {
-        format!(
+    let q = column.threshold;
+    let verdict = match (column.is_sdpo(), kept) {
+        (true, true) => format!("kept at q = {q} (score ≥ threshold {})", number(threshold)),
+        (true, false) => format!(
             "dropped at q = {q} (score < threshold {})",
             number(threshold)
-        )
+        ),
+        (false, _) => format!(
+            "{}: score {} · weight {}",
+            column.method,
+            number(token.column_scores[t]),
+            number(token.weights[t])
+        ),
     };
     let title = format!(
         "id {} · policy logp {} · ref logp {} · score {} · {verdict}",
@@ -243,7 +254,7 @@ fn token_html(
     }
 }
 
-fn pair_section(out: &mut String, report: &InspectReport, pair: &InspectPair, scale: f64) {
+fn pair_section(out: &mut String, report: &InspectReport, pair: &InspectPair, scales: &[f64]) {
     let origin = if pair.origin.is_empty() {
         String::new()
     } else {
@@ -256,17 +267,29 @@ fn pair_section(out: &mut String, report: &InspectReport, pair: &InspectPair, sc
         pair.index,
         escape(&pair.prompt)
     );
-    for (t, (q, selection)) in report.thresholds.iter().zip(&pair.selections).enumerate() {
-        let _ = writeln!(out, "<div class=\"column\">\n<h3>q = {q}</h3>");
+    for (t, (column, selection)) in report.columns.iter().zip(&pair.selections).enumerate() {
+        let _ = writeln!(
+            out,
+            "<div class=\"column\">\n<h3>{}</h3>",
+            escape(&column.label())
+        );
         for side in Side::BOTH {
             let tokens = pair.tokens(side);
             let s = selection.side(side);
+            let head = if column.is_sdpo() {
+                format!(
+                    "threshold <span class=\"mono\">{}</span>",
+                    number(s.threshold)
+                )
+            } else {
+                let total: f64 = tokens.iter().map(|tok| tok.weights[t]).sum();
+                format!("Σ weight <span class=\"mono\">{}</span>", number(total))
+            };
             let _ = write!(
                 out,
                 "<div class=\"side {name}\"><div class=\"side-head\"><b class=\"{name}\">{name}</b> \
-                 threshold <span class=\"mono\">{}</span> · kept {}/{} ({}) · Σ policy <span class=\"mono\">{}</span> \
+                 {head} · kept {}/{} ({}) · Σ policy <span class=\"mono\">{}</span> \
                  · Σ ref <span class=\"mono\">{}</span></div>\n<div class=\"toks\">",
-                number(s.threshold),
                 s.kept_tokens,
                 tokens.len(),
                 percent(s.kept_fraction(tokens.len())),
@@ -275,7 +298,7 @@ fn pair_section(out: &mut String, report: &InspectReport, pair: &InspectPair, sc
                 name = side.as_str(),
             );
             for token in tokens {
-                token_html(out, token, t, *q, s.threshold, scale);
+                token_html(out, token, t, column, s.threshold, scales[t]);
             }
             out.push_str("</div></div>\n");
         }

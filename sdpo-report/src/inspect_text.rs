@@ -32,7 +32,8 @@ fn level(score: f64, scale: f64) -> i32 {
     (t * 3.0).round() as i32
 }
 
-fn token(out: &mut String, token: &InspectToken, kept: bool, scale: f64, style: TextStyle) {
+fn token(out: &mut String, token: &InspectToken, t: usize, scale: f64, style: TextStyle) {
+    let kept = token.kept[t];
     let (text, newline) = visible_text(&token.text);
     // Brackets mark kept tokens; a token's own brackets are escaped.
     let text = text.replace('[', "\\[").replace(']', "\\]");
@@ -40,7 +41,7 @@ fn token(out: &mut String, token: &InspectToken, kept: bool, scale: f64, style: 
     match style {
         TextStyle::Plain => out.push_str(&text),
         TextStyle::Ansi => {
-            let level = level(token.score, scale);
+            let level = level(token.column_scores[t], scale);
             let mut codes: Vec<String> = Vec::new();
             if kept {
                 codes.push("1".to_string());
@@ -71,26 +72,30 @@ pub fn render_inspect_text(
     style: TextStyle,
 ) -> Result<String, ReportError> {
     report.validate()?;
-    let scale = report.score_scale();
+    let scales: Vec<f64> = (0..report.columns.len())
+        .map(|t| report.score_scale(t))
+        .collect();
+    let scale = scales[0];
     let mut out = String::new();
     let _ = writeln!(out, "sdpo inspect: {}", report.source);
     let _ = writeln!(
         out,
-        "policy: {} | reference: {} | beta {} | thresholds q = {}",
+        "policy: {} | reference: {} | beta {} | {}",
         report.policy,
         report.reference,
         report.beta,
-        report
-            .thresholds
-            .iter()
-            .map(|q| q.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
+        report.columns_heading()
     );
     let _ = writeln!(
         out,
         "score: chosen ref - policy, rejected policy - ref; [token] = kept (score >= the sequence's threshold)"
     );
+    if report.columns.iter().any(|c| !c.is_sdpo()) {
+        let _ = writeln!(
+            out,
+            "a method's column: [token] = a non-zero weight; colours follow that method's own score"
+        );
+    }
     let _ = writeln!(
         out,
         "whitespace: · space, ↵ newline, → tab, ∅ empty token; a token's own brackets appear as \\[ \\]"
@@ -114,16 +119,21 @@ pub fn render_inspect_text(
         let _ = writeln!(out, "=== pair {}{origin} ===", pair.index);
         let (prompt, _) = visible_text(&pair.prompt);
         let _ = writeln!(out, "prompt: {prompt}");
-        for (t, (q, selection)) in report.thresholds.iter().zip(&pair.selections).enumerate() {
-            let _ = writeln!(out, "--- q = {q} ---");
+        for (t, (column, selection)) in report.columns.iter().zip(&pair.selections).enumerate() {
+            let _ = writeln!(out, "--- {} ---", column.label());
             for side in Side::BOTH {
                 let tokens = pair.tokens(side);
                 let s = selection.side(side);
+                let head = if column.is_sdpo() {
+                    format!("threshold {}", number(s.threshold))
+                } else {
+                    let total: f64 = tokens.iter().map(|tok| tok.weights[t]).sum();
+                    format!("sum weight {}", number(total))
+                };
                 let _ = writeln!(
                     out,
-                    "  {:<8} threshold {}  kept {}/{} ({})  sum policy {}  sum ref {}",
+                    "  {:<8} {head}  kept {}/{} ({})  sum policy {}  sum ref {}",
                     side.as_str(),
-                    number(s.threshold),
                     s.kept_tokens,
                     tokens.len(),
                     percent(s.kept_fraction(tokens.len())),
@@ -132,7 +142,7 @@ pub fn render_inspect_text(
                 );
                 out.push_str("    ");
                 for tok in tokens {
-                    token(&mut out, tok, tok.kept[t], scale, style);
+                    token(&mut out, tok, t, scales[t], style);
                 }
                 out.push('\n');
             }
@@ -156,8 +166,8 @@ fn summary(out: &mut String, report: &InspectReport) {
     let _ = writeln!(out, "=== summary ===");
     let _ = writeln!(out, "kept fraction per pair (chosen / rejected):");
     let mut header = String::from("  pair  ");
-    for q in &report.thresholds {
-        let _ = write!(header, "  {:<15}", format!("q = {q}"));
+    for column in &report.columns {
+        let _ = write!(header, "  {:<15}", column.label());
     }
     let _ = writeln!(out, "{}", header.trim_end());
     for (p, pair) in report.pairs.iter().enumerate() {
@@ -172,8 +182,8 @@ fn summary(out: &mut String, report: &InspectReport) {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "q = {}: kept tokens by relative position in the completion ({POSITION_BINS} bins, start to end):",
-            s.threshold
+            "{}: kept tokens by relative position in the completion ({POSITION_BINS} bins, start to end):",
+            s.column.label()
         );
         for (label, bins) in [
             ("chosen", &s.chosen_positions),
@@ -182,7 +192,7 @@ fn summary(out: &mut String, report: &InspectReport) {
             let cells: Vec<String> = bins.iter().map(|c| format!("{c:>3}")).collect();
             let _ = writeln!(out, "  {label:<8} {}", cells.join(" "));
         }
-        let _ = writeln!(out, "q = {}: kept most often:", s.threshold);
+        let _ = writeln!(out, "{}: kept most often:", s.column.label());
         if s.top_kept.is_empty() {
             let _ = writeln!(out, "  (no token kept)");
         }

@@ -26,8 +26,8 @@ mod run_html;
 pub use compare::RunComparison;
 pub use error::ReportError;
 pub use inspect::{
-    InspectPair, InspectReport, InspectToken, KeptToken, POSITION_BINS, PairSelection,
-    SequenceSelection, Side, TOP_TOKENS, ThresholdSummary, visible_text,
+    ColumnSummary, InspectColumn, InspectPair, InspectReport, InspectToken, KeptToken,
+    POSITION_BINS, PairSelection, SequenceSelection, Side, TOP_TOKENS, visible_text,
 };
 pub use inspect_html::{render_inspect_html, write_inspect_html};
 pub use inspect_text::{TextStyle, render_inspect_text};

@@ -60,14 +60,15 @@ fn ansi_text_matches_the_golden_file() {
 
 /// The token lines of the plain text view, in order: one per pair, threshold and side.
 fn token_lines(text: &str) -> Vec<String> {
-    // A token line follows a "  chosen ... threshold" or "  rejected ... threshold" line; a newline token
+    // A token line follows a "  chosen ... threshold" or "  rejected ... threshold" line (a
+    // method column's says "sum weight" instead); a newline token
     // (`↵`, possibly bracketed) continues it on the next line, indented by four spaces.
     let lines: Vec<&str> = text.lines().collect();
     let mut out = Vec::new();
     let mut i = 0;
     while i < lines.len() {
         let head = lines[i].starts_with("  chosen ") || lines[i].starts_with("  rejected ");
-        if head && lines[i].contains(" threshold ") {
+        if head && (lines[i].contains(" threshold ") || lines[i].contains(" sum weight ")) {
             let mut joined = lines[i + 1].strip_prefix("    ").unwrap().to_string();
             i += 2;
             while joined.ends_with('↵') || joined.ends_with("↵]") {
@@ -333,19 +334,19 @@ fn inconsistent_reports_are_refused_with_the_place_named() {
     assert!(matches!(err, ReportError::Inspect(_)));
     assert_eq!(
         err.to_string(),
-        "inconsistent inspect report: pair 7 rejected token 0 (id 4119) has 1 kept flags for 2 thresholds"
+        "inconsistent inspect report: pair 7 rejected token 0 (id 4119) has 1 kept flags for 2 columns"
     );
 
     let mut report = sample_report();
     report.pairs[0].selections[1].chosen.kept_tokens += 1;
     let err = render_inspect_text(&report, TextStyle::Plain).unwrap_err();
     assert!(
-        err.to_string().contains("pair 0 chosen at threshold 0.6"),
+        err.to_string().contains("pair 0 chosen at q = 0.6"),
         "{err}"
     );
 
     let mut report = sample_report();
-    report.thresholds.clear();
+    report.columns.clear();
     assert!(render_inspect_text(&report, TextStyle::Plain).is_err());
 
     let mut report = sample_report();
@@ -376,5 +377,83 @@ fn whitespace_and_control_characters_are_visible() {
     assert_eq!(
         visible_text("\u{1b}\u{85}"),
         ("\\x1b\\u{85}".to_string(), false)
+    );
+}
+
+/// A token-level method's column beside SDPO's: the heading names the columns, the method's
+/// brackets are exactly its non-zero weights, its sides show the weight sum instead of a
+/// threshold, and each HTML token of its column is coloured by the method's own score and
+/// names its weight.
+#[test]
+fn a_method_column_shows_its_weights_and_its_own_scores() {
+    let mut report = sample_report();
+    report
+        .columns
+        .push(sdpo_report::InspectColumn::method("tisdpo"));
+    for pair in &mut report.pairs {
+        for side in Side::BOTH {
+            let tokens = match side {
+                Side::Chosen => &mut pair.chosen,
+                Side::Rejected => &mut pair.rejected,
+            };
+            let n = tokens.len();
+            for (i, token) in tokens.iter_mut().enumerate() {
+                // The last token (EOS in TIS-DPO) weighs 0; the others rise with position.
+                let weight = if i + 1 == n {
+                    0.0
+                } else {
+                    0.7 + 0.1 * i as f64
+                };
+                token.kept.push(weight != 0.0);
+                token.weights.push(weight);
+                token.column_scores.push(-(i as f64));
+            }
+        }
+        let mut selection = pair.selections[0];
+        for side in Side::BOTH {
+            let kept = pair
+                .tokens(side)
+                .iter()
+                .filter(|t| *t.kept.last().unwrap())
+                .count();
+            match side {
+                Side::Chosen => selection.chosen.kept_tokens = kept,
+                Side::Rejected => selection.rejected.kept_tokens = kept,
+            }
+        }
+        selection.chosen.threshold = f64::NAN;
+        selection.rejected.threshold = f64::NAN;
+        pair.selections.push(selection);
+    }
+    let text = render_inspect_text(&report, TextStyle::Plain).unwrap();
+    assert!(text.contains("columns q = 0, q = 0.6, tisdpo"), "{text}");
+    assert!(text.contains("--- tisdpo ---"), "{text}");
+    assert!(text.contains("sum weight"), "{text}");
+    let lines = token_lines(&text);
+    assert_eq!(lines.len(), report.pairs.len() * 3 * 2);
+    let mut line = lines.iter();
+    for pair in &report.pairs {
+        for t in 0..3 {
+            for side in Side::BOTH {
+                let (bracketed, _) = parse_token_line(line.next().unwrap());
+                let kept: Vec<String> = pair
+                    .tokens(side)
+                    .iter()
+                    .filter(|tok| tok.weights[t] != 0.0)
+                    .map(|tok| visible_text(&tok.text).0)
+                    .collect();
+                assert_eq!(bracketed, kept, "pair {} column {t}", pair.index);
+            }
+        }
+    }
+    let html = render_inspect_html(&report).unwrap();
+    assert!(html.contains("<h3>tisdpo</h3>"));
+    assert_eq!(
+        count(&html, "tisdpo: score "),
+        report
+            .pairs
+            .iter()
+            .map(|p| p.chosen.len() + p.rejected.len())
+            .sum::<usize>()
     );
 }

@@ -5,7 +5,9 @@
 
 #![allow(dead_code)]
 
-use sdpo_report::{InspectPair, InspectReport, InspectToken, PairSelection, SequenceSelection};
+use sdpo_report::{
+    InspectColumn, InspectPair, InspectReport, InspectToken, PairSelection, SequenceSelection,
+};
 
 pub const BETA: f64 = 0.1;
 pub const THRESHOLDS: [f64; 2] = [0.0, 0.6];
@@ -42,6 +44,11 @@ fn side(
             ref_logp: r,
             score,
             kept: thresholds.iter().map(|&t| score >= t).collect(),
+            weights: thresholds
+                .iter()
+                .map(|&t| f64::from(u8::from(score >= t)))
+                .collect(),
+            column_scores: vec![score; thresholds.len()],
         })
         .collect::<Vec<_>>();
     let selections = thresholds
@@ -105,7 +112,7 @@ pub fn sample_report() -> InspectReport {
         policy: "runs/quickstart/checkpoint-30".to_string(),
         reference: "the initial policy".to_string(),
         beta: BETA,
-        thresholds: THRESHOLDS.to_vec(),
+        columns: THRESHOLDS.iter().map(|&q| InspectColumn::sdpo(q)).collect(),
         pairs: vec![
             pair(
                 0,
