@@ -1,10 +1,12 @@
-//! `sdpo-ablation`: does SDPO help? A rerunnable experiment with a known ground truth.
+//! `sdpo-ablation`: does SDPO help, and how do the other token-level methods compare? A
+//! rerunnable experiment with a known ground truth.
 //!
 //! Generates synthetic preference pairs whose chosen and rejected completions differ in a few
 //! decisive tokens (which carry the preference) and in distractor tokens (random with respect
 //! to it), trains a tiny Llama with plain DPO (`sdpo_threshold` 0) and SDPO (0.3, 0.6, 0.8)
 //! against two references (the initial policy, and a stronger reference DPO-trained on clean
-//! pairs), several seeds each, and scores every run with one evaluator. Writes
+//! pairs), and with ConfPO, SePO, TIS-DPO, critical tokens and TGDPO with their scoring models,
+//! several seeds each, and scores every run with one evaluator. Writes
 //! `results.json` and `results.md` into `--out`.
 //!
 //! ```text
