@@ -9,13 +9,15 @@
 //! `output_dir/ref_logps_cache/` (keyed by its own weight files, so each model has its own
 //! cache, reused by later runs; `ref_layer_streaming` streams it). The critical-token pair is
 //! read for its logits: `p_CE = softmax((1 + gamma) logits+ - gamma logits-)[token]` needs the
-//! whole vocabulary, so it runs on each batch, one row at a time.
+//! whole vocabulary of both, so it runs one row at a time; with `precompute_ref_log_probs` its
+//! `log p_CE` (a log-prob of the contrastive distribution) is cached the same way, keyed by both
+//! models' weight files and `ct_ce_gamma`.
 
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor, s};
 
-use sdpo_core::token_methods::critical_token::{self, ce_probs};
+use sdpo_core::token_methods::critical_token::{self, ce_logps};
 use sdpo_core::token_methods::{sepo, tgdpo, tisdpo};
 use sdpo_core::{LossType, SidePair, TokenColumns};
 use sdpo_data::PreferenceBatch;
@@ -25,7 +27,12 @@ use crate::config::TrainConfig;
 use crate::error::TrainError;
 use crate::logps::{DeviceBatch, LogpsPath};
 use crate::observer::TrainObserver;
-use crate::reference::{Reference, ReferenceLogps, Split, build_frozen_model, reference_model};
+use crate::precision::run_precision;
+use crate::reference::cache::reference_identity;
+use crate::reference::{
+    ComputingReference, LazyReference, Reference, ReferenceLogps, Split, SplitJob,
+    build_frozen_model, cached_or_computed, reference_model,
+};
 use crate::startup::RunData;
 
 /// A configuration key naming a scoring model, with what it is for.
@@ -197,11 +204,13 @@ enum ColumnSource {
     Logps(Reference),
     /// The run's reference's log-probs (SePO's oracle reference by default).
     RunReference,
+    /// Probabilities from cached log-probs (`p_CE` from its cache of `log p_CE`).
+    Probabilities(Reference),
 }
 
 /// The critical-token pair, read for their logits.
 #[derive(Debug)]
-struct ContrastivePair {
+pub(crate) struct ContrastivePair {
     positive: Box<CausalLm>,
     negative: Box<CausalLm>,
     gamma: f64,
@@ -281,19 +290,17 @@ impl ScoringModels {
                     .logps
                     .push((tgdpo::REWARD_COLUMN, ColumnSource::Logps(model)));
             }
+            LossType::CriticalToken if config.precompute_ref_log_probs => {
+                let cached = cached_contrastive(config, initial, data, device, observer)?;
+                models.logps.push((
+                    critical_token::CE_PROB_COLUMN,
+                    ColumnSource::Probabilities(cached),
+                ));
+            }
             LossType::CriticalToken => {
-                let mut load = |key: &str| -> Result<Box<CausalLm>, TrainError> {
-                    let dir = config.scoring_model(key).ok_or_else(|| missing(key))?;
-                    observer.on_message(&format!("{key}: loading `{}`", dir.display()));
-                    let as_reference = as_reference(config, dir);
-                    reference_model(&as_reference, Some(initial), data, device, observer)
-                        .map(Box::new)
-                };
-                models.contrastive = Some(ContrastivePair {
-                    positive: load("ct_positive_model_name_or_path")?,
-                    negative: load("ct_negative_model_name_or_path")?,
-                    gamma: config.loss.ct_ce_gamma,
-                });
+                models.contrastive = Some(ContrastivePair::load(
+                    config, initial, data, device, observer,
+                )?);
             }
             _ => {}
         }
@@ -316,6 +323,13 @@ impl ScoringModels {
             let values = match source {
                 ColumnSource::Logps(model) => model.logps(path, split, host, batch)?,
                 ColumnSource::RunReference => reference.clone(),
+                ColumnSource::Probabilities(cache) => {
+                    let logps = cache.logps(path, split, host, batch)?;
+                    ReferenceLogps {
+                        chosen: logps.chosen.exp(),
+                        rejected: logps.rejected.exp(),
+                    }
+                }
             };
             columns.insert(
                 name,
@@ -326,16 +340,45 @@ impl ScoringModels {
             );
         }
         if let Some(pair) = &self.contrastive {
-            columns.insert(critical_token::CE_PROB_COLUMN, pair.ce_probs(batch)?);
+            let logps = pair.ce_logps(batch)?;
+            columns.insert(
+                critical_token::CE_PROB_COLUMN,
+                SidePair {
+                    chosen: logps.chosen.exp(),
+                    rejected: logps.rejected.exp(),
+                },
+            );
         }
         Ok(columns)
     }
 }
 
 impl ContrastivePair {
-    /// `p_CE` of every next token of `batch`, `[B, T-1]` per side, one row at a time (the
+    /// Loads the critical-token pair (`ct_positive_model_name_or_path`,
+    /// `ct_negative_model_name_or_path`) like references.
+    pub(crate) fn load(
+        config: &TrainConfig,
+        initial: &CausalLm,
+        data: &RunData,
+        device: &Device,
+        observer: &mut dyn TrainObserver,
+    ) -> Result<Self, TrainError> {
+        let mut load = |key: &str| -> Result<Box<CausalLm>, TrainError> {
+            let dir = config.scoring_model(key).ok_or_else(|| missing(key))?;
+            observer.on_message(&format!("{key}: loading `{}`", dir.display()));
+            let as_reference = as_reference(config, dir);
+            reference_model(&as_reference, Some(initial), data, device, observer).map(Box::new)
+        };
+        Ok(Self {
+            positive: load("ct_positive_model_name_or_path")?,
+            negative: load("ct_negative_model_name_or_path")?,
+            gamma: config.loss.ct_ce_gamma,
+        })
+    }
+
+    /// `log p_CE` of every next token of `batch`, `[B, T-1]` per side, one row at a time (the
     /// logits of one row of both models at once at most).
-    fn ce_probs(&self, batch: &DeviceBatch) -> Result<SidePair, TrainError> {
+    pub(crate) fn ce_logps(&self, batch: &DeviceBatch) -> Result<SidePair, TrainError> {
         let (b, t) = (batch.batch_size, batch.seq_len);
         let mut rows = Vec::with_capacity(2 * b);
         for row in 0..2 * b {
@@ -347,7 +390,7 @@ impl ContrastivePair {
                     .slice(s![.., 0..t - 1, ..])
             };
             let labels = ids.clone().slice(s![.., 1..t]);
-            let probs = ce_probs(
+            let probs = ce_logps(
                 logits(&self.positive),
                 logits(&self.negative),
                 labels,
@@ -362,6 +405,46 @@ impl ContrastivePair {
             rejected: all.slice(s![b..2 * b, ..]),
         })
     }
+}
+
+/// The critical-token pair's `log p_CE` of every split, cached under `output_dir` and keyed by
+/// both models' weight files and `ct_ce_gamma` (the models are loaded only when a split has to
+/// be computed).
+fn cached_contrastive(
+    config: &TrainConfig,
+    initial: &CausalLm,
+    data: &RunData,
+    device: &Device,
+    observer: &mut dyn TrainObserver,
+) -> Result<Reference, TrainError> {
+    let mut identity = String::from("contrastive-estimate");
+    for key in [
+        "ct_positive_model_name_or_path",
+        "ct_negative_model_name_or_path",
+    ] {
+        let dir = config.scoring_model(key).ok_or_else(|| missing(key))?;
+        identity += &format!(";{key}={}", reference_identity(dir, None)?);
+    }
+    identity += &format!(";ct_ce_gamma={}", config.loss.ct_ce_gamma);
+    let (precision, _) = run_precision(config, device);
+    let mut pair = LazyReference::new(|observer: &mut dyn TrainObserver| {
+        ContrastivePair::load(config, initial, data, device, observer)
+            .map(|pair| ComputingReference::Contrastive(Box::new(pair)))
+    });
+    let mut caches = Vec::new();
+    for job in SplitJob::of_run_with(config, data, precision, identity)? {
+        caches.push(Box::new(cached_or_computed(
+            config, &job, &mut pair, device, observer,
+        )?));
+    }
+    let mut caches = caches.into_iter();
+    let train = caches.next().ok_or(TrainError::NoData {
+        path: data.train_source.clone(),
+    })?;
+    Ok(Reference::Precomputed {
+        train,
+        eval: caches.next(),
+    })
 }
 
 /// `config` with `dir` as its reference model: the scoring model is loaded, checked, stored

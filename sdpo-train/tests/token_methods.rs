@@ -202,3 +202,57 @@ fn scoring_model_keys_are_checked_against_the_loss_type() {
     let (key, _) = config_error_key(config);
     assert_eq!(key, "ct_negative_model_name_or_path");
 }
+
+#[test]
+fn the_critical_token_pair_is_cached_as_log_p_ce() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut live = with_method(tiny_config(tmp.path()), LossType::CriticalToken);
+    live.ct_positive_model_name_or_path = Some(write_reference_model(tmp.path(), 31));
+    live.ct_negative_model_name_or_path = Some(write_reference_model(tmp.path(), 32));
+    live.loss.ct_ce_gamma = 0.5;
+    let mut cached = live.clone();
+    cached.output_dir = tmp.path().join("out-cached");
+    cached.precompute_ref_log_probs = true;
+    let device = burn::tensor::Device::flex();
+    let a = run(live, &device);
+    let b = run(cached.clone(), &device);
+    for key in [
+        "loss",
+        "rewards/margins",
+        "tokens/rejected_weight_mean",
+        "eval_loss",
+    ] {
+        assert_close(
+            &values(&b, key),
+            &values(&a, key),
+            Tolerance::elementwise(1e-5, 1e-5),
+            &format!("{key}: cached p_CE vs live"),
+        );
+    }
+    let files = std::fs::read_dir(cached.output_dir.join("ref_logps_cache"))
+        .unwrap()
+        .count();
+    assert_eq!(
+        files, 4,
+        "train and eval caches of the reference and of log p_CE"
+    );
+    let mut messages = Messages::default();
+    let trainer = Trainer::new(cached.clone(), &device, Start::Fresh, &mut messages).unwrap();
+    drop(trainer);
+    let reused = messages.0.iter().filter(|m| m.contains("reusing")).count();
+    assert_eq!(reused, 4, "{:?}", messages.0);
+    assert!(
+        !messages
+            .0
+            .iter()
+            .any(|m| m.contains("ct_positive_model_name_or_path: loading")),
+        "a run whose caches are on disk loads neither model: {:?}",
+        messages.0
+    );
+    // Another gamma is another contrastive distribution: its own cache.
+    cached.loss.ct_ce_gamma = 1.0;
+    let mut messages = Messages::default();
+    Trainer::new(cached, &device, Start::Fresh, &mut messages).unwrap();
+    let reused = messages.0.iter().filter(|m| m.contains("reusing")).count();
+    assert_eq!(reused, 2, "only the reference's caches: {:?}", messages.0);
+}

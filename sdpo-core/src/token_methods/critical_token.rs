@@ -303,10 +303,23 @@ pub fn ce_probs(
     labels: Tensor<2, Int>,
     gamma: f64,
 ) -> Result<Tensor<2>, CoreError> {
+    Ok(ce_logps(positive_logits, negative_logits, labels, gamma)?.exp())
+}
+
+/// `log p_CE` of each label (see [`ce_probs`]): the log-prob of the token under the
+/// contrastive distribution, the form a log-prob cache stores.
+///
+/// # Errors
+/// Shapes that do not fit.
+pub fn ce_logps(
+    positive_logits: Tensor<3>,
+    negative_logits: Tensor<3>,
+    labels: Tensor<2, Int>,
+    gamma: f64,
+) -> Result<Tensor<2>, CoreError> {
     let dims = positive_logits.dims();
     expect_shape("negative_logits", &negative_logits.dims(), &dims)?;
     expect_shape("labels", &labels.dims(), &dims[..2])?;
     let combined = positive_logits.detach() * (1.0 + gamma) - negative_logits.detach() * gamma;
-    let logps = crate::logps::token_logps(combined, labels)?;
-    Ok(logps.exp())
+    crate::logps::token_logps(combined, labels)
 }

@@ -12,9 +12,7 @@ use sdpo_models::{CausalLm, StreamedLm};
 use super::cache::PairLogps;
 use super::scored_positions;
 use crate::error::TrainError;
-use crate::logps::{
-    DeviceBatch, LogpsPath, MemoryMode, SidedLogps, hidden_state_bytes, streamed_logps,
-};
+use crate::logps::{DeviceBatch, LogpsPath, MemoryMode, hidden_state_bytes, streamed_logps};
 use crate::observer::TrainObserver;
 
 /// A reference ready to compute log-probs.
@@ -24,6 +22,8 @@ pub(crate) enum ComputingReference {
     Model(Box<CausalLm>),
     /// The model read one piece at a time from its weight files.
     Streamed(Box<StreamedLm>),
+    /// The critical-token pair, whose `log p_CE` a cache holds.
+    Contrastive(Box<crate::scoring::ContrastivePair>),
 }
 
 impl ComputingReference {
@@ -48,7 +48,14 @@ impl ComputingReference {
                 for chunk in chunks {
                     let host = batches.collator.collate_indices(batches.dataset, chunk)?;
                     let out = path.logps(model, &DeviceBatch::new(&host, device), false)?;
-                    done(pairs_of(&host, out)?)?;
+                    done(pairs_of(&host, out.chosen, out.rejected)?)?;
+                }
+            }
+            Self::Contrastive(pair) => {
+                for chunk in chunks {
+                    let host = batches.collator.collate_indices(batches.dataset, chunk)?;
+                    let out = pair.ce_logps(&DeviceBatch::new(&host, device))?;
+                    done(pairs_of(&host, out.chosen, out.rejected)?)?;
                 }
             }
             Self::Streamed(model) => {
@@ -83,7 +90,7 @@ impl ComputingReference {
                         pass.iter().map(|h| DeviceBatch::new(h, device)).collect();
                     let outs = streamed_logps(model, &on_device, &budget, path.layout)?;
                     for (host, out) in pass.drain(..).zip(outs) {
-                        done(pairs_of(&host, out)?)?;
+                        done(pairs_of(&host, out.chosen, out.rejected)?)?;
                     }
                     bytes = 0;
                 }
@@ -105,9 +112,13 @@ pub(crate) struct Batches<'a> {
     pub batch_size: usize,
 }
 
-/// The per-pair cache entries of one batch's log-probs: each side's values at its scored
-/// positions.
-fn pairs_of(host: &PreferenceBatch, out: SidedLogps) -> Result<Vec<PairLogps>, TrainError> {
+/// The per-pair cache entries of one batch's log-probs (`[B, T-1]` per side): each side's
+/// values at its scored positions.
+fn pairs_of(
+    host: &PreferenceBatch,
+    chosen: Tensor<2>,
+    rejected: Tensor<2>,
+) -> Result<Vec<PairLogps>, TrainError> {
     let (b, t) = (host.batch_size, host.seq_len);
     let read = |x: Tensor<2>| {
         x.try_into_vec_as::<f32>()
@@ -116,7 +127,7 @@ fn pairs_of(host: &PreferenceBatch, out: SidedLogps) -> Result<Vec<PairLogps>, T
                 reason: format!("{e:?}"),
             })
     };
-    let sides = [read(out.chosen)?, read(out.rejected)?];
+    let sides = [read(chosen)?, read(rejected)?];
     let mut pairs = Vec::with_capacity(b);
     for row in 0..b {
         let mut kept = [Vec::new(), Vec::new()];

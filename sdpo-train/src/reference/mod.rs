@@ -25,8 +25,10 @@ use sdpo_models::CausalLm;
 
 pub(crate) use build::{build_frozen_model, build_reference, reference_model};
 pub use cache::RefLogpsCache;
+pub(crate) use compute::{ComputingReference, LazyReference};
 pub use export::{PAIRS_FORMAT, export_pairs};
 pub use job::{PrecomputeJob, precompute_reference};
+pub(crate) use precompute::{SplitJob, cached_or_computed};
 
 use crate::error::TrainError;
 use crate::logps::{DeviceBatch, LogpsPath};

@@ -74,7 +74,17 @@ impl<'a> SplitJob<'a> {
         data: &'a RunData,
         precision: MatmulPrecision,
     ) -> Result<Vec<Self>, TrainError> {
-        let reference = reference_identity_of(config)?;
+        Self::of_run_with(config, data, precision, reference_identity_of(config)?)
+    }
+
+    /// The jobs of every split of `data`, keyed for the model identified by `reference`
+    /// ([`super::cache::reference_identity`], or a combination of them).
+    pub fn of_run_with(
+        config: &TrainConfig,
+        data: &'a RunData,
+        precision: MatmulPrecision,
+        reference: String,
+    ) -> Result<Vec<Self>, TrainError> {
         data.splits()
             .map(|(split, dataset)| {
                 Self::new(
