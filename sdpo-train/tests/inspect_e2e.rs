@@ -192,6 +192,8 @@ fn report(pairs: &[InspectedPair], thresholds: &[f64], beta: f64) -> InspectRepo
                 ref_logp: s.ref_logps[i],
                 score: s.scores[i],
                 kept: s.kept.iter().map(|k| k[i]).collect(),
+                weights: s.weights.iter().map(|w| w[i]).collect(),
+                column_scores: s.method_scores.iter().map(|m| m[i]).collect(),
             })
             .collect()
     };
@@ -206,7 +208,10 @@ fn report(pairs: &[InspectedPair], thresholds: &[f64], beta: f64) -> InspectRepo
         policy: "models/llama".into(),
         reference: "models/llama_tied".into(),
         beta,
-        thresholds: thresholds.to_vec(),
+        columns: thresholds
+            .iter()
+            .map(|&q| sdpo_report::InspectColumn::sdpo(q))
+            .collect(),
         pairs: pairs
             .iter()
             .map(|p| InspectPair {

@@ -127,7 +127,7 @@ impl PreferenceLoss {
     ) -> Result<LossOutput, CoreError> {
         inputs.check_shapes()?;
         if let Some(method) = &self.method {
-            return Ok(method_output(inputs, method, columns)?);
+            return method_output(inputs, method, columns);
         }
         match self.config.trl_semantics {
             TrlSemantics::V0_28 => self.forward_v0_28(inputs, nll_loss),
