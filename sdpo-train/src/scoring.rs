@@ -251,7 +251,7 @@ impl ScoringModels {
             let Some(dir) = config.scoring_model(key) else {
                 return Ok(None);
             };
-            observer.on_message(&format!("{key}: loading `{}`", dir.display()));
+            observer.on_message(&format!("{key}: `{}`", dir.display()));
             build_frozen_model(&as_reference(config, dir), initial, data, device, observer)
                 .map(Some)
         };
