@@ -37,9 +37,10 @@ if [ ! -x "$BIN" ]; then
 fi
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
-# sdpo-rs: the mean spacing of the timestamped per-step log lines after the first.
+# sdpo-rs: the mean spacing of the timestamped per-step log lines after the first (not the
+# end-of-run record, which repeats the last step number with train_runtime=...).
 step_seconds() {
-    awk '/ step [0-9]+ epoch / {t[n++]=$1}
+    awk '/ step [0-9]+ epoch / && !/train_runtime=/ {t[n++]=$1}
          END { if (n < 2) { print "nan"; exit } printf "%.2f", (t[n-1]-t[0])/(n-1) }' "$1"
 }
 # TRL: the mean of the step times its callback prints, steps after the first.

@@ -35,9 +35,10 @@ fi
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 peak() { grep "Maximum resident" "$1" | awk '{printf "%.0f MiB", $6/1024}'; }
-# sdpo-rs: the mean spacing of the timestamped per-step log lines after the first.
+# sdpo-rs: the mean spacing of the timestamped per-step log lines after the first (not the
+# end-of-run record, which repeats the last step number with train_runtime=...).
 step_time() {
-    awk '/ step [0-9]+ epoch / {t[n++]=$1}
+    awk '/ step [0-9]+ epoch / && !/train_runtime=/ {t[n++]=$1}
          END { if (n < 2) { print "n/a"; exit } printf "%.1f s", (t[n-1]-t[0])/(n-1) }' "$1"
 }
 # TRL: the mean of the step times its callback prints ("step N: X s"), steps after the first
