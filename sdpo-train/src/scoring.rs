@@ -31,7 +31,7 @@ use crate::precision::run_precision;
 use crate::reference::cache::reference_identity;
 use crate::reference::{
     ComputingReference, LazyReference, Reference, ReferenceLogps, Split, SplitJob,
-    build_frozen_model, cached_or_computed, reference_model,
+    build_frozen_model, precomputed, reference_model,
 };
 use crate::startup::RunData;
 
@@ -431,20 +431,8 @@ fn cached_contrastive(
         ContrastivePair::load(config, initial, data, device, observer)
             .map(|pair| ComputingReference::Contrastive(Box::new(pair)))
     });
-    let mut caches = Vec::new();
-    for job in SplitJob::of_run_with(config, data, precision, identity)? {
-        caches.push(Box::new(cached_or_computed(
-            config, &job, &mut pair, device, observer,
-        )?));
-    }
-    let mut caches = caches.into_iter();
-    let train = caches.next().ok_or(TrainError::NoData {
-        path: data.train_source.clone(),
-    })?;
-    Ok(Reference::Precomputed {
-        train,
-        eval: caches.next(),
-    })
+    let jobs = SplitJob::of_run_with(config, data, precision, identity)?;
+    precomputed(config, data, jobs, &mut pair, device, observer)
 }
 
 /// `config` with `dir` as its reference model: the scoring model is loaded, checked, stored

@@ -179,15 +179,7 @@ pub fn trl1_loss(
         | LossType::Sepo
         | LossType::Tisdpo
         | LossType::CriticalToken
-        | LossType::Tgdpo => {
-            return Err(CoreError::InvalidConfig {
-                field: "loss_type",
-                value: loss_type.name().into(),
-                reason: "a token-level method has its own loss (`PreferenceLoss` or \
-                         `TokenMethod::forward`), not a term of the DPO family"
-                    .into(),
-            });
-        }
+        | LossType::Tgdpo => return Err(super::not_a_family_term(loss_type)),
     };
     let losses = match &inputs.pair_weights {
         Some(w) => losses * w.clone().detach(),

@@ -74,10 +74,24 @@ pub(crate) fn build_frozen_model(
     let mut model = LazyReference::new(|observer: &mut dyn TrainObserver| {
         computing_reference(config, Some(initial), data, device, observer)
     });
+    let jobs = SplitJob::of_run(config, data, precision)?;
+    precomputed(config, data, jobs, &mut model, device, observer)
+}
+
+/// The caches of `jobs` (train, then eval) as a precomputed reference: each read, or computed
+/// with `model` (loaded only then).
+pub(crate) fn precomputed(
+    config: &TrainConfig,
+    data: &RunData,
+    jobs: Vec<SplitJob<'_>>,
+    model: &mut LazyReference<'_>,
+    device: &Device,
+    observer: &mut dyn TrainObserver,
+) -> Result<Reference, TrainError> {
     let mut caches = Vec::new();
-    for job in SplitJob::of_run(config, data, precision)? {
+    for job in jobs {
         caches.push(Box::new(cached_or_computed(
-            config, &job, &mut model, device, observer,
+            config, &job, model, device, observer,
         )?));
     }
     let mut caches = caches.into_iter();

@@ -23,12 +23,12 @@ use burn::tensor::{Tensor, TensorData};
 use sdpo_data::PreferenceBatch;
 use sdpo_models::CausalLm;
 
-pub(crate) use build::{build_frozen_model, build_reference, reference_model};
+pub(crate) use build::{build_frozen_model, build_reference, precomputed, reference_model};
 pub use cache::RefLogpsCache;
 pub(crate) use compute::{ComputingReference, LazyReference};
 pub use export::{PAIRS_FORMAT, export_pairs};
 pub use job::{PrecomputeJob, precompute_reference};
-pub(crate) use precompute::{SplitJob, cached_or_computed};
+pub(crate) use precompute::SplitJob;
 
 use crate::error::TrainError;
 use crate::logps::{DeviceBatch, LogpsPath};
