@@ -27,6 +27,36 @@ fn with_method(mut config: TrainConfig, method: LossType) -> TrainConfig {
     config
 }
 
+/// Trains `live` and a copy with `precompute_ref_log_probs` (in `cached_dir`); their `keys`
+/// must agree, and the cache directory must hold `files` files. Returns the cached
+/// configuration.
+fn assert_cached_like_live(
+    live: TrainConfig,
+    cached_dir: std::path::PathBuf,
+    keys: &[&str],
+    files: usize,
+) -> TrainConfig {
+    let mut cached = live.clone();
+    cached.output_dir = cached_dir;
+    cached.precompute_ref_log_probs = true;
+    let device = burn::tensor::Device::flex();
+    let a = run(live, &device);
+    let b = run(cached.clone(), &device);
+    for key in keys {
+        assert_close(
+            &values(&b, key),
+            &values(&a, key),
+            Tolerance::elementwise(1e-5, 1e-5),
+            &format!("{key}: precomputed vs live"),
+        );
+    }
+    let found = std::fs::read_dir(cached.output_dir.join("ref_logps_cache"))
+        .unwrap()
+        .count();
+    assert_eq!(found, files, "cache files");
+    cached
+}
+
 #[test]
 fn tgdpo_with_the_reference_as_reward_model_is_plain_dpo() {
     for dev in sdpo_testkit::test_devices!() {
@@ -152,32 +182,19 @@ fn scoring_models_are_precomputed_into_caches_of_their_own() {
     let mut live = with_method(tiny_config(tmp.path()), LossType::Tgdpo);
     live.ref_model_name_or_path = Some(write_reference_model(tmp.path(), 7));
     live.tgdpo_reward_model_name_or_path = Some(write_reference_model(tmp.path(), 9));
-    let mut cached = live.clone();
-    cached.output_dir = tmp.path().join("out-cached");
-    cached.precompute_ref_log_probs = true;
-    let device = burn::tensor::Device::flex();
-    let a = run(live, &device);
-    let b = run(cached.clone(), &device);
-    for key in [
-        "loss",
-        "rewards/margins",
-        "tokens/chosen_weight_mean",
-        "eval_loss",
-    ] {
-        assert_close(
-            &values(&b, key),
-            &values(&a, key),
-            Tolerance::elementwise(1e-5, 1e-5),
-            &format!("{key}: precomputed vs live"),
-        );
-    }
-    let files = std::fs::read_dir(cached.output_dir.join("ref_logps_cache"))
-        .unwrap()
-        .count();
-    assert_eq!(
-        files, 4,
-        "train and eval caches of the reference and the reward model"
+    // Train and eval caches of the reference and of the reward model.
+    let cached = assert_cached_like_live(
+        live,
+        tmp.path().join("out-cached"),
+        &[
+            "loss",
+            "rewards/margins",
+            "tokens/chosen_weight_mean",
+            "eval_loss",
+        ],
+        4,
     );
+    let device = burn::tensor::Device::flex();
     let mut messages = Messages::default();
     Trainer::new(cached, &device, Start::Fresh, &mut messages).unwrap();
     let reused = messages.0.iter().filter(|m| m.contains("reusing")).count();
@@ -210,32 +227,19 @@ fn the_critical_token_pair_is_cached_as_log_p_ce() {
     live.ct_positive_model_name_or_path = Some(write_reference_model(tmp.path(), 31));
     live.ct_negative_model_name_or_path = Some(write_reference_model(tmp.path(), 32));
     live.loss.ct_ce_gamma = 0.5;
-    let mut cached = live.clone();
-    cached.output_dir = tmp.path().join("out-cached");
-    cached.precompute_ref_log_probs = true;
-    let device = burn::tensor::Device::flex();
-    let a = run(live, &device);
-    let b = run(cached.clone(), &device);
-    for key in [
-        "loss",
-        "rewards/margins",
-        "tokens/rejected_weight_mean",
-        "eval_loss",
-    ] {
-        assert_close(
-            &values(&b, key),
-            &values(&a, key),
-            Tolerance::elementwise(1e-5, 1e-5),
-            &format!("{key}: cached p_CE vs live"),
-        );
-    }
-    let files = std::fs::read_dir(cached.output_dir.join("ref_logps_cache"))
-        .unwrap()
-        .count();
-    assert_eq!(
-        files, 4,
-        "train and eval caches of the reference and of log p_CE"
+    // Train and eval caches of the reference and of log p_CE.
+    let mut cached = assert_cached_like_live(
+        live,
+        tmp.path().join("out-cached"),
+        &[
+            "loss",
+            "rewards/margins",
+            "tokens/rejected_weight_mean",
+            "eval_loss",
+        ],
+        4,
     );
+    let device = burn::tensor::Device::flex();
     let mut messages = Messages::default();
     let trainer = Trainer::new(cached.clone(), &device, Start::Fresh, &mut messages).unwrap();
     drop(trainer);
