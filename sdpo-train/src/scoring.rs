@@ -157,11 +157,15 @@ impl TrainConfig {
         if self.loss.reference_free {
             return false;
         }
-        match self.loss.loss_types() {
-            [LossType::Confpo] => false,
-            [LossType::Sepo] => self.sepo_oracle_ref_model_name_or_path.is_none(),
+        // The method's scorer says whether its loss reads the reference (an invalid
+        // configuration is refused before any model is built).
+        let loss_reads = match self.loss.token_method() {
+            Ok(Some(method)) => method.scorer().uses_reference(),
             _ => true,
-        }
+        };
+        let oracle_reference = self.loss.loss_types() == [LossType::Sepo]
+            && self.sepo_oracle_ref_model_name_or_path.is_none();
+        loss_reads || oracle_reference
     }
 
     /// Checks the scoring-model keys against `loss_type`: each method's required models are
