@@ -3,6 +3,7 @@
 //! `main` runs `run` and prints any error with its whole cause chain, exiting non-zero: a user
 //! mistake (bad config, missing file, bad data) is one clear message, never a backtrace.
 
+mod allocator;
 mod args;
 mod common_args;
 mod device;
@@ -28,6 +29,7 @@ use crate::args::{Cli, Command, CommonArgs};
 use crate::progress::{TerminalProgress, format_record};
 
 fn main() -> ExitCode {
+    allocator::keep_freed_memory();
     let (args, trl_flags) = sdpo_cli::flags::split_trl_flags(std::env::args().collect());
     let mut cli = Cli::parse_from(args);
     if let Command::Train { common, .. }

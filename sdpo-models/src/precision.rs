@@ -15,7 +15,8 @@
 //! the CPU: 12.9 s per step with float32 attention, 13.6 s with bfloat16; docs/benchmarks.md).
 //! The fused attention (LibTorch's CPU device, [`crate::FusedAttention`]) runs in the low dtype
 //! as autocast runs PyTorch's `scaled_dot_product_attention`: only the queries, keys and values
-//! are cast there, never the scores.
+//! are cast there, never the scores. flex's fused attention is float32 only: on flex a
+//! low-precision run keeps the blocked attention.
 //!
 //! With [`MatmulPrecision::F32`] every cast is a no-op and the forward is bit-for-bit the plain
 //! float32 forward.

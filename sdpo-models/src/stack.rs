@@ -37,7 +37,7 @@ use std::ops::Range;
 use burn::prelude::*;
 
 use crate::attention::attend;
-use crate::attention::fused::{self, FusedAttention};
+use crate::attention::fused::{self, FusedAttention, FusedKernel, LayerScoring};
 use crate::attention::mask::{block_blocked, first_visible_key};
 use crate::causal_lm::CausalLm;
 use crate::config::{LayerAttention, LayerRope};
@@ -83,10 +83,9 @@ pub struct StackContext {
     /// [`StackContext::block_mask`] of every query block for each of `windows`, built once for
     /// all layers.
     block_masks: Vec<Vec<Tensor<4, Bool>>>,
-    /// Plain rows whose real tokens are a prefix of the row, on a device with a fused causal
-    /// attention kernel (LibTorch's CPU device): full-attention layers may run fused
-    /// ([`crate::FusedAttention`]).
-    fused_causal: bool,
+    /// The fused attention kernel these rows may run ([`crate::FusedAttention`]): flex, or
+    /// LibTorch's CPU device for plain right-padded rows; `None` elsewhere or when turned off.
+    fused: Option<FusedKernel>,
 }
 
 impl StackContext {
@@ -116,20 +115,29 @@ impl StackContext {
         self
     }
 
-    /// Whether the full-attention layers of this context run fused
-    /// ([`CausalLm::attention_with_state`]): plain right-padded rows on LibTorch's CPU device.
+    /// Whether the layers of this context run fused ([`CausalLm::attention_with_state`]) on
+    /// untracked inputs: every layer on flex; on LibTorch's CPU device the full-attention
+    /// layers without soft-capping, for plain right-padded rows.
     pub fn fused_attention(&self) -> bool {
-        self.fused_causal
+        self.fused.is_some()
+    }
+
+    /// Whether the fused attention of this context also runs on tracked inputs, recorded in
+    /// their autodiff graph (flex), so that a tracked and an untracked forward through this
+    /// context compute the same bits. LibTorch's kernels run untracked only.
+    pub fn fused_attention_differentiable(&self) -> bool {
+        matches!(self.fused, Some(FusedKernel::Flex(_)))
     }
 
     /// The same context with the fused attention allowed (`true`, the default where it can
     /// run) or not (`false`: the attention always runs in query blocks, e.g. to compare the
     /// two).
     pub fn with_fused_attention(mut self, allowed: bool) -> Self {
-        self.fused_causal = allowed
-            && self.packed.is_none()
-            && fused::available(&self.attention_mask)
-            && real_tokens_lead(&self.attention_mask);
+        self.fused = if allowed {
+            FusedKernel::for_rows(&self.attention_mask, self.packed.as_ref())
+        } else {
+            None
+        };
         self
     }
 
@@ -267,7 +275,7 @@ impl CausalLm {
             query_block: 1,
             windows,
             block_masks: Vec::new(),
-            fused_causal: false,
+            fused: None,
         }
         .with_query_block(query_block)
         .with_fused_attention(true)
@@ -351,10 +359,11 @@ impl CausalLm {
         self.attention_with_state(layer, inputs, ctx).0
     }
 
-    /// [`CausalLm::attention`], plus what its backward needs when it ran fused (PyTorch's
-    /// flash-attention kernels on LibTorch's CPU device, for plain right-padded rows, untracked
-    /// inputs and a full-attention layer without soft-capping; see [`FusedAttention`]).
-    /// Otherwise the attention runs in query blocks and the state is `None`.
+    /// [`CausalLm::attention`], plus what its backward needs when it ran fused (untracked
+    /// inputs; on flex the host kernel, on LibTorch's CPU device PyTorch's flash-attention
+    /// kernels for plain right-padded rows and a full-attention layer without soft-capping;
+    /// see [`FusedAttention`]). Otherwise the attention runs in query blocks and the state is
+    /// `None`.
     ///
     /// # Shapes
     /// - see [`AttentionInputs`]; output `[rows, T, heads * head_dim]`
@@ -365,19 +374,18 @@ impl CausalLm {
         ctx: &StackContext,
     ) -> (Tensor<3>, Option<FusedAttention>) {
         let c = self.config();
-        let plain_causal =
-            c.layer_attention(layer).window.is_none() && c.attn_logit_softcap.is_none();
-        if ctx.fused_causal && plain_causal {
-            let fused = fused::causal_attention(
-                &inputs.q,
-                &inputs.k,
-                &inputs.v,
-                c.attention_scale,
-                c.kv_groups(),
-                c.matmul_precision,
-            );
-            if let Some((output, state)) = fused {
-                return (output, Some(state));
+        if let Some(kernel) = &ctx.fused {
+            let scoring = LayerScoring {
+                scale: c.attention_scale,
+                groups: c.kv_groups(),
+                precision: c.matmul_precision,
+                window: c.layer_attention(layer).window,
+                softcap: c.attn_logit_softcap,
+            };
+            if let Some((output, state)) =
+                fused::attention(&inputs.q, &inputs.k, &inputs.v, scoring, kernel)
+            {
+                return (output, state);
             }
         }
         (self.blocked_attention(layer, inputs, ctx), None)
@@ -475,20 +483,4 @@ impl CausalLm {
     ) -> HeadGradients {
         self.decoder().output_head().backward(x, seed)
     }
-}
-
-/// Whether every row's real tokens (`attention_mask == 1`) come before its padding.
-fn real_tokens_lead(attention_mask: &Tensor<2, Int>) -> bool {
-    let [_, seq] = attention_mask.dims();
-    let Ok(values) = attention_mask
-        .clone()
-        .into_data()
-        .convert::<i64>()
-        .try_into_vec::<i64>()
-    else {
-        return false;
-    };
-    values
-        .chunks(seq.max(1))
-        .all(|row| row.windows(2).all(|w| w[0] != 0 || w[1] == 0))
 }

@@ -1,150 +1,210 @@
-//! The fused attention (PyTorch's flash-attention kernels, LibTorch's CPU device) runs exactly
-//! where it computes what the blocked attention computes, and there its output and its
-//! backward match the blocked attention and autodiff through it, on the tiny checkpoints
-//! (grouped key/value heads included), with padding.
+//! The fused attention (the host kernel on flex; PyTorch's flash-attention kernels on
+//! LibTorch's CPU device) runs exactly where it computes what the blocked attention computes,
+//! and there its output and its backward match the blocked attention and autodiff through it,
+//! on every tiny checkpoint (grouped key/value heads, sliding windows and soft-capping
+//! included), with right padding, padding inside and before the real tokens, and packed rows;
+//! on flex the kernel also runs tracked (an autodiff operation) with the same bits.
 
 mod common;
 
 use burn::prelude::*;
 use common::{host, model_dir, tiny_model_names};
-use sdpo_models::{AttentionInputs, CausalLm, MatmulPrecision, PackedRows};
+use sdpo_models::{AttentionInputs, CausalLm, MatmulPrecision, PackedRows, StackContext};
 use sdpo_testkit::{Tolerance, assert_close};
 
 const ROWS: usize = 2;
 const SEQ: usize = 23;
-/// Real tokens of each row (the second right-padded).
-const LENGTHS: [usize; ROWS] = [SEQ, 15];
 
-fn ids_and_mask(device: &Device, mask: &[i64]) -> (Tensor<2, Int>, Tensor<2, Int>) {
+/// The rows of one comparison: their attention mask and, for packed rows, branches and
+/// positions.
+struct Rows {
+    name: &'static str,
+    mask: Vec<i64>,
+    packed: Option<(Vec<i64>, Vec<i64>)>,
+}
+
+impl Rows {
+    /// Right padding: the second row has 15 real tokens.
+    fn right_padded() -> Self {
+        Self {
+            name: "right-padded",
+            mask: (0..ROWS * SEQ)
+                .map(|i| i64::from(row_of(i) == 0 || i % SEQ < 15))
+                .collect(),
+            packed: None,
+        }
+    }
+
+    /// Padding inside the first row and before the real tokens of the second (left padding).
+    fn holes() -> Self {
+        let mut mask = vec![1i64; ROWS * SEQ];
+        mask[3] = 0;
+        mask[4] = 0;
+        for t in 0..5 {
+            mask[SEQ + t] = 0;
+        }
+        Self {
+            name: "padding inside and before",
+            mask,
+            packed: None,
+        }
+    }
+
+    /// A shared prefix of 8 tokens, then two branches; the second row's second branch is
+    /// shorter, padded at the end.
+    fn packed() -> Self {
+        let (mut branches, mut positions) = (Vec::new(), Vec::new());
+        for _ in 0..ROWS {
+            for t in 0..SEQ {
+                let (branch, position) = match t {
+                    0..8 => (0, t),
+                    8..15 => (1, t),
+                    _ => (2, t - 7),
+                };
+                branches.push(branch as i64);
+                positions.push(position as i64);
+            }
+        }
+        Self {
+            name: "packed",
+            mask: (0..ROWS * SEQ)
+                .map(|i| i64::from(row_of(i) == 0 || i % SEQ < 20))
+                .collect(),
+            packed: Some((branches, positions)),
+        }
+    }
+
+    fn all() -> Vec<Self> {
+        vec![Self::right_padded(), Self::holes(), Self::packed()]
+    }
+
+    fn context(&self, model: &CausalLm, device: &Device) -> StackContext {
+        let mask = ints(&self.mask, device);
+        match &self.packed {
+            None => model.stack_context(mask, 8),
+            Some((branches, positions)) => model.packed_stack_context(
+                mask,
+                PackedRows {
+                    position_ids: ints(positions, device),
+                    branches: ints(branches, device),
+                },
+                8,
+            ),
+        }
+    }
+}
+
+fn row_of(i: usize) -> usize {
+    i / SEQ
+}
+
+fn ints(values: &[i64], device: &Device) -> Tensor<2, Int> {
+    Tensor::from_data(TensorData::new(values.to_vec(), [ROWS, SEQ]), device)
+}
+
+fn ids(device: &Device) -> Tensor<2, Int> {
     let ids: Vec<i64> = (0..ROWS * SEQ)
         .map(|i| (i as i64 * 7 + 3) % 60 + 1)
         .collect();
-    (
-        Tensor::from_data(TensorData::new(ids, [ROWS, SEQ]), device),
-        Tensor::from_data(TensorData::new(mask.to_vec(), [ROWS, SEQ]), device),
-    )
+    ints(&ids, device)
 }
 
-fn right_padded() -> Vec<i64> {
-    LENGTHS
-        .iter()
-        .flat_map(|&n| (0..SEQ).map(move |i| i64::from(i < n)))
-        .collect()
+/// Where each backend's fused kernel runs: flex everywhere, LibTorch's CPU device for plain
+/// right-padded rows only.
+fn runs_fused(device_name: &str, rows: &Rows) -> bool {
+    match device_name {
+        "flex" => true,
+        "tch" => rows.name == "right-padded",
+        _ => false,
+    }
 }
 
-/// The backend the fused kernel is built for.
-fn has_fused_kernel(device_name: &str) -> bool {
-    device_name == "tch"
+/// Whether the backend's kernel runs layer `layer` of `model` in `precision`: flex in float32
+/// on every layer; LibTorch on full-attention layers without soft-capping, in any precision.
+fn runs_layer(
+    device_name: &str,
+    model: &CausalLm,
+    layer: usize,
+    precision: MatmulPrecision,
+) -> bool {
+    let c = model.config();
+    match device_name {
+        "flex" => precision == MatmulPrecision::F32,
+        "tch" => c.layer_attention(layer).window.is_none() && c.attn_logit_softcap.is_none(),
+        _ => false,
+    }
 }
 
 #[test]
 fn fused_attention_runs_only_where_it_is_exact() {
     for dev in sdpo_testkit::test_devices!() {
         let model = CausalLm::from_pretrained(model_dir("llama"), &dev.device).expect("load");
-        let (_, mask) = ids_and_mask(&dev.device, &right_padded());
-        let ctx = model.stack_context(mask.clone(), 8);
-        assert_eq!(
-            ctx.fused_attention(),
-            has_fused_kernel(dev.name),
-            "[{}] right-padded plain rows",
-            dev.name
-        );
-        assert!(
-            !ctx.clone().with_fused_attention(false).fused_attention(),
-            "[{}] turned off",
-            dev.name
-        );
-        // A row with padding before a real token: the causal mask alone would let later
-        // queries see the padded key.
-        let mut holes = right_padded();
-        holes[3] = 0;
-        let (_, mask_with_hole) = ids_and_mask(&dev.device, &holes);
-        assert!(
-            !model.stack_context(mask_with_hole, 8).fused_attention(),
-            "[{}] padding inside a row",
-            dev.name
-        );
-        // Packed rows: a branch must not see the other branch.
-        let branches: Vec<i64> = (0..ROWS * SEQ).map(|i| i64::from(i % SEQ >= 10)).collect();
-        let positions: Vec<i64> = (0..ROWS * SEQ).map(|i| (i % SEQ) as i64).collect();
-        let packed = PackedRows {
-            position_ids: Tensor::from_data(TensorData::new(positions, [ROWS, SEQ]), &dev.device),
-            branches: Tensor::from_data(TensorData::new(branches, [ROWS, SEQ]), &dev.device),
-        };
-        assert!(
-            !model
-                .packed_stack_context(mask, packed, 8)
-                .fused_attention(),
-            "[{}] packed rows",
-            dev.name
-        );
-        println!(
-            "[{}] fused attention where exact: {}",
-            dev.name,
-            has_fused_kernel(dev.name)
-        );
-        // Nothing above reads a tensor back: dropping `dev` waits for the device's queued
-        // work (sdpo-testkit's `TestDevice`), which lavapipe needs before the process exits.
+        for rows in Rows::all() {
+            let ctx = rows.context(&model, &dev.device);
+            assert_eq!(
+                ctx.fused_attention(),
+                runs_fused(dev.name, &rows),
+                "[{}] {}",
+                dev.name,
+                rows.name
+            );
+            assert!(
+                !ctx.with_fused_attention(false).fused_attention(),
+                "[{}] {} turned off",
+                dev.name,
+                rows.name
+            );
+        }
+        // Nothing above reads a float tensor back: dropping `dev` waits for the device's
+        // queued work (sdpo-testkit's `TestDevice`), which lavapipe needs before the process
+        // exits.
     }
 }
 
-/// Layer `layer`'s attention inputs of `model` on the right-padded rows (the layers before it
-/// run too).
+/// Layer `layer`'s attention inputs of `model` on `rows` (the layers before it run too).
 fn attention_inputs(
     model: &CausalLm,
     layer: usize,
+    ctx: &StackContext,
     device: &Device,
-) -> (AttentionInputs, Tensor<2, Int>) {
-    let (ids, mask) = ids_and_mask(device, &right_padded());
-    let ctx = model.stack_context(mask.clone(), 8);
-    let mut x = model.embed(ids, &ctx);
+) -> AttentionInputs {
+    let mut x = model.embed(ids(device), ctx);
     for earlier in 0..layer {
-        x = model.layer_forward(earlier, x, &ctx);
+        x = model.layer_forward(earlier, x, ctx);
     }
-    (model.layer_attention_inputs(layer, x, &ctx), mask)
-}
-
-/// The first layer the fused kernel can run: full attention without soft-capping.
-fn first_plain_layer(model: &CausalLm) -> Option<usize> {
-    let c = model.config();
-    if c.attn_logit_softcap.is_some() {
-        return None;
-    }
-    (0..model.num_layers()).find(|&l| c.layer_attention(l).window.is_none())
+    model.layer_attention_inputs(layer, x, ctx)
 }
 
 /// A fixed gradient for the merged attention output, zero at padded query positions (no loss
 /// reads them).
-fn output_gradient(width: usize, device: &Device) -> Tensor<3> {
+fn output_gradient(mask: &[i64], width: usize, device: &Device) -> Tensor<3> {
     let mut values = Vec::with_capacity(ROWS * SEQ * width);
-    for (row, &len) in LENGTHS.iter().enumerate() {
-        for t in 0..SEQ {
-            for j in 0..width {
-                let v = ((row * 131 + t * 17 + j * 5) % 23) as f32 / 23.0 - 0.5;
-                values.push(if t < len { v } else { 0.0 });
-            }
+    for (i, &real) in mask.iter().enumerate() {
+        for j in 0..width {
+            let v = ((row_of(i) * 131 + (i % SEQ) * 17 + j * 5) % 23) as f32 / 23.0 - 0.5;
+            values.push(if real == 1 { v } else { 0.0 });
         }
     }
     Tensor::from_data(TensorData::new(values, [ROWS, SEQ, width]), device)
 }
 
 /// Host values at the real query positions of `[rows, T, width]`.
-fn real_positions(t: Tensor<3>) -> Vec<f32> {
-    let [_, seq, width] = t.dims();
+fn real_positions(t: Tensor<3>, mask: &[i64]) -> Vec<f32> {
+    let [_, _, width] = t.dims();
     let all = host(t);
-    let mut out = Vec::new();
-    for (row, &len) in LENGTHS.iter().enumerate() {
-        out.extend_from_slice(&all[row * seq * width..(row * seq + len) * width]);
-    }
-    out
+    mask.iter()
+        .enumerate()
+        .filter(|(_, real)| **real == 1)
+        .flat_map(|(i, _)| all[i * width..(i + 1) * width].to_vec())
+        .collect()
 }
 
 #[test]
 fn fused_attention_and_its_backward_match_the_blocked_attention() {
     for dev in sdpo_testkit::test_devices!() {
-        if !has_fused_kernel(dev.name) {
+        if !Rows::all().iter().any(|rows| runs_fused(dev.name, rows)) {
             // Checked by `fused_attention_runs_only_where_it_is_exact`: no fused path here.
-            println!("[{}] no fused kernel: compared on tch", dev.name);
+            println!("[{}] no fused kernel: compared on flex and tch", dev.name);
             continue;
         }
         let tracked_device = dev.device.clone().autodiff();
@@ -158,77 +218,105 @@ fn fused_attention_and_its_backward_match_the_blocked_attention() {
                 let model = CausalLm::from_pretrained(model_dir(name), &dev.device)
                     .expect("load")
                     .with_matmul_precision(precision);
-                // Sliding-window and soft-capped layers never run fused (the kernel has
-                // neither): check that, then compare on the first layer that can.
-                for layer in 0..model.num_layers() {
-                    if Some(layer) == first_plain_layer(&model) {
-                        continue;
-                    }
-                    let c = model.config();
-                    if c.layer_attention(layer).window.is_some() || c.attn_logit_softcap.is_some() {
-                        let (inputs, mask) = attention_inputs(&model, layer, &dev.device);
-                        let ctx = model.stack_context(mask, 8);
-                        let (_, state) = model.attention_with_state(layer, inputs, &ctx);
-                        assert!(state.is_none(), "{name} layer {layer} ran fused");
-                    }
-                }
-                let Some(layer) = first_plain_layer(&model) else {
-                    continue;
-                };
-                let (inputs, mask) = attention_inputs(&model, layer, &dev.device);
-                let ctx = model.stack_context(mask, 8);
-                assert!(ctx.fused_attention(), "{name}");
-                let (fused, state) = model.attention_with_state(layer, inputs.clone(), &ctx);
-                let state = state.unwrap_or_else(|| panic!("{name}: the fused path did not run"));
-                let blocked_ctx = ctx.clone().with_fused_attention(false);
-                let blocked = model.attention(layer, inputs.clone(), &blocked_ctx);
-                let what = format!("[{}] {name} {}", dev.name, precision.name());
-                assert_close(
-                    &real_positions(fused.clone()),
-                    &real_positions(blocked),
-                    tol,
-                    &format!("{what} output"),
-                );
+                for rows in Rows::all().into_iter().filter(|r| runs_fused(dev.name, r)) {
+                    let ctx = rows.context(&model, &dev.device);
+                    for layer in 0..model.num_layers() {
+                        let inputs = attention_inputs(&model, layer, &ctx, &dev.device);
+                        let (fused, state) =
+                            model.attention_with_state(layer, inputs.clone(), &ctx);
+                        let what = format!(
+                            "[{}] {name} {} {} layer {layer}",
+                            dev.name,
+                            precision.name(),
+                            rows.name
+                        );
+                        if !runs_layer(dev.name, &model, layer, precision) {
+                            assert!(state.is_none(), "{what} ran fused");
+                            continue;
+                        }
+                        let state =
+                            state.unwrap_or_else(|| panic!("{what}: the fused path did not run"));
+                        let blocked_ctx = ctx.clone().with_fused_attention(false);
+                        let blocked = model.attention(layer, inputs.clone(), &blocked_ctx);
+                        assert_close(
+                            &real_positions(fused.clone(), &rows.mask),
+                            &real_positions(blocked, &rows.mask),
+                            tol,
+                            &format!("{what} output"),
+                        );
 
-                // Autodiff through the blocked attention, seeded with the same gradient.
-                let width = fused.dims()[2];
-                let grad = output_gradient(width, &dev.device);
-                let leaf = |t: &Tensor<4>| {
-                    Tensor::<4>::from_data(t.to_data(), &tracked_device).require_grad()
-                };
-                let (q, k, v) = (leaf(&inputs.q), leaf(&inputs.k), leaf(&inputs.v));
-                let tracked_model = model.clone().fork(&tracked_device);
-                let tracked_ctx = tracked_model
-                    .stack_context(
-                        Tensor::from_data(
-                            TensorData::new(right_padded(), [ROWS, SEQ]),
-                            &tracked_device,
-                        ),
-                        8,
-                    )
-                    .with_fused_attention(false);
-                let out = tracked_model.attention(
-                    layer,
-                    AttentionInputs {
-                        q: q.clone(),
-                        k: k.clone(),
-                        v: v.clone(),
-                    },
-                    &tracked_ctx,
-                );
-                let seed = Tensor::<3>::from_data(grad.to_data(), &tracked_device);
-                let grads = (out * seed).sum().backward();
-                let (dq, dk, dv) = state
-                    .backward(grad)
-                    .unwrap_or_else(|| panic!("{what}: the fused backward did not run"));
-                for (label, got, leaf) in [("dq", dq, &q), ("dk", dk, &k), ("dv", dv, &v)] {
-                    let want = leaf.grad(&grads).expect("gradient");
-                    assert_eq!(got.dims(), want.dims(), "{what} {label} shape");
-                    assert_close(&host(got), &host(want), tol, &format!("{what} {label}"));
+                        // Autodiff through the blocked attention, seeded with the same gradient.
+                        let width = fused.dims()[2];
+                        let grad = output_gradient(&rows.mask, width, &dev.device);
+                        let leaf = |t: &Tensor<4>| {
+                            Tensor::<4>::from_data(t.to_data(), &tracked_device).require_grad()
+                        };
+                        let (q, k, v) = (leaf(&inputs.q), leaf(&inputs.k), leaf(&inputs.v));
+                        let tracked_model = model.clone().fork(&tracked_device);
+                        let tracked_ctx = rows
+                            .context(&tracked_model, &tracked_device)
+                            .with_fused_attention(false);
+                        let out = tracked_model.attention(
+                            layer,
+                            AttentionInputs {
+                                q: q.clone(),
+                                k: k.clone(),
+                                v: v.clone(),
+                            },
+                            &tracked_ctx,
+                        );
+                        let seed = Tensor::<3>::from_data(grad.to_data(), &tracked_device);
+                        let grads = (out * seed).sum().backward();
+                        let (dq, dk, dv) = state
+                            .backward(grad)
+                            .unwrap_or_else(|| panic!("{what}: the fused backward did not run"));
+                        let fused_grads = [dq, dk, dv];
+                        for (label, got, leaf) in [("dq", &q), ("dk", &k), ("dv", &v)]
+                            .into_iter()
+                            .zip(&fused_grads)
+                            .map(|((label, leaf), got)| (label, got.clone(), leaf))
+                        {
+                            let want = leaf.grad(&grads).expect("gradient");
+                            assert_eq!(got.dims(), want.dims(), "{what} {label} shape");
+                            assert_close(&host(got), &host(want), tol, &format!("{what} {label}"));
+                        }
+                        if dev.name == "flex" {
+                            // Tracked, the kernel runs as an autodiff operation: the same bits
+                            // as untracked, forward and backward.
+                            let fused_ctx = rows.context(&tracked_model, &tracked_device);
+                            assert!(fused_ctx.fused_attention_differentiable(), "{what}");
+                            let (q, k, v) = (leaf(&inputs.q), leaf(&inputs.k), leaf(&inputs.v));
+                            let tracked_inputs = AttentionInputs {
+                                q: q.clone(),
+                                k: k.clone(),
+                                v: v.clone(),
+                            };
+                            let (out, state) = tracked_model.attention_with_state(
+                                layer,
+                                tracked_inputs,
+                                &fused_ctx,
+                            );
+                            assert!(state.is_none(), "{what}: tracked run kept a state");
+                            assert_eq!(host(out.clone()), host(fused.clone()), "{what} tracked");
+                            let seed = Tensor::<3>::from_data(
+                                output_gradient(&rows.mask, width, &dev.device).to_data(),
+                                &tracked_device,
+                            );
+                            let grads = (out * seed).sum().backward();
+                            for ((label, leaf), want) in [("dq", &q), ("dk", &k), ("dv", &v)]
+                                .into_iter()
+                                .zip(&fused_grads)
+                            {
+                                let got = leaf.grad(&grads).expect("gradient");
+                                assert_eq!(host(got), host(want.clone()), "{what} tracked {label}");
+                            }
+                        }
+                        checked += 1;
+                    }
                 }
-                checked += 1;
             }
         }
+        assert!(checked > 0, "[{}] nothing compared", dev.name);
         println!(
             "[{}] fused attention == blocked (output, dq, dk, dv): {checked} cases",
             dev.name

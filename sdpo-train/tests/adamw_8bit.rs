@@ -198,8 +198,9 @@ fn checkpoint_moments(checkpoint: &Path) -> BTreeMap<String, Moments> {
 /// [`OUTLIER_BOUND`] for those: an 8-bit second moment far below its block's maximum sits on
 /// code 0 or 1, and a gradient that differs in its last bits can move it across, which changes
 /// `√v` of that element by a large factor (measured on flex: at most 5 of 20,480 elements of a
-/// tensor beyond the tolerance, by at most 7.3e-5; with the blocks taken in burn's transposed
-/// layout instead of torch's, 3,755 of 4,096).
+/// tensor beyond the tolerance, by at most 7.3e-5; with the fused attention, whose products
+/// round differently from the blocked attention's, at most 5 of 4,096, by at most 6.9e-5; with
+/// the blocks taken in burn's transposed layout instead of torch's, 3,755 of 4,096).
 const WEIGHTS: Tolerance = Tolerance {
     abs: 2e-6,
     rel: 1e-5,
@@ -207,7 +208,7 @@ const WEIGHTS: Tolerance = Tolerance {
 };
 
 /// The fraction of a tensor's elements allowed beyond [`WEIGHTS`].
-const OUTLIERS: f64 = 1e-3;
+const OUTLIERS: f64 = 2e-3;
 
 /// The bound on every element's difference.
 const OUTLIER_BOUND: f64 = 2e-4;

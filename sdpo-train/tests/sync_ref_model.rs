@@ -23,9 +23,12 @@
 //!   Adam divides each gradient element by its own running RMS, so f32 rounding of the
 //!   smallest gradient elements (another summation order) becomes an update difference of its
 //!   own, independent of the weight's size; measured max |difference| 8.0e-7 after six steps
-//!   of learning rate ≤ 1e-3 (`model.layers.1.mlp.down_proj.weight`, both runs). The policies
+//!   of learning rate ≤ 1e-3 (`model.layers.1.mlp.down_proj.weight`, both runs) with the
+//!   blocked attention; with flex's fused attention (its products round differently) one
+//!   element of 8,192 of that tensor differs by 4.9e-6, every other within the bound. So up
+//!   to 1e-3 of a tensor's elements may exceed the bound, none by more than 2e-5. The policies
 //!   of the two runs differ by up to 2.2e-3 and the reference moved by up to 2.7e-3, about
-//!   1000 times the bound.
+//!   100 times the largest difference allowed.
 
 mod common;
 
@@ -59,12 +62,19 @@ const METRICS: [(&str, f64, f64); 7] = [
 /// and clipping rescales any multiple of the gradient to the same step.
 const GRAD_NORM: (&str, f64, f64) = ("grad_norm", 0.0, 1e-4);
 
-/// The tolerance of the weights after six steps.
+/// The tolerance of the weights after six steps, for all but [`OUTLIERS`] of each tensor's
+/// elements.
 const WEIGHTS: Tolerance = Tolerance {
     abs: 2e-6,
     rel: 1e-5,
     rel_to_max: 0.0,
 };
+
+/// The fraction of a tensor's elements allowed beyond [`WEIGHTS`] (see the module's comment).
+const OUTLIERS: f64 = 1e-3;
+
+/// The bound on every element's difference.
+const OUTLIER_BOUND: f64 = 2e-5;
 
 fn fixture() -> Value {
     serde_json::from_str(&read_fixture("trl_sync/sync.json")).expect("trl_sync/sync.json")
@@ -149,8 +159,30 @@ fn assert_weights(
         let got = actual
             .get(name)
             .unwrap_or_else(|| panic!("{what}: our model has no {name}"));
-        let c = assert_close(got, expected, tol, &format!("{what} {name}"));
-        println!("{what} {name}: {c:?}");
+        let what = format!("{what} {name}");
+        if tol == Tolerance::EXACT {
+            let c = assert_close(got, expected, tol, &what);
+            println!("{what}: {c:?}");
+            continue;
+        }
+        let c = assert_close(got, expected, Tolerance::absolute(OUTLIER_BOUND), &what);
+        let beyond = got
+            .iter()
+            .zip(expected)
+            .filter(|&(&a, &e)| {
+                let diff = (f64::from(a) - f64::from(e)).abs();
+                diff.is_nan() || diff > tol.bound(f64::from(e), 0.0)
+            })
+            .count();
+        println!(
+            "{what}: {c:?}, {beyond} of {} beyond the tolerance",
+            got.len()
+        );
+        assert!(
+            beyond as f64 <= OUTLIERS * got.len() as f64,
+            "{what}: {beyond} of {} elements beyond {tol:?}",
+            got.len()
+        );
     }
 }
 

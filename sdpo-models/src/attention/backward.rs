@@ -1,4 +1,4 @@
-//! The attention's backward: PyTorch's fused kernel where the forward ran fused, else autodiff
+//! The attention's backward: the fused kernel's where the forward ran fused, else autodiff
 //! one query block at a time, each block recomputed from the (untracked) queries, keys and
 //! values and its backward seeded with its slice of the output gradient.
 

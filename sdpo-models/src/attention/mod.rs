@@ -1,7 +1,7 @@
 //! Attention's one home: eager scaled dot-product attention with grouped key/value heads and
 //! optional soft-capping, as transformers' `eager` implementation computes it (this file); the
-//! masks, causal, padding, packed branches and sliding windows ([`mask`]); and PyTorch's fused
-//! kernel on LibTorch's CPU device ([`fused`]); the backward of the fused or query-blocked
+//! masks, causal, padding, packed branches and sliding windows ([`mask`]); the fused kernels
+//! (flex's host kernel, PyTorch's on LibTorch's CPU device: [`fused`]); the backward of the fused or query-blocked
 //! attention ([`crate::CausalLm::attention_backward`]). The query-blocked forward that composes
 //! them is [`crate::CausalLm::attention`].
 

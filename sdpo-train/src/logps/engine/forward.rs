@@ -61,7 +61,11 @@ pub(super) struct Forward {
 }
 
 /// Pass 1: the forward over `rows` (untracked, except on the whole-graph shared-prompt path,
-/// which runs it on the tracked policy), then the head at the completion positions.
+/// which runs it on the tracked policy), then the head at the completion positions. The
+/// attention runs fused where the backend has a kernel ([`sdpo_models::FusedAttention`]); with
+/// `whole_graph` (the whole-graph path, which runs the policy tracked and its reference
+/// untracked through this function) only where the kernel also runs tracked, so that the two
+/// compute the same bits.
 pub(super) fn forward_rows(
     model: &CausalLm,
     rows: &HostRows,
@@ -69,10 +73,16 @@ pub(super) fn forward_rows(
     budget: &MemoryBudget,
     extra: Option<PositionExtra<'_>>,
     keep_layer_inputs: bool,
+    whole_graph: bool,
 ) -> Result<Forward, TrainError> {
     let c = model.config();
     let block = budget.query_block(rows.rows, c.num_attention_heads, rows.len);
-    let ctx = &rows.context(model, block, device);
+    let ctx = rows.context(model, block, device);
+    let ctx = &if whole_graph && !ctx.fused_attention_differentiable() {
+        ctx.with_fused_attention(false)
+    } else {
+        ctx
+    };
     let mut x = model.embed(rows.input_ids(device), ctx);
     let mut layer_inputs = Vec::new();
     for layer in 0..model.num_layers() {
@@ -234,7 +244,7 @@ pub fn chunked_logps_with(
     let batch = untracked_batch(batch);
     let rows = HostRows::read(&batch, layout)?;
     let device = batch.input_ids.device();
-    let forward = forward_rows(&model, &rows, &device, budget, extra, false)?;
+    let forward = forward_rows(&model, &rows, &device, budget, extra, false, false)?;
     sided(&forward, &rows, &batch)
 }
 
@@ -252,7 +262,15 @@ pub fn layout_logps(
     let plain_batch = untracked_batch(batch);
     let rows = HostRows::read(&plain_batch, layout)?;
     let device = batch.input_ids.device();
-    let forward = forward_rows(model, &rows, &device, &WHOLE_GRAPH_BUDGET, extra, false)?;
+    let forward = forward_rows(
+        model,
+        &rows,
+        &device,
+        &WHOLE_GRAPH_BUDGET,
+        extra,
+        false,
+        true,
+    )?;
     sided(&forward, &rows, &plain_batch)
 }
 

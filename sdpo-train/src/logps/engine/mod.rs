@@ -23,8 +23,9 @@
 //!    and `dL/dh`; then the final norm recomputed from the last layer's output: its gradient
 //!    and the gradient of the last layer's output.
 //! 4. **Layers, top down**: layer `i` recomputed from its saved input in three tracked pieces
-//!    (q/k/v; the attention, one query block at a time, or on LibTorch's CPU device the fused
-//!    kernel's backward, [`sdpo_models::FusedAttention`]; output projection and MLP), each piece's
+//!    (q/k/v; the attention, one query block at a time, or where it ran fused (flex, LibTorch's
+//!    CPU device) the fused kernel's backward, [`sdpo_models::FusedAttention`]; output
+//!    projection and MLP), each piece's
 //!    backward seeded with the gradient of its output (the surrogate `sum(out * g)`), giving the
 //!    layer's parameter gradients and the gradient of its input.
 //! 5. **Embedding**: backward of `sum(x0 * g0)`.
@@ -136,7 +137,15 @@ pub fn policy_step<M>(
     let plain_device = batch.input_ids.device();
 
     // Pass 1: untracked forward, keeping layer inputs.
-    let forward = forward_rows(&plain, &host_rows, &plain_device, budget, extra, true)?;
+    let forward = forward_rows(
+        &plain,
+        &host_rows,
+        &plain_device,
+        budget,
+        extra,
+        true,
+        false,
+    )?;
     let mut inputs = sided(&forward, &host_rows, &batch)?;
 
     // Pass 2: the loss on the log-probs as a leaf.

@@ -1,0 +1,217 @@
+//! The host attention kernel ([`super::host`]) on burn's flex backend: flex tensors live in
+//! host memory, so the kernel reads their float32 storage in place (after making a strided
+//! view contiguous) and hands burn new tensors of its own.
+
+use std::sync::Arc;
+
+use burn::backend::Flex;
+use burn::backend::flex::FlexTensor;
+use burn::prelude::*;
+use burn::tensor::DType;
+
+use super::LayerScoring;
+use super::host::{self, Dims, Scoring};
+use super::visibility::{HostMask, Visibility};
+use crate::MatmulPrecision;
+use crate::stack::PackedRows;
+
+/// Whether `tensor` lives on flex, untracked. Reads nothing.
+pub(super) fn on_flex(tensor: &Tensor<2, Int>) -> bool {
+    tensor.clone().try_into_primitive::<Flex>().is_ok()
+}
+
+/// The rows' masks on the host, or `None` when a value cannot be read.
+pub(super) fn host_mask(
+    attention_mask: &Tensor<2, Int>,
+    packed: Option<&PackedRows>,
+) -> Option<Arc<HostMask>> {
+    let [_, seq] = attention_mask.dims();
+    let ints = |t: &Tensor<2, Int>| -> Option<Vec<i64>> {
+        t.clone()
+            .into_data()
+            .convert::<i64>()
+            .try_into_vec::<i64>()
+            .ok()
+    };
+    let mask = ints(attention_mask)?;
+    let packed = match packed {
+        None => None,
+        Some(p) => Some((ints(&p.branches)?, ints(&p.position_ids)?)),
+    };
+    Some(HostMask::new(seq, &mask, packed))
+}
+
+/// A float32 flex tensor with contiguous storage (a view is copied), or `None` for another
+/// backend, a tracked tensor or another dtype.
+fn contiguous<const D: usize>(tensor: &Tensor<D>) -> Option<FlexTensor> {
+    host_f32(tensor.clone().try_into_primitive::<Flex>().ok()?)
+}
+
+/// `tensor` with contiguous float32 storage (a view is copied), or `None` for another dtype.
+pub(super) fn host_f32(tensor: FlexTensor) -> Option<FlexTensor> {
+    if tensor.dtype() != DType::F32 {
+        return None;
+    }
+    let tensor = tensor.to_contiguous();
+    tensor.as_slice::<f32>().is_some().then_some(tensor)
+}
+
+fn values(tensor: &FlexTensor) -> &[f32] {
+    // `host_f32` made and checked this view.
+    tensor.as_slice::<f32>().unwrap_or(&[])
+}
+
+fn flex_tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+/// What the backward needs: the inputs (shared with burn's tensors, which therefore are never
+/// updated in place), the output, the log-sum-exp and the layer's masks.
+#[derive(Debug)]
+pub(super) struct Saved {
+    q: FlexTensor,
+    k: FlexTensor,
+    v: FlexTensor,
+    output: FlexTensor,
+    logsumexp: Vec<f32>,
+    dims: Dims,
+    scoring: Scoring,
+    mask: Arc<HostMask>,
+    window: Option<usize>,
+}
+
+/// The dimensions of one call when `q`, `k` and `v` have the shapes the kernel takes and agree
+/// with `groups` and the mask.
+pub(super) fn dims_of(
+    q: [usize; 4],
+    k: [usize; 4],
+    v: [usize; 4],
+    groups: usize,
+    mask: &HostMask,
+) -> Option<Dims> {
+    let [rows, heads, seq, head_dim] = q;
+    let [k_rows, kv_heads, k_seq, k_dim] = k;
+    let agree = [k_rows, k_seq, k_dim] == [rows, seq, head_dim]
+        && v == k
+        && kv_heads > 0
+        && heads == kv_heads * groups
+        && mask.len() == rows * seq;
+    agree.then_some(Dims {
+        rows,
+        heads,
+        kv_heads,
+        seq,
+        head_dim,
+    })
+}
+
+/// The kernel's forward on host tensors (contiguous float32, see [`host_f32`]): the merged
+/// output `[rows, T, heads * head_dim]` and what the backward needs.
+pub(super) fn forward_host(
+    (q, k, v): (FlexTensor, FlexTensor, FlexTensor),
+    dims: Dims,
+    layer: LayerScoring,
+    mask: &Arc<HostMask>,
+) -> (FlexTensor, Saved) {
+    let scoring = Scoring {
+        scale: layer.scale as f32,
+        softcap: layer.softcap.map(|cap| cap as f32),
+    };
+    let visibility = Visibility::new(mask, layer.window);
+    let host::Forward { output, logsumexp } = host::forward(
+        values(&q),
+        values(&k),
+        values(&v),
+        dims,
+        scoring,
+        &visibility,
+    );
+    let output = flex_tensor(output, [dims.rows, dims.seq, dims.heads * dims.head_dim]);
+    let saved = Saved {
+        q,
+        k,
+        v,
+        output: output.clone(),
+        logsumexp,
+        dims,
+        scoring,
+        mask: Arc::clone(mask),
+        window: layer.window,
+    };
+    (output, saved)
+}
+
+/// The untracked forward on flex; `None` off flex, for tracked tensors, for products below
+/// float32 or shapes the kernel does not take.
+pub(super) fn forward(
+    q: &Tensor<4>,
+    k: &Tensor<4>,
+    v: &Tensor<4>,
+    layer: LayerScoring,
+    mask: &Arc<HostMask>,
+) -> Option<(Tensor<3>, Saved)> {
+    if layer.precision != MatmulPrecision::F32 {
+        return None;
+    }
+    let dims = dims_of(q.dims(), k.dims(), v.dims(), layer.groups, mask)?;
+    let inputs = (contiguous(q)?, contiguous(k)?, contiguous(v)?);
+    let (output, saved) = forward_host(inputs, dims, layer, mask);
+    Some((Tensor::from_primitive::<Flex>(output), saved))
+}
+
+impl Saved {
+    /// The gradients of the queries, keys and values from `grad`, the gradient of the merged
+    /// output (`[rows, T, heads * head_dim]`, any float dtype).
+    pub(super) fn gradients(&self, grad: FlexTensor) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let Dims {
+            rows,
+            heads,
+            kv_heads,
+            seq,
+            head_dim,
+        } = self.dims;
+        let grad = host_f32(grad.clone()).unwrap_or_else(|| {
+            let shape = grad.layout().shape().clone();
+            let data = grad.into_data().convert::<f32>();
+            let values = data.try_into_vec::<f32>().unwrap_or_default();
+            FlexTensor::from_data(TensorData::new(values, shape))
+        });
+        let visibility = Visibility::new(&self.mask, self.window);
+        let (dq, dk, dv) = host::backward(
+            values(&self.q),
+            values(&self.k),
+            values(&self.v),
+            values(&self.output),
+            &self.logsumexp,
+            values(&grad),
+            self.dims,
+            self.scoring,
+            &visibility,
+        );
+        (
+            flex_tensor(dq, [rows, heads, seq, head_dim]),
+            flex_tensor(dk, [rows, kv_heads, seq, head_dim]),
+            flex_tensor(dv, [rows, kv_heads, seq, head_dim]),
+        )
+    }
+
+    pub(super) fn backward(self, grad: Tensor<3>) -> Option<(Tensor<4>, Tensor<4>, Tensor<4>)> {
+        let Dims {
+            rows,
+            heads,
+            seq,
+            head_dim,
+            ..
+        } = self.dims;
+        if grad.dims() != [rows, seq, heads * head_dim] {
+            return None;
+        }
+        let grad = grad.try_into_primitive::<Flex>().ok()?;
+        let (dq, dk, dv) = self.gradients(grad);
+        Some((
+            Tensor::from_primitive::<Flex>(dq),
+            Tensor::from_primitive::<Flex>(dk),
+            Tensor::from_primitive::<Flex>(dv),
+        ))
+    }
+}
