@@ -16,8 +16,8 @@ pub mod compare;
 use std::path::PathBuf;
 
 pub use compare::{
-    Comparison, Mismatch, Tolerance, assert_close, assert_close_scaled, compare, compare_scaled,
-    max_abs_diff,
+    Comparison, Mismatch, Tolerance, assert_close, assert_close_but_outliers, assert_close_scaled,
+    compare, compare_scaled, max_abs_diff,
 };
 
 pub use burn;

@@ -24,7 +24,7 @@ use common::{
 };
 use safetensors::Dtype;
 use sdpo_models::quant::dynamic::DynamicMap;
-use sdpo_testkit::{Tolerance, assert_close};
+use sdpo_testkit::{Tolerance, assert_close, assert_close_but_outliers};
 use sdpo_train::optimizer::{AdamW8bit, Moments, STATE_BLOCK};
 use sdpo_train::{Optimizer, SilentObserver, Start, TrainConfig, Trainer};
 
@@ -216,23 +216,10 @@ const OUTLIER_BOUND: f64 = 2e-4;
 /// Checks `ours` against `theirs`: every element within [`OUTLIER_BOUND`], all but [`OUTLIERS`]
 /// of them within [`WEIGHTS`].
 fn assert_weights(ours: &[f32], theirs: &[f32], what: &str) {
-    let c = assert_close(ours, theirs, Tolerance::absolute(OUTLIER_BOUND), what);
-    let beyond = ours
-        .iter()
-        .zip(theirs)
-        .filter(|&(&a, &e)| {
-            let (a, e) = (f64::from(a), f64::from(e));
-            let diff = (a - e).abs();
-            diff.is_nan() || diff > WEIGHTS.bound(e, 0.0)
-        })
-        .count();
+    let (c, beyond) =
+        assert_close_but_outliers(ours, theirs, WEIGHTS, (OUTLIERS, OUTLIER_BOUND), what);
     println!(
         "{what}: {c:?}, {beyond} of {} beyond the tolerance",
-        ours.len()
-    );
-    assert!(
-        beyond as f64 <= OUTLIERS * ours.len() as f64,
-        "{what}: {beyond} of {} elements beyond {WEIGHTS:?}",
         ours.len()
     );
 }

@@ -80,21 +80,22 @@ pub(super) struct Saved {
     window: Option<usize>,
 }
 
-/// The dimensions of one call when `q`, `k` and `v` have the shapes the kernel takes and agree
-/// with `groups` and the mask.
-pub(super) fn dims_of(
-    q: [usize; 4],
-    k: [usize; 4],
-    v: [usize; 4],
-    groups: usize,
+/// The dimensions of one call when the kernel runs it: float32 products, and `q`, `k`, `v` of
+/// the shapes the kernel takes, agreeing with the layer's `groups` and the mask.
+pub(super) fn kernel_dims(
+    (q, k, v): (&Tensor<4>, &Tensor<4>, &Tensor<4>),
+    layer: LayerScoring,
     mask: &HostMask,
 ) -> Option<Dims> {
-    let [rows, heads, seq, head_dim] = q;
-    let [k_rows, kv_heads, k_seq, k_dim] = k;
+    if layer.precision != MatmulPrecision::F32 {
+        return None;
+    }
+    let [rows, heads, seq, head_dim] = q.dims();
+    let [k_rows, kv_heads, k_seq, k_dim] = k.dims();
     let agree = [k_rows, k_seq, k_dim] == [rows, seq, head_dim]
-        && v == k
+        && v.dims() == k.dims()
         && kv_heads > 0
-        && heads == kv_heads * groups
+        && heads == kv_heads * layer.groups
         && mask.len() == rows * seq;
     agree.then_some(Dims {
         rows,
@@ -150,10 +151,7 @@ pub(super) fn forward(
     layer: LayerScoring,
     mask: &Arc<HostMask>,
 ) -> Option<(Tensor<3>, Saved)> {
-    if layer.precision != MatmulPrecision::F32 {
-        return None;
-    }
-    let dims = dims_of(q.dims(), k.dims(), v.dims(), layer.groups, mask)?;
+    let dims = kernel_dims((q, k, v), layer, mask)?;
     let inputs = (contiguous(q)?, contiguous(k)?, contiguous(v)?);
     let (output, saved) = forward_host(inputs, dims, layer, mask);
     Some((Tensor::from_primitive::<Flex>(output), saved))

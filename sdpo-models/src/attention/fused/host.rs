@@ -90,22 +90,14 @@ pub(crate) fn forward(
             let keys = &k[kv_plane..kv_plane + plane];
             let values = &v[kv_plane..kv_plane + plane];
             let mut scores = Vec::new();
-            for (s, e) in tiles(seq) {
-                let first = visibility.first_key(s);
-                let n_keys = e - first;
-                let n = e - s;
-                scores.clear();
-                scores.resize(n * n_keys, 0.0);
-                // scores = qs[s..e] · keys[first..e]ᵀ
-                product(
-                    &mut scores,
-                    Out::rows(n_keys),
-                    (n, n_keys, d),
-                    Operand::rows(&qs, s * d, d),
-                    Operand::transposed(keys, first * d, d),
-                    1.0,
-                    false,
-                );
+            for tile in tiles(seq, visibility) {
+                let Tile {
+                    start: s,
+                    end: e,
+                    first,
+                } = tile;
+                let (n, n_keys) = (tile.queries(), tile.keys());
+                raw_scores(&mut scores, &qs, keys, tile, d);
                 for (i, tile_row) in scores.chunks_mut(n_keys.max(1)).enumerate() {
                     let query = s + i;
                     lse[query] = softmax_row(tile_row, row, query, first, scoring, visibility);
@@ -189,21 +181,14 @@ pub(crate) fn backward(
                     })
                     .collect();
                 let dq_plane = &mut dq_group[g * plane..(g + 1) * plane];
-                for (s, e) in tiles(seq) {
-                    let first = visibility.first_key(s);
-                    let n_keys = e - first;
-                    let n = e - s;
-                    p.clear();
-                    p.resize(n * n_keys, 0.0);
-                    product(
-                        &mut p,
-                        Out::rows(n_keys),
-                        (n, n_keys, d),
-                        Operand::rows(&qs, s * d, d),
-                        Operand::transposed(keys, first * d, d),
-                        1.0,
-                        false,
-                    );
+                for tile in tiles(seq, visibility) {
+                    let Tile {
+                        start: s,
+                        end: e,
+                        first,
+                    } = tile;
+                    let (n, n_keys) = (tile.queries(), tile.keys());
+                    raw_scores(&mut p, &qs, keys, tile, d);
                     // dp = dO[s..e] · values[first..e]ᵀ
                     dp.clear();
                     dp.resize(n * n_keys, 0.0);
@@ -266,11 +251,49 @@ pub(crate) fn backward(
     (dq, dk, dv)
 }
 
-/// The query tiles `[s, e)` covering `0..seq`.
-fn tiles(seq: usize) -> impl Iterator<Item = (usize, usize)> {
-    (0..seq)
-        .step_by(QUERY_TILE)
-        .map(move |s| (s, (s + QUERY_TILE).min(seq)))
+/// One query tile: the queries `start..end` against the keys `first..end` (the keys after the
+/// tile are causally hidden, those before `first` outside every query's window).
+#[derive(Debug, Clone, Copy)]
+struct Tile {
+    start: usize,
+    end: usize,
+    first: usize,
+}
+
+impl Tile {
+    fn queries(&self) -> usize {
+        self.end - self.start
+    }
+
+    fn keys(&self) -> usize {
+        self.end - self.first
+    }
+}
+
+/// The query tiles covering `0..seq`.
+fn tiles<'a>(seq: usize, visibility: &'a Visibility<'a>) -> impl Iterator<Item = Tile> + 'a {
+    (0..seq).step_by(QUERY_TILE).map(move |start| Tile {
+        start,
+        end: (start + QUERY_TILE).min(seq),
+        first: visibility.first_key(start),
+    })
+}
+
+/// A tile's raw scores `qs[start..end] · keys[first..end]ᵀ` into `scores` (`[queries, keys]`,
+/// row-major, resized), `qs` the scaled queries and `keys` the head's keys, `d` floats a row.
+fn raw_scores(scores: &mut Vec<f32>, qs: &[f32], keys: &[f32], tile: Tile, d: usize) {
+    let (n, n_keys) = (tile.queries(), tile.keys());
+    scores.clear();
+    scores.resize(n * n_keys, 0.0);
+    product(
+        scores,
+        Out::rows(n_keys),
+        (n, n_keys, d),
+        Operand::rows(qs, tile.start * d, d),
+        Operand::transposed(keys, tile.first * d, d),
+        1.0,
+        false,
+    );
 }
 
 /// `x * scale` element by element (the blocked attention scales the queries, not the scores).

@@ -16,9 +16,8 @@ use burn::backend::{Autodiff, DispatchKindConversion, DispatchTensor, Flex};
 use burn::prelude::*;
 
 use super::LayerScoring;
-use super::flex::{Saved, dims_of, forward_host, host_f32};
+use super::flex::{Saved, forward_host, host_f32, kernel_dims};
 use super::visibility::HostMask;
-use crate::MatmulPrecision;
 
 /// Whether `tensor` lives on flex under autodiff (either checkpointing strategy).
 pub(super) fn on_tracked_flex(tensor: &Tensor<2, Int>) -> bool {
@@ -41,9 +40,6 @@ pub(super) fn forward(
     layer: LayerScoring,
     mask: &Arc<HostMask>,
 ) -> Option<Tensor<3>> {
-    if layer.precision != MatmulPrecision::F32 {
-        return None;
-    }
     forward_with::<NoCheckpointing>(q, k, v, layer, mask)
         .or_else(|| forward_with::<BalancedCheckpointing>(q, k, v, layer, mask))
 }
@@ -58,7 +54,7 @@ fn forward_with<C: CheckpointStrategy>(
 where
     DispatchTensor: DispatchKindConversion<Autodiff<Flex, C>>,
 {
-    let dims = dims_of(q.dims(), k.dims(), v.dims(), layer.groups, mask)?;
+    let dims = kernel_dims((q, k, v), layer, mask)?;
     let tracked = |t: &Tensor<4>| t.clone().try_into_primitive::<Autodiff<Flex, C>>().ok();
     let (q, k, v) = (tracked(q)?, tracked(k)?, tracked(v)?);
     let inputs = (
