@@ -41,6 +41,7 @@ pub mod checkpoint;
 mod config;
 mod error;
 mod families;
+mod gated_silu;
 pub mod grad;
 mod hf_config;
 mod init;
@@ -53,6 +54,7 @@ mod rope;
 mod stack;
 pub mod streaming;
 mod tensor_read;
+mod vector;
 
 pub use attention::fused::FusedAttention;
 pub use attention::mask::{attention_bias, attention_blocked};

@@ -7,6 +7,7 @@ use burn::tensor::activation::{gelu, gelu_approximate, silu};
 
 use crate::attention::split_heads;
 use crate::config::{Activation, ModelConfig, QkNorm};
+use crate::gated_silu;
 use crate::init::Init;
 use crate::lora::LoraLinear;
 use crate::rope::{RopeTables, apply_rope_tables};
@@ -69,8 +70,13 @@ impl GatedMlp {
 
     pub(crate) fn forward(&self, x: Tensor<3>, c: &ModelConfig) -> Tensor<3> {
         let p = c.matmul_precision;
-        let gated = activate(c.activation, self.gate_proj.forward(x.clone(), p))
-            * self.up_proj.forward(x, p);
+        let gate = self.gate_proj.forward(x.clone(), p);
+        let up = self.up_proj.forward(x, p);
+        let gated = match c.activation {
+            // One fused pass on flex (crate::gated_silu), burn's operations elsewhere.
+            Activation::Silu => gated_silu::silu_gate(gate, up),
+            other => activate(other, gate) * up,
+        };
         self.down_proj.forward(gated, p)
     }
 }

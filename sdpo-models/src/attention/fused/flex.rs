@@ -48,7 +48,7 @@ fn contiguous<const D: usize>(tensor: &Tensor<D>) -> Option<FlexTensor> {
 }
 
 /// `tensor` with contiguous float32 storage (a view is copied), or `None` for another dtype.
-pub(super) fn host_f32(tensor: FlexTensor) -> Option<FlexTensor> {
+pub(crate) fn host_f32(tensor: FlexTensor) -> Option<FlexTensor> {
     if tensor.dtype() != DType::F32 {
         return None;
     }

@@ -16,7 +16,7 @@
 
 use rayon::prelude::*;
 
-use super::rows::{probabilities_and_gradient, softmax};
+use crate::vector::{probabilities_and_gradient, softmax};
 use super::visibility::Visibility;
 
 /// Queries per tile: `[QUERY_TILE, keys]` scores per task (256 KiB at 1024 keys).

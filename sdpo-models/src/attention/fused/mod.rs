@@ -30,11 +30,10 @@ use burn::prelude::*;
 use crate::MatmulPrecision;
 use crate::stack::PackedRows;
 
-mod flex;
+pub(crate) mod flex;
 mod host;
 #[cfg(feature = "tch")]
 mod libtorch;
-mod rows;
 mod tracked;
 mod visibility;
 
