@@ -62,7 +62,10 @@ fn tracked<C: CheckpointStrategy>(gate: &Tensor<3>, up: &Tensor<3>) -> Option<Te
 where
     DispatchTensor: DispatchKindConversion<Autodiff<Flex, C>>,
 {
-    let gate = gate.clone().try_into_primitive::<Autodiff<Flex, C>>().ok()?;
+    let gate = gate
+        .clone()
+        .try_into_primitive::<Autodiff<Flex, C>>()
+        .ok()?;
     let up = up.clone().try_into_primitive::<Autodiff<Flex, C>>().ok()?;
     let (g, u) = (
         host_f32(gate.primitive().clone())?,
@@ -106,7 +109,11 @@ impl Backward<Flex, 2> for GatedSilu {
         let mut du = vec![0.0f32; g.len()];
         dg.par_chunks_mut(CHUNK)
             .zip(du.par_chunks_mut(CHUNK))
-            .zip(g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK)).zip(d.par_chunks(CHUNK)))
+            .zip(
+                g.par_chunks(CHUNK)
+                    .zip(u.par_chunks(CHUNK))
+                    .zip(d.par_chunks(CHUNK)),
+            )
             .for_each(|((dg, du), ((g, u), d))| vector::silu_gate_backward((g, u, d), dg, du));
         let gradients = [dg, du].map(|v| FlexTensor::from_data(TensorData::new(v, shape.clone())));
         for (parent, gradient) in ops.parents.iter().zip(gradients) {
@@ -122,7 +129,10 @@ mod tests {
     use super::*;
 
     fn host(t: Tensor<3>) -> Vec<f32> {
-        t.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32")
+        t.into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .expect("f32")
     }
 
     fn inputs(device: &Device) -> (Tensor<3>, Tensor<3>) {
@@ -156,8 +166,8 @@ mod tests {
         let (g2, u2) = (leaf(&g), leaf(&u));
         let reference = (silu(g2.clone()) * u2.clone() * seed).sum().backward();
         for (got, want) in [(&g1, &g2), (&u1, &u2)] {
-            let got = host(got.grad(&grads).expect("gradient").into());
-            let want = host(want.grad(&reference).expect("gradient").into());
+            let got = host(got.grad(&grads).expect("gradient"));
+            let want = host(want.grad(&reference).expect("gradient"));
             for (a, b) in got.iter().zip(&want) {
                 assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
             }

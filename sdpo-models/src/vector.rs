@@ -242,9 +242,16 @@ mod tests {
 
     #[test]
     fn gated_silu_and_its_gradients_match_their_definitions() {
-        let g: Vec<f32> = (0..53).map(|i| i as f32 * 0.61 - 16.0).chain([-120.0, 95.0]).collect();
-        let u: Vec<f32> = (0..g.len()).map(|i| ((i * 5) % 7) as f32 * 0.3 - 1.0).collect();
-        let d: Vec<f32> = (0..g.len()).map(|i| ((i * 3) % 11) as f32 * 0.2 - 1.0).collect();
+        let g: Vec<f32> = (0..53)
+            .map(|i| i as f32 * 0.61 - 16.0)
+            .chain([-120.0, 95.0])
+            .collect();
+        let u: Vec<f32> = (0..g.len())
+            .map(|i| ((i * 5) % 7) as f32 * 0.3 - 1.0)
+            .collect();
+        let d: Vec<f32> = (0..g.len())
+            .map(|i| ((i * 3) % 11) as f32 * 0.2 - 1.0)
+            .collect();
         let mut out = vec![0.0; g.len()];
         silu_gate(&g, &u, &mut out);
         let (mut dg, mut du) = (vec![0.0; g.len()], vec![0.0; g.len()]);
@@ -252,10 +259,15 @@ mod tests {
         for i in 0..g.len() {
             let (g, u, d) = (f64::from(g[i]), f64::from(u[i]), f64::from(d[i]));
             let s = 1.0 / (1.0 + (-g).exp());
-            let close = |got: f32, want: f64| (f64::from(got) - want).abs() <= 1e-6 * (1.0 + want.abs());
+            let close =
+                |got: f32, want: f64| (f64::from(got) - want).abs() <= 1e-6 * (1.0 + want.abs());
             assert!(close(out[i], g * s * u), "silu_gate({g}) * {u}: {}", out[i]);
             assert!(close(du[i], d * g * s), "du at {g}: {}", du[i]);
-            assert!(close(dg[i], d * u * s * (1.0 + g * (1.0 - s))), "dg at {g}: {}", dg[i]);
+            assert!(
+                close(dg[i], d * u * s * (1.0 + g * (1.0 - s))),
+                "dg at {g}: {}",
+                dg[i]
+            );
         }
     }
 }

@@ -16,8 +16,8 @@
 
 use rayon::prelude::*;
 
-use crate::vector::{probabilities_and_gradient, softmax};
 use super::visibility::Visibility;
+use crate::vector::{probabilities_and_gradient, softmax};
 
 /// Queries per tile: `[QUERY_TILE, keys]` scores per task (256 KiB at 1024 keys).
 const QUERY_TILE: usize = 64;
