@@ -56,7 +56,7 @@ pub mod streaming;
 mod tensor_read;
 mod vector;
 
-pub use attention::fused::FusedAttention;
+pub use attention::fused::{FusedAttention, kernel_set};
 pub use attention::mask::{attention_bias, attention_blocked};
 pub use causal_lm::CausalLm;
 pub use config::{

@@ -139,6 +139,23 @@ fn runs_layer(
 fn fused_attention_runs_only_where_it_is_exact() {
     for dev in sdpo_testkit::test_devices!() {
         let model = CausalLm::from_pretrained(model_dir("llama"), &dev.device).expect("load");
+        let kernels = match dev.name {
+            "flex" => "flex-fused/1",
+            "tch" => "libtorch-fused/1",
+            _ => "blocked",
+        };
+        assert_eq!(
+            sdpo_models::kernel_set(&dev.device),
+            kernels,
+            "[{}]",
+            dev.name
+        );
+        assert_eq!(
+            sdpo_models::kernel_set(&dev.device.clone().autodiff()),
+            kernels,
+            "[{}] autodiff",
+            dev.name
+        );
         for rows in Rows::all() {
             let ctx = rows.context(&model, &dev.device);
             assert_eq!(

@@ -187,3 +187,17 @@ mod slice_tests {
         assert_eq!(row_slices(&[4, 0], 10).count(), 0);
     }
 }
+
+/// How the run's reference log-probs are computed on `device` (the cache key's
+/// [`crate::reference::cache::Computation`]): [`run_precision`] and the device's kernels.
+pub(crate) fn run_computation(
+    config: &TrainConfig,
+    device: &Device,
+) -> (crate::reference::cache::Computation, Option<String>) {
+    let (precision, warning) = run_precision(config, device);
+    let computation = crate::reference::cache::Computation {
+        precision,
+        kernels: sdpo_models::kernel_set(device),
+    };
+    (computation, warning)
+}

@@ -27,7 +27,7 @@ use crate::config::TrainConfig;
 use crate::error::TrainError;
 use crate::logps::{DeviceBatch, LogpsPath};
 use crate::observer::TrainObserver;
-use crate::precision::run_precision;
+use crate::precision::run_computation;
 use crate::reference::cache::reference_identity;
 use crate::reference::{
     ComputingReference, LazyReference, Reference, ReferenceLogps, Split, SplitJob,
@@ -430,12 +430,12 @@ fn cached_contrastive(
         identity += &format!(";{key}={}", reference_identity(dir, None)?);
     }
     identity += &format!(";ct_ce_gamma={}", config.loss.ct_ce_gamma);
-    let (precision, _) = run_precision(config, device);
+    let (computation, _) = run_computation(config, device);
     let mut pair = LazyReference::new(|observer: &mut dyn TrainObserver| {
         ContrastivePair::load(config, initial, data, device, observer)
             .map(|pair| ComputingReference::Contrastive(Box::new(pair)))
     });
-    let jobs = SplitJob::of_run_with(config, data, precision, identity)?;
+    let jobs = SplitJob::of_run_with(config, data, computation, identity)?;
     precomputed(config, data, jobs, &mut pair, device, observer)
 }
 

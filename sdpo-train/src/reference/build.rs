@@ -21,7 +21,7 @@ use super::precompute::{SplitJob, cached_or_computed};
 use crate::config::TrainConfig;
 use crate::error::TrainError;
 use crate::observer::TrainObserver;
-use crate::precision::run_precision;
+use crate::precision::{run_computation, run_precision};
 use crate::startup::{RunData, base_storage, load_initial_policy, model_error};
 
 /// The reference side of the loss. With `reference_free` none is loaded or run; otherwise the
@@ -70,11 +70,11 @@ pub(crate) fn build_frozen_model(
         let model = reference_model(config, Some(initial), data, device, observer)?;
         return Ok(Reference::Model(Box::new(model)));
     }
-    let (precision, _) = run_precision(config, device);
+    let (computation, _) = run_computation(config, device);
     let mut model = LazyReference::new(|observer: &mut dyn TrainObserver| {
         computing_reference(config, Some(initial), data, device, observer)
     });
-    let jobs = SplitJob::of_run(config, data, precision)?;
+    let jobs = SplitJob::of_run(config, data, computation)?;
     precomputed(config, data, jobs, &mut model, device, observer)
 }
 

@@ -7,7 +7,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use super::build::reference_identity_of;
-use super::cache::{CacheKey, PairRows, rows_sha256};
+use super::cache::{CacheKey, Computation, PairRows, rows_sha256};
 use crate::config::TrainConfig;
 use crate::error::{TrainError, io};
 use crate::observer::TrainObserver;
@@ -34,13 +34,13 @@ pub fn export_pairs(
             super::Split::Eval => "eval",
         };
         let rows = rows_sha256(dataset, &data.collator)?;
-        // The precision is not a content part; any value gives the same content parts.
-        let key = CacheKey::for_run(
-            config,
-            rows,
-            sdpo_models::MatmulPrecision::F32,
-            reference.clone(),
-        );
+        // How the log-probs are computed is not a content part; any value gives the same
+        // content parts.
+        let computation = Computation {
+            precision: sdpo_models::MatmulPrecision::F32,
+            kernels: "none",
+        };
+        let key = CacheKey::for_run(config, rows, computation, reference.clone());
         let mut header = serde_json::Map::new();
         header.insert("format".into(), PAIRS_FORMAT.into());
         header.insert("format_version".into(), 1.into());

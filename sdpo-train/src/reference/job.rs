@@ -14,7 +14,7 @@ use crate::config::TrainConfig;
 use crate::error::TrainError;
 use crate::logps::LogpsPath;
 use crate::observer::TrainObserver;
-use crate::precision::run_precision;
+use crate::precision::run_computation;
 use crate::startup::RunData;
 
 /// What `sdpo precompute-ref` does.
@@ -42,12 +42,12 @@ pub fn precompute_reference(
         });
     }
     let data = RunData::load(config, observer)?;
-    let (precision, warning) = run_precision(config, device);
+    let (computation, warning) = run_computation(config, device);
     if let Some(warning) = warning {
         observer.on_message(&warning);
     }
     let dir = cache_dir(&config.output_dir);
-    let jobs = SplitJob::of_run(config, &data, precision)?;
+    let jobs = SplitJob::of_run(config, &data, computation)?;
     if job == PrecomputeJob::Merge {
         return jobs
             .iter()

@@ -6,12 +6,11 @@
 use burn::tensor::Device;
 
 use sdpo_data::{Collator, TokenizedDataset};
-use sdpo_models::MatmulPrecision;
 
 use super::build::reference_identity_of;
 use super::cache::{
-    CacheHeader, CacheKey, FoundCache, Journal, PairLogps, RefLogpsCache, Shard, cache_dir, find,
-    rows_sha256, write,
+    CacheHeader, CacheKey, Computation, FoundCache, Journal, PairLogps, RefLogpsCache, Shard,
+    cache_dir, find, rows_sha256, write,
 };
 use super::compute::{Batches, ComputingReference, LazyReference};
 use crate::config::TrainConfig;
@@ -47,11 +46,11 @@ impl<'a> SplitJob<'a> {
         split: Split,
         dataset: &'a TokenizedDataset,
         collator: &'a Collator,
-        precision: MatmulPrecision,
+        computation: Computation,
         reference: String,
     ) -> Result<Self, TrainError> {
         let rows = rows_sha256(dataset, collator)?;
-        let key = CacheKey::for_run(config, rows, precision, reference);
+        let key = CacheKey::for_run(config, rows, computation, reference);
         let batch_size = config
             .precompute_ref_batch_size
             .unwrap_or(match split {
@@ -72,9 +71,9 @@ impl<'a> SplitJob<'a> {
     pub fn of_run(
         config: &TrainConfig,
         data: &'a RunData,
-        precision: MatmulPrecision,
+        computation: Computation,
     ) -> Result<Vec<Self>, TrainError> {
-        Self::of_run_with(config, data, precision, reference_identity_of(config)?)
+        Self::of_run_with(config, data, computation, reference_identity_of(config)?)
     }
 
     /// The jobs of every split of `data`, keyed for the model identified by `reference`
@@ -82,7 +81,7 @@ impl<'a> SplitJob<'a> {
     pub fn of_run_with(
         config: &TrainConfig,
         data: &'a RunData,
-        precision: MatmulPrecision,
+        computation: Computation,
         reference: String,
     ) -> Result<Vec<Self>, TrainError> {
         data.splits()
@@ -92,7 +91,7 @@ impl<'a> SplitJob<'a> {
                     split,
                     dataset,
                     &data.collator,
-                    precision,
+                    computation,
                     reference.clone(),
                 )
             })
@@ -318,18 +317,22 @@ mod tests {
     }
 
     /// The precision a backend that holds every dtype runs `config` in.
-    fn precision(config: &TrainConfig) -> MatmulPrecision {
+    fn precision(config: &TrainConfig) -> sdpo_models::MatmulPrecision {
         if config.bf16 {
-            MatmulPrecision::Bf16
+            sdpo_models::MatmulPrecision::Bf16
         } else if config.fp16 {
-            MatmulPrecision::F16
+            sdpo_models::MatmulPrecision::F16
         } else {
-            MatmulPrecision::F32
+            sdpo_models::MatmulPrecision::F32
         }
     }
 
     fn cache_key(config: &TrainConfig) -> String {
-        CacheKey::for_run(config, "7".into(), precision(config), "11".into()).key()
+        let computation = Computation {
+            precision: precision(config),
+            kernels: "test",
+        };
+        CacheKey::for_run(config, "7".into(), computation, "11".into()).key()
     }
 
     /// `config` with another valid value of `key`: the first candidate that parses and

@@ -158,3 +158,19 @@ pub(crate) fn attention(
         }
     }
 }
+
+/// A short name for the fused kernels sdpo-models runs on `device`, for keys of cached results
+/// that must have been computed the same way: `flex-fused/1` (flex: the host attention kernel
+/// and the gated SiLU), `libtorch-fused/1` (LibTorch's CPU device: PyTorch's flash attention for
+/// plain right-padded rows), `blocked` (wgpu, LibTorch on CUDA: burn's operations only). The
+/// number changes when a kernel's arithmetic does.
+pub fn kernel_set(device: &Device) -> &'static str {
+    // The kernels of the plain device: an autodiff device runs the same ones.
+    let mask = Tensor::<2, Int>::ones([1, 1], device).without_autodiff();
+    match FusedKernel::for_rows(&mask, None) {
+        Some(FusedKernel::Flex(_)) => "flex-fused/1",
+        #[cfg(feature = "tch")]
+        Some(FusedKernel::LibTorch) => "libtorch-fused/1",
+        None => "blocked",
+    }
+}

@@ -39,6 +39,18 @@ pub const KEY_PART_NAMES: [&str; 9] = [
     "ref_dtype",
 ];
 
+/// How sdpo-rs computes a reference's log-probs on the run's device: the products' precision
+/// and the set of fused kernels the device runs ([`sdpo_models::kernel_set`]): both change the
+/// bits, so both are in the key (a cache written before flex's fused kernels, or on another
+/// backend, is recomputed rather than read as if the run had computed it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Computation {
+    /// The precision of the reference's products.
+    pub precision: MatmulPrecision,
+    /// [`sdpo_models::kernel_set`] of the run's device.
+    pub kernels: &'static str,
+}
+
 /// The parts of a reference cache's key, each a short text (see [`KEY_PART_NAMES`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheKey {
@@ -50,12 +62,12 @@ impl CacheKey {
     /// How many leading parts make the content key.
     pub const CONTENT_PARTS: usize = 5;
 
-    /// The key of `config`'s cache: `rows` is [`rows_sha256`] of the split, `precision` the
-    /// precision the reference's products run in, `reference` [`reference_identity`].
+    /// The key of `config`'s cache: `rows` is [`rows_sha256`] of the split, `computation` how
+    /// the reference's log-probs are computed, `reference` [`reference_identity`].
     pub fn for_run(
         config: &TrainConfig,
         rows: String,
-        precision: MatmulPrecision,
+        computation: Computation,
         reference: String,
     ) -> Self {
         let or_none = |v: Option<usize>| v.map_or("none".to_string(), |v| v.to_string());
@@ -64,11 +76,11 @@ impl CacheKey {
             // (and the engine's blocks and chunks follow the budget). Layer streaming computes
             // the engine's forward, bit for bit.
             format!(
-                "bounded;memory_budget_mib={};max_buffer_mib={}",
-                config.memory_budget_mib, config.max_buffer_mib
+                "bounded;memory_budget_mib={};max_buffer_mib={};kernels={}",
+                config.memory_budget_mib, config.max_buffer_mib, computation.kernels
             )
         } else {
-            "whole".to_string()
+            format!("whole;kernels={}", computation.kernels)
         };
         let row_layout = if config.uses_shared_prompt() {
             "shared_prompt"
@@ -84,7 +96,7 @@ impl CacheKey {
                 reference,
                 logps_path,
                 row_layout.to_string(),
-                precision.name().to_string(),
+                computation.precision.name().to_string(),
                 config
                     .ref_dtype
                     .map_or("none".to_string(), |d| d.as_str().to_string()),
@@ -249,6 +261,33 @@ pub fn reference_identity(dir: &Path, random_init_seed: Option<u64>) -> Result<S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_devices_kernels_change_the_key_and_not_the_content_key() {
+        for gradient_checkpointing in [true, false] {
+            let config = TrainConfig {
+                model_name_or_path: "model".into(),
+                train_file: "pairs.jsonl".into(),
+                gradient_checkpointing,
+                ..TrainConfig::default()
+            };
+            let key = |kernels| {
+                let computation = Computation {
+                    precision: MatmulPrecision::F32,
+                    kernels,
+                };
+                CacheKey::for_run(&config, "rows".into(), computation, "model".into())
+            };
+            let (flex, blocked) = (key("flex-fused/1"), key("blocked"));
+            assert_ne!(flex.key(), blocked.key());
+            assert_eq!(flex.content_key(), blocked.content_key());
+            let path = flex.parts().find(|(name, _)| *name == "logps_path");
+            assert!(
+                path.is_some_and(|(_, value)| value.ends_with(";kernels=flex-fused/1")),
+                "{path:?}"
+            );
+        }
+    }
 
     #[test]
     fn the_key_is_the_documented_digest_of_its_parts() {

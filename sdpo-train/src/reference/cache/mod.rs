@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 pub use file::{CacheHeader, FORMAT, FORMAT_VERSION, PairLogps, read, read_header, write};
 pub use journal::{Journal, Resumed};
-pub use key::{CacheKey, KEY_PART_NAMES, PairRows, reference_identity, rows_sha256};
+pub use key::{CacheKey, Computation, KEY_PART_NAMES, PairRows, reference_identity, rows_sha256};
 pub use shard::{FoundCache, Shard, external_file_name, find};
 
 use crate::error::TrainError;
