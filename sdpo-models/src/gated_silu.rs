@@ -16,7 +16,8 @@ use burn::prelude::*;
 use burn::tensor::activation::silu;
 use rayon::prelude::*;
 
-use crate::attention::fused::flex::host_f32;
+use crate::attention::fused::flex::{host_f32, values};
+use crate::attention::fused::tracked::backward_on_host;
 use crate::vector;
 
 /// Elements per parallel task.
@@ -45,11 +46,6 @@ fn forward_host(gate: &FlexTensor, up: &FlexTensor) -> FlexTensor {
         .zip(g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK)))
         .for_each(|(out, (g, u))| vector::silu_gate(g, u, out));
     FlexTensor::from_data(TensorData::new(out, gate.layout().shape().clone()))
-}
-
-fn values(tensor: &FlexTensor) -> &[f32] {
-    // `host_f32` made and checked this view.
-    tensor.as_slice::<f32>().unwrap_or(&[])
 }
 
 fn untracked(gate: &Tensor<3>, up: &Tensor<3>) -> Option<Tensor<3>> {
@@ -96,31 +92,21 @@ impl Backward<Flex, 2> for GatedSilu {
         grads: &mut Gradients,
         _checkpointer: &mut Checkpointer,
     ) {
-        let grad = grads.consume::<Flex>(&ops.node);
-        let (gate, up) = &ops.state;
-        let shape = gate.layout().shape().clone();
-        let grad = host_f32(grad.clone()).unwrap_or_else(|| {
-            let data = grad.into_data().convert::<f32>();
-            let values = data.try_into_vec::<f32>().unwrap_or_default();
-            FlexTensor::from_data(TensorData::new(values, shape.clone()))
+        backward_on_host(ops, grads, |grad, (gate, up)| {
+            let (g, u, d) = (values(gate), values(up), values(&grad));
+            let mut dg = vec![0.0f32; g.len()];
+            let mut du = vec![0.0f32; g.len()];
+            dg.par_chunks_mut(CHUNK)
+                .zip(du.par_chunks_mut(CHUNK))
+                .zip(
+                    g.par_chunks(CHUNK)
+                        .zip(u.par_chunks(CHUNK))
+                        .zip(d.par_chunks(CHUNK)),
+                )
+                .for_each(|((dg, du), ((g, u), d))| vector::silu_gate_backward((g, u, d), dg, du));
+            let shape = gate.layout().shape().clone();
+            [dg, du].map(|v| FlexTensor::from_data(TensorData::new(v, shape.clone())))
         });
-        let (g, u, d) = (values(gate), values(up), values(&grad));
-        let mut dg = vec![0.0f32; g.len()];
-        let mut du = vec![0.0f32; g.len()];
-        dg.par_chunks_mut(CHUNK)
-            .zip(du.par_chunks_mut(CHUNK))
-            .zip(
-                g.par_chunks(CHUNK)
-                    .zip(u.par_chunks(CHUNK))
-                    .zip(d.par_chunks(CHUNK)),
-            )
-            .for_each(|((dg, du), ((g, u), d))| vector::silu_gate_backward((g, u, d), dg, du));
-        let gradients = [dg, du].map(|v| FlexTensor::from_data(TensorData::new(v, shape.clone())));
-        for (parent, gradient) in ops.parents.iter().zip(gradients) {
-            if let Some(node) = parent {
-                grads.register::<Flex>(node.id, gradient);
-            }
-        }
     }
 }
 

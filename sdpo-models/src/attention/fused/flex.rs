@@ -56,8 +56,20 @@ pub(crate) fn host_f32(tensor: FlexTensor) -> Option<FlexTensor> {
     tensor.as_slice::<f32>().is_some().then_some(tensor)
 }
 
-fn values(tensor: &FlexTensor) -> &[f32] {
-    // `host_f32` made and checked this view.
+/// `tensor` with contiguous float32 storage, converted from another float dtype if need be.
+pub(crate) fn contiguous_f32(tensor: FlexTensor) -> FlexTensor {
+    host_f32(tensor.clone()).unwrap_or_else(|| {
+        let shape = tensor.layout().shape().clone();
+        let data = tensor.into_data().convert::<f32>();
+        // A float tensor's data converts to float32 values; the fallback is never taken.
+        let values = data.try_into_vec::<f32>().unwrap_or_default();
+        FlexTensor::from_data(TensorData::new(values, shape))
+    })
+}
+
+/// The values of a tensor made by [`host_f32`] or [`contiguous_f32`].
+pub(crate) fn values(tensor: &FlexTensor) -> &[f32] {
+    // Both made and checked this view.
     tensor.as_slice::<f32>().unwrap_or(&[])
 }
 
@@ -168,12 +180,7 @@ impl Saved {
             seq,
             head_dim,
         } = self.dims;
-        let grad = host_f32(grad.clone()).unwrap_or_else(|| {
-            let shape = grad.layout().shape().clone();
-            let data = grad.into_data().convert::<f32>();
-            let values = data.try_into_vec::<f32>().unwrap_or_default();
-            FlexTensor::from_data(TensorData::new(values, shape))
-        });
+        let grad = contiguous_f32(grad);
         let visibility = Visibility::new(&self.mask, self.window);
         let (dq, dk, dv) = host::backward(
             values(&self.q),

@@ -166,7 +166,7 @@ pub(crate) fn backward(
             let kv_plane = task * plane;
             let keys = &k[kv_plane..kv_plane + plane];
             let values = &v[kv_plane..kv_plane + plane];
-            let (mut p, mut dp) = (Vec::new(), Vec::new());
+            let (mut p, mut dp, mut slopes) = (Vec::new(), Vec::new(), Vec::new());
             for g in 0..groups {
                 let head = kv * groups + g;
                 let q_plane = (row * heads + head) * plane;
@@ -210,7 +210,7 @@ pub(crate) fn backward(
                             dp_row,
                             (lse[query], delta[query]),
                             (row, query, first),
-                            scoring,
+                            (scoring, &mut slopes),
                             visibility,
                         );
                     }
@@ -331,13 +331,14 @@ fn softmax_row(
 
 /// One query's raw scores → its probabilities `p` (from the forward's log-sum-exp), and its
 /// `dp` (the probabilities' gradient) → the raw scores' gradient
-/// `p * (dp - delta)` (times `1 - tanh²` through the soft-capping), both in place.
+/// `p * (dp - delta)` (times `1 - tanh²` through the soft-capping, kept in `slopes`, a buffer
+/// reused across rows), both in place.
 fn score_gradient_row(
     p: &mut [f32],
     dp: &mut [f32],
     (lse, delta): (f32, f32),
     (row, query, first): (usize, usize, usize),
-    scoring: Scoring,
+    (scoring, slopes): (Scoring, &mut Vec<f32>),
     visibility: &Visibility,
 ) {
     if lse == f32::NEG_INFINITY {
@@ -346,21 +347,20 @@ fn score_gradient_row(
         return;
     }
     visibility.mask_row(p, row, query, first);
-    let slopes = scoring.softcap.map(|cap| {
-        p.iter_mut()
-            .map(|score| {
-                if !score.is_finite() {
-                    return 0.0;
-                }
-                let t = (*score / cap).tanh();
-                *score = t * cap;
-                1.0 - t * t
-            })
-            .collect::<Vec<f32>>()
-    });
+    if let Some(cap) = scoring.softcap {
+        slopes.clear();
+        slopes.extend(p.iter_mut().map(|score| {
+            if !score.is_finite() {
+                return 0.0;
+            }
+            let t = (*score / cap).tanh();
+            *score = t * cap;
+            1.0 - t * t
+        }));
+    }
     probabilities_and_gradient(p, dp, lse, delta);
-    if let Some(slopes) = slopes {
-        for (g, slope) in dp.iter_mut().zip(slopes) {
+    if scoring.softcap.is_some() {
+        for (g, slope) in dp.iter_mut().zip(slopes.iter()) {
             *g *= slope;
         }
     }

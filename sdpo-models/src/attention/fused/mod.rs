@@ -34,7 +34,7 @@ pub(crate) mod flex;
 mod host;
 #[cfg(feature = "tch")]
 mod libtorch;
-mod tracked;
+pub(crate) mod tracked;
 mod visibility;
 
 use visibility::HostMask;

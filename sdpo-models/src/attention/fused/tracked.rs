@@ -12,11 +12,12 @@ use burn::backend::autodiff::checkpoint::strategy::{
 };
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, DispatchKindConversion, DispatchTensor, Flex};
 use burn::prelude::*;
 
 use super::LayerScoring;
-use super::flex::{Saved, forward_host, host_f32, kernel_dims};
+use super::flex::{Saved, contiguous_f32, forward_host, host_f32, kernel_dims};
 use super::visibility::HostMask;
 
 /// Whether `tensor` lives on flex under autodiff (either checkpointing strategy).
@@ -87,12 +88,25 @@ impl Backward<Flex, 3> for FusedAttentionOp {
         grads: &mut Gradients,
         _checkpointer: &mut Checkpointer,
     ) {
-        let grad = grads.consume::<Flex>(&ops.node);
-        let (dq, dk, dv) = ops.state.gradients(grad);
-        for (parent, gradient) in ops.parents.iter().zip([dq, dk, dv]) {
-            if let Some(node) = parent {
-                grads.register::<Flex>(node.id, gradient);
-            }
+        backward_on_host(ops, grads, |grad, saved| {
+            let (dq, dk, dv) = saved.gradients(grad);
+            [dq, dk, dv]
+        });
+    }
+}
+
+/// The backward of an autodiff operation computed on the host on flex: `gradients` maps the
+/// output's gradient (contiguous float32) and the operation's state to its inputs' gradients,
+/// which are registered for the inputs that need one.
+pub(crate) fn backward_on_host<S, const N: usize>(
+    ops: Ops<S, N>,
+    grads: &mut Gradients,
+    gradients: impl FnOnce(FlexTensor, &S) -> [FlexTensor; N],
+) {
+    let grad = contiguous_f32(grads.consume::<Flex>(&ops.node));
+    for (parent, gradient) in ops.parents.iter().zip(gradients(grad, &ops.state)) {
+        if let Some(node) = parent {
+            grads.register::<Flex>(node.id, gradient);
         }
     }
 }
